@@ -1,0 +1,5 @@
+//! `metrocloud`: the command line of the MetroCloud pipeline.
+
+fn main() -> std::process::ExitCode {
+    metrocloud::cli::main()
+}

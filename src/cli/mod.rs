@@ -1,0 +1,115 @@
+//! The `metrocloud` command line.
+//!
+//! Arguments are parsed here with clap; every command then calls the library.
+//! Exit status: 0 on success, 1 when the work failed (a broker unreachable, a
+//! node that died), 2 for bad configuration or usage, and a Kafka tool's own
+//! status for `cluster tool`.
+
+mod cluster;
+mod topics;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+use crate::logging;
+
+/// IoT sensor-data ingestion on Apache Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "metrocloud", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the effective configuration (from the environment and defaults).
+    Config,
+    /// Create or inspect the sensor topic.
+    Topics {
+        #[command(subcommand)]
+        command: topics::TopicsCommand,
+    },
+    /// Run a local Apache Kafka cluster (JVM processes on 127.0.0.1, no Docker).
+    Cluster {
+        /// Cluster directory [default: $METROCLOUD_CLUSTER_DIR or ~/.local/share/metrocloud/cluster].
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
+}
+
+/// How a command ended, beyond success.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    /// Bad configuration or usage: exit status 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The work failed: exit status 1.
+    #[error("{0}")]
+    Failed(String),
+    /// Pass a child's exit status on.
+    #[error("exit status {0}")]
+    Status(u8),
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
+/// Parses the command line, runs the command, and returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _logs = match logging::init(&config) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Status(code)) => ExitCode::from(code),
+        Err(e @ CliError::Usage(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e @ CliError::Failed(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> Result<(), CliError> {
+    match command {
+        Command::Config => {
+            for (name, value) in config.to_env_lines() {
+                println!("{name}={value}");
+            }
+            Ok(())
+        }
+        Command::Topics { command } => topics::run(command, &config).await,
+        Command::Cluster { dir, command } => cluster::run(command, dir, &config).await,
+    }
+}

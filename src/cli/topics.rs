@@ -1,0 +1,65 @@
+//! `metrocloud topics ...`
+
+use clap::Subcommand;
+
+use super::CliError;
+use crate::admin::{AdminClient, Timeouts};
+use crate::config::Config;
+use crate::topics::{self, Ensured, TopicError, TopicSpec};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicsCommand {
+    /// Create the topic from KAFKA_* settings if missing; check an existing one is as strong.
+    Ensure,
+    /// Print partitions, leaders, replicas, ISR and durability configs.
+    Describe {
+        /// Topic to describe [default: KAFKA_TOPIC_NAME].
+        #[arg(long)]
+        topic: Option<String>,
+    },
+}
+
+pub(crate) async fn run(command: TopicsCommand, config: &Config) -> Result<(), CliError> {
+    let admin = AdminClient::new(config.bootstrap_strings(), Timeouts::default());
+    match command {
+        TopicsCommand::Ensure => {
+            let spec = TopicSpec::from_config(config);
+            let outcome = topics::ensure_topic(&admin, &spec).await.map_err(failure)?;
+            match outcome {
+                Ensured::Created => println!(
+                    "created topic {}: {} partitions, replication factor {}, min.insync.replicas={}",
+                    spec.name, spec.partitions, spec.replication_factor, spec.min_insync_replicas
+                ),
+                Ensured::AlreadyExisted { notes } => {
+                    println!(
+                        "topic {} already exists and matches the configuration",
+                        spec.name
+                    );
+                    for note in notes {
+                        println!("note: {note}");
+                    }
+                }
+            }
+            let description = topics::describe_topic(&admin, &spec.name)
+                .await
+                .map_err(failure)?;
+            print!("{description}");
+            Ok(())
+        }
+        TopicsCommand::Describe { topic } => {
+            let name = topic.unwrap_or_else(|| config.topic.clone());
+            let description = topics::describe_topic(&admin, &name)
+                .await
+                .map_err(failure)?;
+            print!("{description}");
+            Ok(())
+        }
+    }
+}
+
+fn failure(e: TopicError) -> CliError {
+    match e {
+        TopicError::Unsafe { .. } => CliError::Usage(e.to_string()),
+        other => CliError::Failed(other.to_string()),
+    }
+}

@@ -1,0 +1,573 @@
+//! Configuration from the environment, validated once at start.
+//!
+//! The variable names and defaults are the original design's, so an existing
+//! `.env` file or Compose environment keeps working. The environment is first
+//! read raw (every variable a string, through `envy`), then turned into a
+//! [`Config`] in one place; the rest of the program only ever sees valid
+//! values. A bad value is reported with the variable, the value given and what
+//! is allowed, and the binaries exit with status 2 for it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::device::DeviceType;
+
+/// The variables read from the environment, exactly as given.
+#[derive(Debug, Default, Deserialize)]
+struct RawConfig {
+    kafka_bootstrap_servers: Option<String>,
+    kafka_topic_name: Option<String>,
+    kafka_consumer_group_id: Option<String>,
+    kafka_auto_offset_reset: Option<String>,
+    kafka_replication_factor: Option<String>,
+    kafka_partitions: Option<String>,
+    kafka_min_insync_replicas: Option<String>,
+    iot_num_devices: Option<String>,
+    iot_data_interval_sec: Option<String>,
+    iot_device_types: Option<String>,
+    iot_anomaly_probability: Option<String>,
+    log_level: Option<String>,
+    environment: Option<String>,
+    metrocloud_log_dir: Option<String>,
+}
+
+/// The validated configuration of every MetroCloud program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `KAFKA_BOOTSTRAP_SERVERS`: brokers to ask for the cluster's metadata.
+    pub bootstrap_servers: Vec<BrokerAddress>,
+    /// `KAFKA_TOPIC_NAME`: the topic sensor readings go to.
+    pub topic: String,
+    /// `KAFKA_CONSUMER_GROUP_ID`: the consumer group of the processing side.
+    pub consumer_group_id: String,
+    /// `KAFKA_AUTO_OFFSET_RESET`: where a group with no committed offset starts.
+    pub auto_offset_reset: OffsetReset,
+    /// `KAFKA_REPLICATION_FACTOR`: copies of every partition.
+    pub replication_factor: i16,
+    /// `KAFKA_PARTITIONS`: partitions of the topic.
+    pub partitions: i32,
+    /// `KAFKA_MIN_INSYNC_REPLICAS`: replicas that must have a write before it is acknowledged.
+    pub min_insync_replicas: i16,
+    /// `IOT_NUM_DEVICES`: simulated devices.
+    pub num_devices: u32,
+    /// `IOT_DATA_INTERVAL_SEC`: time between two readings of one device.
+    pub data_interval: Duration,
+    /// `IOT_DEVICE_TYPES`: the kinds of device simulated.
+    pub device_types: Vec<DeviceType>,
+    /// `IOT_ANOMALY_PROBABILITY`: chance that a reading is an injected anomaly.
+    pub anomaly_probability: f64,
+    /// `LOG_LEVEL`: the least severe log level written.
+    pub log_level: LogLevel,
+    /// `ENVIRONMENT`: `production` also writes JSON log files.
+    pub environment: String,
+    /// `METROCLOUD_LOG_DIR`: where log files go in production.
+    pub log_dir: PathBuf,
+}
+
+/// A configuration value that is not allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable holds a value outside what it allows.
+    #[error("invalid configuration: {variable}={value:?}: expected {allowed}")]
+    Invalid {
+        /// The environment variable.
+        variable: &'static str,
+        /// The value it holds.
+        value: String,
+        /// What the variable accepts.
+        allowed: String,
+    },
+    /// The environment itself could not be read (for example a value that is not UTF-8).
+    #[error("invalid configuration: {0}")]
+    Environment(#[from] envy::Error),
+}
+
+/// Default brokers: the three client ports of the local cluster.
+pub const DEFAULT_BOOTSTRAP_SERVERS: &str = "localhost:29092,localhost:29093,localhost:29094";
+
+impl Config {
+    /// Reads and validates the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let raw: RawConfig = envy::from_env()?;
+        Config::from_raw(raw)
+    }
+
+    /// Reads and validates the configuration from the given variables.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars = vars.into_iter().map(|(k, v)| (k.into(), v.into()));
+        let raw: RawConfig = envy::from_iter(vars)?;
+        Config::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let bootstrap = raw
+            .kafka_bootstrap_servers
+            .unwrap_or_else(|| DEFAULT_BOOTSTRAP_SERVERS.to_string());
+        let bootstrap_servers = parse_bootstrap_servers(&bootstrap).map_err(|allowed| {
+            invalid("KAFKA_BOOTSTRAP_SERVERS", &bootstrap, allowed.to_string())
+        })?;
+
+        let topic = name(
+            "KAFKA_TOPIC_NAME",
+            raw.kafka_topic_name,
+            "iot-sensor-data",
+            topic_name_rule,
+        )?;
+        let consumer_group_id = name(
+            "KAFKA_CONSUMER_GROUP_ID",
+            raw.kafka_consumer_group_id,
+            "iot-data-consumer",
+            |s| {
+                if s.trim().is_empty() {
+                    Err("a non-empty group id")
+                } else {
+                    Ok(())
+                }
+            },
+        )?;
+        let auto_offset_reset = parsed(
+            "KAFKA_AUTO_OFFSET_RESET",
+            raw.kafka_auto_offset_reset,
+            OffsetReset::Earliest,
+            "one of earliest, latest",
+        )?;
+        let replication_factor: i16 = in_range(
+            "KAFKA_REPLICATION_FACTOR",
+            raw.kafka_replication_factor,
+            3,
+            1,
+            i16::MAX,
+        )?;
+        let partitions: i32 = in_range("KAFKA_PARTITIONS", raw.kafka_partitions, 6, 1, 100_000)?;
+        let min_insync_replicas: i16 = in_range(
+            "KAFKA_MIN_INSYNC_REPLICAS",
+            raw.kafka_min_insync_replicas,
+            2,
+            1,
+            i16::MAX,
+        )?;
+        let num_devices: u32 = in_range("IOT_NUM_DEVICES", raw.iot_num_devices, 8, 1, 10_000_000)?;
+
+        let interval_allowed = "a number of seconds greater than 0 and at most 86400 (e.g. 0.5)";
+        let interval_secs: f64 = parsed(
+            "IOT_DATA_INTERVAL_SEC",
+            raw.iot_data_interval_sec.clone(),
+            1.0,
+            interval_allowed,
+        )?;
+        if !(interval_secs.is_finite() && interval_secs > 0.0 && interval_secs <= 86_400.0) {
+            return Err(invalid(
+                "IOT_DATA_INTERVAL_SEC",
+                raw.iot_data_interval_sec.as_deref().unwrap_or_default(),
+                interval_allowed.to_string(),
+            ));
+        }
+
+        let device_types = match raw.iot_device_types {
+            None => DeviceType::ALL.to_vec(),
+            Some(given) => parse_device_types(&given)?,
+        };
+
+        let probability_allowed = "a probability between 0.0 and 1.0";
+        let anomaly_probability: f64 = parsed(
+            "IOT_ANOMALY_PROBABILITY",
+            raw.iot_anomaly_probability.clone(),
+            0.05,
+            probability_allowed,
+        )?;
+        if !(0.0..=1.0).contains(&anomaly_probability) {
+            return Err(invalid(
+                "IOT_ANOMALY_PROBABILITY",
+                raw.iot_anomaly_probability.as_deref().unwrap_or_default(),
+                probability_allowed.to_string(),
+            ));
+        }
+
+        let log_level = parsed(
+            "LOG_LEVEL",
+            raw.log_level,
+            LogLevel::Info,
+            "one of TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL",
+        )?;
+        let environment = raw.environment.unwrap_or_else(|| "development".to_string());
+        let log_dir = PathBuf::from(raw.metrocloud_log_dir.unwrap_or_else(|| "logs".to_string()));
+
+        Ok(Config {
+            bootstrap_servers,
+            topic,
+            consumer_group_id,
+            auto_offset_reset,
+            replication_factor,
+            partitions,
+            min_insync_replicas,
+            num_devices,
+            data_interval: Duration::from_secs_f64(interval_secs),
+            device_types,
+            anomaly_probability,
+            log_level,
+            environment,
+            log_dir,
+        })
+    }
+
+    /// The bootstrap servers as `host:port` strings, as Kafka clients take them.
+    pub fn bootstrap_strings(&self) -> Vec<String> {
+        self.bootstrap_servers
+            .iter()
+            .map(|b| b.to_string())
+            .collect()
+    }
+
+    /// Whether file logging is on (`ENVIRONMENT=production`).
+    pub fn is_production(&self) -> bool {
+        self.environment.eq_ignore_ascii_case("production")
+    }
+
+    /// The effective configuration as `VARIABLE=value` lines, in the form a `.env` file takes.
+    pub fn to_env_lines(&self) -> Vec<(&'static str, String)> {
+        let types: Vec<&str> = self.device_types.iter().map(|t| t.as_str()).collect();
+        vec![
+            (
+                "KAFKA_BOOTSTRAP_SERVERS",
+                self.bootstrap_strings().join(","),
+            ),
+            ("KAFKA_TOPIC_NAME", self.topic.clone()),
+            ("KAFKA_CONSUMER_GROUP_ID", self.consumer_group_id.clone()),
+            (
+                "KAFKA_AUTO_OFFSET_RESET",
+                self.auto_offset_reset.to_string(),
+            ),
+            (
+                "KAFKA_REPLICATION_FACTOR",
+                self.replication_factor.to_string(),
+            ),
+            ("KAFKA_PARTITIONS", self.partitions.to_string()),
+            (
+                "KAFKA_MIN_INSYNC_REPLICAS",
+                self.min_insync_replicas.to_string(),
+            ),
+            ("IOT_NUM_DEVICES", self.num_devices.to_string()),
+            (
+                "IOT_DATA_INTERVAL_SEC",
+                self.data_interval.as_secs_f64().to_string(),
+            ),
+            ("IOT_DEVICE_TYPES", types.join(",")),
+            (
+                "IOT_ANOMALY_PROBABILITY",
+                self.anomaly_probability.to_string(),
+            ),
+            ("LOG_LEVEL", self.log_level.to_string()),
+            ("ENVIRONMENT", self.environment.clone()),
+            ("METROCLOUD_LOG_DIR", self.log_dir.display().to_string()),
+        ]
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_raw(RawConfig::default()).expect("the defaults are valid")
+    }
+}
+
+fn invalid(variable: &'static str, value: &str, allowed: String) -> ConfigError {
+    ConfigError::Invalid {
+        variable,
+        value: value.to_string(),
+        allowed,
+    }
+}
+
+fn parsed<T: FromStr>(
+    variable: &'static str,
+    given: Option<String>,
+    default: T,
+    allowed: &str,
+) -> Result<T, ConfigError> {
+    match given {
+        None => Ok(default),
+        Some(value) => value
+            .trim()
+            .parse()
+            .map_err(|_| invalid(variable, &value, allowed.to_string())),
+    }
+}
+
+fn in_range<T>(
+    variable: &'static str,
+    given: Option<String>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + fmt::Display + Copy,
+{
+    let allowed = format!("a whole number from {min} to {max}");
+    let value = parsed(variable, given.clone(), default, &allowed)?;
+    if value < min || value > max {
+        return Err(invalid(variable, &given.unwrap_or_default(), allowed));
+    }
+    Ok(value)
+}
+
+fn name(
+    variable: &'static str,
+    given: Option<String>,
+    default: &str,
+    rule: impl Fn(&str) -> Result<(), &'static str>,
+) -> Result<String, ConfigError> {
+    let value = given.unwrap_or_else(|| default.to_string());
+    rule(&value).map_err(|allowed| invalid(variable, &value, allowed.to_string()))?;
+    Ok(value)
+}
+
+/// Kafka's own rule for topic names: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn topic_name_rule(name: &str) -> Result<(), &'static str> {
+    let allowed = "a topic name of 1 to 249 characters from a-z, A-Z, 0-9, '.', '_', '-'";
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() || name.len() > 249 || !valid_chars || name == "." || name == ".." {
+        Err(allowed)
+    } else {
+        Ok(())
+    }
+}
+
+fn parse_device_types(given: &str) -> Result<Vec<DeviceType>, ConfigError> {
+    let names: Vec<&str> = DeviceType::ALL.iter().map(|t| t.as_str()).collect();
+    let allowed = format!(
+        "a comma-separated list of device types from {}",
+        names.join(", ")
+    );
+    let mut types = Vec::new();
+    for part in given.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let kind: DeviceType = part
+            .parse()
+            .map_err(|_| invalid("IOT_DEVICE_TYPES", given, allowed.clone()))?;
+        if !types.contains(&kind) {
+            types.push(kind);
+        }
+    }
+    if types.is_empty() {
+        return Err(invalid("IOT_DEVICE_TYPES", given, allowed));
+    }
+    Ok(types)
+}
+
+fn parse_bootstrap_servers(given: &str) -> Result<Vec<BrokerAddress>, &'static str> {
+    let allowed = "a comma-separated list of host:port (e.g. localhost:29092,localhost:29093)";
+    let servers: Result<Vec<_>, _> = given
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse::<BrokerAddress>().map_err(|_| allowed))
+        .collect();
+    match servers {
+        Ok(servers) if !servers.is_empty() => Ok(servers),
+        _ => Err(allowed),
+    }
+}
+
+/// A broker's `host:port`, checked for shape (not resolved).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BrokerAddress {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl FromStr for BrokerAddress {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (host, port) = s.rsplit_once(':').ok_or(())?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+        let port: u16 = port.parse().map_err(|_| ())?;
+        if !host_ok || port == 0 {
+            return Err(());
+        }
+        Ok(BrokerAddress {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for BrokerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Where a consumer group with no committed offset starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// From the oldest record still kept.
+    Earliest,
+    /// From the next record produced.
+    Latest,
+}
+
+impl FromStr for OffsetReset {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "earliest" => Ok(OffsetReset::Earliest),
+            "latest" => Ok(OffsetReset::Latest),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for OffsetReset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        })
+    }
+}
+
+/// `LOG_LEVEL`, with Python's level names (`WARNING`, `CRITICAL`) accepted as the original design used them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Diagnostic detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unexpected that was handled.
+    Warning,
+    /// Something failed.
+    Error,
+}
+
+impl LogLevel {
+    /// The matching `tracing` filter directive.
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_uppercase().as_str() {
+            "TRACE" => Ok(LogLevel::Trace),
+            "DEBUG" => Ok(LogLevel::Debug),
+            "INFO" => Ok(LogLevel::Info),
+            "WARN" | "WARNING" => Ok(LogLevel::Warning),
+            "ERROR" | "CRITICAL" => Ok(LogLevel::Error),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Trace => "TRACE",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Error => "ERROR",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_for(variable: &str, value: &str) -> String {
+        Config::from_vars([(variable, value)])
+            .expect_err("value must be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_are_the_original_designs() {
+        let config = Config::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(config.topic, "iot-sensor-data");
+        assert_eq!(config.consumer_group_id, "iot-data-consumer");
+        assert_eq!(config.auto_offset_reset, OffsetReset::Earliest);
+        assert_eq!(config.replication_factor, 3);
+        assert_eq!(config.partitions, 6);
+        assert_eq!(config.min_insync_replicas, 2);
+        assert_eq!(config.num_devices, 8);
+        assert_eq!(config.data_interval, Duration::from_secs(1));
+        assert_eq!(config.device_types, DeviceType::ALL.to_vec());
+        assert_eq!(config.anomaly_probability, 0.05);
+        assert_eq!(config.log_level, LogLevel::Info);
+        assert_eq!(
+            config.bootstrap_strings(),
+            ["localhost:29092", "localhost:29093", "localhost:29094"]
+        );
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable_value_and_what_is_allowed() {
+        let message = error_for("IOT_ANOMALY_PROBABILITY", "1.5");
+        assert!(
+            message.contains("IOT_ANOMALY_PROBABILITY=\"1.5\""),
+            "{message}"
+        );
+        assert!(message.contains("between 0.0 and 1.0"), "{message}");
+
+        assert!(error_for("KAFKA_PARTITIONS", "0").contains("KAFKA_PARTITIONS=\"0\""));
+        assert!(error_for("IOT_DEVICE_TYPES", "temperature,thermostat").contains("humidity"));
+        assert!(error_for("KAFKA_BOOTSTRAP_SERVERS", "localhost").contains("host:port"));
+        assert!(error_for("KAFKA_BOOTSTRAP_SERVERS", "a:99999").contains("host:port"));
+        assert!(error_for("KAFKA_AUTO_OFFSET_RESET", "sometimes").contains("earliest, latest"));
+        assert!(error_for("IOT_DATA_INTERVAL_SEC", "-1").contains("greater than 0"));
+        assert!(error_for("LOG_LEVEL", "LOUD").contains("LOG_LEVEL"));
+        assert!(error_for("KAFKA_TOPIC_NAME", "a topic").contains("KAFKA_TOPIC_NAME"));
+    }
+
+    #[test]
+    fn lists_are_trimmed_and_python_level_names_accepted() {
+        let config = Config::from_vars([
+            ("KAFKA_BOOTSTRAP_SERVERS", " 127.0.0.1:9092 , [::1]:9093 "),
+            ("IOT_DEVICE_TYPES", "Light, motion,light"),
+            ("LOG_LEVEL", "critical"),
+        ])
+        .unwrap();
+        assert_eq!(config.bootstrap_strings(), ["127.0.0.1:9092", "[::1]:9093"]);
+        assert_eq!(
+            config.device_types,
+            [DeviceType::Light, DeviceType::Motion].to_vec()
+        );
+        assert_eq!(config.log_level, LogLevel::Error);
+    }
+}

@@ -1,0 +1,21 @@
+//! MetroCloud: IoT sensor-data ingestion on Apache Kafka, in pure Rust.
+//!
+//! The library holds everything; the binaries under `bin/` only call it.
+//!
+//! - [`config`]: the environment, validated once.
+//! - [`logging`]: console and production log files.
+//! - [`device`]: the kinds of sensor.
+//! - [`admin`]: cluster requests rskafka lacks (topic configs, quorum, full metadata).
+//! - [`topics`]: making sure the sensor topic exists and is durable.
+//! - [`cluster`]: a real local Kafka cluster, as JVM processes, with no Docker.
+//! - [`retry`]: backoff and deadlines.
+//! - [`cli`]: the `metrocloud` command line.
+
+pub mod admin;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod device;
+pub mod logging;
+pub mod retry;
+pub mod topics;

@@ -1,0 +1,77 @@
+//! Log output for every MetroCloud program.
+//!
+//! Human-readable lines go to standard error at `LOG_LEVEL` (or as finely as
+//! `RUST_LOG` says, when set). With `ENVIRONMENT=production` the same events
+//! are also written as JSON lines to `METROCLOUD_LOG_DIR/metrocloud.<date>.log`,
+//! rotated daily, keeping the last 14 files.
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::Config;
+
+/// Log files kept in production.
+const KEPT_LOG_FILES: usize = 14;
+
+/// Keeps the log file writer alive; logs written before it drops are flushed.
+#[must_use = "dropping the guard stops file logging"]
+pub struct LogGuard {
+    _file_writer: Option<WorkerGuard>,
+}
+
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// `RUST_LOG` holds an invalid filter.
+    #[error("invalid RUST_LOG filter: {0}")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    /// The log directory cannot be written.
+    #[error("cannot write log files in {dir}: {source}")]
+    LogDir {
+        /// The directory.
+        dir: String,
+        /// Why.
+        source: tracing_appender::rolling::InitError,
+    },
+}
+
+/// Installs the global subscriber as the configuration says.
+pub fn init(config: &Config) -> Result<LogGuard, LoggingError> {
+    let filter = || -> Result<EnvFilter, LoggingError> {
+        match std::env::var("RUST_LOG") {
+            Ok(directives) if !directives.trim().is_empty() => Ok(EnvFilter::try_new(directives)?),
+            _ => Ok(EnvFilter::new(config.log_level.as_filter())),
+        }
+    };
+    let console = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let registry = tracing_subscriber::registry().with(console.with_filter(filter()?));
+    if !config.is_production() {
+        registry.try_init().ok();
+        return Ok(LogGuard { _file_writer: None });
+    }
+    let appender = RollingFileAppender::builder()
+        .rotation(Rotation::DAILY)
+        .filename_prefix("metrocloud")
+        .filename_suffix("log")
+        .max_log_files(KEPT_LOG_FILES)
+        .build(&config.log_dir)
+        .map_err(|source| LoggingError::LogDir {
+            dir: config.log_dir.display().to_string(),
+            source,
+        })?;
+    let (writer, guard) = tracing_appender::non_blocking(appender);
+    let json = tracing_subscriber::fmt::layer()
+        .json()
+        .with_writer(writer)
+        .with_filter(filter()?);
+    registry.with(json).try_init().ok();
+    Ok(LogGuard {
+        _file_writer: Some(guard),
+    })
+}
