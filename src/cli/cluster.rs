@@ -145,12 +145,15 @@ pub(crate) async fn run(
             Ok(())
         }
         ClusterCommand::Pause { node } => {
-            open(&dir, &cache)?.pause_node(node).map_err(failed)?;
+            open(&dir, &cache)?.pause_node(node).await.map_err(failed)?;
             println!("node {node} paused (SIGSTOP); `metrocloud cluster resume {node}` resumes it");
             Ok(())
         }
         ClusterCommand::Resume { node } => {
-            open(&dir, &cache)?.resume_node(node).map_err(failed)?;
+            open(&dir, &cache)?
+                .resume_node(node)
+                .await
+                .map_err(failed)?;
             println!("node {node} resumed");
             Ok(())
         }

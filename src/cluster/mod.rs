@@ -608,16 +608,36 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// SIGSTOP: the node freezes, as a hung broker does.
-    pub fn pause_node(&self, id: i32) -> Result<(), ClusterError> {
+    /// SIGSTOP: the node freezes, as a hung broker does. Returns once it is stopped.
+    pub async fn pause_node(&self, id: i32) -> Result<(), ClusterError> {
         self.node(id)?;
-        node::signal_node(&self.dir, id, Signal::SIGSTOP).map(|_| ())
+        node::signal_node(&self.dir, id, Signal::SIGSTOP)?;
+        self.wait_for_state(id, ProcessState::Paused).await
     }
 
-    /// SIGCONT: a paused node carries on.
-    pub fn resume_node(&self, id: i32) -> Result<(), ClusterError> {
+    /// SIGCONT: a paused node carries on. Returns once it runs.
+    pub async fn resume_node(&self, id: i32) -> Result<(), ClusterError> {
         self.node(id)?;
-        node::signal_node(&self.dir, id, Signal::SIGCONT).map(|_| ())
+        node::signal_node(&self.dir, id, Signal::SIGCONT)?;
+        self.wait_for_state(id, ProcessState::Running).await
+    }
+
+    /// Signals reach every thread of a JVM a moment later; wait for the state to show it.
+    async fn wait_for_state(&self, id: i32, wanted: ProcessState) -> Result<(), ClusterError> {
+        let deadline = Deadline::after(Duration::from_secs(10));
+        loop {
+            match node::process_state(&self.dir, id).1 {
+                state if state == wanted => return Ok(()),
+                ProcessState::Down => return Err(ClusterError::NodeNotRunning(id)),
+                _ => {}
+            }
+            if !deadline.sleep(Duration::from_millis(20)).await {
+                return Err(ClusterError::NotReady {
+                    waited: Duration::from_secs(10),
+                    detail: format!("node {id} is not {wanted} yet"),
+                });
+            }
+        }
     }
 
     /// Starts a stopped node and waits until it is a registered broker again.

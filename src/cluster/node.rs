@@ -302,8 +302,11 @@ pub fn process_state(cluster_dir: &Path, id: i32) -> (Option<i32>, ProcessState)
     let properties = node_dir(cluster_dir, id).join("server.properties");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let cmdline = String::from_utf8_lossy(&cmdline);
-    let ours =
-        cmdline.contains("kafka.Kafka") && cmdline.contains(properties.to_string_lossy().as_ref());
+    // An empty command line belongs to a zombie or to a process in the middle
+    // of exec (the java launcher may re-exec itself); the state letter decides.
+    let ours = cmdline.is_empty()
+        || (cmdline.contains("kafka.Kafka")
+            && cmdline.contains(properties.to_string_lossy().as_ref()));
     if !ours {
         return (Some(pid), ProcessState::Down);
     }

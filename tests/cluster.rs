@@ -1,0 +1,45 @@
+//! The local cluster is a real 3-node KRaft cluster, as Kafka's own tools see it.
+
+mod common;
+
+#[tokio::test]
+async fn cluster_has_three_brokers_and_a_quorum_leader_that_kafka_metadata_quorum_confirms() {
+    let cluster = common::shared();
+    let admin = cluster.admin();
+
+    let metadata = admin.metadata(Some(&[])).await.expect("metadata");
+    let broker_ids: Vec<i32> = metadata.brokers.iter().map(|b| b.id).collect();
+    assert_eq!(broker_ids, [1, 2, 3]);
+
+    let quorum = admin.quorum().await.expect("quorum");
+    let leader = quorum.leader.expect("the quorum has a leader");
+    let mut voters = quorum.voters.clone();
+    voters.sort();
+    assert_eq!(voters, [1, 2, 3]);
+
+    let output = cluster.kafka_tool("kafka-metadata-quorum", &["describe", "--status"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(|rest| rest.trim_start_matches(':').trim().to_string())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    // The leader can move between our request and the tool's; both must name a voter,
+    // and a stable quorum (the usual case) names the same one.
+    let tool_leader: i32 = field("LeaderId").parse().expect("LeaderId is a number");
+    assert!(voters.contains(&tool_leader), "{text}");
+    if field("LeaderEpoch") == quorum.epoch.to_string() {
+        assert_eq!(tool_leader, leader, "{text}");
+    }
+    let tool_voters = field("CurrentVoters");
+    for id in [1, 2, 3] {
+        assert!(
+            tool_voters.contains(&format!("\"id\": {id}")),
+            "{tool_voters}"
+        );
+    }
+    if let Some(expected) = metadata.cluster_id {
+        assert_eq!(field("ClusterId"), expected);
+    }
+}

@@ -1,0 +1,266 @@
+//! The Kafka cluster integration tests run against, and helpers to use it.
+//!
+//! `KAFKA_BOOTSTRAP_SERVERS` set: the tests use that cluster. Otherwise each
+//! test binary starts one real 3-node cluster with the library's own
+//! [`LocalCluster`], on free ports in a directory under the target dir, and
+//! shares it between its tests. Its JVMs are supervised: they end when the
+//! test process ends, however it ends. With the `testcontainers` feature, the
+//! cluster is three `apache/kafka` containers instead (where Docker runs).
+//!
+//! Tests that break the cluster on purpose take a [`dedicated`] one.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use metrocloud::admin::{AdminClient, Timeouts};
+use metrocloud::cluster::{
+    ClusterSpec, KafkaDistribution, LocalCluster, Ownership, PortPlan, tools,
+};
+
+/// A cluster for tests: its bootstrap servers, and the local cluster when we started it.
+pub struct TestCluster {
+    pub bootstrap: Vec<String>,
+    pub local: Option<LocalCluster>,
+    #[cfg(feature = "testcontainers")]
+    containers: Vec<testcontainers::ContainerAsync<testcontainers::GenericImage>>,
+}
+
+impl TestCluster {
+    /// An admin client with timeouts short enough for loopback.
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::new(
+            self.bootstrap.clone(),
+            Timeouts {
+                connect: Duration::from_secs(3),
+                request: Duration::from_secs(15),
+            },
+        )
+    }
+
+    /// `host:port,...` for Kafka's own tools.
+    pub fn bootstrap_list(&self) -> String {
+        self.bootstrap.join(",")
+    }
+
+    /// Runs one of Kafka's own command-line tools against this cluster.
+    pub fn kafka_tool(&self, name: &str, args: &[&str]) -> Output {
+        let tool = tools::find_tool(name).unwrap_or_else(|| panic!("unknown tool {name}"));
+        let distribution = KafkaDistribution::ensure(&KafkaDistribution::default_cache_dir())
+            .expect("Kafka jars available");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let output = tools::tool_command(&distribution, tool, &self.bootstrap_list(), &args)
+            .output()
+            .expect("run Kafka tool");
+        assert!(
+            output.status.success(),
+            "{name} {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// The local cluster, for tests that control nodes.
+    pub fn local(&self) -> &LocalCluster {
+        self.local
+            .as_ref()
+            .expect("this test needs a cluster it started itself")
+    }
+}
+
+/// The cluster shared by every test of this binary.
+pub fn shared() -> &'static TestCluster {
+    static SHARED: OnceLock<TestCluster> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        if let Ok(servers) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+            return TestCluster {
+                bootstrap: servers.split(',').map(|s| s.trim().to_string()).collect(),
+                local: None,
+                #[cfg(feature = "testcontainers")]
+                containers: Vec::new(),
+            };
+        }
+        #[cfg(feature = "testcontainers")]
+        {
+            docker::start()
+        }
+        #[cfg(not(feature = "testcontainers"))]
+        {
+            dedicated()
+        }
+    })
+}
+
+/// A fresh 3-node local cluster of this test's own, ended when dropped or when the process ends.
+pub fn dedicated() -> TestCluster {
+    let dir = cluster_dir();
+    // Started on a thread of its own: tests call this from inside their own runtime.
+    let started = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let mut spec = ClusterSpec::new(dir);
+        spec.ports = PortPlan::Free;
+        spec.ownership = Ownership::Supervised;
+        runtime.block_on(LocalCluster::up(&spec))
+    })
+    .join()
+    .expect("cluster start thread");
+    let (cluster, _) = started.unwrap_or_else(|e| panic!("test cluster did not start: {e}"));
+    TestCluster {
+        bootstrap: cluster.bootstrap_servers(),
+        local: Some(cluster),
+        #[cfg(feature = "testcontainers")]
+        containers: Vec::new(),
+    }
+}
+
+/// A new directory for a test cluster under the target dir; those of finished runs are removed.
+fn cluster_dir() -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("clusters");
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let owner = name
+                .split('-')
+                .next()
+                .and_then(|pid| pid.parse::<u32>().ok());
+            if owner.is_some_and(|pid| !PathBuf::from(format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = root.join(format!(
+        "{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create cluster dir");
+    dir
+}
+
+/// A topic name no other test uses.
+pub fn unique_topic(purpose: &str) -> String {
+    let suffix: u64 = rand::random();
+    format!("test-{purpose}-{suffix:016x}")
+}
+
+/// Polls `condition` until it returns true or `limit` passes; panics with `what` on timeout.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(feature = "testcontainers")]
+mod docker {
+    //! Three `apache/kafka` containers in KRaft combined mode, like `docker/`.
+
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use testcontainers::core::{ContainerPort, WaitFor};
+    use testcontainers::runners::AsyncRunner;
+    use testcontainers::{GenericImage, ImageExt};
+
+    use super::TestCluster;
+
+    const IMAGE: (&str, &str) = ("apache/kafka", "4.1.1");
+
+    pub fn start() -> TestCluster {
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            runtime.block_on(start_async())
+        })
+        .join()
+        .expect("container start thread")
+    }
+
+    async fn start_async() -> TestCluster {
+        let run: u32 = rand::random();
+        let network = format!("metrocloud-test-{run:08x}");
+        let host_ports: Vec<u16> = (0..3)
+            .map(|_| TcpListener::bind(("127.0.0.1", 0)).expect("free port"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|l| l.local_addr().expect("port").port())
+            .collect();
+        let names: Vec<String> = (1..=3).map(|i| format!("kafka{i}-{run:08x}")).collect();
+        let voters = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{}@{name}:9093", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut containers = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let host_port = host_ports[i];
+            let container = GenericImage::new(IMAGE.0, IMAGE.1)
+                .with_exposed_port(ContainerPort::Tcp(19092))
+                .with_wait_for(WaitFor::Nothing)
+                .with_network(network.clone())
+                .with_container_name(name.clone())
+                .with_mapped_port(host_port, ContainerPort::Tcp(19092))
+                .with_env_var("CLUSTER_ID", "TWV0cm9DbG91ZFRlc3RzMQ")
+                .with_env_var("KAFKA_NODE_ID", (i + 1).to_string())
+                .with_env_var("KAFKA_PROCESS_ROLES", "broker,controller")
+                .with_env_var("KAFKA_CONTROLLER_QUORUM_VOTERS", voters.clone())
+                .with_env_var(
+                    "KAFKA_LISTENERS",
+                    "PLAINTEXT://:9092,CONTROLLER://:9093,HOST://:19092",
+                )
+                .with_env_var(
+                    "KAFKA_ADVERTISED_LISTENERS",
+                    format!("PLAINTEXT://{name}:9092,HOST://127.0.0.1:{host_port}"),
+                )
+                .with_env_var(
+                    "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+                    "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,HOST:PLAINTEXT",
+                )
+                .with_env_var("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+                .with_env_var("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT")
+                .with_env_var("KAFKA_DEFAULT_REPLICATION_FACTOR", "3")
+                .with_env_var("KAFKA_MIN_INSYNC_REPLICAS", "2")
+                .with_env_var("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "3")
+                .with_env_var("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "3")
+                .with_env_var("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "2")
+                .with_env_var("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
+                .with_env_var("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+                .start()
+                .await
+                .expect("start apache/kafka container");
+            containers.push(container);
+        }
+        let cluster = TestCluster {
+            bootstrap: host_ports
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect(),
+            local: None,
+            containers,
+        };
+        let admin = cluster.admin();
+        super::eventually(Duration::from_secs(120), "3 brokers registered", || async {
+            admin
+                .metadata(Some(&[]))
+                .await
+                .is_ok_and(|m| m.brokers.len() == 3)
+        })
+        .await;
+        cluster
+    }
+}
