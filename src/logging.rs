@@ -5,6 +5,8 @@
 //! are also written as JSON lines to `METROCLOUD_LOG_DIR/metrocloud.<date>.log`,
 //! rotated daily, keeping the last 14 files.
 
+use std::io::IsTerminal;
+
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::EnvFilter;
@@ -29,6 +31,14 @@ pub enum LoggingError {
     /// `RUST_LOG` holds an invalid filter.
     #[error("invalid RUST_LOG filter: {0}")]
     Filter(#[from] tracing_subscriber::filter::ParseError),
+    /// The log directory cannot be created.
+    #[error("cannot create the log directory {dir}: {source}")]
+    CreateDir {
+        /// The directory.
+        dir: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The log directory cannot be written.
     #[error("cannot write log files in {dir}: {source}")]
     LogDir {
@@ -49,12 +59,17 @@ pub fn init(config: &Config) -> Result<LogGuard, LoggingError> {
     };
     let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     let registry = tracing_subscriber::registry().with(console.with_filter(filter()?));
     if !config.is_production() {
         registry.try_init().ok();
         return Ok(LogGuard { _file_writer: None });
     }
+    std::fs::create_dir_all(&config.log_dir).map_err(|source| LoggingError::CreateDir {
+        dir: config.log_dir.display().to_string(),
+        source,
+    })?;
     let appender = RollingFileAppender::builder()
         .rotation(Rotation::DAILY)
         .filename_prefix("metrocloud")

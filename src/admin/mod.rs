@@ -280,10 +280,17 @@ impl AdminClient {
                     *slot = Some(connection);
                     return Ok(response);
                 }
-                Err(e) if e.is_connection_failure() => last = Some(e),
+                Err(e) if e.is_connection_failure() => {
+                    tracing::debug!("broker {address} unavailable: {e}");
+                    last = Some(e);
+                }
                 Err(e) => return Err(e),
             }
         }
+        tracing::warn!(
+            "no bootstrap server answered ({})",
+            self.bootstrap.join(",")
+        );
         Err(AdminError::Unreachable {
             servers: self.bootstrap.join(","),
             last: Box::new(last.unwrap_or(AdminError::NoBootstrapServers)),

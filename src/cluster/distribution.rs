@@ -158,10 +158,19 @@ impl KafkaDistribution {
         std::fs::write(libs.join(".complete"), KAFKA_VERSION)
             .map_err(|e| ClusterError::io(&libs, e))?;
         let target = self.libs_dir();
-        if target.exists() {
-            std::fs::remove_dir_all(&target).map_err(|e| ClusterError::io(&target, e))?;
+        // Another process may have finished the same fetch meanwhile: its copy is
+        // complete and possibly in use, so keep it and drop ours.
+        let complete = |dir: &Path| dir.join(".complete").exists();
+        if !complete(&target) {
+            if target.exists() {
+                std::fs::remove_dir_all(&target).map_err(|e| ClusterError::io(&target, e))?;
+            }
+            if let Err(e) = std::fs::rename(&libs, &target)
+                && !complete(&target)
+            {
+                return Err(ClusterError::io(&target, e));
+            }
         }
-        std::fs::rename(&libs, &target).map_err(|e| ClusterError::io(&target, e))?;
         let _ = std::fs::remove_dir_all(&staging);
         tracing::info!("Kafka {KAFKA_VERSION} jars cached in {}", target.display());
         Ok(())

@@ -348,10 +348,20 @@ impl LocalCluster {
             check_free(node)?;
         }
         cluster.format(&stopped).await?;
-        for node in &stopped {
-            cluster.launch(node)?;
+        let started = async {
+            for node in &stopped {
+                cluster.launch(node)?;
+            }
+            cluster.wait_ready(spec.ready_timeout).await
+        };
+        if let Err(e) = started.await {
+            // A half-started cluster is of no use: stop what this call started.
+            for node in &stopped {
+                let _ = node::signal_node(&cluster.dir, node.id, Signal::SIGKILL);
+                cluster.release_supervisor(node.id);
+            }
+            return Err(e);
         }
-        cluster.wait_ready(spec.ready_timeout).await?;
         Ok((cluster, UpOutcome::Started))
     }
 

@@ -351,5 +351,10 @@ pub fn log_tail(cluster_dir: &Path, id: i32, lines: usize) -> (PathBuf, String) 
             tail.push_str(&format!("==> {} <==\n{}\n", path.display(), part));
         }
     }
-    (server_log, tail)
+    let log = if server_log.exists() {
+        server_log
+    } else {
+        stdout_log
+    };
+    (log, tail)
 }
