@@ -16,6 +16,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::Config;
 
+/// Events with this target go to the log files only: the console already
+/// shows them in another form (the command line's final error message).
+pub const FILE_ONLY: &str = "metrocloud_file_only";
+
 /// Log files kept in production.
 const KEPT_LOG_FILES: usize = 14;
 
@@ -61,7 +65,12 @@ pub fn init(config: &Config) -> Result<LogGuard, LoggingError> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal());
-    let registry = tracing_subscriber::registry().with(console.with_filter(filter()?));
+    let console_filter = filter()?.add_directive(
+        format!("{FILE_ONLY}=off")
+            .parse()
+            .expect("a valid directive"),
+    );
+    let registry = tracing_subscriber::registry().with(console.with_filter(console_filter));
     if !config.is_production() {
         registry.try_init().ok();
         return Ok(LogGuard { _file_writer: None });

@@ -184,3 +184,97 @@ fn a_node_that_dies_on_start_is_reported_with_its_log() {
         "its last lines are shown: {stderr}"
     );
 }
+
+/// A directory holding only a link to the real `java`, to run with no Maven on `PATH`.
+fn path_with_java_only(tmp: &Path) -> PathBuf {
+    let java = std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("java"))
+                .find(|candidate| candidate.is_file())
+        })
+        .expect("java on PATH");
+    let bin = tmp.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(java, bin.join("java")).unwrap();
+    bin
+}
+
+#[test]
+fn no_java_is_explained_with_how_to_get_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_metrocloud"))
+        .args(["cluster", "--dir"])
+        .arg(tmp.path().join("cluster"))
+        .arg("up")
+        .env("PATH", &empty)
+        .env_remove("JAVA_HOME")
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no Java found"), "{stderr}");
+    assert!(stderr.contains("JAVA_HOME"), "{stderr}");
+}
+
+#[test]
+fn no_maven_for_the_first_fetch_is_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_metrocloud"))
+        .args(["cluster", "--dir"])
+        .arg(tmp.path().join("cluster"))
+        .arg("up")
+        .env("PATH", path_with_java_only(tmp.path()))
+        .env_remove("JAVA_HOME")
+        .env("METROCLOUD_KAFKA_CACHE", tmp.path().join("empty-cache"))
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Maven (mvn) not found"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_registry_is_explained_with_what_maven_said() {
+    // Real Maven, told to stay offline with an empty local repository: it cannot resolve Kafka.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let _purge = Purge(dir.clone());
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".m2")).unwrap();
+    std::fs::write(
+        home.join(".m2/settings.xml"),
+        format!(
+            "<settings><offline>true</offline><localRepository>{}</localRepository></settings>",
+            tmp.path().join("repository").display()
+        ),
+    )
+    .unwrap();
+    let client = free_port_run(3).to_string();
+    let controller = free_port_run(3).to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_metrocloud"))
+        .args(["cluster", "--dir"])
+        .arg(&dir)
+        .args([
+            "up",
+            "--client-port-base",
+            &client,
+            "--controller-port-base",
+            &controller,
+        ])
+        // Maven finds its settings through Java's user.home.
+        .env("MAVEN_OPTS", format!("-Duser.home={}", home.display()))
+        .env("METROCLOUD_KAFKA_CACHE", tmp.path().join("empty-cache"))
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not fetch Apache Kafka 4.1.1 with Maven"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Maven said"), "{stderr}");
+    assert!(!tmp.path().join("empty-cache/kafka-4.1.1/libs").exists());
+}

@@ -87,18 +87,18 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli.command, config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(CliError::Status(code)) => ExitCode::from(code),
-        Err(e @ CliError::Usage(_)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-        Err(e @ CliError::Failed(_)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
+    let outcome = runtime.block_on(run(cli.command, config));
+    let code = match &outcome {
+        Ok(()) => return ExitCode::SUCCESS,
+        Err(CliError::Status(code)) => return ExitCode::from(*code),
+        Err(CliError::Usage(_)) => 2,
+        Err(CliError::Failed(_)) => 1,
+    };
+    if let Err(e) = outcome {
+        eprintln!("error: {e}");
+        tracing::error!(target: logging::FILE_ONLY, exit_status = code, "{e}");
     }
+    ExitCode::from(code)
 }
 
 async fn run(command: Command, config: Config) -> Result<(), CliError> {

@@ -139,7 +139,12 @@ impl KafkaDistribution {
             self.libs_dir().display()
         );
         let output = Command::new(mvn)
-            .args(["-q", "-B", "dependency:copy-dependencies"])
+            .args([
+                "-q",
+                "-B",
+                "-Dstyle.color=never",
+                "dependency:copy-dependencies",
+            ])
             .arg(format!("-DoutputDirectory={}", libs.display()))
             .arg("-f")
             .arg(&pom)
