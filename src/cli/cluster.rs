@@ -17,8 +17,8 @@ use crate::topics::join_ids;
 pub(crate) enum ClusterCommand {
     /// Fetch Kafka on first use, then format and start the nodes and wait until they are ready.
     Up {
-        /// Number of nodes, each a broker and a controller.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
+        /// Number of nodes, each a broker and a controller (3 at least: topics keep 3 replicas).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(3..=9))]
         nodes: u16,
         /// Client port of node 1; node N gets this + N - 1.
         #[arg(long, default_value_t = cluster::DEFAULT_CLIENT_PORT_BASE)]

@@ -307,13 +307,16 @@ impl LocalCluster {
         std::fs::create_dir_all(&spec.dir).map_err(|e| ClusterError::io(&spec.dir, e))?;
         let state = match read_state(&spec.dir)? {
             Some(state) => {
-                let voters = state.nodes.iter().filter(|n| n.controller_port.is_some());
-                if voters.count() != spec.nodes {
+                let voters = state
+                    .nodes
+                    .iter()
+                    .filter(|n| n.controller_port.is_some())
+                    .count();
+                if voters != spec.nodes {
                     return Err(ClusterError::Mismatch(format!(
-                        "the cluster in {} has {} controller node(s), not {}: use it as it is, or \
-                         remove it first with `metrocloud cluster down --purge`",
+                        "the cluster in {} has {voters} controller node(s), not {}: use it as it \
+                         is, or remove it first with `metrocloud cluster down --purge`",
                         spec.dir.display(),
-                        state.nodes.len(),
                         spec.nodes
                     )));
                 }
@@ -601,6 +604,8 @@ impl LocalCluster {
     pub async fn stop_node(&self, id: i32) -> Result<(), ClusterError> {
         self.node(id)?;
         node::signal_node(&self.dir, id, Signal::SIGTERM)?;
+        // A paused node only acts on SIGTERM once it runs again.
+        node::signal_node(&self.dir, id, Signal::SIGCONT)?;
         let waited = Duration::from_secs(60);
         if !self.wait_down(id, waited).await {
             return Err(ClusterError::StopTimedOut { id, waited });
