@@ -30,6 +30,7 @@ struct RawConfig {
     iot_data_interval_sec: Option<String>,
     iot_device_types: Option<String>,
     iot_anomaly_probability: Option<String>,
+    iot_simulator_seed: Option<String>,
     log_level: Option<String>,
     environment: Option<String>,
     metrocloud_log_dir: Option<String>,
@@ -60,6 +61,8 @@ pub struct Config {
     pub device_types: Vec<DeviceType>,
     /// `IOT_ANOMALY_PROBABILITY`: chance that a reading is an injected anomaly.
     pub anomaly_probability: f64,
+    /// `IOT_SIMULATOR_SEED`: seed of the simulator; random when unset.
+    pub simulator_seed: Option<u64>,
     /// `LOG_LEVEL`: the least severe log level written.
     pub log_level: LogLevel,
     /// `ENVIRONMENT`: `production` also writes JSON log files.
@@ -192,6 +195,16 @@ impl Config {
             ));
         }
 
+        let simulator_seed = match raw.iot_simulator_seed {
+            Some(seed) if !seed.trim().is_empty() => Some(parsed(
+                "IOT_SIMULATOR_SEED",
+                Some(seed),
+                0u64,
+                "a whole number from 0 to 18446744073709551615, or nothing for a random seed",
+            )?),
+            _ => None,
+        };
+
         let log_level = parsed(
             "LOG_LEVEL",
             raw.log_level,
@@ -213,6 +226,7 @@ impl Config {
             data_interval: Duration::from_secs_f64(interval_secs),
             device_types,
             anomaly_probability,
+            simulator_seed,
             log_level,
             environment,
             log_dir,
@@ -264,6 +278,12 @@ impl Config {
             (
                 "IOT_ANOMALY_PROBABILITY",
                 self.anomaly_probability.to_string(),
+            ),
+            (
+                "IOT_SIMULATOR_SEED",
+                self.simulator_seed
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
             ),
             ("LOG_LEVEL", self.log_level.to_string()),
             ("ENVIRONMENT", self.environment.clone()),
@@ -552,6 +572,7 @@ mod tests {
         assert!(error_for("KAFKA_AUTO_OFFSET_RESET", "sometimes").contains("earliest, latest"));
         assert!(error_for("IOT_DATA_INTERVAL_SEC", "-1").contains("greater than 0"));
         assert!(error_for("LOG_LEVEL", "LOUD").contains("LOG_LEVEL"));
+        assert!(error_for("IOT_SIMULATOR_SEED", "-3").contains("random seed"));
         assert!(error_for("KAFKA_TOPIC_NAME", "a topic").contains("KAFKA_TOPIC_NAME"));
     }
 

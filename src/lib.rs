@@ -5,6 +5,9 @@
 //! - [`config`]: the environment, validated once.
 //! - [`logging`]: console and production log files.
 //! - [`device`]: the kinds of sensor.
+//! - [`reading`]: the record format of a sensor reading.
+//! - [`simulator`]: a fleet of simulated sensors.
+//! - [`partitioner`]: Kafka's default partitioning of keyed records.
 //! - [`admin`]: cluster requests rskafka lacks (topic configs, quorum, full metadata).
 //! - [`topics`]: making sure the sensor topic exists and is durable.
 //! - [`cluster`]: a real local Kafka cluster, as JVM processes, with no Docker.
@@ -17,5 +20,8 @@ pub mod cluster;
 pub mod config;
 pub mod device;
 pub mod logging;
+pub mod partitioner;
+pub mod reading;
 pub mod retry;
+pub mod simulator;
 pub mod topics;

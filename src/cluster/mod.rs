@@ -805,9 +805,16 @@ fn write_state(dir: &Path, state: &ClusterState) -> Result<(), ClusterError> {
 }
 
 /// A KRaft cluster id: 16 random bytes in URL-safe base64 without padding.
+/// Like Kafka's own `Uuid.randomUuid`, never one starting with `-`, which
+/// command-line parsers would take for an option.
 fn new_cluster_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    loop {
+        let bytes: [u8; 16] = rand::random();
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 fn plan_nodes(count: usize, ports: PortPlan) -> Result<Vec<NodeSpec>, ClusterError> {
@@ -884,6 +891,7 @@ mod tests {
     fn cluster_ids_are_22_url_safe_characters() {
         let id = new_cluster_id();
         assert_eq!(id.len(), 22);
+        assert!((0..1000).all(|_| !new_cluster_id().starts_with('-')));
         assert!(
             id.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
