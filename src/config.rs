@@ -34,6 +34,14 @@ struct RawConfig {
     log_level: Option<String>,
     environment: Option<String>,
     metrocloud_log_dir: Option<String>,
+    kafka_producer_linger_ms: Option<String>,
+    kafka_producer_batch_bytes: Option<String>,
+    kafka_producer_buffer_bytes: Option<String>,
+    kafka_producer_compression: Option<String>,
+    kafka_producer_delivery_timeout_ms: Option<String>,
+    kafka_producer_request_timeout_ms: Option<String>,
+    kafka_producer_retry_backoff_ms: Option<String>,
+    kafka_producer_retry_backoff_max_ms: Option<String>,
 }
 
 /// The validated configuration of every MetroCloud program.
@@ -69,6 +77,79 @@ pub struct Config {
     pub environment: String,
     /// `METROCLOUD_LOG_DIR`: where log files go in production.
     pub log_dir: PathBuf,
+    /// `KAFKA_PRODUCER_*`: batching, buffering, compression, timeouts and retries.
+    pub producer: ProducerSettings,
+}
+
+/// How the producer batches, buffers and retries (`KAFKA_PRODUCER_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerSettings {
+    /// `KAFKA_PRODUCER_LINGER_MS`: how long a batch waits for more records.
+    pub linger: Duration,
+    /// `KAFKA_PRODUCER_BATCH_BYTES`: a batch is sent once it holds this many bytes.
+    pub batch_bytes: usize,
+    /// `KAFKA_PRODUCER_BUFFER_BYTES`: records waiting for acknowledgement, at most; a full
+    /// buffer makes `send` wait.
+    pub buffer_bytes: usize,
+    /// `KAFKA_PRODUCER_COMPRESSION`: `none`, `gzip` or `snappy`.
+    pub compression: Compression,
+    /// `KAFKA_PRODUCER_DELIVERY_TIMEOUT_MS`: a record not acknowledged by then has failed.
+    pub delivery_timeout: Duration,
+    /// `KAFKA_PRODUCER_REQUEST_TIMEOUT_MS`: one produce request (or connection) may take this long.
+    pub request_timeout: Duration,
+    /// `KAFKA_PRODUCER_RETRY_BACKOFF_MS`: first pause before a retry.
+    pub retry_backoff: Duration,
+    /// `KAFKA_PRODUCER_RETRY_BACKOFF_MAX_MS`: longest pause between retries.
+    pub retry_backoff_max: Duration,
+}
+
+impl Default for ProducerSettings {
+    fn default() -> Self {
+        ProducerSettings {
+            linger: Duration::from_millis(5),
+            batch_bytes: 512 * 1024,
+            buffer_bytes: 32 * 1024 * 1024,
+            compression: Compression::None,
+            delivery_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Compression of record batches; lz4 and zstd are left out because they need C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// gzip (pure-Rust miniz_oxide).
+    Gzip,
+    /// Snappy (pure-Rust snap).
+    Snappy,
+}
+
+impl FromStr for Compression {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(Compression::None),
+            "gzip" => Ok(Compression::Gzip),
+            "snappy" => Ok(Compression::Snappy),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+        })
+    }
 }
 
 /// A configuration value that is not allowed.
@@ -214,6 +295,65 @@ impl Config {
         let environment = raw.environment.unwrap_or_else(|| "development".to_string());
         let log_dir = PathBuf::from(raw.metrocloud_log_dir.unwrap_or_else(|| "logs".to_string()));
 
+        let defaults = ProducerSettings::default();
+        let millis =
+            |variable: &'static str, given: Option<String>, default: Duration, min: u64| {
+                in_range(variable, given, default.as_millis() as u64, min, 86_400_000)
+                    .map(Duration::from_millis)
+            };
+        let producer = ProducerSettings {
+            linger: millis(
+                "KAFKA_PRODUCER_LINGER_MS",
+                raw.kafka_producer_linger_ms,
+                defaults.linger,
+                0,
+            )?,
+            batch_bytes: in_range(
+                "KAFKA_PRODUCER_BATCH_BYTES",
+                raw.kafka_producer_batch_bytes,
+                defaults.batch_bytes,
+                1024,
+                64 * 1024 * 1024,
+            )?,
+            buffer_bytes: in_range(
+                "KAFKA_PRODUCER_BUFFER_BYTES",
+                raw.kafka_producer_buffer_bytes,
+                defaults.buffer_bytes,
+                64 * 1024,
+                usize::try_from(u32::MAX).unwrap_or(usize::MAX),
+            )?,
+            compression: parsed(
+                "KAFKA_PRODUCER_COMPRESSION",
+                raw.kafka_producer_compression,
+                defaults.compression,
+                "one of none, gzip, snappy (lz4 and zstd would need C)",
+            )?,
+            delivery_timeout: millis(
+                "KAFKA_PRODUCER_DELIVERY_TIMEOUT_MS",
+                raw.kafka_producer_delivery_timeout_ms,
+                defaults.delivery_timeout,
+                1,
+            )?,
+            request_timeout: millis(
+                "KAFKA_PRODUCER_REQUEST_TIMEOUT_MS",
+                raw.kafka_producer_request_timeout_ms,
+                defaults.request_timeout,
+                1,
+            )?,
+            retry_backoff: millis(
+                "KAFKA_PRODUCER_RETRY_BACKOFF_MS",
+                raw.kafka_producer_retry_backoff_ms,
+                defaults.retry_backoff,
+                1,
+            )?,
+            retry_backoff_max: millis(
+                "KAFKA_PRODUCER_RETRY_BACKOFF_MAX_MS",
+                raw.kafka_producer_retry_backoff_max_ms,
+                defaults.retry_backoff_max,
+                1,
+            )?,
+        };
+
         Ok(Config {
             bootstrap_servers,
             topic,
@@ -230,6 +370,7 @@ impl Config {
             log_level,
             environment,
             log_dir,
+            producer,
         })
     }
 
@@ -288,6 +429,38 @@ impl Config {
             ("LOG_LEVEL", self.log_level.to_string()),
             ("ENVIRONMENT", self.environment.clone()),
             ("METROCLOUD_LOG_DIR", self.log_dir.display().to_string()),
+            (
+                "KAFKA_PRODUCER_LINGER_MS",
+                self.producer.linger.as_millis().to_string(),
+            ),
+            (
+                "KAFKA_PRODUCER_BATCH_BYTES",
+                self.producer.batch_bytes.to_string(),
+            ),
+            (
+                "KAFKA_PRODUCER_BUFFER_BYTES",
+                self.producer.buffer_bytes.to_string(),
+            ),
+            (
+                "KAFKA_PRODUCER_COMPRESSION",
+                self.producer.compression.to_string(),
+            ),
+            (
+                "KAFKA_PRODUCER_DELIVERY_TIMEOUT_MS",
+                self.producer.delivery_timeout.as_millis().to_string(),
+            ),
+            (
+                "KAFKA_PRODUCER_REQUEST_TIMEOUT_MS",
+                self.producer.request_timeout.as_millis().to_string(),
+            ),
+            (
+                "KAFKA_PRODUCER_RETRY_BACKOFF_MS",
+                self.producer.retry_backoff.as_millis().to_string(),
+            ),
+            (
+                "KAFKA_PRODUCER_RETRY_BACKOFF_MAX_MS",
+                self.producer.retry_backoff_max.as_millis().to_string(),
+            ),
         ]
     }
 }
@@ -573,6 +746,8 @@ mod tests {
         assert!(error_for("IOT_DATA_INTERVAL_SEC", "-1").contains("greater than 0"));
         assert!(error_for("LOG_LEVEL", "LOUD").contains("LOG_LEVEL"));
         assert!(error_for("IOT_SIMULATOR_SEED", "-3").contains("random seed"));
+        assert!(error_for("KAFKA_PRODUCER_COMPRESSION", "lz4").contains("need C"));
+        assert!(error_for("KAFKA_PRODUCER_LINGER_MS", "soon").contains("KAFKA_PRODUCER_LINGER_MS"));
         assert!(error_for("KAFKA_TOPIC_NAME", "a topic").contains("KAFKA_TOPIC_NAME"));
     }
 

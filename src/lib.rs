@@ -8,6 +8,8 @@
 //! - [`reading`]: the record format of a sensor reading.
 //! - [`simulator`]: a fleet of simulated sensors.
 //! - [`partitioner`]: Kafka's default partitioning of keyed records.
+//! - [`pipeline`]: the stages wired together (ingest so far).
+//! - [`producer`]: batching, bounded buffering and retries around rskafka.
 //! - [`admin`]: cluster requests rskafka lacks (topic configs, quorum, full metadata).
 //! - [`topics`]: making sure the sensor topic exists and is durable.
 //! - [`cluster`]: a real local Kafka cluster, as JVM processes, with no Docker.
@@ -21,6 +23,8 @@ pub mod config;
 pub mod device;
 pub mod logging;
 pub mod partitioner;
+pub mod pipeline;
+pub mod producer;
 pub mod reading;
 pub mod retry;
 pub mod simulator;

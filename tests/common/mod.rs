@@ -49,13 +49,29 @@ impl TestCluster {
 
     /// Runs one of Kafka's own command-line tools against this cluster.
     pub fn kafka_tool(&self, name: &str, args: &[&str]) -> Output {
+        self.kafka_tool_with_input(name, args, "")
+    }
+
+    /// Runs one of Kafka's own tools with `input` on its standard input.
+    pub fn kafka_tool_with_input(&self, name: &str, args: &[&str], input: &str) -> Output {
         let tool = tools::find_tool(name).unwrap_or_else(|| panic!("unknown tool {name}"));
         let distribution = KafkaDistribution::ensure(&KafkaDistribution::default_cache_dir())
             .expect("Kafka jars available");
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let output = tools::tool_command(&distribution, tool, &self.bootstrap_list(), &args)
-            .output()
+        let mut child = tools::tool_command(&distribution, tool, &self.bootstrap_list(), &args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run Kafka tool");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = input.to_string();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(input.as_bytes());
+        });
+        let output = child.wait_with_output().expect("Kafka tool output");
+        writer.join().expect("stdin writer");
         assert!(
             output.status.success(),
             "{name} {args:?} failed: {}",
@@ -140,6 +156,52 @@ fn cluster_dir() -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).expect("create cluster dir");
     dir
+}
+
+/// Every record of every partition of `topic`, up to each partition's high watermark.
+pub async fn read_all(
+    bootstrap: &[String],
+    topic: &str,
+    partitions: i32,
+) -> Vec<(i32, rskafka::record::RecordAndOffset)> {
+    use rskafka::client::ClientBuilder;
+    use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+
+    let client = ClientBuilder::new(bootstrap.to_vec())
+        .build()
+        .await
+        .expect("rskafka client");
+    let mut all = Vec::new();
+    for partition in 0..partitions {
+        let partition_client = client
+            .partition_client(topic, partition, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition client");
+        let end = partition_client
+            .get_offset(OffsetAt::Latest)
+            .await
+            .expect("high watermark");
+        let mut offset = partition_client
+            .get_offset(OffsetAt::Earliest)
+            .await
+            .expect("start");
+        while offset < end {
+            let (records, _) = tokio::time::timeout(
+                Duration::from_secs(30),
+                partition_client.fetch_records(offset, 1..4_000_000, 500),
+            )
+            .await
+            .expect("fetch within 30 s")
+            .expect("fetch");
+            assert!(
+                !records.is_empty(),
+                "no records below the high watermark at {offset}"
+            );
+            offset = records.last().unwrap().offset + 1;
+            all.extend(records.into_iter().map(|r| (partition, r)));
+        }
+    }
+    all
 }
 
 /// A topic name no other test uses.

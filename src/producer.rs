@@ -1,0 +1,578 @@
+//! Reliable delivery of records to one topic: batching, bounded buffering, retries.
+//!
+//! rskafka sends one batch to one partition; this layer decides what goes in
+//! a batch, when it is sent, and what happens when it fails.
+//!
+//! - **Partitioning**: a record's partition is Kafka's keyed default
+//!   ([`crate::partitioner`]), so each device's readings stay in order on one
+//!   partition.
+//! - **One writer per partition**: each partition has a task that collects
+//!   records into a batch until it holds `batch_bytes` or `linger` has passed,
+//!   sends it with `acks=all`, and only then starts the next batch. One batch
+//!   in flight per partition keeps the partition's order across retries; all
+//!   partitions are in flight at once.
+//! - **Bounded memory**: every record holds its size in a byte budget
+//!   (`buffer_bytes`) from [`Producer::send`] until it is acknowledged or has
+//!   failed. When the budget is spent, `send` waits: a slow or absent cluster
+//!   pushes back on whoever produces, and nothing grows without bound.
+//! - **Retries**: errors that can succeed later (a lost connection, a leader
+//!   change, too few in-sync replicas, a timeout) are retried with exponential
+//!   backoff and jitter, until the oldest record's delivery deadline. Errors
+//!   that cannot succeed fail the batch at once. Every record ends in exactly
+//!   one [`Delivery`], reported to the caller's listener: nothing fails
+//!   silently.
+//!
+//! A request that timed out may still have been written, so a retry can store
+//! a record twice: delivery is at least once, and the consumer removes
+//! duplicates by device, run and sequence number.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rskafka::BackoffConfig;
+use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Compression, ProducerSettings};
+use crate::partitioner::partition_for_key;
+use crate::retry::{Backoff, Deadline};
+
+/// Bytes a record costs in the buffer besides its key and value.
+const RECORD_OVERHEAD: usize = 64;
+
+/// A record to send, with the caller's own data to get back with its delivery.
+#[derive(Debug, Clone)]
+pub struct OutgoingRecord<M> {
+    /// Record key; decides the partition.
+    pub key: Vec<u8>,
+    /// Record value.
+    pub value: Vec<u8>,
+    /// Record headers.
+    pub headers: BTreeMap<String, Vec<u8>>,
+    /// Record timestamp.
+    pub timestamp: DateTime<Utc>,
+    /// Whatever the caller needs to know which record a delivery is about.
+    pub meta: M,
+}
+
+impl<M> OutgoingRecord<M> {
+    fn size(&self) -> usize {
+        self.key.len()
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + RECORD_OVERHEAD
+    }
+}
+
+/// How one record ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Written to all in-sync replicas (`acks=all`).
+    Acked {
+        /// Partition it went to.
+        partition: i32,
+        /// Its offset there.
+        offset: i64,
+    },
+    /// Not acknowledged: its deadline passed, or the error could not succeed on retry.
+    Failed {
+        /// Partition it was meant for.
+        partition: i32,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Told about every record's [`Delivery`], from the partition writers' tasks; keep it quick.
+pub type DeliveryListener<M> = Arc<dyn Fn(M, Delivery) + Send + Sync>;
+
+/// Why the producer could not start or take a record.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// The cluster could not be reached before giving up.
+    #[error("cannot connect to Kafka at {bootstrap}: {source}")]
+    Connect {
+        /// Bootstrap servers tried.
+        bootstrap: String,
+        /// Last error.
+        source: KafkaError,
+    },
+    /// Connecting was cancelled by shutdown.
+    #[error("shut down before Kafka at {0} answered")]
+    Cancelled(String),
+    /// The topic does not exist.
+    #[error("topic {0} does not exist (run `metrocloud topics ensure`)")]
+    MissingTopic(String),
+    /// A single record larger than the whole buffer.
+    #[error("a record of {size} bytes is larger than the producer buffer of {buffer} bytes")]
+    RecordTooLarge {
+        /// Record size.
+        size: usize,
+        /// Buffer size.
+        buffer: usize,
+    },
+    /// The producer is closing and takes no more records.
+    #[error("the producer is closed")]
+    Closed,
+}
+
+/// Counters of everything the producer did, for status lines and summaries.
+#[derive(Debug, Default)]
+pub struct ProducerStats {
+    /// Records accepted by `send`.
+    pub sent: AtomicU64,
+    /// Records acknowledged by Kafka.
+    pub acked: AtomicU64,
+    /// Records that failed.
+    pub failed: AtomicU64,
+    /// Produce attempts that were retried.
+    pub retries: AtomicU64,
+    /// Batches acknowledged.
+    pub batches: AtomicU64,
+}
+
+/// A point-in-time copy of [`ProducerStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProducerSnapshot {
+    /// Records accepted by `send`.
+    pub sent: u64,
+    /// Records acknowledged by Kafka.
+    pub acked: u64,
+    /// Records that failed.
+    pub failed: u64,
+    /// Produce attempts that were retried.
+    pub retries: u64,
+    /// Batches acknowledged.
+    pub batches: u64,
+}
+
+impl ProducerSnapshot {
+    /// Records accepted but not yet acknowledged or failed.
+    pub fn pending(&self) -> u64 {
+        self.sent.saturating_sub(self.acked + self.failed)
+    }
+}
+
+impl ProducerStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> ProducerSnapshot {
+        ProducerSnapshot {
+            sent: self.sent.load(Ordering::Relaxed),
+            acked: self.acked.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct Pending<M> {
+    record: OutgoingRecord<M>,
+    deadline: Instant,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// Sends records to one topic; see the module documentation.
+pub struct Producer<M> {
+    topic: String,
+    partitions: i32,
+    queues: Vec<mpsc::UnboundedSender<Pending<M>>>,
+    budget: Arc<Semaphore>,
+    buffer_bytes: usize,
+    delivery_timeout: Duration,
+    stats: Arc<ProducerStats>,
+    writers: JoinSet<()>,
+}
+
+impl<M: Send + 'static> Producer<M> {
+    /// Connects to the cluster (retrying with backoff until `shutdown`), learns the
+    /// topic's partitions and starts one writer per partition.
+    pub async fn connect(
+        bootstrap: Vec<String>,
+        topic: &str,
+        settings: &ProducerSettings,
+        listener: DeliveryListener<M>,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, ProducerError> {
+        let client = Arc::new(connect_client(bootstrap, settings, shutdown).await?);
+        let partitions = partition_count(&client, topic, settings, shutdown).await?;
+        let stats = Arc::new(ProducerStats::default());
+        let mut writers = JoinSet::new();
+        let mut queues = Vec::with_capacity(partitions as usize);
+        for partition in 0..partitions {
+            // Unbounded on its own, but every queued record holds part of the byte budget.
+            let (tx, rx) = mpsc::unbounded_channel();
+            queues.push(tx);
+            let writer = PartitionWriter {
+                client: Arc::clone(&client),
+                topic: topic.to_string(),
+                partition,
+                settings: settings.clone(),
+                listener: Arc::clone(&listener),
+                stats: Arc::clone(&stats),
+                connection: None,
+            };
+            writers.spawn(writer.run(rx));
+        }
+        tracing::info!(
+            "producer ready: topic {topic}, {partitions} partitions, linger {:?}, batches up to {} bytes, buffer {} bytes, compression {}",
+            settings.linger,
+            settings.batch_bytes,
+            settings.buffer_bytes,
+            settings.compression
+        );
+        Ok(Producer {
+            topic: topic.to_string(),
+            partitions,
+            queues,
+            budget: Arc::new(Semaphore::new(settings.buffer_bytes)),
+            buffer_bytes: settings.buffer_bytes,
+            delivery_timeout: settings.delivery_timeout,
+            stats,
+            writers,
+        })
+    }
+
+    /// Queues a record for its partition; waits while the buffer is full.
+    pub async fn send(&self, record: OutgoingRecord<M>) -> Result<(), ProducerError> {
+        let size = record.size();
+        if size > self.buffer_bytes {
+            return Err(ProducerError::RecordTooLarge {
+                size,
+                buffer: self.buffer_bytes,
+            });
+        }
+        let budget = Arc::clone(&self.budget)
+            .acquire_many_owned(size as u32)
+            .await
+            .map_err(|_| ProducerError::Closed)?;
+        let partition = partition_for_key(&record.key, self.partitions);
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        let pending = Pending {
+            record,
+            deadline: Instant::now() + self.delivery_timeout,
+            _budget: budget,
+        };
+        self.queues[partition as usize]
+            .send(pending)
+            .map_err(|_| ProducerError::Closed)
+    }
+
+    /// The topic records go to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The topic's partition count.
+    pub fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    /// The producer's counters, shared.
+    pub fn stats(&self) -> Arc<ProducerStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Bytes of records waiting for acknowledgement.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffer_bytes - self.budget.available_permits()
+    }
+
+    /// Waits until every record sent so far is acknowledged or has failed.
+    pub async fn flush(&self) {
+        let _all = self
+            .budget
+            .acquire_many(self.buffer_bytes as u32)
+            .await
+            .expect("the budget is never closed while the producer lives");
+    }
+
+    /// Takes no more records, delivers (or fails) everything queued, and stops the writers.
+    pub async fn close(mut self) -> ProducerSnapshot {
+        self.queues.clear();
+        while let Some(result) = self.writers.join_next().await {
+            if let Err(e) = result
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+        self.stats.snapshot()
+    }
+}
+
+async fn connect_client(
+    bootstrap: Vec<String>,
+    settings: &ProducerSettings,
+    shutdown: &CancellationToken,
+) -> Result<Client, ProducerError> {
+    let joined = bootstrap.join(",");
+    let mut backoff = Backoff::new(
+        settings.retry_backoff,
+        settings.retry_backoff_max.max(Duration::from_secs(5)),
+    );
+    let mut attempts = 0u32;
+    loop {
+        let build = ClientBuilder::new(bootstrap.clone())
+            .client_id("metrocloud-producer")
+            .backoff_config(rskafka_backoff(settings))
+            .build();
+        let error = match tokio::time::timeout(settings.request_timeout, build).await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) => e,
+            Err(_) => KafkaError::Timeout,
+        };
+        attempts += 1;
+        if attempts == 1 || attempts.is_power_of_two() {
+            tracing::warn!(
+                "Kafka at {joined} does not answer yet (attempt {attempts}): {error}; retrying"
+            );
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(ProducerError::Cancelled(joined)),
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+async fn partition_count(
+    client: &Client,
+    topic: &str,
+    settings: &ProducerSettings,
+    shutdown: &CancellationToken,
+) -> Result<i32, ProducerError> {
+    let mut backoff = Backoff::new(settings.retry_backoff, settings.retry_backoff_max);
+    loop {
+        match tokio::time::timeout(settings.request_timeout, client.list_topics()).await {
+            Ok(Ok(topics)) => {
+                return topics
+                    .into_iter()
+                    .find(|t| t.name == topic)
+                    .map(|t| t.partitions.len() as i32)
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| ProducerError::MissingTopic(topic.to_string()));
+            }
+            Ok(Err(e)) => tracing::warn!("cannot list topics yet: {e}; retrying"),
+            Err(_) => tracing::warn!("listing topics timed out; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(ProducerError::Cancelled(topic.to_string())),
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// rskafka retries some errors itself; bound those retries by one request
+/// timeout so that the decision (and the delivery deadline) stays here.
+fn rskafka_backoff(settings: &ProducerSettings) -> BackoffConfig {
+    BackoffConfig {
+        init_backoff: settings.retry_backoff,
+        max_backoff: settings.retry_backoff_max,
+        base: 2.0,
+        deadline: Some(settings.request_timeout),
+    }
+}
+
+/// Whether a produce error can succeed when tried again.
+pub fn is_retriable(error: &KafkaError) -> bool {
+    match error {
+        KafkaError::Connection(_)
+        | KafkaError::Request(_)
+        | KafkaError::RetryFailed(_)
+        | KafkaError::Timeout
+        | KafkaError::InvalidResponse(_) => true,
+        KafkaError::ServerError { protocol_error, .. } => matches!(
+            protocol_error,
+            ProtocolError::NotEnoughReplicas
+                | ProtocolError::NotEnoughReplicasAfterAppend
+                | ProtocolError::RequestTimedOut
+                | ProtocolError::NotLeaderOrFollower
+                | ProtocolError::LeaderNotAvailable
+                | ProtocolError::BrokerNotAvailable
+                | ProtocolError::ReplicaNotAvailable
+                | ProtocolError::NetworkException
+                | ProtocolError::KafkaStorageError
+                | ProtocolError::UnknownTopicOrPartition
+                | ProtocolError::FencedLeaderEpoch
+                | ProtocolError::UnknownLeaderEpoch
+                | ProtocolError::ThrottlingQuotaExceeded
+                | ProtocolError::UnknownServerError
+        ),
+        _ => false,
+    }
+}
+
+struct PartitionWriter<M> {
+    client: Arc<Client>,
+    topic: String,
+    partition: i32,
+    settings: ProducerSettings,
+    listener: DeliveryListener<M>,
+    stats: Arc<ProducerStats>,
+    connection: Option<Arc<PartitionClient>>,
+}
+
+impl<M: Send + 'static> PartitionWriter<M> {
+    async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Pending<M>>) {
+        while let Some(first) = queue.recv().await {
+            let mut bytes = first.record.size();
+            let mut batch = vec![first];
+            let linger_until = Instant::now() + self.settings.linger;
+            while bytes < self.settings.batch_bytes {
+                let next = match queue.try_recv() {
+                    Ok(next) => Some(next),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        tokio::select! {
+                            next = queue.recv() => next,
+                            _ = tokio::time::sleep_until(linger_until) => None,
+                        }
+                    }
+                };
+                let Some(next) = next else { break };
+                bytes += next.record.size();
+                batch.push(next);
+            }
+            self.deliver(batch).await;
+        }
+    }
+
+    /// Sends one batch until it is acknowledged, fails for good, or its oldest
+    /// record's deadline passes; then reports every record.
+    async fn deliver(&mut self, batch: Vec<Pending<M>>) {
+        let deadline = batch
+            .iter()
+            .map(|p| p.deadline)
+            .min()
+            .expect("a batch is never empty");
+        let records: Vec<Record> = batch
+            .iter()
+            .map(|p| Record {
+                key: Some(p.record.key.clone()),
+                value: Some(p.record.value.clone()),
+                headers: p.record.headers.clone(),
+                timestamp: p.record.timestamp,
+            })
+            .collect();
+        let mut backoff =
+            Backoff::new(self.settings.retry_backoff, self.settings.retry_backoff_max);
+        let mut attempts = 0u32;
+        let outcome = loop {
+            attempts += 1;
+            let error = match self.attempt(records.clone()).await {
+                Ok(offsets) => break Ok(offsets),
+                Err(error) => error,
+            };
+            if !is_retriable(&error) {
+                break Err(format!("{error} (not retriable)"));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let pause = backoff.next_delay();
+            if remaining <= pause {
+                break Err(format!(
+                    "delivery deadline of {:?} passed after {attempts} attempts; last error: {error}",
+                    self.settings.delivery_timeout
+                ));
+            }
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            if attempts == 1 || attempts.is_power_of_two() {
+                tracing::warn!(
+                    "produce to {}-{} failed (attempt {attempts}, {} records): {error}; retrying for up to {:?}",
+                    self.topic,
+                    self.partition,
+                    batch.len(),
+                    remaining
+                );
+            }
+            Deadline::after(remaining).sleep(pause).await;
+        };
+        match outcome {
+            Ok(offsets) => {
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .acked
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                for (pending, offset) in batch.into_iter().zip(offsets) {
+                    (self.listener)(
+                        pending.record.meta,
+                        Delivery::Acked {
+                            partition: self.partition,
+                            offset,
+                        },
+                    );
+                }
+            }
+            Err(reason) => {
+                tracing::error!(
+                    "{} records for {}-{} failed: {reason}",
+                    batch.len(),
+                    self.topic,
+                    self.partition
+                );
+                self.stats
+                    .failed
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                for pending in batch {
+                    (self.listener)(
+                        pending.record.meta,
+                        Delivery::Failed {
+                            partition: self.partition,
+                            reason: reason.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// One produce request, under the request timeout. A timeout or a broken
+    /// connection drops the cached partition client, so that the next attempt
+    /// looks the leader up again (a frozen broker never answers with an error).
+    async fn attempt(&mut self, records: Vec<Record>) -> Result<Vec<i64>, KafkaError> {
+        let timeout = self.settings.request_timeout;
+        let connection = match &self.connection {
+            Some(connection) => Arc::clone(connection),
+            None => {
+                let lookup = self.client.partition_client(
+                    self.topic.clone(),
+                    self.partition,
+                    UnknownTopicHandling::Retry,
+                );
+                let connection = Arc::new(
+                    tokio::time::timeout(timeout, lookup)
+                        .await
+                        .map_err(|_| KafkaError::Timeout)??,
+                );
+                self.connection = Some(Arc::clone(&connection));
+                connection
+            }
+        };
+        let compression = match self.settings.compression {
+            Compression::None => rskafka::client::partition::Compression::NoCompression,
+            Compression::Gzip => rskafka::client::partition::Compression::Gzip,
+            Compression::Snappy => rskafka::client::partition::Compression::Snappy,
+        };
+        let result = tokio::time::timeout(timeout, connection.produce(records, compression))
+            .await
+            .unwrap_or(Err(KafkaError::Timeout));
+        if let Err(error) = &result
+            && is_retriable(error)
+        {
+            self.connection = None;
+        }
+        result
+    }
+}

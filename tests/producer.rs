@@ -1,0 +1,196 @@
+//! The producer delivers every simulated reading, in device order, on Kafka's partition for
+//! its key, and delivers or fails everything it holds when asked to stop.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use metrocloud::config::ProducerSettings;
+use metrocloud::device::DeviceType;
+use metrocloud::partitioner::partition_for_key;
+use metrocloud::pipeline::ingest::{ReadingId, logging_listener, run_ingest};
+use metrocloud::producer::{Delivery, Producer};
+use metrocloud::reading::SensorReading;
+use metrocloud::simulator::{Fleet, SimulatorSettings};
+use metrocloud::topics::{TopicSpec, ensure_topic};
+
+async fn topic(cluster: &common::TestCluster, purpose: &str) -> String {
+    let name = common::unique_topic(purpose);
+    let spec = TopicSpec {
+        name: name.clone(),
+        partitions: 6,
+        replication_factor: 3,
+        min_insync_replicas: 2,
+    };
+    ensure_topic(&cluster.admin(), &spec).await.expect("topic");
+    name
+}
+
+fn fleet(num_devices: u32, interval: Duration, seed: u64) -> Fleet {
+    let settings = SimulatorSettings {
+        num_devices,
+        interval,
+        device_types: DeviceType::ALL.to_vec(),
+        anomaly_probability: 0.05,
+        seed,
+    };
+    Fleet::new(&settings, Utc::now())
+}
+
+type Acks = Arc<Mutex<Vec<(ReadingId, Delivery)>>>;
+
+async fn producer(cluster: &common::TestCluster, topic: &str, acks: &Acks) -> Producer<ReadingId> {
+    let acks = Arc::clone(acks);
+    let listener = logging_listener(move |id, delivery| acks.lock().unwrap().push((id, delivery)));
+    Producer::connect(
+        cluster.bootstrap.clone(),
+        topic,
+        &ProducerSettings::default(),
+        listener,
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("producer")
+}
+
+#[tokio::test]
+async fn every_reading_is_acked_once_stored_once_and_in_device_order_on_its_keys_partition() {
+    let cluster = common::shared();
+    let topic = topic(cluster, "ingest").await;
+    let acks: Acks = Arc::default();
+    let producer = producer(cluster, &topic, &acks).await;
+
+    // 200 devices, 10 readings a second each: 5,000 readings in about 2.5 s.
+    let summary = run_ingest(
+        fleet(200, Duration::from_millis(100), 1),
+        producer,
+        Some(5_000),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("ingest");
+    assert_eq!(summary.generated, 5_000);
+    assert_eq!(summary.producer.sent, 5_000);
+    assert_eq!(summary.producer.acked, 5_000);
+    assert_eq!(summary.producer.failed, 0);
+
+    let acks = acks.lock().unwrap().clone();
+    assert_eq!(acks.len(), 5_000);
+    let acked: HashSet<(String, u64)> = acks
+        .iter()
+        .map(|(id, delivery)| {
+            assert!(matches!(delivery, Delivery::Acked { .. }), "{delivery:?}");
+            (id.device_id.clone(), id.sequence)
+        })
+        .collect();
+    assert_eq!(acked.len(), 5_000, "each reading acknowledged once");
+
+    let stored = common::read_all(&cluster.bootstrap, &topic, 6).await;
+    assert_eq!(stored.len(), 5_000);
+    let mut last_sequence: BTreeMap<String, u64> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for (partition, record) in &stored {
+        let key = record.record.key.as_deref().expect("key");
+        assert_eq!(*partition, partition_for_key(key, 6));
+        let reading: SensorReading =
+            serde_json::from_slice(record.record.value.as_deref().expect("value")).expect("JSON");
+        assert_eq!(key, reading.device_id.as_bytes());
+        assert_eq!(
+            record
+                .record
+                .headers
+                .get("schema_version")
+                .map(Vec::as_slice),
+            Some(&b"1"[..])
+        );
+        if let Some(previous) = last_sequence.insert(reading.device_id.clone(), reading.sequence) {
+            assert_eq!(
+                reading.sequence,
+                previous + 1,
+                "{} out of order",
+                reading.device_id
+            );
+        } else {
+            assert_eq!(reading.sequence, 0);
+        }
+        assert!(seen.insert((reading.device_id, reading.sequence)));
+    }
+    assert_eq!(seen, acked);
+}
+
+#[tokio::test]
+async fn shutdown_delivers_every_reading_generated_before_it() {
+    let cluster = common::shared();
+    let topic = topic(cluster, "flush").await;
+    let acks: Acks = Arc::default();
+    let producer = producer(cluster, &topic, &acks).await;
+
+    // 2,000 devices at 20 Hz: 40,000 readings a second offered, more than this cluster takes.
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.cancel();
+    });
+    let summary = run_ingest(
+        fleet(2_000, Duration::from_millis(50), 2),
+        producer,
+        None,
+        shutdown,
+    )
+    .await
+    .expect("ingest");
+
+    assert!(summary.generated > 1_000, "{summary:?}");
+    assert_eq!(summary.producer.sent, summary.generated);
+    assert_eq!(
+        summary.producer.acked + summary.producer.failed,
+        summary.generated
+    );
+    assert_eq!(summary.producer.failed, 0);
+    assert_eq!(acks.lock().unwrap().len() as u64, summary.generated);
+    let stored = common::read_all(&cluster.bootstrap, &topic, 6).await;
+    assert_eq!(stored.len() as u64, summary.producer.acked);
+}
+
+#[tokio::test]
+async fn our_partition_for_a_key_is_the_one_kafkas_java_producer_chooses() {
+    let cluster = common::shared();
+    let topic = topic(cluster, "partitioning").await;
+    let keys: Vec<String> = (0..300)
+        .map(|i| match i % 3 {
+            0 => format!("temperature-{i:06}"),
+            1 => format!("device-{i}"),
+            _ => format!("k{}", "x".repeat(i % 17)),
+        })
+        .collect();
+    let input: String = keys.iter().map(|k| format!("{k}|v\n")).collect();
+    cluster.kafka_tool_with_input(
+        "kafka-console-producer",
+        &[
+            "--topic",
+            &topic,
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=|",
+        ],
+        &input,
+    );
+    let stored = common::read_all(&cluster.bootstrap, &topic, 6).await;
+    assert_eq!(stored.len(), keys.len());
+    for (partition, record) in stored {
+        let key = record.record.key.expect("key");
+        assert_eq!(
+            partition,
+            partition_for_key(&key, 6),
+            "key {}",
+            String::from_utf8_lossy(&key)
+        );
+    }
+}
