@@ -42,6 +42,11 @@ struct RawConfig {
     kafka_producer_request_timeout_ms: Option<String>,
     kafka_producer_retry_backoff_ms: Option<String>,
     kafka_producer_retry_backoff_max_ms: Option<String>,
+    kafka_consumer_commit_interval_ms: Option<String>,
+    kafka_consumer_fetch_max_bytes: Option<String>,
+    kafka_consumer_fetch_max_wait_ms: Option<String>,
+    kafka_consumer_request_timeout_ms: Option<String>,
+    kafka_consumer_rebalance_timeout_ms: Option<String>,
 }
 
 /// The validated configuration of every MetroCloud program.
@@ -79,6 +84,36 @@ pub struct Config {
     pub log_dir: PathBuf,
     /// `KAFKA_PRODUCER_*`: batching, buffering, compression, timeouts and retries.
     pub producer: ProducerSettings,
+    /// `KAFKA_CONSUMER_*`: commits, fetches and timeouts.
+    pub consumer: ConsumerSettings,
+}
+
+/// How the consumer commits and fetches (`KAFKA_CONSUMER_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSettings {
+    /// `KAFKA_CONSUMER_COMMIT_INTERVAL_MS`: processed offsets are committed this often
+    /// (and on shutdown and when a partition is taken away).
+    pub commit_interval: Duration,
+    /// `KAFKA_CONSUMER_FETCH_MAX_BYTES`: most bytes one fetch returns for one partition.
+    pub fetch_max_bytes: usize,
+    /// `KAFKA_CONSUMER_FETCH_MAX_WAIT_MS`: how long a broker holds a fetch open waiting for data.
+    pub fetch_max_wait: Duration,
+    /// `KAFKA_CONSUMER_REQUEST_TIMEOUT_MS`: one request may take this long.
+    pub request_timeout: Duration,
+    /// `KAFKA_CONSUMER_REBALANCE_TIMEOUT_MS`: time the group gives a member to hand back partitions.
+    pub rebalance_timeout: Duration,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        ConsumerSettings {
+            commit_interval: Duration::from_secs(5),
+            fetch_max_bytes: 1024 * 1024,
+            fetch_max_wait: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(30),
+            rebalance_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// How the producer batches, buffers and retries (`KAFKA_PRODUCER_*`).
@@ -354,6 +389,41 @@ impl Config {
             )?,
         };
 
+        let defaults = ConsumerSettings::default();
+        let consumer = ConsumerSettings {
+            commit_interval: millis(
+                "KAFKA_CONSUMER_COMMIT_INTERVAL_MS",
+                raw.kafka_consumer_commit_interval_ms,
+                defaults.commit_interval,
+                1,
+            )?,
+            fetch_max_bytes: in_range(
+                "KAFKA_CONSUMER_FETCH_MAX_BYTES",
+                raw.kafka_consumer_fetch_max_bytes,
+                defaults.fetch_max_bytes,
+                1024,
+                64 * 1024 * 1024,
+            )?,
+            fetch_max_wait: millis(
+                "KAFKA_CONSUMER_FETCH_MAX_WAIT_MS",
+                raw.kafka_consumer_fetch_max_wait_ms,
+                defaults.fetch_max_wait,
+                0,
+            )?,
+            request_timeout: millis(
+                "KAFKA_CONSUMER_REQUEST_TIMEOUT_MS",
+                raw.kafka_consumer_request_timeout_ms,
+                defaults.request_timeout,
+                1,
+            )?,
+            rebalance_timeout: millis(
+                "KAFKA_CONSUMER_REBALANCE_TIMEOUT_MS",
+                raw.kafka_consumer_rebalance_timeout_ms,
+                defaults.rebalance_timeout,
+                1,
+            )?,
+        };
+
         Ok(Config {
             bootstrap_servers,
             topic,
@@ -371,6 +441,7 @@ impl Config {
             environment,
             log_dir,
             producer,
+            consumer,
         })
     }
 
@@ -460,6 +531,26 @@ impl Config {
             (
                 "KAFKA_PRODUCER_RETRY_BACKOFF_MAX_MS",
                 self.producer.retry_backoff_max.as_millis().to_string(),
+            ),
+            (
+                "KAFKA_CONSUMER_COMMIT_INTERVAL_MS",
+                self.consumer.commit_interval.as_millis().to_string(),
+            ),
+            (
+                "KAFKA_CONSUMER_FETCH_MAX_BYTES",
+                self.consumer.fetch_max_bytes.to_string(),
+            ),
+            (
+                "KAFKA_CONSUMER_FETCH_MAX_WAIT_MS",
+                self.consumer.fetch_max_wait.as_millis().to_string(),
+            ),
+            (
+                "KAFKA_CONSUMER_REQUEST_TIMEOUT_MS",
+                self.consumer.request_timeout.as_millis().to_string(),
+            ),
+            (
+                "KAFKA_CONSUMER_REBALANCE_TIMEOUT_MS",
+                self.consumer.rebalance_timeout.as_millis().to_string(),
             ),
         ]
     }

@@ -10,6 +10,7 @@
 //! - [`partitioner`]: Kafka's default partitioning of keyed records.
 //! - [`pipeline`]: the stages wired together (ingest so far).
 //! - [`producer`]: batching, bounded buffering and retries around rskafka.
+//! - [`consumer`]: a consumer group member (KIP-848) that commits after processing.
 //! - [`admin`]: cluster requests rskafka lacks (topic configs, quorum, full metadata).
 //! - [`topics`]: making sure the sensor topic exists and is durable.
 //! - [`cluster`]: a real local Kafka cluster, as JVM processes, with no Docker.
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod consumer;
 pub mod device;
 pub mod logging;
 pub mod partitioner;

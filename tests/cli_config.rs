@@ -27,6 +27,11 @@ const VARIABLES: &[&str] = &[
     "KAFKA_PRODUCER_REQUEST_TIMEOUT_MS",
     "KAFKA_PRODUCER_RETRY_BACKOFF_MS",
     "KAFKA_PRODUCER_RETRY_BACKOFF_MAX_MS",
+    "KAFKA_CONSUMER_COMMIT_INTERVAL_MS",
+    "KAFKA_CONSUMER_FETCH_MAX_BYTES",
+    "KAFKA_CONSUMER_FETCH_MAX_WAIT_MS",
+    "KAFKA_CONSUMER_REQUEST_TIMEOUT_MS",
+    "KAFKA_CONSUMER_REBALANCE_TIMEOUT_MS",
 ];
 
 /// Runs `metrocloud ARGS` with only the given configuration variables set.
@@ -153,12 +158,24 @@ fn production_writes_json_log_lines_to_the_log_directory() {
         "{name}"
     );
     let text = std::fs::read_to_string(files[0].path()).unwrap();
-    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    assert_eq!(first["level"], "WARN");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    let error = lines
+        .iter()
+        .find(|line| line["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR line in {text}"));
     assert!(
-        first["fields"]["message"]
+        error["fields"]["message"]
             .as_str()
             .unwrap()
             .contains("127.0.0.1:1")
+    );
+    assert_eq!(error["fields"]["exit_status"], 1);
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "the console shows the error once: {stderr}"
     );
 }

@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, CreateTopicsRequest, CreateTopicsResponse,
     DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, DescribeQuorumRequest, DescribeQuorumResponse, MetadataRequest,
-    MetadataResponse, RequestHeader, ResponseHeader,
+    DescribeConfigsResponse, DescribeQuorumRequest, DescribeQuorumResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -50,6 +52,10 @@ requests! {
     DescribeConfigs: DescribeConfigsRequest => DescribeConfigsResponse,
     DescribeQuorum: DescribeQuorumRequest => DescribeQuorumResponse,
     DescribeCluster: DescribeClusterRequest => DescribeClusterResponse,
+    FindCoordinator: FindCoordinatorRequest => FindCoordinatorResponse,
+    ConsumerGroupHeartbeat: ConsumerGroupHeartbeatRequest => ConsumerGroupHeartbeatResponse,
+    OffsetCommit: OffsetCommitRequest => OffsetCommitResponse,
+    OffsetFetch: OffsetFetchRequest => OffsetFetchResponse,
 }
 
 /// Largest response accepted; anything bigger is a framing error, not data.

@@ -163,6 +163,8 @@ impl PartitionInfo {
 pub struct TopicInfo {
     /// Topic name.
     pub name: String,
+    /// Topic id (the consumer group protocol names topics by id).
+    pub id: uuid::Uuid,
     /// Whether Kafka keeps it for itself (like `__consumer_offsets`).
     pub internal: bool,
     /// Partitions, by number.
@@ -287,7 +289,7 @@ impl AdminClient {
                 Err(e) => return Err(e),
             }
         }
-        tracing::warn!(
+        tracing::debug!(
             "no bootstrap server answered ({})",
             self.bootstrap.join(",")
         );
@@ -356,6 +358,7 @@ impl AdminClient {
             partitions.sort_by_key(|p| p.partition);
             found.push(TopicInfo {
                 name,
+                id: topic.topic_id,
                 internal: topic.is_internal,
                 partitions,
             });
@@ -487,6 +490,20 @@ impl AdminClient {
                 .collect(),
             observers: partition.observers.iter().map(|r| r.replica_id.0).collect(),
         })
+    }
+}
+
+/// A random UUID written as Kafka writes them: URL-safe base64 without padding,
+/// 22 characters, and (as Kafka's own `Uuid.randomUuid`) never starting with `-`,
+/// which command-line parsers would take for an option.
+pub fn random_kafka_uuid() -> String {
+    use base64::Engine;
+    loop {
+        let bytes: [u8; 16] = rand::random();
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        if !id.starts_with('-') {
+            return id;
+        }
     }
 }
 

@@ -25,7 +25,6 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use base64::Engine;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
@@ -804,17 +803,9 @@ fn write_state(dir: &Path, state: &ClusterState) -> Result<(), ClusterError> {
     std::fs::write(&path, text).map_err(|e| ClusterError::io(&path, e))
 }
 
-/// A KRaft cluster id: 16 random bytes in URL-safe base64 without padding.
-/// Like Kafka's own `Uuid.randomUuid`, never one starting with `-`, which
-/// command-line parsers would take for an option.
+/// A KRaft cluster id: a random Kafka UUID.
 fn new_cluster_id() -> String {
-    loop {
-        let bytes: [u8; 16] = rand::random();
-        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        if !id.starts_with('-') {
-            return id;
-        }
-    }
+    crate::admin::random_kafka_uuid()
 }
 
 fn plan_nodes(count: usize, ports: PortPlan) -> Result<Vec<NodeSpec>, ClusterError> {

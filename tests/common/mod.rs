@@ -88,8 +88,19 @@ impl TestCluster {
     }
 }
 
+/// Test output shows the library's log lines (filtered by `RUST_LOG`, warnings by default).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// The cluster shared by every test of this binary.
 pub fn shared() -> &'static TestCluster {
+    init_logs();
     static SHARED: OnceLock<TestCluster> = OnceLock::new();
     SHARED.get_or_init(|| {
         if let Ok(servers) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
@@ -113,6 +124,7 @@ pub fn shared() -> &'static TestCluster {
 
 /// A fresh 3-node local cluster of this test's own, ended when dropped or when the process ends.
 pub fn dedicated() -> TestCluster {
+    init_logs();
     let dir = cluster_dir();
     // Started on a thread of its own: tests call this from inside their own runtime.
     let started = std::thread::spawn(move || {

@@ -1,0 +1,333 @@
+//! Group members share the partitions, commit only what they processed, and hand
+//! partitions over without gaps; Kafka's own tools see the group and its lag.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use metrocloud::config::{ConsumerSettings, OffsetReset, ProducerSettings};
+use metrocloud::consumer::{
+    ConsumedRecord, ConsumerSpec, ConsumerStats, GroupConsumer, RecordProcessor,
+};
+use metrocloud::device::DeviceType;
+use metrocloud::pipeline::ingest::{logging_listener, run_ingest};
+use metrocloud::producer::Producer;
+use metrocloud::simulator::{Fleet, SimulatorSettings};
+use metrocloud::topics::{TopicSpec, ensure_topic};
+
+type Seen = Arc<Mutex<Vec<(i32, i64)>>>;
+
+/// Remembers every (partition, offset) it was given.
+struct Recorder(Seen);
+
+impl RecordProcessor for Recorder {
+    async fn process(&mut self, record: ConsumedRecord) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((record.partition, record.offset));
+    }
+
+    async fn flush(&mut self) -> bool {
+        true
+    }
+}
+
+async fn topic(cluster: &common::TestCluster, purpose: &str) -> String {
+    let name = common::unique_topic(purpose);
+    let spec = TopicSpec {
+        name: name.clone(),
+        partitions: 6,
+        replication_factor: 3,
+        min_insync_replicas: 2,
+    };
+    ensure_topic(&cluster.admin(), &spec).await.expect("topic");
+    name
+}
+
+/// Produces `count` simulated readings to `topic`.
+async fn produce(cluster: &common::TestCluster, topic: &str, count: u64, seed: u64) {
+    let settings = SimulatorSettings {
+        num_devices: 300,
+        interval: Duration::from_millis(100),
+        device_types: DeviceType::ALL.to_vec(),
+        anomaly_probability: 0.05,
+        seed,
+    };
+    let producer = Producer::connect(
+        cluster.bootstrap.clone(),
+        topic,
+        &ProducerSettings::default(),
+        logging_listener(|_, _| {}),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("producer");
+    let summary = run_ingest(
+        Fleet::new(&settings, Utc::now()),
+        producer,
+        Some(count),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("ingest");
+    assert_eq!(summary.producer.acked, count);
+}
+
+struct Member {
+    stop: CancellationToken,
+    stats: Arc<ConsumerStats>,
+    task: JoinHandle<()>,
+}
+
+impl Member {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("consumer task");
+    }
+}
+
+async fn member(cluster: &common::TestCluster, topic: &str, group: &str, seen: &Seen) -> Member {
+    let spec = ConsumerSpec {
+        bootstrap: cluster.bootstrap.clone(),
+        topic: topic.to_string(),
+        group_id: group.to_string(),
+        auto_offset_reset: OffsetReset::Earliest,
+        settings: ConsumerSettings {
+            commit_interval: Duration::from_millis(500),
+            ..ConsumerSettings::default()
+        },
+    };
+    let stop = CancellationToken::new();
+    let consumer = GroupConsumer::connect(spec, Recorder(Arc::clone(seen)), &stop)
+        .await
+        .expect("consumer")
+        .expect("not cancelled");
+    let stats = consumer.stats();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        consumer.run(token).await.expect("consumer ran");
+    });
+    Member { stop, stats, task }
+}
+
+/// The log-end offset of each partition.
+async fn log_ends(cluster: &common::TestCluster, topic: &str) -> BTreeMap<i32, i64> {
+    let stored = common::read_all(&cluster.bootstrap, topic, 6).await;
+    let mut ends: BTreeMap<i32, i64> = (0..6).map(|p| (p, 0)).collect();
+    for (partition, record) in stored {
+        let end = ends.entry(partition).or_default();
+        *end = (*end).max(record.offset + 1);
+    }
+    ends
+}
+
+/// Asserts that every offset below each log end was processed at least once.
+fn assert_no_gap(seen: &Seen, ends: &BTreeMap<i32, i64>) -> usize {
+    let seen = seen.lock().unwrap();
+    let distinct: BTreeSet<(i32, i64)> = seen.iter().copied().collect();
+    for (&partition, &end) in ends {
+        for offset in 0..end {
+            assert!(
+                distinct.contains(&(partition, offset)),
+                "offset {offset} of partition {partition} never processed"
+            );
+        }
+    }
+    seen.len() - distinct.len()
+}
+
+/// `kafka-consumer-groups --describe` rows of `topic`: partition -> (current offset, log end, lag).
+fn describe_group(
+    cluster: &common::TestCluster,
+    group: &str,
+    topic: &str,
+) -> BTreeMap<i32, (String, String, String)> {
+    let output = cluster.kafka_tool("kafka-consumer-groups", &["--describe", "--group", group]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let header = text
+        .lines()
+        .find(|l| l.contains("CURRENT-OFFSET"))
+        .unwrap_or_else(|| panic!("no header in:\n{text}"));
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    let column = |name: &str| {
+        columns
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or_else(|| panic!("no {name} in {header}"))
+    };
+    let (partition, current, end, lag) = (
+        column("PARTITION"),
+        column("CURRENT-OFFSET"),
+        column("LOG-END-OFFSET"),
+        column("LAG"),
+    );
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cells| cells.len() >= columns.len() && cells.contains(&topic))
+        .map(|cells| {
+            (
+                cells[partition].parse().unwrap(),
+                (
+                    cells[current].to_string(),
+                    cells[end].to_string(),
+                    cells[lag].to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_member_processes_every_record_once_and_kafka_consumer_groups_shows_lag_0() {
+    let cluster = common::shared();
+    let topic = topic(cluster, "consume").await;
+    produce(cluster, &topic, 3_000, 1).await;
+    let group = common::unique_topic("group");
+    let seen: Seen = Arc::default();
+    let member = member(cluster, &topic, &group, &seen).await;
+    common::eventually(
+        Duration::from_secs(60),
+        "3,000 records processed",
+        || async { seen.lock().unwrap().len() >= 3_000 },
+    )
+    .await;
+    let stats = Arc::clone(&member.stats);
+    member.stop().await;
+    assert_eq!(
+        stats
+            .owned_partitions
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "partitions handed back"
+    );
+
+    let ends = log_ends(cluster, &topic).await;
+    assert_eq!(ends.values().sum::<i64>(), 3_000);
+    assert_eq!(assert_no_gap(&seen, &ends), 0, "no record processed twice");
+
+    let rows = describe_group(cluster, &group, &topic);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for (partition, (current, end, lag)) in rows {
+        assert_eq!(
+            current,
+            ends[&partition].to_string(),
+            "partition {partition}"
+        );
+        assert_eq!(end, ends[&partition].to_string());
+        assert_eq!(lag, "0");
+    }
+}
+
+#[tokio::test]
+async fn a_new_member_resumes_from_the_committed_offsets() {
+    let cluster = common::shared();
+    let topic = topic(cluster, "resume").await;
+    let group = common::unique_topic("group");
+    produce(cluster, &topic, 1_000, 2).await;
+    let first: Seen = Arc::default();
+    let member_one = member(cluster, &topic, &group, &first).await;
+    common::eventually(
+        Duration::from_secs(60),
+        "1,000 records processed",
+        || async { first.lock().unwrap().len() >= 1_000 },
+    )
+    .await;
+    member_one.stop().await;
+
+    produce(cluster, &topic, 500, 3).await;
+    let second: Seen = Arc::default();
+    let member_two = member(cluster, &topic, &group, &second).await;
+    common::eventually(
+        Duration::from_secs(60),
+        "500 new records processed",
+        || async { second.lock().unwrap().len() >= 500 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    member_two.stop().await;
+
+    let first_set: BTreeSet<_> = first.lock().unwrap().iter().copied().collect();
+    let second_set: BTreeSet<_> = second.lock().unwrap().iter().copied().collect();
+    assert_eq!(first_set.len(), 1_000);
+    assert_eq!(
+        second_set.len(),
+        500,
+        "only records after the committed offsets"
+    );
+    assert!(first_set.is_disjoint(&second_set));
+}
+
+#[tokio::test]
+async fn two_members_split_the_partitions_and_the_survivor_takes_over_without_a_gap() {
+    let cluster = common::shared();
+    let topic = topic(cluster, "split").await;
+    let group = common::unique_topic("group");
+    produce(cluster, &topic, 1_500, 4).await;
+    let seen: Seen = Arc::default();
+    let a = member(cluster, &topic, &group, &seen).await;
+    common::eventually(
+        Duration::from_secs(60),
+        "member a owns all 6 partitions",
+        || async {
+            a.stats
+                .owned_partitions
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 6
+        },
+    )
+    .await;
+    let b = member(cluster, &topic, &group, &seen).await;
+    common::eventually(
+        Duration::from_secs(60),
+        "the partitions are split 3 and 3",
+        || async {
+            a.stats
+                .owned_partitions
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 3
+                && b.stats
+                    .owned_partitions
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    == 3
+        },
+    )
+    .await;
+
+    produce(cluster, &topic, 1_500, 5).await;
+    b.stop().await;
+    common::eventually(
+        Duration::from_secs(60),
+        "member a owns all 6 partitions again",
+        || async {
+            a.stats
+                .owned_partitions
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 6
+        },
+    )
+    .await;
+    produce(cluster, &topic, 1_500, 6).await;
+    let ends = log_ends(cluster, &topic).await;
+    common::eventually(
+        Duration::from_secs(60),
+        "every record processed",
+        || async {
+            let distinct: BTreeSet<(i32, i64)> = seen.lock().unwrap().iter().copied().collect();
+            distinct.len() as i64 == ends.values().sum::<i64>()
+        },
+    )
+    .await;
+    a.stop().await;
+    let duplicates = assert_no_gap(&seen, &ends);
+    assert_eq!(
+        duplicates, 0,
+        "handing over commits first, so nothing is read twice"
+    );
+}
