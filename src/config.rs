@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::device::DeviceType;
+use crate::pipeline::alerts::AlertSettings;
 
 /// The variables read from the environment, exactly as given.
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +48,16 @@ struct RawConfig {
     kafka_consumer_fetch_max_wait_ms: Option<String>,
     kafka_consumer_request_timeout_ms: Option<String>,
     kafka_consumer_rebalance_timeout_ms: Option<String>,
+    kafka_alerts_topic: Option<String>,
+    kafka_dlq_topic: Option<String>,
+    alert_temperature_high_c: Option<String>,
+    alert_temperature_low_c: Option<String>,
+    alert_humidity_high_pct: Option<String>,
+    alert_pressure_low_hpa: Option<String>,
+    alert_light_low_lux: Option<String>,
+    alert_battery_low_pct: Option<String>,
+    alert_device_silent_sec: Option<String>,
+    alert_cooldown_sec: Option<String>,
 }
 
 /// The validated configuration of every MetroCloud program.
@@ -86,6 +97,12 @@ pub struct Config {
     pub producer: ProducerSettings,
     /// `KAFKA_CONSUMER_*`: commits, fetches and timeouts.
     pub consumer: ConsumerSettings,
+    /// `KAFKA_ALERTS_TOPIC`: where alerts go.
+    pub alerts_topic: String,
+    /// `KAFKA_DLQ_TOPIC`: where records that fail validation go.
+    pub dlq_topic: String,
+    /// `ALERT_*`: thresholds and timings of the alert rules.
+    pub alerts: AlertSettings,
 }
 
 /// How the consumer commits and fetches (`KAFKA_CONSUMER_*`).
@@ -424,6 +441,78 @@ impl Config {
             )?,
         };
 
+        let alerts_topic = name(
+            "KAFKA_ALERTS_TOPIC",
+            raw.kafka_alerts_topic,
+            "iot-alerts",
+            topic_name_rule,
+        )?;
+        let dlq_topic = name(
+            "KAFKA_DLQ_TOPIC",
+            raw.kafka_dlq_topic,
+            &format!("{topic}-dlq"),
+            topic_name_rule,
+        )?;
+        let defaults = AlertSettings::default();
+        let number = |variable: &'static str, given: Option<String>, default: f64| {
+            parsed(variable, given, default, "a number").and_then(|v: f64| {
+                if v.is_finite() {
+                    Ok(v)
+                } else {
+                    Err(invalid(
+                        variable,
+                        &v.to_string(),
+                        "a finite number".to_string(),
+                    ))
+                }
+            })
+        };
+        let seconds = |variable: &'static str, given: Option<String>, default: Duration| {
+            in_range(variable, given, default.as_secs(), 0, 86_400 * 30).map(Duration::from_secs)
+        };
+        let alerts = AlertSettings {
+            temperature_high: number(
+                "ALERT_TEMPERATURE_HIGH_C",
+                raw.alert_temperature_high_c,
+                defaults.temperature_high,
+            )?,
+            temperature_low: number(
+                "ALERT_TEMPERATURE_LOW_C",
+                raw.alert_temperature_low_c,
+                defaults.temperature_low,
+            )?,
+            humidity_high: number(
+                "ALERT_HUMIDITY_HIGH_PCT",
+                raw.alert_humidity_high_pct,
+                defaults.humidity_high,
+            )?,
+            pressure_low: number(
+                "ALERT_PRESSURE_LOW_HPA",
+                raw.alert_pressure_low_hpa,
+                defaults.pressure_low,
+            )?,
+            light_low: number(
+                "ALERT_LIGHT_LOW_LUX",
+                raw.alert_light_low_lux,
+                defaults.light_low,
+            )?,
+            battery_low: number(
+                "ALERT_BATTERY_LOW_PCT",
+                raw.alert_battery_low_pct,
+                defaults.battery_low,
+            )?,
+            silence: seconds(
+                "ALERT_DEVICE_SILENT_SEC",
+                raw.alert_device_silent_sec,
+                defaults.silence,
+            )?,
+            cooldown: seconds(
+                "ALERT_COOLDOWN_SEC",
+                raw.alert_cooldown_sec,
+                defaults.cooldown,
+            )?,
+        };
+
         Ok(Config {
             bootstrap_servers,
             topic,
@@ -442,6 +531,9 @@ impl Config {
             log_dir,
             producer,
             consumer,
+            alerts_topic,
+            dlq_topic,
+            alerts,
         })
     }
 
@@ -551,6 +643,34 @@ impl Config {
             (
                 "KAFKA_CONSUMER_REBALANCE_TIMEOUT_MS",
                 self.consumer.rebalance_timeout.as_millis().to_string(),
+            ),
+            ("KAFKA_ALERTS_TOPIC", self.alerts_topic.clone()),
+            ("KAFKA_DLQ_TOPIC", self.dlq_topic.clone()),
+            (
+                "ALERT_TEMPERATURE_HIGH_C",
+                self.alerts.temperature_high.to_string(),
+            ),
+            (
+                "ALERT_TEMPERATURE_LOW_C",
+                self.alerts.temperature_low.to_string(),
+            ),
+            (
+                "ALERT_HUMIDITY_HIGH_PCT",
+                self.alerts.humidity_high.to_string(),
+            ),
+            (
+                "ALERT_PRESSURE_LOW_HPA",
+                self.alerts.pressure_low.to_string(),
+            ),
+            ("ALERT_LIGHT_LOW_LUX", self.alerts.light_low.to_string()),
+            ("ALERT_BATTERY_LOW_PCT", self.alerts.battery_low.to_string()),
+            (
+                "ALERT_DEVICE_SILENT_SEC",
+                self.alerts.silence.as_secs().to_string(),
+            ),
+            (
+                "ALERT_COOLDOWN_SEC",
+                self.alerts.cooldown.as_secs().to_string(),
             ),
         ]
     }

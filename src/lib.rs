@@ -14,6 +14,7 @@
 //! - [`admin`]: cluster requests rskafka lacks (topic configs, quorum, full metadata).
 //! - [`topics`]: making sure the sensor topic exists and is durable.
 //! - [`cluster`]: a real local Kafka cluster, as JVM processes, with no Docker.
+//! - [`shutdown`]: SIGINT/SIGTERM into a shutdown token.
 //! - [`retry`]: backoff and deadlines.
 //! - [`cli`]: the `metrocloud` command line.
 
@@ -29,5 +30,6 @@ pub mod pipeline;
 pub mod producer;
 pub mod reading;
 pub mod retry;
+pub mod shutdown;
 pub mod simulator;
 pub mod topics;

@@ -17,7 +17,7 @@
 use std::f64::consts::PI;
 use std::time::Duration;
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, DurationRound, Timelike, Utc};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
@@ -121,7 +121,9 @@ impl Fleet {
             devices,
             rng,
             run_id,
-            start,
+            start: start
+                .duration_trunc(chrono::TimeDelta::milliseconds(1))
+                .unwrap_or(start),
             interval: settings.interval,
             anomaly_probability: settings.anomaly_probability,
             seed: settings.seed,
@@ -181,8 +183,10 @@ impl Fleet {
         let emission = self.next_emission;
         self.next_emission += 1;
         let index = (emission % self.devices.len() as u64) as usize;
+        // Readings carry millisecond timestamps, as Kafka records and the JSON do.
+        let due = self.due_at(emission);
         let at = self.start
-            + chrono::Duration::from_std(self.due_at(emission)).unwrap_or(chrono::Duration::MAX);
+            + chrono::Duration::milliseconds(i64::try_from(due.as_millis()).unwrap_or(i64::MAX));
         Some(self.read(index, at))
     }
 

@@ -34,8 +34,8 @@ impl RecordProcessor for Recorder {
             .push((record.partition, record.offset));
     }
 
-    async fn flush(&mut self) -> bool {
-        true
+    async fn flush(&mut self) -> Result<(), String> {
+        Ok(())
     }
 }
 

@@ -75,8 +75,20 @@ pub trait RecordProcessor: Send {
 
     /// Makes the effects of every record processed so far durable (for example,
     /// waits until the alerts they produced are acknowledged). Offsets are
-    /// committed only after this returns `true`; `false` holds the commit back.
-    fn flush(&mut self) -> impl Future<Output = bool> + Send;
+    /// committed only after this succeeds. An error means an effect was lost:
+    /// the member then stops without committing, so that the records are read
+    /// again from the last commit.
+    fn flush(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Called about once a second, for work driven by time rather than records.
+    fn tick(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// These partitions moved to another member; forget what was kept about them.
+    fn partitions_revoked(&mut self, partitions: &[i32]) {
+        let _ = partitions;
+    }
 }
 
 /// What the consumer is asked to do.
@@ -103,6 +115,9 @@ pub enum ConsumerError {
     /// The group coordinator refused the member in a way retrying cannot fix.
     #[error("the group coordinator refused this member: {0}")]
     Refused(GroupError),
+    /// The processor could not make its effects durable; nothing more was committed.
+    #[error("processing failed, stopped without committing: {0}")]
+    Processing(String),
 }
 
 /// Counters for status lines, shared with other tasks.
@@ -146,6 +161,8 @@ pub struct GroupConsumer<P> {
     queue_rx: mpsc::Receiver<FetchedBatch>,
     fetchers: TaskTracker,
     stats: Arc<ConsumerStats>,
+    /// Set when the processor lost an effect: no commit happens after it.
+    failure: Option<String>,
 }
 
 impl<P: RecordProcessor> GroupConsumer<P> {
@@ -213,6 +230,7 @@ impl<P: RecordProcessor> GroupConsumer<P> {
             queue_rx,
             fetchers: TaskTracker::new(),
             stats: Arc::new(ConsumerStats::default()),
+            failure: None,
             spec,
         }))
     }
@@ -233,10 +251,16 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         let mut next_heartbeat = Instant::now();
         let mut next_commit = Instant::now() + self.spec.settings.commit_interval;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let outcome = loop {
+            if let Some(error) = self.failure.take() {
+                break Err(ConsumerError::Processing(error));
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
+                _ = ticks.tick() => self.processor.tick().await,
                 _ = tokio::time::sleep_until(next_heartbeat) => {
                     match self.heartbeat().await {
                         Ok(acknowledge_soon) => {
@@ -260,6 +284,8 @@ impl<P: RecordProcessor> GroupConsumer<P> {
                 Some(batch) = self.queue_rx.recv() => self.process(batch).await,
             }
         };
+        // After a processing failure `commit` commits nothing: the partitions go
+        // back uncommitted and their next owner reads the records again.
         self.stop_fetchers(None).await;
         self.commit(None).await;
         self.leave().await;
@@ -497,6 +523,7 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         for partition in &chosen {
             self.owned.remove(partition);
         }
+        self.processor.partitions_revoked(&chosen);
         self.stats
             .owned_partitions
             .store(self.owned.len() as u64, Ordering::Relaxed);
@@ -515,8 +542,12 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         if offsets.is_empty() || self.member_epoch <= 0 {
             return;
         }
-        if !self.processor.flush().await {
-            tracing::warn!("processing effects not yet durable; holding back the commit");
+        if self.failure.is_some() {
+            return;
+        }
+        if let Err(error) = self.processor.flush().await {
+            tracing::error!("{error}; committing nothing more");
+            self.failure = Some(error);
             return;
         }
         match self

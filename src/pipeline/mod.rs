@@ -1,5 +1,15 @@
 //! The pipeline's stages, wired from the library's parts.
 //!
 //! - [`ingest`]: simulated readings -> producer -> Kafka.
+//! - [`process`]: consumed records -> validation, dedupe, alerts, dead letters.
+//! - [`validate`]: a consumed record -> a checked reading, or the reason it is refused.
+//! - [`alerts`]: threshold, battery and silence rules, with episodes and a cooldown.
+//! - [`wiring`]: building the stages from the configuration.
+//! - [`audit`]: per-device sequence ledger: duplicates removed, gaps and reordering counted.
 
+pub mod alerts;
+pub mod audit;
 pub mod ingest;
+pub mod process;
+pub mod validate;
+pub mod wiring;

@@ -1,0 +1,125 @@
+//! Building the pipeline's stages from the configuration.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{AdminClient, Timeouts};
+use crate::config::Config;
+use crate::consumer::{ConsumerError, ConsumerSpec, GroupConsumer};
+use crate::pipeline::ingest::{ReadingId, logging_listener};
+use crate::pipeline::process::{
+    ProcessingObserver, ProcessingStats, ReadingProcessor, counting_listener,
+};
+use crate::producer::{Delivery, Producer, ProducerError};
+use crate::simulator::{Fleet, SimulatorSettings};
+use crate::topics::{Ensured, TopicError, TopicSpec, ensure_topic};
+
+/// Creates (or checks) the sensor, alert and dead-letter topics, all with the
+/// configured partitions, replication and `min.insync.replicas`.
+pub async fn ensure_pipeline_topics(config: &Config) -> Result<(), TopicError> {
+    let admin = AdminClient::new(config.bootstrap_strings(), Timeouts::default());
+    for name in [&config.topic, &config.alerts_topic, &config.dlq_topic] {
+        let spec = TopicSpec {
+            name: name.clone(),
+            ..TopicSpec::from_config(config)
+        };
+        match ensure_topic(&admin, &spec).await? {
+            Ensured::Created => tracing::info!(
+                "created topic {name}: {} partitions, replication factor {}, min.insync.replicas={}",
+                spec.partitions,
+                spec.replication_factor,
+                spec.min_insync_replicas
+            ),
+            Ensured::AlreadyExisted { notes } => {
+                for note in notes {
+                    tracing::info!("topic {name}: {note}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The simulated fleet, announced with its seed so that a run can be repeated.
+pub fn fleet(config: &Config) -> Fleet {
+    let settings = SimulatorSettings::from_config(config);
+    let fleet = Fleet::new(&settings, Utc::now());
+    tracing::info!(
+        "simulating {} devices every {:?} (seed {}, run {}); IOT_SIMULATOR_SEED={} repeats it",
+        fleet.len(),
+        settings.interval,
+        fleet.seed(),
+        fleet.run_id(),
+        fleet.seed()
+    );
+    fleet
+}
+
+/// A producer of readings whose failed deliveries are logged, each delivery then passed to `next`.
+pub async fn reading_producer(
+    config: &Config,
+    next: impl Fn(ReadingId, Delivery) + Send + Sync + 'static,
+    shutdown: &CancellationToken,
+) -> Result<Producer<ReadingId>, ProducerError> {
+    Producer::connect(
+        config.bootstrap_strings(),
+        &config.topic,
+        &config.producer,
+        logging_listener(next),
+        shutdown,
+    )
+    .await
+}
+
+/// Why the processing side could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessingStartError {
+    /// A producer for alerts or dead letters failed to start.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+    /// The consumer failed to start.
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+}
+
+/// The consumer group member with its reading processor, or `None` if shut down while connecting.
+pub async fn processing_consumer(
+    config: &Config,
+    stats: &Arc<ProcessingStats>,
+    observer: Option<ProcessingObserver>,
+    shutdown: &CancellationToken,
+) -> Result<Option<GroupConsumer<ReadingProcessor>>, ProcessingStartError> {
+    let alerts = Producer::connect(
+        config.bootstrap_strings(),
+        &config.alerts_topic,
+        &config.producer,
+        counting_listener(stats, "alert"),
+        shutdown,
+    )
+    .await?;
+    let dead_letters = Producer::connect(
+        config.bootstrap_strings(),
+        &config.dlq_topic,
+        &config.producer,
+        counting_listener(stats, "dead letter"),
+        shutdown,
+    )
+    .await?;
+    let processor = ReadingProcessor::new(
+        alerts,
+        dead_letters,
+        config.alerts.clone(),
+        Arc::clone(stats),
+        observer,
+    );
+    let spec = ConsumerSpec {
+        bootstrap: config.bootstrap_strings(),
+        topic: config.topic.clone(),
+        group_id: config.consumer_group_id.clone(),
+        auto_offset_reset: config.auto_offset_reset,
+        settings: config.consumer.clone(),
+    };
+    Ok(GroupConsumer::connect(spec, processor, shutdown).await?)
+}

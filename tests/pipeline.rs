@@ -1,0 +1,342 @@
+//! The pipeline end to end on a real cluster: simulated readings in, every one processed
+//! once, every injected threshold anomaly alerted, every bad record dead-lettered.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rskafka::client::ClientBuilder;
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::record::Record;
+use tokio_util::sync::CancellationToken;
+
+use metrocloud::config::Config;
+use metrocloud::pipeline::alerts::{Alert, AlertKind};
+use metrocloud::pipeline::ingest::run_ingest;
+use metrocloud::pipeline::process::{ProcessingEvent, ProcessingStats};
+use metrocloud::pipeline::wiring;
+use metrocloud::producer::Delivery;
+use metrocloud::reading::AnomalyKind;
+
+fn config(cluster: &common::TestCluster, purpose: &str, extra: &[(&str, &str)]) -> Config {
+    let topic = common::unique_topic(purpose);
+    let mut vars: Vec<(String, String)> = vec![
+        ("KAFKA_BOOTSTRAP_SERVERS".into(), cluster.bootstrap_list()),
+        ("KAFKA_TOPIC_NAME".into(), topic.clone()),
+        ("KAFKA_ALERTS_TOPIC".into(), format!("{topic}-alerts")),
+        ("KAFKA_CONSUMER_GROUP_ID".into(), format!("{topic}-group")),
+        ("KAFKA_CONSUMER_COMMIT_INTERVAL_MS".into(), "500".into()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::from_vars(vars).expect("valid test configuration")
+}
+
+type Events = Arc<Mutex<Vec<ProcessingEvent>>>;
+
+struct Processing {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    events: Events,
+}
+
+async fn start_processing(config: &Config) -> Processing {
+    let events: Events = Arc::default();
+    let sink = Arc::clone(&events);
+    let stats = Arc::new(ProcessingStats::default());
+    let stop = CancellationToken::new();
+    let consumer = wiring::processing_consumer(
+        config,
+        &stats,
+        Some(Arc::new(move |event: &ProcessingEvent| {
+            sink.lock().unwrap().push(event.clone())
+        })),
+        &stop,
+    )
+    .await
+    .expect("processing starts")
+    .expect("not cancelled");
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        let processor = consumer.run(token).await.expect("consumer ran");
+        processor.close().await;
+    });
+    Processing { stop, task, events }
+}
+
+#[tokio::test]
+async fn every_acked_reading_is_processed_once_and_every_threshold_anomaly_is_alerted() {
+    let cluster = common::shared();
+    let config = config(
+        cluster,
+        "e2e",
+        &[
+            ("IOT_NUM_DEVICES", "500"),
+            ("IOT_DATA_INTERVAL_SEC", "0.05"),
+            ("IOT_ANOMALY_PROBABILITY", "0.05"),
+            ("IOT_SIMULATOR_SEED", "20261125"),
+            // Every anomalous reading gets its own alert, so each can be matched.
+            ("ALERT_COOLDOWN_SEC", "0"),
+        ],
+    );
+    wiring::ensure_pipeline_topics(&config)
+        .await
+        .expect("topics");
+    let processing = start_processing(&config).await;
+
+    let acked: Arc<Mutex<HashSet<(String, u64)>>> = Arc::default();
+    let sink = Arc::clone(&acked);
+    let shutdown = CancellationToken::new();
+    let producer = wiring::reading_producer(
+        &config,
+        move |id, delivery| {
+            if matches!(delivery, Delivery::Acked { .. }) {
+                sink.lock().unwrap().insert((id.device_id, id.sequence));
+            }
+        },
+        &shutdown,
+    )
+    .await
+    .expect("producer");
+    let total = 20_000;
+    let summary = run_ingest(wiring::fleet(&config), producer, Some(total), shutdown)
+        .await
+        .expect("ingest");
+    assert_eq!(summary.producer.acked, total);
+    assert_eq!(summary.producer.failed, 0);
+
+    common::eventually(
+        Duration::from_secs(90),
+        "every acked reading processed",
+        || async {
+            let events = processing.events.lock().unwrap();
+            events
+                .iter()
+                .filter(|e| matches!(e, ProcessingEvent::Reading { .. }))
+                .count() as u64
+                >= total
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    processing.stop.cancel();
+    processing.task.await.expect("processing task");
+
+    let events = processing.events.lock().unwrap().clone();
+    let mut processed: HashMap<(String, u64), usize> = HashMap::new();
+    let mut anomalies: Vec<(String, u64, AnomalyKind)> = Vec::new();
+    let mut alerts: Vec<Alert> = Vec::new();
+    for event in &events {
+        match event {
+            ProcessingEvent::Reading { reading, .. } => {
+                *processed
+                    .entry((reading.device_id.clone(), reading.sequence))
+                    .or_default() += 1;
+                if let Some(kind) = reading.anomaly_kind {
+                    anomalies.push((reading.device_id.clone(), reading.sequence, kind));
+                }
+            }
+            ProcessingEvent::Alert(alert) => alerts.push(alert.clone()),
+            ProcessingEvent::DeadLetter { reason, .. } => {
+                panic!("a simulated reading was dead-lettered: {reason}")
+            }
+            ProcessingEvent::Duplicate { .. } => {}
+        }
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len() as u64, total);
+    assert_eq!(processed.len(), acked.len());
+    assert!(
+        processed.values().all(|&n| n == 1),
+        "a reading was processed twice"
+    );
+    assert!(
+        acked.iter().all(|id| processed.contains_key(id)),
+        "an acked reading was not processed"
+    );
+
+    let alerted: HashSet<(String, u64)> = alerts
+        .iter()
+        .filter(|a| a.kind != AlertKind::LowBattery && a.kind != AlertKind::DeviceSilent)
+        .map(|a| (a.device_id.clone(), a.sequence))
+        .collect();
+    let threshold_anomalies: Vec<_> = anomalies
+        .iter()
+        .filter(|(_, _, k)| *k != AnomalyKind::MotionDetected)
+        .collect();
+    assert!(
+        threshold_anomalies.len() > 500,
+        "{} anomalies",
+        threshold_anomalies.len()
+    );
+    for (device, sequence, kind) in &threshold_anomalies {
+        assert!(
+            alerted.contains(&(device.clone(), *sequence)),
+            "no alert for {kind:?} of {device} #{sequence}"
+        );
+    }
+    let truly_anomalous: HashSet<(String, u64)> =
+        anomalies.iter().map(|(d, s, _)| (d.clone(), *s)).collect();
+    let false_alarms = alerted.difference(&truly_anomalous).count();
+    assert_eq!(false_alarms, 0, "alerts on normal readings");
+
+    // The alert topic holds every alert sent.
+    let stored = common::read_all(&cluster.bootstrap, &config.alerts_topic, 6).await;
+    let stored_ids: HashSet<String> = stored
+        .iter()
+        .map(|(_, r)| {
+            serde_json::from_slice::<Alert>(r.record.value.as_deref().unwrap())
+                .expect("alert JSON")
+                .alert_id
+        })
+        .collect();
+    assert_eq!(stored.len(), alerts.len());
+    assert!(alerts.iter().all(|a| stored_ids.contains(&a.alert_id)));
+}
+
+#[tokio::test]
+async fn malformed_records_land_in_the_dead_letter_topic_with_their_reason_and_good_ones_are_processed()
+ {
+    let cluster = common::shared();
+    let config = config(cluster, "dlq", &[]);
+    wiring::ensure_pipeline_topics(&config)
+        .await
+        .expect("topics");
+    let good = |device: &str, sequence: u64| {
+        format!(
+            r#"{{"schema_version":1,"device_id":"{device}","device_type":"humidity","run_id":"manual","sequence":{sequence},"timestamp":"2026-11-25T12:00:00.000Z","value":41.5,"unit":"%","location":{{"site":"site-01","zone":"zone-01","latitude":52.4,"longitude":13.3}},"battery_level":77.0,"signal_strength":-61,"firmware_version":"2.0.1","status":"ok","is_anomaly":false,"anomaly_kind":null}}"#
+        )
+        .into_bytes()
+    };
+    let device = "humidity-000777";
+    let huge = {
+        let mut value = good(device, 99);
+        value.truncate(value.len() - 1);
+        value.extend(format!(r#","padding":"{}"}}"#, "x".repeat(200_000)).into_bytes());
+        value
+    };
+    let cases: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("good", Some(good(device, 0))),
+        ("not_json", Some(b"temperature=21.5;humidity=40".to_vec())),
+        (
+            "schema",
+            Some(
+                String::from_utf8(good(device, 1))
+                    .unwrap()
+                    .replace("41.5", "\"wet\"")
+                    .into_bytes(),
+            ),
+        ),
+        (
+            "out_of_range",
+            Some(
+                String::from_utf8(good(device, 2))
+                    .unwrap()
+                    .replace("41.5", "141.5")
+                    .into_bytes(),
+            ),
+        ),
+        (
+            "unknown_device_type",
+            Some(
+                String::from_utf8(good(device, 3))
+                    .unwrap()
+                    .replace("\"humidity\"", "\"thermostat\"")
+                    .into_bytes(),
+            ),
+        ),
+        ("good", Some(good(device, 4))),
+        ("empty", Some(Vec::new())),
+        ("empty", None),
+        ("not_utf8", Some(vec![0xc3, 0x28, 0xff, 0xfe])),
+        ("too_large", Some(huge)),
+        ("good", Some(good(device, 5))),
+    ];
+    let client = ClientBuilder::new(cluster.bootstrap.clone())
+        .build()
+        .await
+        .expect("client");
+    let partition = metrocloud::partitioner::partition_for_key(device.as_bytes(), 6);
+    let writer = client
+        .partition_client(config.topic.clone(), partition, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition");
+    let mut offsets = Vec::new();
+    for (label, value) in &cases {
+        let record = Record {
+            key: Some(device.as_bytes().to_vec()),
+            value: value.clone(),
+            headers: BTreeMap::from([("case".to_string(), label.as_bytes().to_vec())]),
+            timestamp: chrono::Utc::now(),
+        };
+        offsets.push(
+            writer
+                .produce(vec![record], Compression::NoCompression)
+                .await
+                .expect("raw produce")[0],
+        );
+    }
+
+    let processing = start_processing(&config).await;
+    common::eventually(
+        Duration::from_secs(60),
+        "all raw records handled",
+        || async { processing.events.lock().unwrap().len() >= cases.len() },
+    )
+    .await;
+    processing.stop.cancel();
+    processing.task.await.expect("processing task");
+
+    let events = processing.events.lock().unwrap().clone();
+    let readings: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            ProcessingEvent::Reading { reading, .. } => Some(reading.sequence),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        readings,
+        vec![0, 4, 5],
+        "good records around the bad ones are processed"
+    );
+
+    let dead = common::read_all(&cluster.bootstrap, &config.dlq_topic, 6).await;
+    let expected: Vec<(&str, i64)> = cases
+        .iter()
+        .zip(&offsets)
+        .filter(|((label, _), _)| *label != "good")
+        .map(|((label, _), offset)| (*label, *offset))
+        .collect();
+    assert_eq!(dead.len(), expected.len());
+    let header = |record: &Record, name: &str| {
+        String::from_utf8(record.headers.get(name).cloned().unwrap_or_default()).unwrap()
+    };
+    for ((_, stored), (label, offset)) in dead.iter().zip(&expected) {
+        let record = &stored.record;
+        assert_eq!(header(record, "dlq.reason"), *label);
+        assert_eq!(header(record, "case"), *label, "original headers are kept");
+        assert_eq!(header(record, "dlq.source.topic"), config.topic);
+        assert_eq!(
+            header(record, "dlq.source.partition"),
+            partition.to_string()
+        );
+        assert_eq!(header(record, "dlq.source.offset"), offset.to_string());
+        assert!(!header(record, "dlq.detail").is_empty());
+        assert_eq!(record.key.as_deref(), Some(device.as_bytes()));
+        let original = cases
+            .iter()
+            .zip(&offsets)
+            .find(|(_, o)| *o == offset)
+            .unwrap()
+            .0
+            .1
+            .clone();
+        assert_eq!(
+            record.value.clone().unwrap_or_default(),
+            original.unwrap_or_default(),
+            "original bytes kept"
+        );
+    }
+}
