@@ -58,7 +58,11 @@ pub fn init(config: &Config) -> Result<LogGuard, LoggingError> {
     let filter = || -> Result<EnvFilter, LoggingError> {
         match std::env::var("RUST_LOG") {
             Ok(directives) if !directives.trim().is_empty() => Ok(EnvFilter::try_new(directives)?),
-            _ => Ok(EnvFilter::new(config.log_level.as_filter())),
+            // rskafka reports every connection at info; keep that for RUST_LOG=rskafka=info.
+            _ => Ok(EnvFilter::new(format!(
+                "{},rskafka=warn",
+                config.log_level.as_filter()
+            ))),
         }
     };
     let console = tracing_subscriber::fmt::layer()

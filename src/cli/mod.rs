@@ -6,6 +6,7 @@
 //! status for `cluster tool`.
 
 mod cluster;
+mod pipeline;
 mod topics;
 
 use std::path::PathBuf;
@@ -26,6 +27,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole pipeline: simulator, producer, consumer, alerts (starts a local
+    /// cluster when KAFKA_BOOTSTRAP_SERVERS is unset and nothing answers). Ctrl-C stops it.
+    Run,
+    /// Simulated sensors into Kafka (what `metrocloud-producer` runs).
+    Produce,
+    /// Kafka into validation, alerts and dead letters (what `metrocloud-consumer` runs).
+    Consume,
     /// Print the effective configuration (from the environment and defaults).
     Config,
     /// Create or inspect the sensor topic.
@@ -66,6 +74,30 @@ impl From<ConfigError> for CliError {
 /// Parses the command line, runs the command, and returns the exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    start(cli.command)
+}
+
+/// `metrocloud-producer`: the `produce` command on its own.
+pub fn producer_main() -> ExitCode {
+    Standalone::parse();
+    start(Command::Produce)
+}
+
+/// `metrocloud-consumer`: the `consume` command on its own.
+pub fn consumer_main() -> ExitCode {
+    Standalone::parse();
+    start(Command::Consume)
+}
+
+/// The standalone binaries take no arguments: everything comes from the environment.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Part of the MetroCloud pipeline; configured from the environment (see .env.example)."
+)]
+struct Standalone {}
+
+fn start(command: Command) -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -87,7 +119,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let outcome = runtime.block_on(run(cli.command, config));
+    let outcome = runtime.block_on(run(command, config));
     let code = match &outcome {
         Ok(()) => return ExitCode::SUCCESS,
         Err(CliError::Status(code)) => return ExitCode::from(*code),
@@ -103,6 +135,9 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command, config: Config) -> Result<(), CliError> {
     match command {
+        Command::Run => pipeline::run(config, crate::shutdown::on_signals()).await,
+        Command::Produce => pipeline::produce(config, crate::shutdown::on_signals()).await,
+        Command::Consume => pipeline::consume(config, crate::shutdown::on_signals()).await,
         Command::Config => {
             for (name, value) in config.to_env_lines() {
                 println!("{name}={value}");

@@ -1,0 +1,304 @@
+//! `metrocloud run`, `metrocloud produce`, `metrocloud consume` (and the thin
+//! `metrocloud-producer` / `metrocloud-consumer` binaries).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::CliError;
+use crate::admin::{AdminClient, Timeouts};
+use crate::cluster::{self, ClusterSpec, LocalCluster, Ownership};
+use crate::config::{Config, DEFAULT_BOOTSTRAP_SERVERS};
+use crate::consumer::ConsumerStats;
+use crate::pipeline::ingest::{IngestSummary, run_ingest};
+use crate::pipeline::process::{ProcessingEvent, ProcessingStats};
+use crate::pipeline::wiring;
+use crate::producer::ProducerStats;
+
+/// How often a status line is printed.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// How long `run` waits, after the producer stopped, for the consumer to catch up.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::Failed(e.to_string())
+}
+
+/// Simulator -> Kafka until shut down.
+pub(crate) async fn produce(config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
+    wiring::ensure_pipeline_topics(&config)
+        .await
+        .map_err(failed)?;
+    let fleet = wiring::fleet(&config);
+    let producer = wiring::reading_producer(&config, |_, _| {}, &shutdown)
+        .await
+        .map_err(failed)?;
+    let stats = producer.stats();
+    let status = spawn_status(shutdown.clone(), move |elapsed, previous| {
+        let now = stats.snapshot();
+        let rate = (now.sent - previous) as f64 / elapsed;
+        let line = format!(
+            "producer: {rate:.0} readings/s, sent {}, acked {}, failed {}, retries {}, pending {}",
+            now.sent,
+            now.acked,
+            now.failed,
+            now.retries,
+            now.pending()
+        );
+        (line, now.sent)
+    });
+    let summary = run_ingest(fleet, producer, None, shutdown)
+        .await
+        .map_err(failed)?;
+    status.abort();
+    print_ingest_summary(&summary);
+    if summary.producer.failed > 0 {
+        return Err(CliError::Failed(format!(
+            "{} readings were not delivered (see the log for each device and sequence)",
+            summary.producer.failed
+        )));
+    }
+    Ok(())
+}
+
+/// Kafka -> validation -> alerts until shut down.
+pub(crate) async fn consume(config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
+    wiring::ensure_pipeline_topics(&config)
+        .await
+        .map_err(failed)?;
+    let stats = Arc::new(ProcessingStats::default());
+    let Some(consumer) = wiring::processing_consumer(&config, &stats, None, &shutdown)
+        .await
+        .map_err(failed)?
+    else {
+        return Ok(());
+    };
+    let consumer_stats = consumer.stats();
+    let status = spawn_status(shutdown.clone(), {
+        let stats = Arc::clone(&stats);
+        let consumer_stats = Arc::clone(&consumer_stats);
+        move |elapsed, previous| processing_line(&stats, &consumer_stats, elapsed, previous)
+    });
+    let outcome = consumer.run(shutdown).await;
+    status.abort();
+    let processor = outcome.map_err(failed)?;
+    let audit = processor.audit();
+    let reasons = processor.dead_letter_reasons().clone();
+    processor.close().await;
+    println!(
+        "consumer summary: {} readings, {} duplicates removed, {} dead letters {:?}, {} alerts ({} repeats suppressed), sequence gaps {}, out of order {}",
+        stats.readings.load(Ordering::Relaxed),
+        stats.duplicates.load(Ordering::Relaxed),
+        stats.dead_letters.load(Ordering::Relaxed),
+        reasons
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect::<Vec<_>>(),
+        stats.alerts.load(Ordering::Relaxed),
+        stats.alerts_suppressed.load(Ordering::Relaxed),
+        audit.missing,
+        audit.out_of_order
+    );
+    Ok(())
+}
+
+/// The whole pipeline in one process, with a local cluster when none answers.
+pub(crate) async fn run(config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
+    let (config, _cluster) = cluster_for_run(config).await?;
+    wiring::ensure_pipeline_topics(&config)
+        .await
+        .map_err(failed)?;
+
+    let stats = Arc::new(ProcessingStats::default());
+    let fleet = wiring::fleet(&config);
+    let run_id: Arc<str> = Arc::from(fleet.run_id());
+    let processed_of_run = Arc::new(AtomicU64::new(0));
+    let observer = {
+        let run_id = Arc::clone(&run_id);
+        let processed = Arc::clone(&processed_of_run);
+        Arc::new(move |event: &ProcessingEvent| {
+            if let ProcessingEvent::Reading { reading, .. } = event
+                && *reading.run_id == *run_id
+            {
+                processed.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let stop_consumer = CancellationToken::new();
+    let Some(consumer) =
+        wiring::processing_consumer(&config, &stats, Some(observer), &stop_consumer)
+            .await
+            .map_err(failed)?
+    else {
+        return Ok(());
+    };
+    let consumer_stats = consumer.stats();
+    let consumer_task = tokio::spawn(consumer.run(stop_consumer.clone()));
+    let producer = wiring::reading_producer(&config, |_, _| {}, &shutdown)
+        .await
+        .map_err(failed)?;
+    let producer_stats = producer.stats();
+    let status = spawn_status(shutdown.clone(), {
+        let stats = Arc::clone(&stats);
+        let consumer_stats = Arc::clone(&consumer_stats);
+        let producer_stats = Arc::clone(&producer_stats);
+        move |elapsed, previous| {
+            run_line(&producer_stats, &stats, &consumer_stats, elapsed, previous)
+        }
+    });
+
+    let ingest = run_ingest(fleet, producer, None, shutdown).await;
+    status.abort();
+    let summary = ingest.map_err(failed)?;
+    // Let the consumer process what was acknowledged before stopping it.
+    let deadline = Instant::now() + CATCH_UP;
+    while processed_of_run.load(Ordering::Relaxed) < summary.producer.acked
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_consumer.cancel();
+    let processor = consumer_task
+        .await
+        .map_err(|e| CliError::Failed(format!("consumer task failed: {e}")))?
+        .map_err(failed)?;
+    let audit = processor.audit();
+    processor.close().await;
+
+    let processed = processed_of_run.load(Ordering::Relaxed);
+    let lost = summary.producer.acked.saturating_sub(processed);
+    print_ingest_summary(&summary);
+    println!(
+        "pipeline summary: acked {}, processed {processed}, lost {lost}, duplicates removed {}, dead letters {}, alerts {} ({} repeats suppressed), sequence gaps {}, alert/dead-letter delivery failures {}",
+        summary.producer.acked,
+        stats.duplicates.load(Ordering::Relaxed),
+        stats.dead_letters.load(Ordering::Relaxed),
+        stats.alerts.load(Ordering::Relaxed),
+        stats.alerts_suppressed.load(Ordering::Relaxed),
+        audit.missing,
+        stats.delivery_failures.load(Ordering::Relaxed),
+    );
+    let failures = summary.producer.failed + lost + stats.delivery_failures.load(Ordering::Relaxed);
+    if failures > 0 {
+        return Err(CliError::Failed(format!(
+            "{} readings failed, {lost} acknowledged readings were not processed, {} alerts or dead letters were not delivered",
+            summary.producer.failed,
+            stats.delivery_failures.load(Ordering::Relaxed)
+        )));
+    }
+    Ok(())
+}
+
+/// The cluster `run` uses: the configured one, or, when `KAFKA_BOOTSTRAP_SERVERS`
+/// is unset and nothing answers on the default ports, a local cluster started
+/// here (and ended with this process; its data is kept).
+async fn cluster_for_run(config: Config) -> Result<(Config, Option<LocalCluster>), CliError> {
+    if std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some() {
+        return Ok((config, None));
+    }
+    let probe = AdminClient::new(
+        config.bootstrap_strings(),
+        Timeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(5),
+        },
+    );
+    if probe.metadata(Some(&[])).await.is_ok() {
+        return Ok((config, None));
+    }
+    let dir = cluster::default_cluster_dir();
+    println!(
+        "no Kafka answers on {DEFAULT_BOOTSTRAP_SERVERS}: starting a local 3-node cluster in {} (it stops when this run ends; data is kept)",
+        dir.display()
+    );
+    let mut spec = ClusterSpec::new(dir);
+    spec.ownership = Ownership::Supervised;
+    let (cluster, _) = LocalCluster::up(&spec).await.map_err(failed)?;
+    let bootstrap = cluster.bootstrap_servers().join(",");
+    println!("local cluster ready: KAFKA_BOOTSTRAP_SERVERS={bootstrap}");
+    let mut config = config;
+    config.bootstrap_servers = bootstrap
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    Ok((config, Some(cluster)))
+}
+
+fn print_ingest_summary(summary: &IngestSummary) {
+    println!(
+        "producer summary: generated {}, sent {}, acked {}, failed {}, retries {}",
+        summary.generated,
+        summary.producer.sent,
+        summary.producer.acked,
+        summary.producer.failed,
+        summary.producer.retries
+    );
+}
+
+fn processing_line(
+    stats: &ProcessingStats,
+    consumer: &ConsumerStats,
+    elapsed: f64,
+    previous: u64,
+) -> (String, u64) {
+    let processed = consumer.processed.load(Ordering::Relaxed);
+    let line = format!(
+        "consumer: {:.0} records/s, readings {}, duplicates {}, dead letters {}, alerts {}, lag {}, partitions {}",
+        (processed - previous) as f64 / elapsed,
+        stats.readings.load(Ordering::Relaxed),
+        stats.duplicates.load(Ordering::Relaxed),
+        stats.dead_letters.load(Ordering::Relaxed),
+        stats.alerts.load(Ordering::Relaxed),
+        consumer.lag.load(Ordering::Relaxed),
+        consumer.owned_partitions.load(Ordering::Relaxed),
+    );
+    (line, processed)
+}
+
+fn run_line(
+    producer: &ProducerStats,
+    stats: &ProcessingStats,
+    consumer: &ConsumerStats,
+    elapsed: f64,
+    previous: u64,
+) -> (String, u64) {
+    let p = producer.snapshot();
+    let line = format!(
+        "{:.0} readings/s | acked {}, failed {}, pending {} | consumed {}, lag {}, duplicates {} | alerts {}, dead letters {}",
+        (p.sent - previous) as f64 / elapsed,
+        p.acked,
+        p.failed,
+        p.pending(),
+        consumer.processed.load(Ordering::Relaxed),
+        consumer.lag.load(Ordering::Relaxed),
+        stats.duplicates.load(Ordering::Relaxed),
+        stats.alerts.load(Ordering::Relaxed),
+        stats.dead_letters.load(Ordering::Relaxed),
+    );
+    (line, p.sent)
+}
+
+/// Prints `line(seconds since last, previous count)` every few seconds until shutdown.
+fn spawn_status(
+    shutdown: CancellationToken,
+    line: impl Fn(f64, u64) -> (String, u64) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut previous = 0;
+        let mut last = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(STATUS_EVERY) => {}
+            }
+            let elapsed = last.elapsed().as_secs_f64().max(0.001);
+            last = Instant::now();
+            let (text, count) = line(elapsed, previous);
+            previous = count;
+            println!("{text}");
+        }
+    })
+}
