@@ -181,6 +181,15 @@ pub(crate) async fn run(config: Config, shutdown: CancellationToken) -> Result<(
         audit.missing,
         stats.delivery_failures.load(Ordering::Relaxed),
     );
+    let quality = stats.alert_quality();
+    println!(
+        "alert quality against the simulator's ground truth: precision {:.4}, recall {:.4} ({} true, {} false alarms, {} missed)",
+        quality.precision(),
+        quality.recall(),
+        quality.true_positives,
+        quality.false_positives,
+        quality.false_negatives
+    );
     let failures = summary.producer.failed + lost + stats.delivery_failures.load(Ordering::Relaxed);
     if failures > 0 {
         return Err(CliError::Failed(format!(

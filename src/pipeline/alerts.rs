@@ -229,6 +229,11 @@ impl AlertRules {
         }
     }
 
+    /// The thresholds in use.
+    pub fn settings(&self) -> &AlertSettings {
+        &self.settings
+    }
+
     /// Counters so far.
     pub fn counters(&self) -> RuleCounters {
         self.counters
@@ -366,10 +371,84 @@ impl AlertRules {
     }
 }
 
+/// How well the threshold rules match the simulator's ground truth.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AlertQuality {
+    /// Anomalous readings a rule fired on.
+    pub true_positives: u64,
+    /// Normal readings a rule fired on.
+    pub false_positives: u64,
+    /// Anomalous readings no rule fired on.
+    pub false_negatives: u64,
+}
+
+impl AlertQuality {
+    /// Counts one reading: did a threshold rule fire, and was the reading an injected anomaly.
+    pub fn record(&mut self, fired: bool, anomalous: bool) {
+        match (fired, anomalous) {
+            (true, true) => self.true_positives += 1,
+            (true, false) => self.false_positives += 1,
+            (false, true) => self.false_negatives += 1,
+            (false, false) => {}
+        }
+    }
+
+    /// Share of firings that were real anomalies (1 when nothing fired).
+    pub fn precision(&self) -> f64 {
+        let fired = self.true_positives + self.false_positives;
+        if fired == 0 {
+            1.0
+        } else {
+            self.true_positives as f64 / fired as f64
+        }
+    }
+
+    /// Share of real anomalies a rule fired on (1 when there were none).
+    pub fn recall(&self) -> f64 {
+        let real = self.true_positives + self.false_negatives;
+        if real == 0 {
+            1.0
+        } else {
+            self.true_positives as f64 / real as f64
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reading::{DeviceStatus, Location, SCHEMA_VERSION};
+    use crate::simulator::{Fleet, SimulatorSettings};
+
+    #[test]
+    fn default_thresholds_find_the_injected_anomalies_over_100000_readings() {
+        let settings = SimulatorSettings {
+            num_devices: 1_000,
+            interval: Duration::from_secs(60),
+            device_types: DeviceType::ALL.to_vec(),
+            anomaly_probability: 0.05,
+            seed: 2026,
+        };
+        // 120,000 readings spread over 5 simulated days, so every hour of the day is covered.
+        let mut fleet = Fleet::new(
+            &settings,
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        );
+        let thresholds = AlertSettings::default();
+        let mut quality = AlertQuality::default();
+        let mut readings = 0;
+        while let Some(reading) = fleet.next_due(Duration::from_secs(5 * 86_400)) {
+            readings += 1;
+            quality.record(
+                threshold_breach(&thresholds, &reading).is_some(),
+                reading.is_anomaly,
+            );
+        }
+        assert!(readings >= 100_000, "{readings}");
+        assert!(quality.true_positives > 5_000, "{quality:?}");
+        assert!(quality.recall() >= 0.99, "{quality:?}");
+        assert!(quality.precision() >= 0.95, "{quality:?}");
+    }
 
     fn reading(kind: DeviceType, value: f64, second: i64) -> SensorReading {
         SensorReading {

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{SecondsFormat, Utc};
 
 use crate::consumer::{ConsumedRecord, RecordProcessor};
-use crate::pipeline::alerts::{Alert, AlertRules, AlertSettings, SourceRecord};
+use crate::pipeline::alerts::{
+    Alert, AlertQuality, AlertRules, AlertSettings, SourceRecord, threshold_breach,
+};
 use crate::pipeline::audit::{AuditTotals, SequenceLedger, Verdict};
 use crate::pipeline::validate::{RejectReason, validate};
 use crate::producer::{Delivery, DeliveryListener, OutgoingRecord, Producer};
@@ -53,6 +55,23 @@ pub struct ProcessingStats {
     pub alerts_suppressed: AtomicU64,
     /// Alerts or dead letters Kafka did not take.
     pub delivery_failures: AtomicU64,
+    /// Readings a threshold rule fired on that were injected anomalies.
+    pub true_positives: AtomicU64,
+    /// Readings a threshold rule fired on that were normal.
+    pub false_positives: AtomicU64,
+    /// Injected anomalies no threshold rule fired on.
+    pub false_negatives: AtomicU64,
+}
+
+impl ProcessingStats {
+    /// Alert quality against the simulator's ground truth so far.
+    pub fn alert_quality(&self) -> AlertQuality {
+        AlertQuality {
+            true_positives: self.true_positives.load(Ordering::Relaxed),
+            false_positives: self.false_positives.load(Ordering::Relaxed),
+            false_negatives: self.false_negatives.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Told about every processed record, for audits and tests.
@@ -266,6 +285,16 @@ impl RecordProcessor for ReadingProcessor {
             partition: record.partition,
             offset: record.offset,
         };
+        let fired = threshold_breach(self.rules.settings(), &reading).is_some();
+        let counter = match (fired, reading.is_anomaly) {
+            (true, true) => Some(&self.stats.true_positives),
+            (true, false) => Some(&self.stats.false_positives),
+            (false, true) => Some(&self.stats.false_negatives),
+            (false, false) => None,
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         let alerts = self.rules.on_reading(&reading, source);
         self.stats.readings.fetch_add(1, Ordering::Relaxed);
         self.stats
