@@ -355,15 +355,24 @@ async fn partition_count(
     shutdown: &CancellationToken,
 ) -> Result<i32, ProducerError> {
     let mut backoff = Backoff::new(settings.retry_backoff, settings.retry_backoff_max);
+    // A topic just created reaches every broker's metadata a moment later: a
+    // broker that does not know it yet is asked again until this deadline.
+    let missing_deadline = Deadline::after(settings.request_timeout);
     loop {
         match tokio::time::timeout(settings.request_timeout, client.list_topics()).await {
             Ok(Ok(topics)) => {
-                return topics
+                let partitions = topics
                     .into_iter()
                     .find(|t| t.name == topic)
                     .map(|t| t.partitions.len() as i32)
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| ProducerError::MissingTopic(topic.to_string()));
+                    .filter(|&n| n > 0);
+                match partitions {
+                    Some(n) => return Ok(n),
+                    None if missing_deadline.has_passed() => {
+                        return Err(ProducerError::MissingTopic(topic.to_string()));
+                    }
+                    None => tracing::debug!("topic {topic} not in the metadata yet; asking again"),
+                }
             }
             Ok(Err(e)) => tracing::warn!("cannot list topics yet: {e}; retrying"),
             Err(_) => tracing::warn!("listing topics timed out; retrying"),

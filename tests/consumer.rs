@@ -19,7 +19,6 @@ use metrocloud::device::DeviceType;
 use metrocloud::pipeline::ingest::{logging_listener, run_ingest};
 use metrocloud::producer::Producer;
 use metrocloud::simulator::{Fleet, SimulatorSettings};
-use metrocloud::topics::{TopicSpec, ensure_topic};
 
 type Seen = Arc<Mutex<Vec<(i32, i64)>>>;
 
@@ -37,18 +36,6 @@ impl RecordProcessor for Recorder {
     async fn flush(&mut self) -> Result<(), String> {
         Ok(())
     }
-}
-
-async fn topic(cluster: &common::TestCluster, purpose: &str) -> String {
-    let name = common::unique_topic(purpose);
-    let spec = TopicSpec {
-        name: name.clone(),
-        partitions: 6,
-        replication_factor: 3,
-        min_insync_replicas: 2,
-    };
-    ensure_topic(&cluster.admin(), &spec).await.expect("topic");
-    name
 }
 
 /// Produces `count` simulated readings to `topic`.
@@ -187,7 +174,7 @@ fn describe_group(
 #[tokio::test]
 async fn a_member_processes_every_record_once_and_kafka_consumer_groups_shows_lag_0() {
     let cluster = common::shared();
-    let topic = topic(cluster, "consume").await;
+    let topic = common::sensor_topic(cluster, "consume").await;
     produce(cluster, &topic, 3_000, 1).await;
     let group = common::unique_topic("group");
     let seen: Seen = Arc::default();
@@ -228,7 +215,7 @@ async fn a_member_processes_every_record_once_and_kafka_consumer_groups_shows_la
 #[tokio::test]
 async fn a_new_member_resumes_from_the_committed_offsets() {
     let cluster = common::shared();
-    let topic = topic(cluster, "resume").await;
+    let topic = common::sensor_topic(cluster, "resume").await;
     let group = common::unique_topic("group");
     produce(cluster, &topic, 1_000, 2).await;
     let first: Seen = Arc::default();
@@ -267,7 +254,7 @@ async fn a_new_member_resumes_from_the_committed_offsets() {
 #[tokio::test]
 async fn two_members_split_the_partitions_and_the_survivor_takes_over_without_a_gap() {
     let cluster = common::shared();
-    let topic = topic(cluster, "split").await;
+    let topic = common::sensor_topic(cluster, "split").await;
     let group = common::unique_topic("group");
     produce(cluster, &topic, 1_500, 4).await;
     let seen: Seen = Arc::default();

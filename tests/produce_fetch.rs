@@ -10,25 +10,16 @@ use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 
-use metrocloud::topics::{TopicSpec, ensure_topic};
-
 #[tokio::test]
 async fn a_record_produced_to_every_partition_is_fetched_back_intact() {
     let cluster = common::shared();
-    let topic = common::unique_topic("roundtrip");
-    let spec = TopicSpec {
-        name: topic.clone(),
-        partitions: 6,
-        replication_factor: 3,
-        min_insync_replicas: 2,
-    };
-    ensure_topic(&cluster.admin(), &spec).await.expect("topic");
+    let topic = common::sensor_topic(cluster, "roundtrip").await;
 
     let client = ClientBuilder::new(cluster.bootstrap.clone())
         .build()
         .await
         .expect("rskafka client");
-    for partition in 0..spec.partitions {
+    for partition in 0..6 {
         let partition_client = client
             .partition_client(&topic, partition, UnknownTopicHandling::Retry)
             .await

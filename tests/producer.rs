@@ -17,19 +17,6 @@ use metrocloud::pipeline::ingest::{ReadingId, logging_listener, run_ingest};
 use metrocloud::producer::{Delivery, Producer};
 use metrocloud::reading::SensorReading;
 use metrocloud::simulator::{Fleet, SimulatorSettings};
-use metrocloud::topics::{TopicSpec, ensure_topic};
-
-async fn topic(cluster: &common::TestCluster, purpose: &str) -> String {
-    let name = common::unique_topic(purpose);
-    let spec = TopicSpec {
-        name: name.clone(),
-        partitions: 6,
-        replication_factor: 3,
-        min_insync_replicas: 2,
-    };
-    ensure_topic(&cluster.admin(), &spec).await.expect("topic");
-    name
-}
 
 fn fleet(num_devices: u32, interval: Duration, seed: u64) -> Fleet {
     let settings = SimulatorSettings {
@@ -61,7 +48,7 @@ async fn producer(cluster: &common::TestCluster, topic: &str, acks: &Acks) -> Pr
 #[tokio::test]
 async fn every_reading_is_acked_once_stored_once_and_in_device_order_on_its_keys_partition() {
     let cluster = common::shared();
-    let topic = topic(cluster, "ingest").await;
+    let topic = common::sensor_topic(cluster, "ingest").await;
     let acks: Acks = Arc::default();
     let producer = producer(cluster, &topic, &acks).await;
 
@@ -126,7 +113,7 @@ async fn every_reading_is_acked_once_stored_once_and_in_device_order_on_its_keys
 #[tokio::test]
 async fn shutdown_delivers_every_reading_generated_before_it() {
     let cluster = common::shared();
-    let topic = topic(cluster, "flush").await;
+    let topic = common::sensor_topic(cluster, "flush").await;
     let acks: Acks = Arc::default();
     let producer = producer(cluster, &topic, &acks).await;
 
@@ -161,7 +148,7 @@ async fn shutdown_delivers_every_reading_generated_before_it() {
 #[tokio::test]
 async fn our_partition_for_a_key_is_the_one_kafkas_java_producer_chooses() {
     let cluster = common::shared();
-    let topic = topic(cluster, "partitioning").await;
+    let topic = common::sensor_topic(cluster, "partitioning").await;
     let keys: Vec<String> = (0..300)
         .map(|i| match i % 3 {
             0 => format!("temperature-{i:06}"),

@@ -14,7 +14,6 @@ use metrocloud::pipeline::ingest::{logging_listener, run_ingest};
 use metrocloud::pipeline::validate::validate;
 use metrocloud::producer::Producer;
 use metrocloud::simulator::{Fleet, SimulatorSettings};
-use metrocloud::topics::{TopicSpec, ensure_topic};
 
 fn schema() -> jsonschema::Validator {
     let text = std::fs::read_to_string(concat!(
@@ -29,14 +28,7 @@ fn schema() -> jsonschema::Validator {
 #[tokio::test]
 async fn records_written_to_kafka_by_the_simulator_follow_the_json_schema() {
     let cluster = common::shared();
-    let topic = common::unique_topic("schema");
-    let spec = TopicSpec {
-        name: topic.clone(),
-        partitions: 6,
-        replication_factor: 3,
-        min_insync_replicas: 2,
-    };
-    ensure_topic(&cluster.admin(), &spec).await.expect("topic");
+    let topic = common::sensor_topic(cluster, "schema").await;
     let settings = SimulatorSettings {
         num_devices: 250,
         interval: Duration::from_millis(50),

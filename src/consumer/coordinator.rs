@@ -217,21 +217,16 @@ impl GroupCoordinator {
                     ])),
             ]);
         let response = self.send(&request).await?;
-        let group_result = response.groups.first();
-        if let Some(result) = group_result {
-            self.check(result.error_code, None)?;
-            let mut offsets = Vec::new();
-            for partition in result.topics.iter().flat_map(|t| &t.partitions) {
-                self.check(partition.error_code, None)?;
-                let offset = partition.committed_offset;
-                offsets.push((partition.partition_index, (offset >= 0).then_some(offset)));
-            }
-            return Ok(offsets);
-        }
-        // Versions before 8 answer at the top level.
-        self.check(response.error_code, None)?;
+        let Some(result) = response.groups.first() else {
+            return Err(CoordinatorError::Group(GroupError {
+                error: ResponseError::UnknownServerError,
+                message: Some("OffsetFetch answered without the group".to_string()),
+            }));
+        };
+        let (code, partitions) = (result.error_code, result.topics.clone());
+        self.check(code, None)?;
         let mut offsets = Vec::new();
-        for partition in response.topics.iter().flat_map(|t| &t.partitions) {
+        for partition in partitions.iter().flat_map(|t| &t.partitions) {
             self.check(partition.error_code, None)?;
             let offset = partition.committed_offset;
             offsets.push((partition.partition_index, (offset >= 0).then_some(offset)));

@@ -179,6 +179,8 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         let coordinator = GroupCoordinator::new(spec.bootstrap.clone(), &spec.group_id, timeouts);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut attempts = 0u32;
+        // A topic just created reaches every broker's metadata a moment later.
+        let missing_deadline = crate::retry::Deadline::after(spec.settings.request_timeout);
         let (client, topic_id) = loop {
             attempts += 1;
             let attempt = async {
@@ -198,7 +200,10 @@ impl<P: RecordProcessor> GroupConsumer<P> {
                 Ok::<_, String>((client, topic))
             };
             match attempt.await {
-                Ok((_, None)) => return Err(ConsumerError::MissingTopic(spec.topic.clone())),
+                Ok((_, None)) if missing_deadline.has_passed() => {
+                    return Err(ConsumerError::MissingTopic(spec.topic.clone()));
+                }
+                Ok((_, None)) => {}
                 Ok((client, Some(id))) => break (client, id),
                 Err(e) => {
                     if attempts == 1 || attempts.is_power_of_two() {

@@ -216,6 +216,22 @@ pub async fn read_all(
     all
 }
 
+/// A new topic of this test's own, shaped like the sensor topic (6 partitions,
+/// replication factor 3, `min.insync.replicas=2`).
+pub async fn sensor_topic(cluster: &TestCluster, purpose: &str) -> String {
+    let name = unique_topic(purpose);
+    let spec = metrocloud::topics::TopicSpec {
+        name: name.clone(),
+        partitions: 6,
+        replication_factor: 3,
+        min_insync_replicas: 2,
+    };
+    metrocloud::topics::ensure_topic(&cluster.admin(), &spec)
+        .await
+        .expect("topic created");
+    name
+}
+
 /// A topic name no other test uses.
 pub fn unique_topic(purpose: &str) -> String {
     let suffix: u64 = rand::random();
