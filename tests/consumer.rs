@@ -22,8 +22,10 @@ use metrocloud::simulator::{Fleet, SimulatorSettings};
 
 type Seen = Arc<Mutex<Vec<(i32, i64)>>>;
 
-/// Remembers every (partition, offset) it was given.
-struct Recorder(Seen);
+type Times = Arc<Mutex<Vec<tokio::time::Instant>>>;
+
+/// Remembers every (partition, offset) it was given, and when.
+struct Recorder(Seen, Times);
 
 impl RecordProcessor for Recorder {
     async fn process(&mut self, record: ConsumedRecord) {
@@ -31,6 +33,7 @@ impl RecordProcessor for Recorder {
             .lock()
             .unwrap()
             .push((record.partition, record.offset));
+        self.1.lock().unwrap().push(tokio::time::Instant::now());
     }
 
     async fn flush(&mut self) -> Result<(), String> {
@@ -71,6 +74,7 @@ struct Member {
     stop: CancellationToken,
     stats: Arc<ConsumerStats>,
     task: JoinHandle<()>,
+    times: Times,
 }
 
 impl Member {
@@ -92,16 +96,23 @@ async fn member(cluster: &common::TestCluster, topic: &str, group: &str, seen: &
         },
     };
     let stop = CancellationToken::new();
-    let consumer = GroupConsumer::connect(spec, Recorder(Arc::clone(seen)), &stop)
-        .await
-        .expect("consumer")
-        .expect("not cancelled");
+    let times = Times::default();
+    let consumer =
+        GroupConsumer::connect(spec, Recorder(Arc::clone(seen), Arc::clone(&times)), &stop)
+            .await
+            .expect("consumer")
+            .expect("not cancelled");
     let stats = consumer.stats();
     let token = stop.clone();
     let task = tokio::spawn(async move {
         consumer.run(token).await.expect("consumer ran");
     });
-    Member { stop, stats, task }
+    Member {
+        stop,
+        stats,
+        task,
+        times,
+    }
 }
 
 /// The log-end offset of each partition.
@@ -317,4 +328,108 @@ async fn two_members_split_the_partitions_and_the_survivor_takes_over_without_a_
         duplicates, 0,
         "handing over commits first, so nothing is read twice"
     );
+}
+
+#[tokio::test]
+async fn a_crashed_member_is_replaced_and_only_its_last_commit_interval_is_read_again() {
+    let cluster = common::shared();
+    let topic = common::sensor_topic(cluster, "crash").await;
+    let group = common::unique_topic("group");
+
+    // Readings keep arriving while the first member crashes and the second takes over.
+    let producing = CancellationToken::new();
+    let producer = Producer::connect(
+        cluster.bootstrap.clone(),
+        &topic,
+        &ProducerSettings::default(),
+        logging_listener(|_, _| {}),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("producer");
+    let settings = SimulatorSettings {
+        num_devices: 200,
+        interval: Duration::from_millis(100),
+        device_types: DeviceType::ALL.to_vec(),
+        anomaly_probability: 0.05,
+        seed: 7,
+    };
+    let ingest = tokio::spawn(run_ingest(
+        Fleet::new(&settings, Utc::now()),
+        producer,
+        None,
+        producing.clone(),
+    ));
+
+    let first: Seen = Arc::default();
+    let a = member(cluster, &topic, &group, &first).await;
+    common::eventually(
+        Duration::from_secs(60),
+        "the first member processed 2,000 records",
+        || async { first.lock().unwrap().len() >= 2_000 },
+    )
+    .await;
+    // Let it run (and commit) a while on live traffic, then crash it: no last
+    // commit, no goodbye to the group.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.task.abort();
+    let crashed_at = tokio::time::Instant::now();
+    let _ = a.task.await;
+    let first_times = a.times.lock().unwrap().clone();
+
+    let second: Seen = Arc::default();
+    let b = member(cluster, &topic, &group, &second).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    producing.cancel();
+    let summary = ingest.await.expect("ingest task").expect("ingest");
+    assert_eq!(summary.producer.failed, 0);
+
+    let ends = log_ends(cluster, &topic).await;
+    let total: i64 = ends.values().sum();
+    assert_eq!(total as u64, summary.producer.acked);
+    // The coordinator gives the crashed member's partitions away once its session expires.
+    common::eventually(
+        Duration::from_secs(120),
+        "every record processed by one member or the other",
+        || async {
+            let mut all: BTreeSet<(i32, i64)> = first.lock().unwrap().iter().copied().collect();
+            all.extend(second.lock().unwrap().iter().copied());
+            all.len() as i64 == total
+        },
+    )
+    .await;
+    b.stop().await;
+
+    let first_seen = first.lock().unwrap().clone();
+    let second_set: BTreeSet<(i32, i64)> = second.lock().unwrap().iter().copied().collect();
+    let commit_interval = Duration::from_millis(500);
+    let mut read_again = 0;
+    for (record, at) in first_seen.iter().zip(&first_times) {
+        if second_set.contains(record) {
+            read_again += 1;
+            // Only what the crashed member processed after its last commit comes back:
+            // at most one commit interval (plus one in flight) before the crash.
+            assert!(
+                crashed_at.duration_since(*at) <= commit_interval * 2,
+                "{record:?} was processed {:?} before the crash yet read again",
+                crashed_at.duration_since(*at)
+            );
+        }
+    }
+    assert!(
+        read_again < first_seen.len(),
+        "the replacement started from committed offsets"
+    );
+
+    let rows = describe_group(cluster, &group, &topic);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for (partition, (current, end, lag)) in rows {
+        assert_eq!(
+            current,
+            ends[&partition].to_string(),
+            "partition {partition}"
+        );
+        assert_eq!(end, ends[&partition].to_string());
+        assert_eq!(lag, "0");
+    }
 }
