@@ -453,6 +453,21 @@ mod tests {
     }
 
     #[test]
+    fn state_is_per_device_and_small_so_100000_devices_cost_a_few_megabytes() {
+        assert!(
+            std::mem::size_of::<DeviceState>() <= 64,
+            "{}",
+            std::mem::size_of::<DeviceState>()
+        );
+        let mut fleet = Fleet::new(&settings(100_000, 0.05, 5), start());
+        assert_eq!(fleet.len(), 100_000);
+        assert!(fleet.devices.capacity() <= 100_000);
+        // One second of the whole fleet, generated without any per-reading state kept.
+        assert_eq!(drain(&mut fleet, Duration::from_nanos(999_999_999)).len(), 100_000);
+        assert_eq!(fleet.devices.capacity(), fleet.devices.len());
+    }
+
+    #[test]
     fn types_follow_the_weights_and_iot_device_types() {
         let kinds = assign_types(1000, &DeviceType::ALL);
         let count = |k| kinds.iter().filter(|&&x| x == k).count();
