@@ -463,7 +463,10 @@ mod tests {
         assert_eq!(fleet.len(), 100_000);
         assert!(fleet.devices.capacity() <= 100_000);
         // One second of the whole fleet, generated without any per-reading state kept.
-        assert_eq!(drain(&mut fleet, Duration::from_nanos(999_999_999)).len(), 100_000);
+        assert_eq!(
+            drain(&mut fleet, Duration::from_nanos(999_999_999)).len(),
+            100_000
+        );
         assert_eq!(fleet.devices.capacity(), fleet.devices.len());
     }
 

@@ -255,10 +255,11 @@ fn processing_line(
 ) -> (String, u64) {
     let processed = consumer.processed.load(Ordering::Relaxed);
     let line = format!(
-        "consumer: {:.0} records/s, readings {}, duplicates {}, dead letters {}, alerts {}, lag {}, partitions {}",
+        "consumer: {:.0} records/s, readings {}, duplicates {}, gaps {}, dead letters {}, alerts {}, lag {}, partitions {}",
         (processed - previous) as f64 / elapsed,
         stats.readings.load(Ordering::Relaxed),
         stats.duplicates.load(Ordering::Relaxed),
+        stats.sequence_gaps.load(Ordering::Relaxed),
         stats.dead_letters.load(Ordering::Relaxed),
         stats.alerts.load(Ordering::Relaxed),
         consumer.lag.load(Ordering::Relaxed),
@@ -276,7 +277,7 @@ fn run_line(
 ) -> (String, u64) {
     let p = producer.snapshot();
     let line = format!(
-        "{:.0} readings/s | acked {}, failed {}, pending {} | consumed {}, lag {}, duplicates {} | alerts {}, dead letters {}",
+        "{:.0} readings/s | acked {}, failed {}, pending {} | consumed {}, lag {}, duplicates {}, gaps {} | alerts {}, dead letters {}",
         (p.sent - previous) as f64 / elapsed,
         p.acked,
         p.failed,
@@ -284,6 +285,7 @@ fn run_line(
         consumer.processed.load(Ordering::Relaxed),
         consumer.lag.load(Ordering::Relaxed),
         stats.duplicates.load(Ordering::Relaxed),
+        stats.sequence_gaps.load(Ordering::Relaxed),
         stats.alerts.load(Ordering::Relaxed),
         stats.dead_letters.load(Ordering::Relaxed),
     );

@@ -47,6 +47,8 @@ pub struct ProcessingStats {
     pub readings: AtomicU64,
     /// Repeats dropped.
     pub duplicates: AtomicU64,
+    /// Sequence numbers skipped and not seen since (possible loss upstream).
+    pub sequence_gaps: AtomicU64,
     /// Records sent to the dead-letter topic.
     pub dead_letters: AtomicU64,
     /// Alerts sent.
@@ -278,6 +280,9 @@ impl RecordProcessor for ReadingProcessor {
             });
             return;
         }
+        self.stats
+            .sequence_gaps
+            .store(self.ledger.totals().missing, Ordering::Relaxed);
         self.device_partitions
             .insert(reading.device_id.clone(), record.partition);
         let source = SourceRecord {
