@@ -46,6 +46,18 @@ struct DeviceTrack {
     highest: u64,
     /// Bit i set: sequence `highest - i` was seen (bit 0 is `highest` itself).
     seen: u64,
+    audit: DeviceAudit,
+}
+
+/// One device's counters (since the ledger started tracking it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceAudit {
+    /// Repeats removed.
+    pub duplicates: u32,
+    /// Sequence numbers skipped and not seen since.
+    pub missing: u32,
+    /// Readings that arrived after a later one.
+    pub out_of_order: u32,
 }
 
 /// The per-device ledger; see the module documentation.
@@ -77,6 +89,11 @@ impl SequenceLedger {
         self.devices.len()
     }
 
+    /// One device's counters, if it is tracked.
+    pub fn device(&self, device_id: &str) -> Option<DeviceAudit> {
+        self.devices.get(device_id).map(|track| track.audit)
+    }
+
     /// Forgets devices for which `forget` is true (their partition moved to another member).
     pub fn forget(&mut self, mut forget: impl FnMut(&str) -> bool) {
         self.devices.retain(|device, _| !forget(device));
@@ -96,6 +113,7 @@ impl SequenceLedger {
                     run_id: Arc::from(run_id),
                     highest: sequence,
                     seen: 1,
+                    audit: DeviceAudit::default(),
                 },
             );
             self.totals.unique += 1;
@@ -114,6 +132,10 @@ impl SequenceLedger {
             let ahead = sequence - track.highest;
             // Sequences about to leave the window unseen stay missing for good.
             self.totals.missing += ahead - 1;
+            track.audit.missing = track
+                .audit
+                .missing
+                .saturating_add(u32::try_from(ahead - 1).unwrap_or(u32::MAX));
             track.seen = if ahead >= WINDOW {
                 1
             } else {
@@ -129,17 +151,22 @@ impl SequenceLedger {
             self.totals.unique += 1;
             self.totals.out_of_order += 1;
             self.totals.missing = self.totals.missing.saturating_sub(1);
+            track.audit.out_of_order = track.audit.out_of_order.saturating_add(1);
+            track.audit.missing = track.audit.missing.saturating_sub(1);
             return Verdict::New;
         }
         let bit = 1u64 << behind;
         if track.seen & bit != 0 {
             self.totals.duplicates += 1;
+            track.audit.duplicates = track.audit.duplicates.saturating_add(1);
             return Verdict::Duplicate;
         }
         track.seen |= bit;
         self.totals.unique += 1;
         self.totals.out_of_order += 1;
         self.totals.missing = self.totals.missing.saturating_sub(1);
+        track.audit.out_of_order = track.audit.out_of_order.saturating_add(1);
+        track.audit.missing = track.audit.missing.saturating_sub(1);
         Verdict::New
     }
 }
@@ -183,6 +210,15 @@ mod tests {
             (totals.missing, totals.out_of_order, totals.duplicates),
             (2, 1, 1)
         );
+        assert_eq!(
+            ledger.device("d"),
+            Some(DeviceAudit {
+                duplicates: 1,
+                missing: 2,
+                out_of_order: 1
+            })
+        );
+        assert_eq!(ledger.device("other"), None);
     }
 
     #[test]
