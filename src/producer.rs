@@ -424,6 +424,36 @@ pub fn is_retriable(error: &KafkaError) -> bool {
     }
 }
 
+/// The next batch from `queue`: waits for a first record, then takes more until
+/// the batch holds `batch_bytes` or `linger` has passed since the first. `None`
+/// once the queue is closed and empty.
+async fn next_batch<M>(
+    queue: &mut mpsc::UnboundedReceiver<Pending<M>>,
+    batch_bytes: usize,
+    linger: Duration,
+) -> Option<Vec<Pending<M>>> {
+    let first = queue.recv().await?;
+    let mut bytes = first.record.size();
+    let mut batch = vec![first];
+    let linger_until = Instant::now() + linger;
+    while bytes < batch_bytes {
+        let next = match queue.try_recv() {
+            Ok(next) => Some(next),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                tokio::select! {
+                    next = queue.recv() => next,
+                    _ = tokio::time::sleep_until(linger_until) => None,
+                }
+            }
+        };
+        let Some(next) = next else { break };
+        bytes += next.record.size();
+        batch.push(next);
+    }
+    Some(batch)
+}
+
 struct PartitionWriter<M> {
     client: Arc<Client>,
     topic: String,
@@ -436,25 +466,9 @@ struct PartitionWriter<M> {
 
 impl<M: Send + 'static> PartitionWriter<M> {
     async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Pending<M>>) {
-        while let Some(first) = queue.recv().await {
-            let mut bytes = first.record.size();
-            let mut batch = vec![first];
-            let linger_until = Instant::now() + self.settings.linger;
-            while bytes < self.settings.batch_bytes {
-                let next = match queue.try_recv() {
-                    Ok(next) => Some(next),
-                    Err(mpsc::error::TryRecvError::Disconnected) => None,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        tokio::select! {
-                            next = queue.recv() => next,
-                            _ = tokio::time::sleep_until(linger_until) => None,
-                        }
-                    }
-                };
-                let Some(next) = next else { break };
-                bytes += next.record.size();
-                batch.push(next);
-            }
+        while let Some(batch) =
+            next_batch(&mut queue, self.settings.batch_bytes, self.settings.linger).await
+        {
             self.deliver(batch).await;
         }
     }
@@ -583,5 +597,119 @@ impl<M: Send + 'static> PartitionWriter<M> {
             self.connection = None;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(budget: &Arc<Semaphore>, value_bytes: usize, id: u32) -> Pending<u32> {
+        Pending {
+            record: OutgoingRecord {
+                key: b"k".to_vec(),
+                value: vec![b'x'; value_bytes],
+                headers: BTreeMap::new(),
+                timestamp: Utc::now(),
+                meta: id,
+            },
+            deadline: Instant::now() + Duration::from_secs(120),
+            _budget: Arc::clone(budget).try_acquire_owned().expect("budget"),
+        }
+    }
+
+    fn ids(batch: &[Pending<u32>]) -> Vec<u32> {
+        batch.iter().map(|p| p.record.meta).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_within_the_linger_share_a_batch_and_later_ones_start_the_next() {
+        let budget = Arc::new(Semaphore::new(100));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(pending(&budget, 10, 1)).ok();
+        let sender = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                tx.send(pending(&budget, 10, 2)).ok();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                tx.send(pending(&budget, 10, 3)).ok();
+            })
+        };
+        let linger = Duration::from_millis(5);
+        let first = next_batch(&mut rx, 1_000_000, linger).await.unwrap();
+        assert_eq!(ids(&first), [1, 2]);
+        let second = next_batch(&mut rx, 1_000_000, linger).await.unwrap();
+        assert_eq!(ids(&second), [3]);
+        sender.await.unwrap();
+        assert!(
+            next_batch(&mut rx, 1_000_000, linger).await.is_none(),
+            "closed and empty"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_closes_once_it_holds_batch_bytes() {
+        let budget = Arc::new(Semaphore::new(100));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for id in 0..5 {
+            tx.send(pending(&budget, 1_000, id)).ok();
+        }
+        drop(tx);
+        // Each record is about 1,065 bytes: the third one reaches 2,500.
+        let sizes: Vec<Vec<u32>> = [
+            next_batch(&mut rx, 2_500, Duration::from_secs(1))
+                .await
+                .unwrap(),
+            next_batch(&mut rx, 2_500, Duration::from_secs(1))
+                .await
+                .unwrap(),
+        ]
+        .iter()
+        .map(|b| ids(b))
+        .collect();
+        assert_eq!(sizes, [vec![0, 1, 2], vec![3, 4]]);
+        assert!(
+            next_batch(&mut rx, 2_500, Duration::from_secs(1))
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_holds_its_share_of_the_buffer_until_its_batch_is_done() {
+        let budget = Arc::new(Semaphore::new(3));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for id in 0..3 {
+            tx.send(pending(&budget, 1, id)).ok();
+        }
+        assert_eq!(budget.available_permits(), 0, "a full buffer");
+        let batch = next_batch(&mut rx, 1_000_000, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(budget.available_permits(), 0, "still held while in flight");
+        drop(batch);
+        assert_eq!(budget.available_permits(), 3);
+    }
+
+    #[test]
+    fn transient_errors_are_retried_and_permanent_ones_are_not() {
+        let server = |protocol_error| KafkaError::ServerError {
+            protocol_error,
+            error_message: None,
+            request: rskafka::client::error::RequestContext::Topic("t".into()),
+            response: None,
+            is_virtual: false,
+        };
+        assert!(is_retriable(&KafkaError::Timeout));
+        assert!(is_retriable(&server(ProtocolError::NotEnoughReplicas)));
+        assert!(is_retriable(&server(ProtocolError::NotLeaderOrFollower)));
+        assert!(is_retriable(&server(ProtocolError::RequestTimedOut)));
+        assert!(!is_retriable(&server(ProtocolError::MessageTooLarge)));
+        assert!(!is_retriable(&server(
+            ProtocolError::TopicAuthorizationFailed
+        )));
+        assert!(!is_retriable(&server(ProtocolError::InvalidRecord)));
     }
 }
