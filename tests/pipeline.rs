@@ -340,3 +340,123 @@ async fn malformed_records_land_in_the_dead_letter_topic_with_their_reason_and_g
         );
     }
 }
+
+#[tokio::test]
+async fn a_crashed_consumers_successor_does_not_send_its_alerts_again() {
+    let cluster = common::shared();
+    let config = config(
+        cluster,
+        "takeover",
+        &[
+            ("IOT_NUM_DEVICES", "200"),
+            ("IOT_DATA_INTERVAL_SEC", "0.1"),
+            ("IOT_ANOMALY_PROBABILITY", "0.2"),
+            ("ALERT_COOLDOWN_SEC", "0"),
+        ],
+    );
+    wiring::ensure_pipeline_topics(&config)
+        .await
+        .expect("topics");
+    let producing = CancellationToken::new();
+    let producer = wiring::reading_producer(&config, |_, _| {}, &producing)
+        .await
+        .expect("producer");
+    let ingest = tokio::spawn(run_ingest(
+        wiring::fleet(&config),
+        producer,
+        None,
+        producing.clone(),
+    ));
+
+    let first = start_processing(&config).await;
+    common::eventually(
+        Duration::from_secs(60),
+        "the first consumer processed 3,000 readings",
+        || async {
+            first
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| matches!(e, ProcessingEvent::Reading { .. }))
+                .count()
+                >= 3_000
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // A crash: no last commit, no goodbye, unacknowledged alerts gone with it.
+    first.task.abort();
+    let _ = first.task.await;
+
+    let second = start_processing(&config).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    producing.cancel();
+    let summary = ingest.await.expect("ingest task").expect("ingest");
+    let acked = summary.producer.acked;
+    let readings = |events: &Events| -> HashSet<(String, u64)> {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                ProcessingEvent::Reading { reading, .. } => {
+                    Some((reading.device_id.clone(), reading.sequence))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // The successor gets the partitions once the crashed member's session (45 s) expires.
+    common::eventually(
+        Duration::from_secs(120),
+        "every acked reading processed by one or the other",
+        || async {
+            readings(&first.events)
+                .union(&readings(&second.events))
+                .count() as u64
+                == acked
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    second.stop.cancel();
+    second.task.await.expect("second consumer");
+
+    let stored = common::read_all(&cluster.bootstrap, &config.alerts_topic, 6).await;
+    let mut per_reading: HashMap<(String, String, u64, AlertKind), usize> = HashMap::new();
+    for (_, record) in &stored {
+        let alert: Alert =
+            serde_json::from_slice(record.record.value.as_deref().unwrap()).expect("alert JSON");
+        if alert.kind != AlertKind::DeviceSilent {
+            *per_reading
+                .entry((alert.device_id, alert.run_id, alert.sequence, alert.kind))
+                .or_default() += 1;
+        }
+    }
+    let repeated: Vec<_> = per_reading.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "alerts sent twice: {repeated:?}");
+    // And no alert was lost with the crashed member: every anomaly has its alert.
+    let mut anomalies = HashSet::new();
+    for events in [&first.events, &second.events] {
+        for event in events.lock().unwrap().iter() {
+            if let ProcessingEvent::Reading { reading, .. } = event
+                && reading.is_anomaly
+            {
+                anomalies.insert((
+                    reading.device_id.clone(),
+                    reading.run_id.clone(),
+                    reading.sequence,
+                ));
+            }
+        }
+    }
+    assert!(anomalies.len() > 500, "{}", anomalies.len());
+    let alerted: HashSet<(String, String, u64)> = per_reading
+        .keys()
+        .map(|(d, r, s, _)| (d.clone(), r.clone(), *s))
+        .collect();
+    for anomaly in &anomalies {
+        assert!(alerted.contains(anomaly), "no alert for {anomaly:?}");
+    }
+}

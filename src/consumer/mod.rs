@@ -89,6 +89,14 @@ pub trait RecordProcessor: Send {
     fn partitions_revoked(&mut self, partitions: &[i32]) {
         let _ = partitions;
     }
+
+    /// These partitions are now this member's, read from these offsets: a chance
+    /// to learn what a previous owner already did with the records about to be
+    /// read again. Called before their first record.
+    fn partitions_assigned(&mut self, starts: &[(i32, i64)]) -> impl Future<Output = ()> + Send {
+        let _ = starts;
+        async {}
+    }
 }
 
 /// What the consumer is asked to do.
@@ -440,6 +448,7 @@ impl<P: RecordProcessor> GroupConsumer<P> {
                 return false;
             }
         };
+        let mut starts = Vec::new();
         for (partition, committed) in committed {
             if !partitions.contains(&partition) {
                 continue;
@@ -451,6 +460,11 @@ impl<P: RecordProcessor> GroupConsumer<P> {
                     None => return false,
                 },
             };
+            starts.push((partition, start, committed));
+        }
+        let positions: Vec<(i32, i64)> = starts.iter().map(|&(p, start, _)| (p, start)).collect();
+        self.processor.partitions_assigned(&positions).await;
+        for (partition, start, committed) in starts {
             self.next_fetcher_id += 1;
             let stop = CancellationToken::new();
             let high_watermark = Arc::new(AtomicI64::new(start));

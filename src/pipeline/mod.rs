@@ -1,6 +1,7 @@
 //! The pipeline's stages, wired from the library's parts.
 //!
 //! - [`ingest`]: simulated readings -> producer -> Kafka.
+//! - [`history`]: alerts a previous owner of a partition already sent.
 //! - [`process`]: consumed records -> validation, dedupe, alerts, dead letters.
 //! - [`validate`]: a consumed record -> a checked reading, or the reason it is refused.
 //! - [`alerts`]: threshold, battery and silence rules, with episodes and a cooldown.
@@ -9,6 +10,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod history;
 pub mod ingest;
 pub mod process;
 pub mod validate;

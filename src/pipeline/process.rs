@@ -20,6 +20,7 @@ use crate::pipeline::alerts::{
     Alert, AlertQuality, AlertRules, AlertSettings, SourceRecord, threshold_breach,
 };
 use crate::pipeline::audit::{AuditTotals, SequenceLedger, Verdict};
+use crate::pipeline::history::AlertHistory;
 use crate::pipeline::validate::{RejectReason, validate};
 use crate::producer::{Delivery, DeliveryListener, OutgoingRecord, Producer};
 use crate::reading::SensorReading;
@@ -122,6 +123,11 @@ pub struct ReadingProcessor {
     stats: Arc<ProcessingStats>,
     failures_seen: u64,
     observer: Option<ProcessingObserver>,
+    history: Option<AlertHistory>,
+    source_topic: Option<String>,
+    /// Per partition, the offset up to which a previous owner provably processed
+    /// (it alerted from there): records up to it are duplicates when read again.
+    processed_before: HashMap<i32, i64>,
 }
 
 /// A delivery listener that counts failures into `stats`.
@@ -155,7 +161,18 @@ impl ReadingProcessor {
             stats,
             failures_seen: 0,
             observer,
+            history: None,
+            source_topic: None,
+            processed_before: HashMap::new(),
         }
+    }
+
+    /// On taking over partitions of `source_topic`, reads `history` to learn which
+    /// readings a previous owner already alerted, so they are not alerted again.
+    pub fn with_alert_history(mut self, source_topic: &str, history: AlertHistory) -> Self {
+        self.source_topic = Some(source_topic.to_string());
+        self.history = Some(history);
+        self
     }
 
     /// The sequence ledger's totals.
@@ -268,11 +285,14 @@ impl RecordProcessor for ReadingProcessor {
                 return;
             }
         };
-        if self
+        let verdict = self
             .ledger
-            .observe(&reading.device_id, &reading.run_id, reading.sequence)
-            == Verdict::Duplicate
-        {
+            .observe(&reading.device_id, &reading.run_id, reading.sequence);
+        let processed_before = self
+            .processed_before
+            .get(&record.partition)
+            .is_some_and(|&through| record.offset <= through);
+        if processed_before || verdict == Verdict::Duplicate {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             self.observe(ProcessingEvent::Duplicate {
                 device_id: reading.device_id,
@@ -335,7 +355,29 @@ impl RecordProcessor for ReadingProcessor {
         }
     }
 
+    async fn partitions_assigned(&mut self, starts: &[(i32, i64)]) {
+        let (Some(history), Some(topic)) = (&self.history, &self.source_topic) else {
+            return;
+        };
+        match history.processed_through(topic, starts).await {
+            Ok(processed) => {
+                for (partition, offset) in processed {
+                    tracing::info!(
+                        "partition {partition} was processed through offset {offset} by its previous owner (its last alert); records up to it are not processed again"
+                    );
+                    self.processed_before.insert(partition, offset);
+                }
+            }
+            Err(e) => tracing::warn!(
+                "cannot read the alert history ({e}); alerts of records read again may repeat"
+            ),
+        }
+    }
+
     fn partitions_revoked(&mut self, partitions: &[i32]) {
+        for partition in partitions {
+            self.processed_before.remove(partition);
+        }
         let moved: Vec<String> = self
             .device_partitions
             .iter()

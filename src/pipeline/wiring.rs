@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{AdminClient, Timeouts};
 use crate::config::Config;
 use crate::consumer::{ConsumerError, ConsumerSpec, GroupConsumer};
+use crate::pipeline::history::AlertHistory;
 use crate::pipeline::ingest::{ReadingId, logging_listener};
 use crate::pipeline::process::{
     ProcessingObserver, ProcessingStats, ReadingProcessor, counting_listener,
@@ -82,7 +83,14 @@ pub enum ProcessingStartError {
     /// The consumer failed to start.
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
+    /// The client reading the alert history could not connect.
+    #[error("cannot connect to read the alert history: {0}")]
+    History(String),
 }
+
+/// Alerts read back per alert-topic partition when taking over partitions: more
+/// than one commit interval of alerts at any rate this pipeline sustains.
+const ALERT_LOOKBACK: i64 = 20_000;
 
 /// The consumer group member with its reading processor, or `None` if shut down while connecting.
 pub async fn processing_consumer(
@@ -107,13 +115,27 @@ pub async fn processing_consumer(
         shutdown,
     )
     .await?;
+    let reader = rskafka::client::ClientBuilder::new(config.bootstrap_strings())
+        .client_id("metrocloud-alert-history")
+        .build();
+    let reader = tokio::time::timeout(config.consumer.request_timeout, reader)
+        .await
+        .map_err(|_| ProcessingStartError::History("timed out".to_string()))?
+        .map_err(|e| ProcessingStartError::History(e.to_string()))?;
+    let history = AlertHistory::new(
+        Arc::new(reader),
+        &config.alerts_topic,
+        ALERT_LOOKBACK,
+        config.consumer.request_timeout,
+    );
     let processor = ReadingProcessor::new(
         alerts,
         dead_letters,
         config.alerts.clone(),
         Arc::clone(stats),
         observer,
-    );
+    )
+    .with_alert_history(&config.topic, history);
     let spec = ConsumerSpec {
         bootstrap: config.bootstrap_strings(),
         topic: config.topic.clone(),
