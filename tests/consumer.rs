@@ -11,13 +11,12 @@ use chrono::Utc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use metrocloud::config::{ConsumerSettings, OffsetReset, ProducerSettings};
+use metrocloud::config::{ConsumerSettings, OffsetReset};
 use metrocloud::consumer::{
     ConsumedRecord, ConsumerSpec, ConsumerStats, GroupConsumer, RecordProcessor,
 };
 use metrocloud::device::DeviceType;
-use metrocloud::pipeline::ingest::{logging_listener, run_ingest};
-use metrocloud::producer::Producer;
+use metrocloud::pipeline::ingest::run_ingest;
 use metrocloud::simulator::{Fleet, SimulatorSettings};
 
 type Seen = Arc<Mutex<Vec<(i32, i64)>>>;
@@ -50,15 +49,7 @@ async fn produce(cluster: &common::TestCluster, topic: &str, count: u64, seed: u
         anomaly_probability: 0.05,
         seed,
     };
-    let producer = Producer::connect(
-        cluster.bootstrap.clone(),
-        topic,
-        &ProducerSettings::default(),
-        logging_listener(|_, _| {}),
-        &CancellationToken::new(),
-    )
-    .await
-    .expect("producer");
+    let producer = common::reading_producer(cluster, topic, |_, _| {}).await;
     let summary = run_ingest(
         Fleet::new(&settings, Utc::now()),
         producer,
@@ -338,15 +329,7 @@ async fn a_crashed_member_is_replaced_and_only_its_last_commit_interval_is_read_
 
     // Readings keep arriving while the first member crashes and the second takes over.
     let producing = CancellationToken::new();
-    let producer = Producer::connect(
-        cluster.bootstrap.clone(),
-        &topic,
-        &ProducerSettings::default(),
-        logging_listener(|_, _| {}),
-        &CancellationToken::new(),
-    )
-    .await
-    .expect("producer");
+    let producer = common::reading_producer(cluster, &topic, |_, _| {}).await;
     let settings = SimulatorSettings {
         num_devices: 200,
         interval: Duration::from_millis(100),

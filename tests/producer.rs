@@ -10,10 +10,9 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use metrocloud::config::ProducerSettings;
 use metrocloud::device::DeviceType;
 use metrocloud::partitioner::partition_for_key;
-use metrocloud::pipeline::ingest::{ReadingId, logging_listener, run_ingest};
+use metrocloud::pipeline::ingest::{ReadingId, run_ingest};
 use metrocloud::producer::{Delivery, Producer};
 use metrocloud::reading::SensorReading;
 use metrocloud::simulator::{Fleet, SimulatorSettings};
@@ -33,16 +32,10 @@ type Acks = Arc<Mutex<Vec<(ReadingId, Delivery)>>>;
 
 async fn producer(cluster: &common::TestCluster, topic: &str, acks: &Acks) -> Producer<ReadingId> {
     let acks = Arc::clone(acks);
-    let listener = logging_listener(move |id, delivery| acks.lock().unwrap().push((id, delivery)));
-    Producer::connect(
-        cluster.bootstrap.clone(),
-        topic,
-        &ProducerSettings::default(),
-        listener,
-        &CancellationToken::new(),
-    )
+    common::reading_producer(cluster, topic, move |id, delivery| {
+        acks.lock().unwrap().push((id, delivery))
+    })
     .await
-    .expect("producer")
 }
 
 #[tokio::test]

@@ -8,11 +8,9 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use metrocloud::config::ProducerSettings;
 use metrocloud::device::DeviceType;
-use metrocloud::pipeline::ingest::{logging_listener, run_ingest};
+use metrocloud::pipeline::ingest::run_ingest;
 use metrocloud::pipeline::validate::validate;
-use metrocloud::producer::Producer;
 use metrocloud::simulator::{Fleet, SimulatorSettings};
 
 fn schema() -> jsonschema::Validator {
@@ -37,15 +35,7 @@ async fn records_written_to_kafka_by_the_simulator_follow_the_json_schema() {
         anomaly_probability: 0.2,
         seed: 99,
     };
-    let producer = Producer::connect(
-        cluster.bootstrap.clone(),
-        &topic,
-        &ProducerSettings::default(),
-        logging_listener(|_, _| {}),
-        &CancellationToken::new(),
-    )
-    .await
-    .expect("producer");
+    let producer = common::reading_producer(cluster, &topic, |_, _| {}).await;
     run_ingest(
         Fleet::new(&settings, Utc::now()),
         producer,

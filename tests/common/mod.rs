@@ -232,6 +232,27 @@ pub async fn sensor_topic(cluster: &TestCluster, purpose: &str) -> String {
     name
 }
 
+/// A producer of simulated readings to `topic`, with default settings, whose
+/// deliveries go to `listener` (failures are logged first).
+pub async fn reading_producer(
+    cluster: &TestCluster,
+    topic: &str,
+    listener: impl Fn(metrocloud::pipeline::ingest::ReadingId, metrocloud::producer::Delivery)
+    + Send
+    + Sync
+    + 'static,
+) -> metrocloud::producer::Producer<metrocloud::pipeline::ingest::ReadingId> {
+    metrocloud::producer::Producer::connect(
+        cluster.bootstrap.clone(),
+        topic,
+        &metrocloud::config::ProducerSettings::default(),
+        metrocloud::pipeline::ingest::logging_listener(listener),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("producer connects")
+}
+
 /// A topic name no other test uses.
 pub fn unique_topic(purpose: &str) -> String {
     let suffix: u64 = rand::random();
