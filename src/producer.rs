@@ -102,14 +102,6 @@ pub type DeliveryListener<M> = Arc<dyn Fn(M, Delivery) + Send + Sync>;
 /// Why the producer could not start or take a record.
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerError {
-    /// The cluster could not be reached before giving up.
-    #[error("cannot connect to Kafka at {bootstrap}: {source}")]
-    Connect {
-        /// Bootstrap servers tried.
-        bootstrap: String,
-        /// Last error.
-        source: KafkaError,
-    },
     /// Connecting was cancelled by shutdown.
     #[error("shut down before Kafka at {0} answered")]
     Cancelled(String),

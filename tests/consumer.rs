@@ -69,6 +69,13 @@ struct Member {
 }
 
 impl Member {
+    /// Partitions the member owns now.
+    fn owned(&self) -> u64 {
+        self.stats
+            .owned_partitions
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn stop(self) {
         self.stop.cancel();
         self.task.await.expect("consumer task");
@@ -173,6 +180,27 @@ fn describe_group(
         .collect()
 }
 
+/// Asserts that Kafka's `kafka-consumer-groups --describe` shows the group's committed
+/// offset at the log end, lag 0, on each of the 6 partitions.
+fn assert_group_caught_up(
+    cluster: &common::TestCluster,
+    group: &str,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+) {
+    let rows = describe_group(cluster, group, topic);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for (partition, (current, end, lag)) in rows {
+        assert_eq!(
+            current,
+            ends[&partition].to_string(),
+            "partition {partition}"
+        );
+        assert_eq!(end, ends[&partition].to_string());
+        assert_eq!(lag, "0");
+    }
+}
+
 #[tokio::test]
 async fn a_member_processes_every_record_once_and_kafka_consumer_groups_shows_lag_0() {
     let cluster = common::shared();
@@ -201,17 +229,7 @@ async fn a_member_processes_every_record_once_and_kafka_consumer_groups_shows_la
     assert_eq!(ends.values().sum::<i64>(), 3_000);
     assert_eq!(assert_no_gap(&seen, &ends), 0, "no record processed twice");
 
-    let rows = describe_group(cluster, &group, &topic);
-    assert_eq!(rows.len(), 6, "{rows:?}");
-    for (partition, (current, end, lag)) in rows {
-        assert_eq!(
-            current,
-            ends[&partition].to_string(),
-            "partition {partition}"
-        );
-        assert_eq!(end, ends[&partition].to_string());
-        assert_eq!(lag, "0");
-    }
+    assert_group_caught_up(cluster, &group, &topic, &ends);
 }
 
 #[tokio::test]
@@ -264,28 +282,14 @@ async fn two_members_split_the_partitions_and_the_survivor_takes_over_without_a_
     common::eventually(
         Duration::from_secs(60),
         "member a owns all 6 partitions",
-        || async {
-            a.stats
-                .owned_partitions
-                .load(std::sync::atomic::Ordering::Relaxed)
-                == 6
-        },
+        || async { a.owned() == 6 },
     )
     .await;
     let b = member(cluster, &topic, &group, &seen).await;
     common::eventually(
         Duration::from_secs(60),
         "the partitions are split 3 and 3",
-        || async {
-            a.stats
-                .owned_partitions
-                .load(std::sync::atomic::Ordering::Relaxed)
-                == 3
-                && b.stats
-                    .owned_partitions
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    == 3
-        },
+        || async { a.owned() == 3 && b.owned() == 3 },
     )
     .await;
 
@@ -294,12 +298,7 @@ async fn two_members_split_the_partitions_and_the_survivor_takes_over_without_a_
     common::eventually(
         Duration::from_secs(60),
         "member a owns all 6 partitions again",
-        || async {
-            a.stats
-                .owned_partitions
-                .load(std::sync::atomic::Ordering::Relaxed)
-                == 6
-        },
+        || async { a.owned() == 6 },
     )
     .await;
     produce(cluster, &topic, 1_500, 6).await;
@@ -404,15 +403,5 @@ async fn a_crashed_member_is_replaced_and_only_its_last_commit_interval_is_read_
         "the replacement started from committed offsets"
     );
 
-    let rows = describe_group(cluster, &group, &topic);
-    assert_eq!(rows.len(), 6, "{rows:?}");
-    for (partition, (current, end, lag)) in rows {
-        assert_eq!(
-            current,
-            ends[&partition].to_string(),
-            "partition {partition}"
-        );
-        assert_eq!(end, ends[&partition].to_string());
-        assert_eq!(lag, "0");
-    }
+    assert_group_caught_up(cluster, &group, &topic, &ends);
 }
