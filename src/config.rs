@@ -48,6 +48,7 @@ struct RawConfig {
     kafka_consumer_fetch_max_wait_ms: Option<String>,
     kafka_consumer_request_timeout_ms: Option<String>,
     kafka_consumer_rebalance_timeout_ms: Option<String>,
+    kafka_startup_wait_sec: Option<String>,
     kafka_alerts_topic: Option<String>,
     kafka_dlq_topic: Option<String>,
     alert_temperature_high_c: Option<String>,
@@ -97,6 +98,9 @@ pub struct Config {
     pub producer: ProducerSettings,
     /// `KAFKA_CONSUMER_*`: commits, fetches and timeouts.
     pub consumer: ConsumerSettings,
+    /// `KAFKA_STARTUP_WAIT_SEC`: how long a program waits, at start, for a
+    /// cluster that does not answer yet (or has too few brokers) before giving up.
+    pub startup_wait: Duration,
     /// `KAFKA_ALERTS_TOPIC`: where alerts go.
     pub alerts_topic: String,
     /// `KAFKA_DLQ_TOPIC`: where records that fail validation go.
@@ -441,6 +445,14 @@ impl Config {
             )?,
         };
 
+        let startup_wait = in_range(
+            "KAFKA_STARTUP_WAIT_SEC",
+            raw.kafka_startup_wait_sec,
+            300,
+            0,
+            86_400 * 7,
+        )
+        .map(Duration::from_secs)?;
         let alerts_topic = name(
             "KAFKA_ALERTS_TOPIC",
             raw.kafka_alerts_topic,
@@ -531,6 +543,7 @@ impl Config {
             log_dir,
             producer,
             consumer,
+            startup_wait,
             alerts_topic,
             dlq_topic,
             alerts,
@@ -643,6 +656,10 @@ impl Config {
             (
                 "KAFKA_CONSUMER_REBALANCE_TIMEOUT_MS",
                 self.consumer.rebalance_timeout.as_millis().to_string(),
+            ),
+            (
+                "KAFKA_STARTUP_WAIT_SEC",
+                self.startup_wait.as_secs().to_string(),
             ),
             ("KAFKA_ALERTS_TOPIC", self.alerts_topic.clone()),
             ("KAFKA_DLQ_TOPIC", self.dlq_topic.clone()),

@@ -124,6 +124,17 @@ pub enum TopicError {
     /// Talking to the cluster failed.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The cluster did not answer (or had too few brokers) for the whole start-up wait.
+    #[error("Kafka was not ready within KAFKA_STARTUP_WAIT_SEC ({waited:?}): {last}")]
+    StartupWait {
+        /// How long we waited.
+        waited: Duration,
+        /// The last error seen.
+        last: Box<TopicError>,
+    },
+    /// Shut down while waiting for the cluster.
+    #[error("shut down while waiting for Kafka")]
+    Cancelled,
 }
 
 /// What [`ensure_topic`] found or did.

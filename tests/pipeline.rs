@@ -80,7 +80,7 @@ async fn every_acked_reading_is_processed_once_and_every_threshold_anomaly_is_al
             ("ALERT_COOLDOWN_SEC", "0"),
         ],
     );
-    wiring::ensure_pipeline_topics(&config)
+    wiring::ensure_pipeline_topics(&config, &CancellationToken::new())
         .await
         .expect("topics");
     let processing = start_processing(&config).await;
@@ -200,7 +200,7 @@ async fn malformed_records_land_in_the_dead_letter_topic_with_their_reason_and_g
  {
     let cluster = common::shared();
     let config = config(cluster, "dlq", &[]);
-    wiring::ensure_pipeline_topics(&config)
+    wiring::ensure_pipeline_topics(&config, &CancellationToken::new())
         .await
         .expect("topics");
     let good = |device: &str, sequence: u64| {
@@ -354,7 +354,7 @@ async fn a_crashed_consumers_successor_does_not_send_its_alerts_again() {
             ("ALERT_COOLDOWN_SEC", "0"),
         ],
     );
-    wiring::ensure_pipeline_topics(&config)
+    wiring::ensure_pipeline_topics(&config, &CancellationToken::new())
         .await
         .expect("topics");
     let producing = CancellationToken::new();

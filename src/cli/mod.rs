@@ -33,7 +33,16 @@ enum Command {
     /// Simulated sensors into Kafka (what `metrocloud-producer` runs).
     Produce,
     /// Kafka into validation, alerts and dead letters (what `metrocloud-consumer` runs).
-    Consume,
+    Consume {
+        /// Also write one line per processed reading to this file, as it is
+        /// processed: `reading <device> <run> <sequence> <partition> <offset>`, or
+        /// `duplicate <device> <sequence>` for a repeat that was removed. Every
+        /// line is written before its offset is committed, so the file is a
+        /// complete record of what this process handled (`metrocloud chaos` audits
+        /// delivery with it).
+        #[arg(long, value_name = "FILE")]
+        processed_log: Option<PathBuf>,
+    },
     /// Print the effective configuration (from the environment and defaults).
     Config,
     /// Create or inspect the sensor topic.
@@ -86,7 +95,9 @@ pub fn producer_main() -> ExitCode {
 /// `metrocloud-consumer`: the `consume` command on its own.
 pub fn consumer_main() -> ExitCode {
     Standalone::parse();
-    start(Command::Consume)
+    start(Command::Consume {
+        processed_log: None,
+    })
 }
 
 /// The standalone binaries take no arguments: everything comes from the environment.
@@ -137,7 +148,9 @@ async fn run(command: Command, config: Config) -> Result<(), CliError> {
     match command {
         Command::Run => pipeline::run(config, crate::shutdown::on_signals()).await,
         Command::Produce => pipeline::produce(config, crate::shutdown::on_signals()).await,
-        Command::Consume => pipeline::consume(config, crate::shutdown::on_signals()).await,
+        Command::Consume { processed_log } => {
+            pipeline::consume(config, processed_log, crate::shutdown::on_signals()).await
+        }
         Command::Config => {
             for (name, value) in config.to_env_lines() {
                 println!("{name}={value}");

@@ -1,8 +1,10 @@
 //! `metrocloud run`, `metrocloud produce`, `metrocloud consume` (and the thin
 //! `metrocloud-producer` / `metrocloud-consumer` binaries).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -14,9 +16,10 @@ use crate::cluster::{self, ClusterSpec, LocalCluster, Ownership};
 use crate::config::{Config, DEFAULT_BOOTSTRAP_SERVERS};
 use crate::consumer::ConsumerStats;
 use crate::pipeline::ingest::{IngestSummary, run_ingest};
-use crate::pipeline::process::{ProcessingEvent, ProcessingStats};
+use crate::pipeline::process::{ProcessingEvent, ProcessingObserver, ProcessingStats};
 use crate::pipeline::wiring;
 use crate::producer::ProducerStats;
+use crate::topics::TopicError;
 
 /// How often a status line is printed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
@@ -29,9 +32,9 @@ fn failed(e: impl std::fmt::Display) -> CliError {
 
 /// Simulator -> Kafka until shut down.
 pub(crate) async fn produce(config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
-    wiring::ensure_pipeline_topics(&config)
-        .await
-        .map_err(failed)?;
+    if !topics_ready(&config, &shutdown).await? {
+        return Ok(());
+    }
     let fleet = wiring::fleet(&config);
     let producer = wiring::reading_producer(&config, |_, _| {}, &shutdown)
         .await
@@ -65,12 +68,20 @@ pub(crate) async fn produce(config: Config, shutdown: CancellationToken) -> Resu
 }
 
 /// Kafka -> validation -> alerts until shut down.
-pub(crate) async fn consume(config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
-    wiring::ensure_pipeline_topics(&config)
-        .await
-        .map_err(failed)?;
+pub(crate) async fn consume(
+    config: Config,
+    processed_log: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), CliError> {
+    let observer = match processed_log {
+        Some(path) => Some(processed_log_writer(&path)?),
+        None => None,
+    };
+    if !topics_ready(&config, &shutdown).await? {
+        return Ok(());
+    }
     let stats = Arc::new(ProcessingStats::default());
-    let Some(consumer) = wiring::processing_consumer(&config, &stats, None, &shutdown)
+    let Some(consumer) = wiring::processing_consumer(&config, &stats, observer, &shutdown)
         .await
         .map_err(failed)?
     else {
@@ -105,12 +116,48 @@ pub(crate) async fn consume(config: Config, shutdown: CancellationToken) -> Resu
     Ok(())
 }
 
+/// An observer writing each processed reading (and each removed repeat) to `path`,
+/// one line per event, written at once so that it precedes the offset commit.
+fn processed_log_writer(path: &Path) -> Result<ProcessingObserver, CliError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", path.display())))?;
+    let file = Mutex::new(file);
+    let path = path.to_path_buf();
+    let failed_once = AtomicBool::new(false);
+    Ok(Arc::new(move |event: &ProcessingEvent| {
+        let line = match event {
+            ProcessingEvent::Reading {
+                reading,
+                partition,
+                offset,
+            } => format!(
+                "reading {} {} {} {partition} {offset}\n",
+                reading.device_id, reading.run_id, reading.sequence
+            ),
+            ProcessingEvent::Duplicate {
+                device_id,
+                sequence,
+            } => format!("duplicate {device_id} {sequence}\n"),
+            _ => return,
+        };
+        let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = file.write_all(line.as_bytes())
+            && !failed_once.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!("cannot write the processed log {}: {e}", path.display());
+        }
+    }))
+}
+
 /// The whole pipeline in one process, with a local cluster when none answers.
 pub(crate) async fn run(config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
     let (config, _cluster) = cluster_for_run(config).await?;
-    wiring::ensure_pipeline_topics(&config)
-        .await
-        .map_err(failed)?;
+    if !topics_ready(&config, &shutdown).await? {
+        return Ok(());
+    }
 
     let stats = Arc::new(ProcessingStats::default());
     let fleet = wiring::fleet(&config);
@@ -234,6 +281,15 @@ async fn cluster_for_run(config: Config) -> Result<(Config, Option<LocalCluster>
         .filter_map(|s| s.parse().ok())
         .collect();
     Ok((config, Some(cluster)))
+}
+
+/// Sets up the pipeline's topics, waiting for the cluster; false when shut down meanwhile.
+async fn topics_ready(config: &Config, shutdown: &CancellationToken) -> Result<bool, CliError> {
+    match wiring::ensure_pipeline_topics(config, shutdown).await {
+        Ok(()) => Ok(true),
+        Err(TopicError::Cancelled) => Ok(false),
+        Err(e) => Err(failed(e)),
+    }
 }
 
 fn print_ingest_summary(summary: &IngestSummary) {

@@ -18,7 +18,7 @@ pub mod tools;
 pub use distribution::{KAFKA_VERSION, KafkaDistribution, LogConfig};
 pub use node::{NodeSpec, Ownership, ProcessState};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -214,6 +214,10 @@ pub struct ClusterSpec {
     pub ready_timeout: Duration,
     /// Where the Kafka jars are cached.
     pub cache_dir: PathBuf,
+    /// Broker settings added to every node's `server.properties` (kept in
+    /// `cluster.json`, so restarts keep them); used by clusters made for fault
+    /// injection, which want shorter group sessions than Kafka's defaults.
+    pub broker_overrides: BTreeMap<String, String>,
 }
 
 impl ClusterSpec {
@@ -226,6 +230,7 @@ impl ClusterSpec {
             ownership: Ownership::Detached,
             ready_timeout: Duration::from_secs(120),
             cache_dir: KafkaDistribution::default_cache_dir(),
+            broker_overrides: BTreeMap::new(),
         }
     }
 }
@@ -248,6 +253,8 @@ struct ClusterState {
     kafka_version: String,
     cluster_id: String,
     nodes: Vec<NodeSpec>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    broker_overrides: BTreeMap<String, String>,
 }
 
 /// What `up` found.
@@ -298,6 +305,15 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Creates (or restarts) the cluster described by `spec` and waits until it is ready.
     pub async fn up(spec: &ClusterSpec) -> Result<(LocalCluster, UpOutcome), ClusterError> {
+        let cluster = LocalCluster::prepare(spec).await?;
+        let outcome = cluster.start(spec.ready_timeout).await?;
+        Ok((cluster, outcome))
+    }
+
+    /// Plans the cluster described by `spec` (ports, cluster id, the Kafka jars)
+    /// without starting anything, or opens the one already in its directory:
+    /// its addresses are known before any node runs.
+    pub async fn prepare(spec: &ClusterSpec) -> Result<LocalCluster, ClusterError> {
         let distribution = blocking({
             let cache = spec.cache_dir.clone();
             move || KafkaDistribution::ensure(&cache)
@@ -326,45 +342,50 @@ impl LocalCluster {
                     kafka_version: KAFKA_VERSION.to_string(),
                     cluster_id: new_cluster_id(),
                     nodes: plan_nodes(spec.nodes, spec.ports)?,
+                    broker_overrides: spec.broker_overrides.clone(),
                 };
                 write_state(&spec.dir, &state)?;
                 state
             }
         };
-        let cluster = LocalCluster {
+        Ok(LocalCluster {
             dir: spec.dir.clone(),
             state: Mutex::new(state),
             distribution,
             ownership: spec.ownership,
             supervisors: Mutex::new(HashMap::new()),
-        };
-        let stopped: Vec<NodeSpec> = cluster
+        })
+    }
+
+    /// Starts every node that is not running and waits until the cluster is ready.
+    pub async fn start(&self, ready_timeout: Duration) -> Result<UpOutcome, ClusterError> {
+        let stopped: Vec<NodeSpec> = self
             .nodes()
             .into_iter()
-            .filter(|n| node::process_state(&cluster.dir, n.id).1 == ProcessState::Down)
+            .filter(|n| node::process_state(&self.dir, n.id).1 == ProcessState::Down)
             .collect();
         if stopped.is_empty() {
-            return Ok((cluster, UpOutcome::AlreadyRunning));
+            return Ok(UpOutcome::AlreadyRunning);
         }
         for node in &stopped {
             check_free(node)?;
         }
-        cluster.format(&stopped).await?;
+        self.format(&stopped).await?;
         let started = async {
             for node in &stopped {
-                cluster.launch(node)?;
+                self.launch(node)?;
             }
-            cluster.wait_ready(spec.ready_timeout).await
+            self.wait_ready(ready_timeout).await
         };
         if let Err(e) = started.await {
             // A half-started cluster is of no use: stop what this call started.
             for node in &stopped {
-                let _ = node::signal_node(&cluster.dir, node.id, Signal::SIGKILL);
-                cluster.release_supervisor(node.id);
+                let _ = node::signal_node(&self.dir, node.id, Signal::SIGKILL);
+                self.release_supervisor(node.id);
             }
             return Err(e);
         }
-        Ok((cluster, UpOutcome::Started))
+        Ok(UpOutcome::Started)
     }
 
     /// The cluster already set up in `dir`, to inspect or control it.
@@ -446,10 +467,11 @@ impl LocalCluster {
     async fn format(&self, nodes: &[NodeSpec]) -> Result<(), ClusterError> {
         let voters = self.voters();
         let cluster_id = self.cluster_id();
+        let overrides = self.lock_state().broker_overrides.clone();
         // Each format is a JVM start of its own: run them side by side.
         let mut running = Vec::new();
         for node in nodes {
-            let properties = node::write_properties(&self.dir, node, &voters)?;
+            let properties = node::write_properties(&self.dir, node, &voters, &overrides)?;
             let mut command = node::format_command(&self.distribution, &properties, &cluster_id);
             running.push((
                 node.id,

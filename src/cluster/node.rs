@@ -12,6 +12,7 @@
 //! that holds a pipe from its owner: when the owner exits in any way, panic,
 //! `SIGKILL` or Ctrl-C included, the pipe closes and the supervisor ends the JVM.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -96,6 +97,7 @@ pub fn write_properties(
     cluster_dir: &Path,
     node: &NodeSpec,
     voters: &str,
+    overrides: &BTreeMap<String, String>,
 ) -> Result<PathBuf, ClusterError> {
     let dir = node_dir(cluster_dir, node.id);
     std::fs::create_dir_all(dir.join("logs")).map_err(|e| ClusterError::io(&dir, e))?;
@@ -104,7 +106,7 @@ pub fn write_properties(
     if let Some(port) = node.controller_port {
         listeners.push_str(&format!(",CONTROLLER://127.0.0.1:{port}"));
     }
-    let text = format!(
+    let mut text = format!(
         "# Written by metrocloud; rewritten at every start.
 process.roles={roles}
 node.id={id}
@@ -130,6 +132,9 @@ unclean.leader.election.enable=false
         client_port = node.client_port,
         data = data.display(),
     );
+    for (key, value) in overrides {
+        text.push_str(&format!("{key}={value}\n"));
+    }
     let path = dir.join("server.properties");
     std::fs::write(&path, text).map_err(|e| ClusterError::io(&path, e))?;
     Ok(path)

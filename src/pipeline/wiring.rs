@@ -5,7 +5,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminClient, Timeouts};
+use std::time::Duration;
+
+use crate::admin::{AdminClient, AdminError, Timeouts};
 use crate::config::Config;
 use crate::consumer::{ConsumerError, ConsumerSpec, GroupConsumer};
 use crate::pipeline::history::AlertHistory;
@@ -14,12 +16,69 @@ use crate::pipeline::process::{
     ProcessingObserver, ProcessingStats, ReadingProcessor, counting_listener,
 };
 use crate::producer::{Delivery, Producer, ProducerError};
+use crate::retry::{Backoff, Deadline};
 use crate::simulator::{Fleet, SimulatorSettings};
 use crate::topics::{Ensured, TopicError, TopicSpec, ensure_topic};
 
 /// Creates (or checks) the sensor, alert and dead-letter topics, all with the
 /// configured partitions, replication and `min.insync.replicas`.
-pub async fn ensure_pipeline_topics(config: &Config) -> Result<(), TopicError> {
+///
+/// A cluster that does not answer yet, or still has fewer brokers than the
+/// replication factor (one that is starting), is waited for with backoff and a
+/// log line, up to `KAFKA_STARTUP_WAIT_SEC` or until `shutdown`.
+pub async fn ensure_pipeline_topics(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<(), TopicError> {
+    let deadline = Deadline::after(config.startup_wait);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    let mut attempts = 0u32;
+    loop {
+        let error = match ensure_topics_once(config).await {
+            Ok(()) => {
+                if attempts > 0 {
+                    tracing::info!(
+                        "Kafka at {} answers now",
+                        config.bootstrap_strings().join(",")
+                    );
+                }
+                return Ok(());
+            }
+            Err(e) if worth_waiting_for(&e) => e,
+            Err(e) => return Err(e),
+        };
+        attempts += 1;
+        if deadline.has_passed() {
+            return Err(TopicError::StartupWait {
+                waited: config.startup_wait,
+                last: Box::new(error),
+            });
+        }
+        if attempts == 1 || attempts.is_power_of_two() {
+            tracing::warn!(
+                "waiting for Kafka at {} (attempt {attempts}, giving up after KAFKA_STARTUP_WAIT_SEC={}): {error}",
+                config.bootstrap_strings().join(","),
+                config.startup_wait.as_secs()
+            );
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(TopicError::Cancelled),
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// Errors of a cluster that is absent or still starting, as opposed to answers that will not change.
+fn worth_waiting_for(error: &TopicError) -> bool {
+    match error {
+        TopicError::Admin(AdminError::Broker { error, .. }) => error.is_retriable(),
+        TopicError::Admin(e) => e.is_connection_failure(),
+        TopicError::NotEnoughBrokers { .. } | TopicError::NotReady { .. } => true,
+        _ => false,
+    }
+}
+
+async fn ensure_topics_once(config: &Config) -> Result<(), TopicError> {
     let admin = AdminClient::new(config.bootstrap_strings(), Timeouts::default());
     for name in [&config.topic, &config.alerts_topic, &config.dlq_topic] {
         let spec = TopicSpec {
