@@ -8,17 +8,19 @@
 //! - [`reading`]: the record format of a sensor reading.
 //! - [`simulator`]: a fleet of simulated sensors.
 //! - [`partitioner`]: Kafka's default partitioning of keyed records.
-//! - [`pipeline`]: the stages wired together (ingest so far).
+//! - [`pipeline`]: the stages wired together: ingest, processing, alerts, audits.
 //! - [`producer`]: batching, bounded buffering and retries around rskafka.
 //! - [`consumer`]: a consumer group member (KIP-848) that commits after processing.
 //! - [`admin`]: cluster requests rskafka lacks (topic configs, quorum, full metadata).
 //! - [`topics`]: making sure the sensor topic exists and is durable.
 //! - [`cluster`]: a real local Kafka cluster, as JVM processes, with no Docker.
+//! - [`chaos`]: fault scenarios on a cluster of their own, judged by the delivery audit.
 //! - [`shutdown`]: SIGINT/SIGTERM into a shutdown token.
 //! - [`retry`]: backoff and deadlines.
 //! - [`cli`]: the `metrocloud` command line.
 
 pub mod admin;
+pub mod chaos;
 pub mod cli;
 pub mod cluster;
 pub mod config;

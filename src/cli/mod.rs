@@ -5,6 +5,7 @@
 //! node that died), 2 for bad configuration or usage, and a Kafka tool's own
 //! status for `cluster tool`.
 
+mod chaos;
 mod cluster;
 mod pipeline;
 mod topics;
@@ -50,6 +51,9 @@ enum Command {
         #[command(subcommand)]
         command: topics::TopicsCommand,
     },
+    /// Inject faults under load, each scenario on a fresh local cluster of its own,
+    /// and check that no acknowledged reading is lost (exit status 1 if one is).
+    Chaos(chaos::ChaosArgs),
     /// Run a local Apache Kafka cluster (JVM processes on 127.0.0.1, no Docker).
     Cluster {
         /// Cluster directory [default: $METROCLOUD_CLUSTER_DIR or ~/.local/share/metrocloud/cluster].
@@ -159,5 +163,6 @@ async fn run(command: Command, config: Config) -> Result<(), CliError> {
         }
         Command::Topics { command } => topics::run(command, &config).await,
         Command::Cluster { dir, command } => cluster::run(command, dir, &config).await,
+        Command::Chaos(args) => chaos::run(args).await,
     }
 }

@@ -1,0 +1,521 @@
+//! Steady load for a fault scenario, and the bookkeeping that judges it.
+//!
+//! The producer runs in this process, so every acknowledgement and every
+//! failure is seen first-hand. The consumers are separate `metrocloud consume`
+//! processes — a consumer can then be killed the way a crash kills it — and each
+//! writes a processed log (one line per reading, written before its offset is
+//! committed). A tailer reads those logs as they grow and feeds one
+//! [`DeliveryAudit`] with both sides.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rskafka::client::ClientBuilder;
+use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::ChaosError;
+use crate::config::Config;
+use crate::pipeline::ingest::{IngestSummary, logging_listener, run_ingest};
+use crate::pipeline::reconcile::{AuditReport, DeliveryAudit};
+use crate::pipeline::wiring;
+use crate::producer::{Delivery, Producer, ProducerStats};
+use crate::reading::SensorReading;
+
+/// How often the processed logs are read.
+const TAIL_EVERY: Duration = Duration::from_millis(200);
+
+/// A point the scenario measures recovery from: the high watermark of every
+/// partition at that moment. Recovered once every partition has processed a
+/// record at or past it, i.e. one written after the mark.
+#[derive(Debug)]
+struct Mark {
+    at: Instant,
+    watermarks: Vec<i64>,
+}
+
+/// What both sides reported, in one place.
+#[derive(Debug, Default)]
+struct Observed {
+    audit: DeliveryAudit,
+    /// Repeats the consumers removed themselves (their `duplicate` lines).
+    removed_duplicates: u64,
+    /// Highest offset processed, per partition.
+    processed_offset: Vec<i64>,
+    mark: Option<Mark>,
+    recovery: Option<Duration>,
+    last_ack: Option<Instant>,
+    longest_stall: Duration,
+    /// (partition, offset) of every acknowledged reading, to check the topic itself.
+    acked_at: HashMap<(i32, i64), (String, u64)>,
+}
+
+impl Observed {
+    fn check_recovered(&mut self) {
+        let Some(mark) = &self.mark else { return };
+        if self.recovery.is_some() {
+            return;
+        }
+        let caught_up = mark
+            .watermarks
+            .iter()
+            .zip(&self.processed_offset)
+            .all(|(&mark, &done)| done >= mark);
+        if caught_up {
+            self.recovery = Some(mark.at.elapsed());
+        }
+    }
+}
+
+/// One consumer process and the log it writes.
+struct ConsumerProcess {
+    child: Child,
+    log: PathBuf,
+    output: PathBuf,
+    /// Bytes of `log` already read, and a line not yet complete.
+    read: u64,
+    partial: String,
+}
+
+/// The load of a scenario: a producer here, consumer processes beside it.
+pub(super) struct Load {
+    config: Config,
+    run_id: String,
+    dir: PathBuf,
+    binary: PathBuf,
+    observed: Arc<Mutex<Observed>>,
+    consumers: Vec<ConsumerProcess>,
+    producer_stats: Arc<Mutex<Option<Arc<ProducerStats>>>>,
+    stop_ingest: CancellationToken,
+    ingest: Option<JoinHandle<Result<IngestSummary, ChaosError>>>,
+    buffer_records: u64,
+}
+
+/// Counters of the producer at one moment (zero before it has connected).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct ProducerCounts {
+    pub sent: u64,
+    pub acked: u64,
+    pub failed: u64,
+}
+
+impl Load {
+    /// Starts `consumers` consumer processes and the producer. Neither needs
+    /// the cluster to be up yet: both wait for it.
+    pub(super) async fn start(
+        config: Config,
+        dir: &Path,
+        binary: &Path,
+        consumers: usize,
+    ) -> Result<Load, ChaosError> {
+        std::fs::create_dir_all(dir).map_err(|e| ChaosError::io(dir, e))?;
+        let fleet = wiring::fleet(&config);
+        let run_id = fleet.run_id().to_string();
+        let observed = Arc::new(Mutex::new(Observed {
+            processed_offset: vec![-1; config.partitions as usize],
+            ..Observed::default()
+        }));
+        // A sensor reading's JSON is about 300 bytes; the producer adds its own overhead.
+        let buffer_records = config.producer.buffer_bytes as u64 / 300;
+        let mut load = Load {
+            config,
+            run_id,
+            dir: dir.to_path_buf(),
+            binary: binary.to_path_buf(),
+            observed,
+            consumers: Vec::new(),
+            producer_stats: Arc::new(Mutex::new(None)),
+            stop_ingest: CancellationToken::new(),
+            ingest: None,
+            buffer_records,
+        };
+        for _ in 0..consumers {
+            load.add_consumer()?;
+        }
+        let listener = {
+            let observed = Arc::clone(&load.observed);
+            move |id: crate::pipeline::ingest::ReadingId, delivery: Delivery| {
+                let mut observed = lock(&observed);
+                match delivery {
+                    Delivery::Acked { partition, offset } => {
+                        let now = Instant::now();
+                        if let Some(last) = observed.last_ack {
+                            observed.longest_stall = observed.longest_stall.max(now - last);
+                        }
+                        observed.last_ack = Some(now);
+                        observed.audit.acked(&id.device_id, &id.run_id, id.sequence);
+                        observed
+                            .acked_at
+                            .insert((partition, offset), (id.device_id, id.sequence));
+                    }
+                    Delivery::Failed { .. } => {
+                        observed
+                            .audit
+                            .failed(&id.device_id, &id.run_id, id.sequence)
+                    }
+                }
+            }
+        };
+        let config = load.config.clone();
+        let stop = load.stop_ingest.clone();
+        let stats_slot = Arc::clone(&load.producer_stats);
+        load.ingest = Some(tokio::spawn(async move {
+            wiring::ensure_pipeline_topics(&config, &stop).await?;
+            let producer = Producer::connect(
+                config.bootstrap_strings(),
+                &config.topic,
+                &config.producer,
+                logging_listener(listener),
+                &stop,
+            )
+            .await?;
+            *lock(&stats_slot) = Some(producer.stats());
+            Ok(run_ingest(fleet, producer, None, stop).await?)
+        }));
+        Ok(load)
+    }
+
+    /// Starts one more consumer process.
+    pub(super) fn add_consumer(&mut self) -> Result<(), ChaosError> {
+        let n = self.consumers.len();
+        let log = self.dir.join(format!("consumer-{n}.processed"));
+        let output = self.dir.join(format!("consumer-{n}.log"));
+        let out = std::fs::File::create(&output).map_err(|e| ChaosError::io(&output, e))?;
+        let err = out.try_clone().map_err(|e| ChaosError::io(&output, e))?;
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("consume")
+            .arg("--processed-log")
+            .arg(&log)
+            .env_remove("RUST_LOG")
+            .envs(self.config.to_env_lines())
+            .env("LOG_LEVEL", "INFO")
+            .env("ENVIRONMENT", "development")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the
+        // consumer when this process ends, so no consumer outlives a scenario.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| ChaosError::io(&self.binary, e))?;
+        self.consumers.push(ConsumerProcess {
+            child,
+            log,
+            output,
+            read: 0,
+            partial: String::new(),
+        });
+        Ok(())
+    }
+
+    /// Reads what the consumers wrote since the last call.
+    pub(super) fn tail(&mut self) -> Result<(), ChaosError> {
+        let mut observed = lock(&self.observed);
+        for consumer in &mut self.consumers {
+            let mut file = match std::fs::File::open(&consumer.log) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ChaosError::io(&consumer.log, e)),
+            };
+            file.seek(SeekFrom::Start(consumer.read))
+                .map_err(|e| ChaosError::io(&consumer.log, e))?;
+            let mut text = String::new();
+            let read = file
+                .read_to_string(&mut text)
+                .map_err(|e| ChaosError::io(&consumer.log, e))?;
+            consumer.read += read as u64;
+            consumer.partial.push_str(&text);
+            let Some(end) = consumer.partial.rfind('\n') else {
+                continue;
+            };
+            let complete: String = consumer.partial.drain(..=end).collect();
+            for line in complete.lines() {
+                record_line(&mut observed, line)
+                    .ok_or_else(|| ChaosError::BadLog(consumer.log.clone(), line.to_string()))?;
+            }
+        }
+        observed.check_recovered();
+        Ok(())
+    }
+
+    /// Tails the logs for `duration`.
+    pub(super) async fn run_for(&mut self, duration: Duration) -> Result<(), ChaosError> {
+        let until = Instant::now() + duration;
+        while Instant::now() < until {
+            self.tail()?;
+            tokio::time::sleep(TAIL_EVERY.min(until.saturating_duration_since(Instant::now())))
+                .await;
+        }
+        self.tail()
+    }
+
+    /// Tails the logs until `done` holds, or `limit` passes; returns whether it held.
+    pub(super) async fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Load) -> bool,
+    ) -> Result<bool, ChaosError> {
+        let until = Instant::now() + limit;
+        loop {
+            self.tail()?;
+            if done(self) {
+                return Ok(true);
+            }
+            if Instant::now() >= until {
+                return Ok(false);
+            }
+            tokio::time::sleep(TAIL_EVERY).await;
+        }
+    }
+
+    /// Whether every partition has had a reading processed.
+    pub(super) fn every_partition_processed(&self) -> bool {
+        lock(&self.observed)
+            .processed_offset
+            .iter()
+            .all(|&offset| offset >= 0)
+    }
+
+    /// Sets the point recovery is measured from: now, with the partitions' high watermarks.
+    pub(super) async fn mark(&mut self) -> Result<(), ChaosError> {
+        let at = Instant::now();
+        let watermarks = high_watermarks(&self.config).await?;
+        let mut observed = lock(&self.observed);
+        observed.mark = Some(Mark { at, watermarks });
+        observed.recovery = None;
+        Ok(())
+    }
+
+    /// Time from the mark until every partition processed a record written after it.
+    pub(super) fn recovery(&self) -> Option<Duration> {
+        lock(&self.observed).recovery
+    }
+
+    /// The producer's counters now.
+    pub(super) fn producer(&self) -> ProducerCounts {
+        match lock(&self.producer_stats).as_ref() {
+            Some(stats) => {
+                let s = stats.snapshot();
+                ProducerCounts {
+                    sent: s.sent,
+                    acked: s.acked,
+                    failed: s.failed,
+                }
+            }
+            None => ProducerCounts::default(),
+        }
+    }
+
+    /// Readings the producer buffer holds at most.
+    pub(super) fn buffer_records(&self) -> u64 {
+        self.buffer_records
+    }
+
+    /// Whether the producer task is still at work (it has not given up).
+    pub(super) fn producer_running(&self) -> bool {
+        self.ingest.as_ref().is_some_and(|task| !task.is_finished())
+    }
+
+    /// SIGKILLs consumer `n`; returns once it is gone.
+    pub(super) async fn kill_consumer(&mut self, n: usize) -> Result<(), ChaosError> {
+        let consumer = &mut self.consumers[n];
+        consumer
+            .child
+            .kill()
+            .await
+            .map_err(|e| ChaosError::io(&consumer.output, e))
+    }
+
+    /// Indexes of consumer processes that have exited, with how.
+    pub(super) fn exited_consumers(&mut self) -> Vec<(usize, std::process::ExitStatus)> {
+        self.consumers
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(n, c)| c.child.try_wait().ok().flatten().map(|status| (n, status)))
+            .collect()
+    }
+
+    /// Whether consumer `n`'s output contains `text`.
+    pub(super) fn consumer_output_contains(&self, n: usize, text: &str) -> bool {
+        std::fs::read_to_string(&self.consumers[n].output)
+            .map(|output| output.contains(text))
+            .unwrap_or(false)
+    }
+
+    /// Stops the simulator; the producer then delivers (or fails) all it holds.
+    pub(super) async fn stop_producing(&mut self) -> Result<IngestSummary, ChaosError> {
+        self.stop_ingest.cancel();
+        let task = self.ingest.take().ok_or(ChaosError::ProducerGone)?;
+        task.await.map_err(|_| ChaosError::ProducerGone)?
+    }
+
+    /// Stops the consumers (SIGTERM, then SIGKILL after `grace`) and reads their last lines.
+    pub(super) async fn stop_consumers(&mut self, grace: Duration) -> Result<(), ChaosError> {
+        for consumer in &self.consumers {
+            if let Some(pid) = consumer.child.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        for consumer in &mut self.consumers {
+            if tokio::time::timeout(grace, consumer.child.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "consumer {} did not stop within {grace:?}; killing it",
+                    consumer.output.display()
+                );
+                let _ = consumer.child.kill().await;
+            }
+        }
+        self.tail()
+    }
+
+    /// The reconciliation so far.
+    pub(super) fn audit(&self) -> AuditReport {
+        lock(&self.observed).audit.report()
+    }
+
+    /// Repeats removed by the consumers themselves.
+    pub(super) fn removed_duplicates(&self) -> u64 {
+        lock(&self.observed).removed_duplicates
+    }
+
+    /// The longest time between two acknowledgements.
+    pub(super) fn longest_stall(&self) -> Duration {
+        lock(&self.observed).longest_stall
+    }
+
+    /// Acknowledged readings that are not in the topic where their acknowledgement put them.
+    pub(super) async fn acked_missing_from_topic(&self) -> Result<u64, ChaosError> {
+        let client = tokio::time::timeout(
+            self.config.consumer.request_timeout,
+            ClientBuilder::new(self.config.bootstrap_strings()).build(),
+        )
+        .await
+        .map_err(|_| ChaosError::Kafka("connecting timed out".to_string()))?
+        .map_err(|e| ChaosError::Kafka(e.to_string()))?;
+        let acked: HashMap<(i32, i64), (String, u64)> = lock(&self.observed).acked_at.clone();
+        let mut found = 0u64;
+        let timeout = self.config.consumer.request_timeout;
+        for partition in 0..self.config.partitions {
+            let kafka = |e: rskafka::client::error::Error| ChaosError::Kafka(e.to_string());
+            let client = client
+                .partition_client(&self.config.topic, partition, UnknownTopicHandling::Error)
+                .await
+                .map_err(kafka)?;
+            let end = within(timeout, client.get_offset(OffsetAt::Latest))
+                .await?
+                .map_err(kafka)?;
+            let mut offset = within(timeout, client.get_offset(OffsetAt::Earliest))
+                .await?
+                .map_err(kafka)?;
+            while offset < end {
+                let (records, _) =
+                    within(timeout, client.fetch_records(offset, 1..4_000_000, 1_000))
+                        .await?
+                        .map_err(kafka)?;
+                let Some(last) = records.last() else { break };
+                offset = last.offset + 1;
+                for record in records {
+                    let Some(expected) = acked.get(&(partition, record.offset)) else {
+                        continue;
+                    };
+                    let stored = record
+                        .record
+                        .value
+                        .as_deref()
+                        .and_then(|v| serde_json::from_slice::<SensorReading>(v).ok());
+                    if stored.is_some_and(|r| {
+                        r.device_id == expected.0
+                            && r.sequence == expected.1
+                            && r.run_id == self.run_id
+                    }) {
+                        found += 1;
+                    }
+                }
+            }
+        }
+        Ok(acked.len() as u64 - found)
+    }
+}
+
+/// One line of a processed log into `observed`; `None` when it does not parse.
+fn record_line(observed: &mut Observed, line: &str) -> Option<()> {
+    if let Some(rest) = line.strip_prefix("reading ") {
+        // Device ids come first and could hold spaces: read the rest from the right.
+        let mut fields = rest.rsplitn(5, ' ');
+        let offset: i64 = fields.next()?.parse().ok()?;
+        let partition: usize = fields.next()?.parse().ok()?;
+        let sequence: u64 = fields.next()?.parse().ok()?;
+        let run_id = fields.next()?;
+        let device_id = fields.next()?;
+        observed.audit.processed(device_id, run_id, sequence);
+        let slot = observed.processed_offset.get_mut(partition)?;
+        *slot = (*slot).max(offset);
+        Some(())
+    } else if line.starts_with("duplicate ") {
+        observed.removed_duplicates += 1;
+        Some(())
+    } else {
+        None
+    }
+}
+
+async fn within<T>(
+    limit: Duration,
+    future: impl std::future::Future<Output = T>,
+) -> Result<T, ChaosError> {
+    tokio::time::timeout(limit, future)
+        .await
+        .map_err(|_| ChaosError::Kafka(format!("a request took longer than {limit:?}")))
+}
+
+/// The high watermark of every partition of the sensor topic.
+async fn high_watermarks(config: &Config) -> Result<Vec<i64>, ChaosError> {
+    let timeout = config.consumer.request_timeout;
+    let kafka = |e: rskafka::client::error::Error| ChaosError::Kafka(e.to_string());
+    let client = within(
+        timeout,
+        ClientBuilder::new(config.bootstrap_strings()).build(),
+    )
+    .await?
+    .map_err(kafka)?;
+    let mut marks = Vec::with_capacity(config.partitions as usize);
+    for partition in 0..config.partitions {
+        let client = within(
+            timeout,
+            client.partition_client(&config.topic, partition, UnknownTopicHandling::Retry),
+        )
+        .await?
+        .map_err(kafka)?;
+        marks.push(
+            within(timeout, client.get_offset(OffsetAt::Latest))
+                .await?
+                .map_err(kafka)?,
+        );
+    }
+    Ok(marks)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
