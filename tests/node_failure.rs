@@ -1,4 +1,5 @@
-//! A crashed node shows as down, and a restarted one catches up with no partition left behind.
+//! A crashed node shows as down, a restarted one catches up with no partition left behind,
+//! and a node restarts while another is still down.
 //! This binary breaks its cluster on purpose, so it has one of its own.
 
 mod common;
@@ -101,4 +102,27 @@ async fn killed_node_shows_down_restarted_node_catches_up_and_paused_node_shows_
     assert_eq!(local.process_state(3).unwrap(), ProcessState::Paused);
     local.resume_node(3).await.expect("resume node 3");
     assert_eq!(local.process_state(3).unwrap(), ProcessState::Running);
+
+    // Two nodes down: one of them restarts while the other is still down
+    // (the quorum needs only the two running voters), then the other.
+    local.kill_node(1).await.expect("kill node 1");
+    local.kill_node(3).await.expect("kill node 3");
+    local
+        .start_node(1, Duration::from_secs(120))
+        .await
+        .expect("node 1 starts while node 3 is still down");
+    assert_eq!(local.process_state(3).unwrap(), ProcessState::Down);
+    local
+        .start_node(3, Duration::from_secs(120))
+        .await
+        .expect("start node 3");
+    let status = local.status().await;
+    assert!(
+        status
+            .nodes
+            .iter()
+            .all(|n| n.process == ProcessState::Running && n.registered),
+        "{:?}",
+        status.nodes
+    );
 }

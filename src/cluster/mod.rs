@@ -375,7 +375,8 @@ impl LocalCluster {
             for node in &stopped {
                 self.launch(node)?;
             }
-            self.wait_ready(ready_timeout).await
+            let ids: Vec<i32> = stopped.iter().map(|n| n.id).collect();
+            self.wait_started(&ids, ready_timeout).await
         };
         if let Err(e) = started.await {
             // A half-started cluster is of no use: stop what this call started.
@@ -511,8 +512,17 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// Waits until every running node is a registered broker and the quorum has a leader.
+    /// Waits until every node runs as a registered broker and the quorum has a leader.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), ClusterError> {
+        let all: Vec<i32> = self.nodes().iter().map(|n| n.id).collect();
+        self.wait_started(&all, timeout).await
+    }
+
+    /// Waits until the nodes just `started`, and every other running node, are
+    /// registered brokers and the quorum has a leader. A started node that
+    /// exits is an error; a node that was already down stays out of it (one
+    /// node is restarted while another is down).
+    async fn wait_started(&self, started: &[i32], timeout: Duration) -> Result<(), ClusterError> {
         let deadline = Deadline::after(timeout);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
         let admin = self.admin();
@@ -521,6 +531,7 @@ impl LocalCluster {
             let mut expected = Vec::new();
             for node in self.nodes() {
                 match node::process_state(&self.dir, node.id).1 {
+                    ProcessState::Down if !started.contains(&node.id) => {}
                     ProcessState::Down => {
                         let (log, tail) = node::log_tail(&self.dir, node.id, 25);
                         return Err(ClusterError::NodeDied {
@@ -685,7 +696,7 @@ impl LocalCluster {
         check_free(&node)?;
         self.format(std::slice::from_ref(&node)).await?;
         self.launch(&node)?;
-        self.wait_ready(timeout).await
+        self.wait_started(&[id], timeout).await
     }
 
     /// Adds a broker-only node (the next id) and waits until it is registered.
@@ -720,7 +731,7 @@ impl LocalCluster {
         };
         self.format(std::slice::from_ref(&node)).await?;
         self.launch(&node)?;
-        self.wait_ready(timeout).await?;
+        self.wait_started(&[node.id], timeout).await?;
         Ok(node)
     }
 
