@@ -4,8 +4,9 @@
 //! failure is seen first-hand. The consumers are separate `metrocloud consume`
 //! processes — a consumer can then be killed the way a crash kills it — and each
 //! writes a processed log (one line per reading, written before its offset is
-//! committed). A tailer reads those logs as they grow and feeds one
-//! [`DeliveryAudit`] with both sides.
+//! committed). A tailer task reads those logs as they grow, five times a
+//! second whatever the scenario is doing, and feeds one [`DeliveryAudit`]
+//! with both sides.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -55,6 +56,8 @@ struct Observed {
     longest_stall: Duration,
     /// (partition, offset) of every acknowledged reading, to check the topic itself.
     acked_at: HashMap<(i32, i64), (String, u64)>,
+    /// The first processed log that could not be read.
+    tail_error: Option<String>,
 }
 
 impl Observed {
@@ -74,12 +77,16 @@ impl Observed {
     }
 }
 
-/// One consumer process and the log it writes.
+/// One consumer process.
 struct ConsumerProcess {
     child: Child,
-    log: PathBuf,
     output: PathBuf,
-    /// Bytes of `log` already read, and a line not yet complete.
+}
+
+/// How far a processed log has been read.
+struct LogCursor {
+    path: PathBuf,
+    /// Bytes already read, and a line not yet complete.
     read: u64,
     partial: String,
 }
@@ -92,6 +99,8 @@ pub(super) struct Load {
     binary: PathBuf,
     observed: Arc<Mutex<Observed>>,
     consumers: Vec<ConsumerProcess>,
+    cursors: Arc<Mutex<Vec<LogCursor>>>,
+    tailer: JoinHandle<()>,
     producer_stats: Arc<Mutex<Option<Arc<ProducerStats>>>>,
     stop_ingest: CancellationToken,
     ingest: Option<JoinHandle<Result<IngestSummary, ChaosError>>>,
@@ -124,13 +133,16 @@ impl Load {
         }));
         // A sensor reading's JSON is about 300 bytes; the producer adds its own overhead.
         let buffer_records = config.producer.buffer_bytes as u64 / 300;
+        let cursors = Arc::new(Mutex::new(Vec::new()));
         let mut load = Load {
             config,
             run_id,
             dir: dir.to_path_buf(),
             binary: binary.to_path_buf(),
+            tailer: spawn_tailer(Arc::clone(&observed), Arc::clone(&cursors)),
             observed,
             consumers: Vec::new(),
+            cursors,
             producer_stats: Arc::new(Mutex::new(None)),
             stop_ingest: CancellationToken::new(),
             ingest: None,
@@ -213,66 +225,30 @@ impl Load {
         let child = command
             .spawn()
             .map_err(|e| ChaosError::io(&self.binary, e))?;
-        self.consumers.push(ConsumerProcess {
-            child,
-            log,
-            output,
+        self.consumers.push(ConsumerProcess { child, output });
+        lock(&self.cursors).push(LogCursor {
+            path: log,
             read: 0,
             partial: String::new(),
         });
         Ok(())
     }
 
-    /// Reads what the consumers wrote since the last call.
-    pub(super) fn tail(&mut self) -> Result<(), ChaosError> {
-        let mut observed = lock(&self.observed);
-        for consumer in &mut self.consumers {
-            let mut file = match std::fs::File::open(&consumer.log) {
-                Ok(file) => file,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(ChaosError::io(&consumer.log, e)),
-            };
-            file.seek(SeekFrom::Start(consumer.read))
-                .map_err(|e| ChaosError::io(&consumer.log, e))?;
-            let mut text = String::new();
-            let read = file
-                .read_to_string(&mut text)
-                .map_err(|e| ChaosError::io(&consumer.log, e))?;
-            consumer.read += read as u64;
-            consumer.partial.push_str(&text);
-            let Some(end) = consumer.partial.rfind('\n') else {
-                continue;
-            };
-            let complete: String = consumer.partial.drain(..=end).collect();
-            for line in complete.lines() {
-                record_line(&mut observed, line)
-                    .ok_or_else(|| ChaosError::BadLog(consumer.log.clone(), line.to_string()))?;
-            }
-        }
-        observed.check_recovered();
-        Ok(())
+    /// Lets the load run for `duration` (the tailer keeps reading meanwhile).
+    pub(super) async fn run_for(&self, duration: Duration) -> Result<(), ChaosError> {
+        tokio::time::sleep(duration).await;
+        self.tail_error()
     }
 
-    /// Tails the logs for `duration`.
-    pub(super) async fn run_for(&mut self, duration: Duration) -> Result<(), ChaosError> {
-        let until = Instant::now() + duration;
-        while Instant::now() < until {
-            self.tail()?;
-            tokio::time::sleep(TAIL_EVERY.min(until.saturating_duration_since(Instant::now())))
-                .await;
-        }
-        self.tail()
-    }
-
-    /// Tails the logs until `done` holds, or `limit` passes; returns whether it held.
+    /// Lets the load run until `done` holds, or `limit` passes; returns whether it held.
     pub(super) async fn run_until(
-        &mut self,
+        &self,
         limit: Duration,
         mut done: impl FnMut(&Load) -> bool,
     ) -> Result<bool, ChaosError> {
         let until = Instant::now() + limit;
         loop {
-            self.tail()?;
+            self.tail_error()?;
             if done(self) {
                 return Ok(true);
             }
@@ -280,6 +256,13 @@ impl Load {
                 return Ok(false);
             }
             tokio::time::sleep(TAIL_EVERY).await;
+        }
+    }
+
+    fn tail_error(&self) -> Result<(), ChaosError> {
+        match &lock(&self.observed).tail_error {
+            Some(error) => Err(ChaosError::Log(error.clone())),
+            None => Ok(()),
         }
     }
 
@@ -366,6 +349,7 @@ impl Load {
 
     /// Stops the consumers (SIGTERM, then SIGKILL after `grace`) and reads their last lines.
     pub(super) async fn stop_consumers(&mut self, grace: Duration) -> Result<(), ChaosError> {
+        self.tailer.abort();
         for consumer in &self.consumers {
             if let Some(pid) = consumer.child.id() {
                 let _ = nix::sys::signal::kill(
@@ -386,7 +370,8 @@ impl Load {
                 let _ = consumer.child.kill().await;
             }
         }
-        self.tail()
+        tail(&self.observed, &self.cursors);
+        self.tail_error()
     }
 
     /// The reconciliation so far.
@@ -456,6 +441,64 @@ impl Load {
         }
         Ok(acked.len() as u64 - found)
     }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.tailer.abort();
+    }
+}
+
+/// Reads the processed logs five times a second.
+fn spawn_tailer(
+    observed: Arc<Mutex<Observed>>,
+    cursors: Arc<Mutex<Vec<LogCursor>>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tail(&observed, &cursors);
+            tokio::time::sleep(TAIL_EVERY).await;
+        }
+    })
+}
+
+/// Reads what the consumers wrote since the last call; keeps the first error.
+fn tail(observed: &Mutex<Observed>, cursors: &Mutex<Vec<LogCursor>>) {
+    let mut cursors = lock(cursors);
+    let mut observed = lock(observed);
+    for cursor in cursors.iter_mut() {
+        if let Err(error) = tail_one(&mut observed, cursor) {
+            observed.tail_error.get_or_insert(error);
+        }
+    }
+    observed.check_recovered();
+}
+
+fn tail_one(observed: &mut Observed, cursor: &mut LogCursor) -> Result<(), String> {
+    let failed = |e: std::io::Error| format!("{}: {e}", cursor.path.display());
+    let mut file = match std::fs::File::open(&cursor.path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(failed(e)),
+    };
+    file.seek(SeekFrom::Start(cursor.read)).map_err(failed)?;
+    let mut text = String::new();
+    let read = file.read_to_string(&mut text).map_err(failed)?;
+    cursor.read += read as u64;
+    cursor.partial.push_str(&text);
+    let Some(end) = cursor.partial.rfind('\n') else {
+        return Ok(());
+    };
+    let complete: String = cursor.partial.drain(..=end).collect();
+    for line in complete.lines() {
+        record_line(observed, line).ok_or_else(|| {
+            format!(
+                "{}: unreadable processed-log line {line:?}",
+                cursor.path.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// One line of a processed log into `observed`; `None` when it does not parse.

@@ -279,9 +279,9 @@ pub enum ChaosError {
         /// Why.
         source: std::io::Error,
     },
-    /// A consumer wrote a processed log line that does not parse.
-    #[error("{0}: unreadable processed-log line {1:?}")]
-    BadLog(PathBuf, String),
+    /// A consumer's processed log could not be read or parsed.
+    #[error("{0}")]
+    Log(String),
     /// The producer task ended before it was stopped.
     #[error("the producer task ended unexpectedly")]
     ProducerGone,
@@ -640,11 +640,7 @@ impl Run<'_> {
 }
 
 /// Tails the load until `condition` holds (asked twice a second) or `limit` passes.
-async fn wait_until<F, Fut>(
-    load: &mut Load,
-    limit: Duration,
-    condition: F,
-) -> Result<bool, ChaosError>
+async fn wait_until<F, Fut>(load: &Load, limit: Duration, condition: F) -> Result<bool, ChaosError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,

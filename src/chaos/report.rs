@@ -92,3 +92,73 @@ pub fn render_table(reports: &[ScenarioReport]) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::{Check, Scenario};
+
+    fn clean() -> ScenarioReport {
+        ScenarioReport {
+            scenario: Scenario::TwoDown,
+            sent: 1_000,
+            acked: 990,
+            failed: 10,
+            consumed: 990,
+            lost: 0,
+            missing_from_topic: 0,
+            duplicates_removed: 3,
+            reprocessed: 40,
+            duplicate_bound: 100,
+            longest_stall: Duration::from_millis(15_250),
+            recovery: Some(Duration::from_millis(2_500)),
+            checks: vec![Check {
+                what: "nothing acknowledged with two brokers down".to_string(),
+                passed: true,
+            }],
+            elapsed: Duration::from_secs(60),
+            dir: "/tmp/two-down".into(),
+        }
+    }
+
+    #[test]
+    fn a_clean_scenario_passes_and_its_row_shows_the_counts() {
+        let report = clean();
+        assert!(report.passed());
+        let table = render_table(&[report]);
+        let row = table.lines().nth(2).expect("a row under the header");
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(
+            cells[1..13],
+            [
+                "two-down", "1000", "990", "10", "990", "0", "0", "3", "40 (100)", "15.2 s",
+                "2.5 s", "PASS"
+            ]
+        );
+        assert!(table.contains("ok     nothing acknowledged"), "{table}");
+        assert!(!table.contains("kept in"), "{table}");
+    }
+
+    #[test]
+    fn one_lost_reading_fails_the_scenario() {
+        let mut report = clean();
+        report.lost = 1;
+        assert!(!report.passed());
+        let table = render_table(&[report]);
+        assert!(table.contains("| FAIL"), "{table}");
+        assert!(table.contains("kept in /tmp/two-down"), "{table}");
+    }
+
+    #[test]
+    fn a_missing_record_too_many_repeats_or_a_failed_check_fail_it_too() {
+        let mut missing = clean();
+        missing.missing_from_topic = 1;
+        let mut repeats = clean();
+        repeats.reprocessed = 98;
+        let mut check = clean();
+        check.checks[0].passed = false;
+        for report in [missing, repeats, check] {
+            assert!(!report.passed(), "{report:?}");
+        }
+    }
+}

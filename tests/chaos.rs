@@ -1,0 +1,147 @@
+//! Fault tolerance under Kafka's failure matrix: every scenario of
+//! `metrocloud chaos`, each on a fresh cluster of its own, under a short load.
+//!
+//! Every scenario must end with no acknowledged reading lost (all were
+//! processed and all are in the topic where they were acknowledged), repeats
+//! within what at-least-once delivery explains, and the scenario's own
+//! conditions held. The scenarios take turns: each runs three brokers and two
+//! consumer processes, more than this suite's machines run twice at once.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use metrocloud::chaos::{self, ChaosSettings, Scenario, ScenarioReport};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn settings() -> ChaosSettings {
+    let mut settings = ChaosSettings::new(
+        PathBuf::from(env!("CARGO_BIN_EXE_metrocloud")),
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chaos"),
+    );
+    settings.rate = 300;
+    settings.devices = 150;
+    settings.warmup = Duration::from_secs(2);
+    settings.fault = Duration::from_secs(12);
+    settings.cooldown = Duration::from_secs(3);
+    settings.request_timeout = Duration::from_secs(5);
+    settings
+}
+
+/// Runs `scenario` and checks what every scenario must hold; returns the report.
+fn run(scenario: Scenario) -> ScenarioReport {
+    common::init_logs();
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let settings = settings();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let report = runtime
+        .block_on(chaos::run_scenario(scenario, &settings, &|line| {
+            eprintln!("{line}")
+        }))
+        .unwrap_or_else(|e| panic!("{} could not run: {e}", scenario.name()));
+    let table = chaos::render_table(std::slice::from_ref(&report));
+    eprintln!("{table}");
+    assert!(
+        report.acked > u64::from(settings.rate) * 10,
+        "too little load was acknowledged to judge:\n{table}"
+    );
+    assert_eq!(
+        report.lost, 0,
+        "acknowledged readings never processed:\n{table}"
+    );
+    assert_eq!(
+        report.missing_from_topic, 0,
+        "acknowledged readings not in the topic:\n{table}"
+    );
+    assert!(
+        report.consumed <= report.acked + report.failed,
+        "processed readings that were neither acknowledged nor reported failed:\n{table}"
+    );
+    assert!(
+        report.duplicates_removed + report.reprocessed <= report.duplicate_bound,
+        "more repeats than at-least-once delivery explains:\n{table}"
+    );
+    let failed: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.what.as_str())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "conditions that did not hold: {failed:?}\n{table}"
+    );
+    assert!(report.passed());
+    report
+}
+
+#[test]
+fn a_killed_partition_leader_loses_no_acknowledged_reading() {
+    let report = run(Scenario::LeaderKill);
+    assert!(report.recovery.is_some());
+}
+
+#[test]
+fn a_killed_quorum_controller_loses_no_acknowledged_reading() {
+    run(Scenario::ControllerKill);
+}
+
+#[test]
+fn a_rolling_restart_of_every_broker_loses_no_acknowledged_reading() {
+    run(Scenario::RollingRestart);
+}
+
+#[test]
+fn with_two_brokers_down_nothing_is_acknowledged_and_nothing_acknowledged_is_lost() {
+    let report = run(Scenario::TwoDown);
+    let checked: Vec<&str> = report.checks.iter().map(|c| c.what.as_str()).collect();
+    assert!(
+        checked
+            .iter()
+            .any(|c| c.starts_with("nothing acknowledged with two brokers down"))
+            && checked
+                .iter()
+                .any(|c| c.starts_with("the producer pushed back")),
+        "{checked:?}"
+    );
+}
+
+#[test]
+fn a_frozen_broker_hangs_no_client_and_loses_no_acknowledged_reading() {
+    let report = run(Scenario::BrokerHang);
+    assert!(
+        report
+            .checks
+            .iter()
+            .any(|c| c.what.starts_with("acknowledgements continued while node")),
+        "{:?}",
+        report.checks
+    );
+}
+
+#[test]
+fn a_killed_consumer_hands_its_partitions_on_without_a_gap() {
+    let report = run(Scenario::ConsumerKill);
+    // The group session on these clusters is 6 s: the take-over follows it.
+    let recovery = report.recovery.expect("recovered");
+    assert!(recovery < Duration::from_secs(45), "took {recovery:?}");
+}
+
+#[test]
+fn a_full_cluster_restart_keeps_every_acknowledged_reading() {
+    run(Scenario::FullRestart);
+}
+
+#[test]
+fn a_pipeline_started_before_its_cluster_waits_and_then_works() {
+    let report = run(Scenario::LateCluster);
+    assert!(
+        report
+            .checks
+            .iter()
+            .any(|c| c.what == "each consumer logged that it waits for Kafka" && c.passed)
+    );
+}
