@@ -10,6 +10,7 @@
 //! - [`partitioner`]: Kafka's default partitioning of keyed records.
 //! - [`pipeline`]: the stages wired together: ingest, processing, alerts, audits.
 //! - [`producer`]: batching, bounded buffering and retries around rskafka.
+//! - [`client`]: the shared rskafka client, replaced when a frozen broker hangs it.
 //! - [`consumer`]: a consumer group member (KIP-848) that commits after processing.
 //! - [`admin`]: cluster requests rskafka lacks (topic configs, quorum, full metadata).
 //! - [`topics`]: making sure the sensor topic exists and is durable.
@@ -22,6 +23,7 @@
 pub mod admin;
 pub mod chaos;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod consumer;

@@ -33,15 +33,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rskafka::BackoffConfig;
+use rskafka::client::Client;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::SharedClient;
 use crate::config::{Compression, ProducerSettings};
 use crate::partitioner::partition_for_key;
 use crate::retry::{Backoff, Deadline};
@@ -200,7 +201,7 @@ impl<M: Send + 'static> Producer<M> {
         shutdown: &CancellationToken,
     ) -> Result<Self, ProducerError> {
         let client = Arc::new(connect_client(bootstrap, settings, shutdown).await?);
-        let partitions = partition_count(&client, topic, settings, shutdown).await?;
+        let partitions = partition_count(&client.current().1, topic, settings, shutdown).await?;
         let stats = Arc::new(ProducerStats::default());
         let mut writers = JoinSet::new();
         let mut queues = Vec::with_capacity(partitions as usize);
@@ -216,6 +217,7 @@ impl<M: Send + 'static> Producer<M> {
                 listener: Arc::clone(&listener),
                 stats: Arc::clone(&stats),
                 connection: None,
+                failures: 0,
             };
             writers.spawn(writer.run(rx));
         }
@@ -310,7 +312,7 @@ async fn connect_client(
     bootstrap: Vec<String>,
     settings: &ProducerSettings,
     shutdown: &CancellationToken,
-) -> Result<Client, ProducerError> {
+) -> Result<SharedClient, ProducerError> {
     let joined = bootstrap.join(",");
     let mut backoff = Backoff::new(
         settings.retry_backoff,
@@ -318,14 +320,16 @@ async fn connect_client(
     );
     let mut attempts = 0u32;
     loop {
-        let build = ClientBuilder::new(bootstrap.clone())
-            .client_id("metrocloud-producer")
-            .backoff_config(rskafka_backoff(settings))
-            .build();
-        let error = match tokio::time::timeout(settings.request_timeout, build).await {
-            Ok(Ok(client)) => return Ok(client),
-            Ok(Err(e)) => e,
-            Err(_) => KafkaError::Timeout,
+        let error = match SharedClient::connect(
+            bootstrap.clone(),
+            "metrocloud-producer",
+            rskafka_backoff(settings),
+            settings.request_timeout,
+        )
+        .await
+        {
+            Ok(client) => return Ok(client),
+            Err(e) => e,
         };
         attempts += 1;
         if attempts == 1 || attempts.is_power_of_two() {
@@ -447,13 +451,16 @@ async fn next_batch<M>(
 }
 
 struct PartitionWriter<M> {
-    client: Arc<Client>,
+    client: Arc<SharedClient>,
     topic: String,
     partition: i32,
     settings: ProducerSettings,
     listener: DeliveryListener<M>,
     stats: Arc<ProducerStats>,
-    connection: Option<Arc<PartitionClient>>,
+    /// The leader's partition client, and the generation of the client it came from.
+    connection: Option<(u64, Arc<PartitionClient>)>,
+    /// Attempts that failed since the last success.
+    failures: u32,
 }
 
 impl<M: Send + 'static> PartitionWriter<M> {
@@ -553,26 +560,32 @@ impl<M: Send + 'static> PartitionWriter<M> {
         }
     }
 
-    /// One produce request, under the request timeout. A timeout or a broken
-    /// connection drops the cached partition client, so that the next attempt
-    /// looks the leader up again (a frozen broker never answers with an error).
+    /// One produce request, under the request timeout. A failure drops the
+    /// cached partition client, so that the next attempt looks the leader up
+    /// again. A timeout (a frozen broker never answers with an error), or a
+    /// second failure in a row (the client's cached metadata may be stale:
+    /// rskafka then keeps asking a former leader), also replaces the shared
+    /// client, with its cached connections and metadata.
     async fn attempt(&mut self, records: Vec<Record>) -> Result<Vec<i64>, KafkaError> {
         let timeout = self.settings.request_timeout;
-        let connection = match &self.connection {
-            Some(connection) => Arc::clone(connection),
+        let (generation, connection) = match &self.connection {
+            Some((generation, connection)) => (*generation, Arc::clone(connection)),
             None => {
-                let lookup = self.client.partition_client(
+                let (generation, client) = self.client.current();
+                let lookup = client.partition_client(
                     self.topic.clone(),
                     self.partition,
                     UnknownTopicHandling::Retry,
                 );
-                let connection = Arc::new(
-                    tokio::time::timeout(timeout, lookup)
-                        .await
-                        .map_err(|_| KafkaError::Timeout)??,
-                );
-                self.connection = Some(Arc::clone(&connection));
-                connection
+                let connection = match tokio::time::timeout(timeout, lookup).await {
+                    Ok(connection) => Arc::new(connection?),
+                    Err(_) => {
+                        self.client.replace(generation).await;
+                        return Err(KafkaError::Timeout);
+                    }
+                };
+                self.connection = Some((generation, Arc::clone(&connection)));
+                (generation, connection)
             }
         };
         let compression = match self.settings.compression {
@@ -583,10 +596,16 @@ impl<M: Send + 'static> PartitionWriter<M> {
         let result = tokio::time::timeout(timeout, connection.produce(records, compression))
             .await
             .unwrap_or(Err(KafkaError::Timeout));
-        if let Err(error) = &result
-            && is_retriable(error)
-        {
-            self.connection = None;
+        match &result {
+            Ok(_) => self.failures = 0,
+            Err(error) if is_retriable(error) => {
+                self.failures += 1;
+                self.connection = None;
+                if matches!(error, KafkaError::Timeout) || self.failures >= 2 {
+                    self.client.replace(generation).await;
+                }
+            }
+            Err(_) => {}
         }
         result
     }

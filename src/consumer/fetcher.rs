@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use rskafka::client::Client;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::record::RecordAndOffset;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::SharedClient;
 use crate::config::OffsetReset;
 use crate::retry::Backoff;
 
@@ -33,8 +33,8 @@ pub struct FetchedBatch {
 
 /// What a fetcher needs.
 pub struct FetcherSpec {
-    /// rskafka client.
-    pub client: Arc<Client>,
+    /// rskafka client, replaced when a request times out.
+    pub client: Arc<SharedClient>,
     /// Topic.
     pub topic: String,
     /// Partition.
@@ -77,7 +77,9 @@ pub async fn reset_offset(
 /// Fetches until stopped.
 pub async fn run_fetcher(spec: FetcherSpec) {
     let mut offset = spec.start;
-    let mut connection: Option<PartitionClient> = None;
+    // The leader's partition client, and the generation of the shared client it came from.
+    let mut connection: Option<(u64, PartitionClient)> = None;
+    let mut generation = spec.client.current().0;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let max_bytes = i32::try_from(spec.max_bytes).unwrap_or(i32::MAX);
     let max_wait_ms = i32::try_from(spec.max_wait.as_millis()).unwrap_or(i32::MAX);
@@ -85,18 +87,21 @@ pub async fn run_fetcher(spec: FetcherSpec) {
     while !spec.stop.is_cancelled() {
         let result = async {
             if connection.is_none() {
-                let lookup = spec.client.partition_client(
+                let (current, client) = spec.client.current();
+                generation = current;
+                let lookup = client.partition_client(
                     spec.topic.clone(),
                     spec.partition,
                     UnknownTopicHandling::Retry,
                 );
-                connection = Some(
+                connection = Some((
+                    current,
                     tokio::time::timeout(spec.request_timeout, lookup)
                         .await
                         .map_err(|_| KafkaError::Timeout)??,
-                );
+                ));
             }
-            let partition = connection.as_ref().expect("connected above");
+            let (_, partition) = connection.as_ref().expect("connected above");
             let fetch = partition.fetch_records(offset, 1..max_bytes, max_wait_ms);
             tokio::time::timeout(spec.request_timeout + spec.max_wait, fetch)
                 .await
@@ -130,7 +135,7 @@ pub async fn run_fetcher(spec: FetcherSpec) {
                 protocol_error: ProtocolError::OffsetOutOfRange,
                 ..
             }) => {
-                let Some(partition) = connection.as_ref() else {
+                let Some((_, partition)) = connection.as_ref() else {
                     continue;
                 };
                 match reset_offset(partition, spec.reset, spec.request_timeout).await {
@@ -156,6 +161,11 @@ pub async fn run_fetcher(spec: FetcherSpec) {
             Err(error) => {
                 failures += 1;
                 connection = None;
+                if matches!(error, KafkaError::Timeout) || failures >= 2 {
+                    // A frozen broker's connections, or metadata naming a former
+                    // leader, may be cached anywhere in the client: start afresh.
+                    spec.client.replace(generation).await;
+                }
                 if failures == 1 || failures.is_power_of_two() {
                     tracing::warn!(
                         "fetch from {}-{} at offset {offset} failed ({failures} in a row): {error}; retrying",

@@ -33,8 +33,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use rskafka::BackoffConfig;
 use rskafka::client::partition::UnknownTopicHandling;
-use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::RecordAndOffset;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Timeouts;
+use crate::client::SharedClient;
 use crate::config::{ConsumerSettings, OffsetReset};
 use crate::retry::Backoff;
 use fetcher::{FetchedBatch, FetcherSpec};
@@ -159,7 +160,7 @@ pub struct GroupConsumer<P> {
     topic_id: uuid::Uuid,
     processor: P,
     coordinator: GroupCoordinator,
-    client: Arc<Client>,
+    client: Arc<SharedClient>,
     member_id: String,
     member_epoch: i32,
     heartbeat_interval: Duration,
@@ -198,13 +199,19 @@ impl<P: RecordProcessor> GroupConsumer<P> {
                     .await
                     .map_err(|e| e.to_string())?;
                 let topic = metadata.topic(&spec.topic).map(|t| t.id);
-                let build = ClientBuilder::new(spec.bootstrap.clone())
-                    .client_id("metrocloud-consumer")
-                    .build();
-                let client = tokio::time::timeout(spec.settings.request_timeout, build)
-                    .await
-                    .map_err(|_| "timed out".to_string())?
-                    .map_err(|e| e.to_string())?;
+                // rskafka's own retries stay within one request timeout.
+                let backoff = BackoffConfig {
+                    deadline: Some(spec.settings.request_timeout),
+                    ..BackoffConfig::default()
+                };
+                let client = SharedClient::connect(
+                    spec.bootstrap.clone(),
+                    "metrocloud-consumer",
+                    backoff,
+                    spec.settings.request_timeout,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 Ok::<_, String>((client, topic))
             };
             match attempt.await {
@@ -498,7 +505,8 @@ impl<P: RecordProcessor> GroupConsumer<P> {
     }
 
     async fn reset_position(&self, partition: i32) -> Option<i64> {
-        let lookup = self.client.partition_client(
+        let (generation, client) = self.client.current();
+        let lookup = client.partition_client(
             self.spec.topic.clone(),
             partition,
             UnknownTopicHandling::Retry,
@@ -510,7 +518,10 @@ impl<P: RecordProcessor> GroupConsumer<P> {
                 tracing::warn!("cannot reach partition {partition}: {e}");
                 return None;
             }
-            Err(_) => return None,
+            Err(_) => {
+                self.client.replace(generation).await;
+                return None;
+            }
         };
         match fetcher::reset_offset(&client, self.spec.auto_offset_reset, timeout).await {
             Ok(offset) => Some(offset),

@@ -1,0 +1,133 @@
+//! An rskafka client shared by many tasks, replaced when it stops answering.
+//!
+//! rskafka keeps one cached connection to an arbitrary broker for metadata
+//! lookups, and each partition client keeps its leader's connection; it puts
+//! no time limit on a request. A frozen broker (SIGSTOP, a long GC pause, a
+//! hung disk) keeps its TCP connections open and never answers, so a cached
+//! connection to it blocks every lookup made through that client — even after
+//! the controller has moved leadership away, and even after the broker
+//! resumes, since the requests already queued on it were abandoned.
+//!
+//! The same client can also keep a stale view: after leadership moved, rskafka
+//! may go on asking a former leader, which answers `NOT_LEADER_OR_FOLLOWER`
+//! for minutes.
+//!
+//! Every call our layer makes is bounded by a timeout. When one passes, or a
+//! partition fails twice in a row, the caller asks for the client to be
+//! replaced: the new one bootstraps from the first broker that answers, asked
+//! one at a time in random order with a share of the timeout each (a frozen
+//! broker accepts connections but never answers), and has no cached connection
+//! or metadata. Callers that time out
+//! together replace it once: each names the generation it used, and only the
+//! first request for a generation builds a new client.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rskafka::BackoffConfig;
+use rskafka::client::error::Error as KafkaError;
+use rskafka::client::{Client, ClientBuilder};
+
+/// A client and the means to replace it; see the module documentation.
+pub struct SharedClient {
+    bootstrap: Vec<String>,
+    client_id: String,
+    backoff: BackoffConfig,
+    timeout: Duration,
+    current: Mutex<(u64, Arc<Client>)>,
+    replacing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for SharedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedClient")
+            .field("bootstrap", &self.bootstrap)
+            .field("client_id", &self.client_id)
+            .field("generation", &self.current().0)
+            .finish()
+    }
+}
+
+impl SharedClient {
+    /// Connects once, within `timeout`.
+    pub async fn connect(
+        bootstrap: Vec<String>,
+        client_id: &str,
+        backoff: BackoffConfig,
+        timeout: Duration,
+    ) -> Result<SharedClient, KafkaError> {
+        let client = build(&bootstrap, client_id, &backoff, timeout).await?;
+        Ok(SharedClient {
+            bootstrap,
+            client_id: client_id.to_string(),
+            backoff,
+            timeout,
+            current: Mutex::new((0, Arc::new(client))),
+            replacing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The client in use, with its generation (to name when asking for a replacement).
+    pub fn current(&self) -> (u64, Arc<Client>) {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        (current.0, Arc::clone(&current.1))
+    }
+
+    /// Replaces the client of `generation` with a new one, unless that was done
+    /// already. When no broker answers within the timeout, the old client stays
+    /// and the next caller to time out tries again.
+    pub async fn replace(&self, generation: u64) {
+        let _one_at_a_time = self.replacing.lock().await;
+        if self.current().0 != generation {
+            return;
+        }
+        match self.build_from_any().await {
+            Ok(client) => {
+                let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+                *current = (generation + 1, Arc::new(client));
+                tracing::info!(
+                    "{}: reconnected to the cluster afresh after a timeout or repeated failures",
+                    self.client_id
+                );
+            }
+            Err(e) => tracing::warn!(
+                "{}: no broker answered a new connection yet: {e}",
+                self.client_id
+            ),
+        }
+    }
+}
+
+impl SharedClient {
+    /// A client bootstrapped from one broker: each is tried in random order
+    /// with an equal share of the timeout, so a frozen one costs only its share.
+    async fn build_from_any(&self) -> Result<Client, KafkaError> {
+        let mut brokers = self.bootstrap.clone();
+        brokers.shuffle(&mut rand::rng());
+        let share = self.timeout / brokers.len().max(1) as u32;
+        let mut last = KafkaError::Timeout;
+        for broker in brokers {
+            match build(&[broker], &self.client_id, &self.backoff, share).await {
+                Ok(client) => return Ok(client),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+async fn build(
+    bootstrap: &[String],
+    client_id: &str,
+    backoff: &BackoffConfig,
+    timeout: Duration,
+) -> Result<Client, KafkaError> {
+    let build = ClientBuilder::new(bootstrap.to_vec())
+        .client_id(client_id)
+        .backoff_config(backoff.clone())
+        .build();
+    tokio::time::timeout(timeout, build)
+        .await
+        .unwrap_or(Err(KafkaError::Timeout))
+}
