@@ -460,3 +460,93 @@ async fn a_crashed_consumers_successor_does_not_send_its_alerts_again() {
         assert!(alerted.contains(anomaly), "no alert for {anomaly:?}");
     }
 }
+
+/// `metrocloud run`, stopped with Ctrl-C, reconciles the producer's
+/// acknowledgements with what its consumer processed, per device and sequence.
+#[test]
+fn metrocloud_run_stopped_with_ctrl_c_reconciles_every_acknowledged_reading() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let cluster = common::shared();
+    let topic = common::unique_topic("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_metrocloud"))
+        .arg("run")
+        .env_remove("RUST_LOG")
+        .env("KAFKA_BOOTSTRAP_SERVERS", cluster.bootstrap_list())
+        .env("KAFKA_TOPIC_NAME", &topic)
+        .env("KAFKA_ALERTS_TOPIC", format!("{topic}-alerts"))
+        .env("KAFKA_CONSUMER_GROUP_ID", format!("{topic}-group"))
+        .env("IOT_NUM_DEVICES", "100")
+        .env("IOT_DATA_INTERVAL_SEC", "0.2")
+        .env("LOG_LEVEL", "WARN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start metrocloud run");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let next_line = || {
+        lines
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .ok()
+    };
+    // The first status line comes after 5 s of running.
+    let mut seen = Vec::new();
+    while let Some(line) = next_line() {
+        let status = line.contains("readings/s |");
+        seen.push(line);
+        if status {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("readings/s |")),
+        "no status line within 120 s: {seen:#?}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let rest: Vec<String> = std::iter::from_fn(next_line).collect();
+    let exited_by = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("try_wait").is_none() && std::time::Instant::now() < exited_by {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Still running after that: killed, and the exit check below fails.
+    let _ = child.kill();
+    let exit = child.wait().expect("wait");
+    reader.join().expect("reader");
+    let summary = rest
+        .iter()
+        .find(|line| line.starts_with("pipeline summary:"))
+        .unwrap_or_else(|| panic!("no pipeline summary in {rest:#?}"));
+    assert!(exit.success(), "exit {exit:?}; output {rest:#?}");
+    let count = |name: &str| -> u64 {
+        let start = summary
+            .find(&format!(" {name} "))
+            .unwrap_or_else(|| panic!("{name} in {summary}"))
+            + name.len()
+            + 2;
+        summary[start..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {summary}"))
+    };
+    let acked = count("acked");
+    assert!(acked >= 1_000, "{summary}");
+    assert_eq!(count("failed"), 0, "{summary}");
+    assert_eq!(count("processed"), acked, "{summary}");
+    assert_eq!(count("lost"), 0, "{summary}");
+}

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,10 +15,11 @@ use crate::admin::{AdminClient, Timeouts};
 use crate::cluster::{self, ClusterSpec, LocalCluster, Ownership};
 use crate::config::{Config, DEFAULT_BOOTSTRAP_SERVERS};
 use crate::consumer::ConsumerStats;
-use crate::pipeline::ingest::{IngestSummary, run_ingest};
+use crate::pipeline::ingest::{IngestSummary, ReadingId, run_ingest};
 use crate::pipeline::process::{ProcessingEvent, ProcessingObserver, ProcessingStats};
+use crate::pipeline::reconcile::DeliveryAudit;
 use crate::pipeline::wiring;
-use crate::producer::ProducerStats;
+use crate::producer::{Delivery, ProducerStats};
 use crate::topics::TopicError;
 
 /// How often a status line is printed.
@@ -162,15 +163,16 @@ pub(crate) async fn run(config: Config, shutdown: CancellationToken) -> Result<(
     let stats = Arc::new(ProcessingStats::default());
     let fleet = wiring::fleet(&config);
     let run_id: Arc<str> = Arc::from(fleet.run_id());
-    let processed_of_run = Arc::new(AtomicU64::new(0));
+    // Both sides of this run meet in one audit: what was acknowledged against what was processed.
+    let audit = Arc::new(Mutex::new(DeliveryAudit::new()));
     let observer = {
         let run_id = Arc::clone(&run_id);
-        let processed = Arc::clone(&processed_of_run);
+        let audit = Arc::clone(&audit);
         Arc::new(move |event: &ProcessingEvent| {
             if let ProcessingEvent::Reading { reading, .. } = event
                 && *reading.run_id == *run_id
             {
-                processed.fetch_add(1, Ordering::Relaxed);
+                lock(&audit).processed(&reading.device_id, &reading.run_id, reading.sequence);
             }
         })
     };
@@ -184,7 +186,14 @@ pub(crate) async fn run(config: Config, shutdown: CancellationToken) -> Result<(
     };
     let consumer_stats = consumer.stats();
     let consumer_task = tokio::spawn(consumer.run(stop_consumer.clone()));
-    let producer = wiring::reading_producer(&config, |_, _| {}, &shutdown)
+    let listener = {
+        let audit = Arc::clone(&audit);
+        move |id: ReadingId, delivery: Delivery| match delivery {
+            Delivery::Acked { .. } => lock(&audit).acked(&id.device_id, &id.run_id, id.sequence),
+            Delivery::Failed { .. } => lock(&audit).failed(&id.device_id, &id.run_id, id.sequence),
+        }
+    };
+    let producer = wiring::reading_producer(&config, listener, &shutdown)
         .await
         .map_err(failed)?;
     let producer_stats = producer.stats();
@@ -202,9 +211,7 @@ pub(crate) async fn run(config: Config, shutdown: CancellationToken) -> Result<(
     let summary = ingest.map_err(failed)?;
     // Let the consumer process what was acknowledged before stopping it.
     let deadline = Instant::now() + CATCH_UP;
-    while processed_of_run.load(Ordering::Relaxed) < summary.producer.acked
-        && Instant::now() < deadline
-    {
+    while lock(&audit).report().lost > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop_consumer.cancel();
@@ -212,20 +219,24 @@ pub(crate) async fn run(config: Config, shutdown: CancellationToken) -> Result<(
         .await
         .map_err(|e| CliError::Failed(format!("consumer task failed: {e}")))?
         .map_err(failed)?;
-    let audit = processor.audit();
+    let sequences = processor.audit();
     processor.close().await;
 
-    let processed = processed_of_run.load(Ordering::Relaxed);
-    let lost = summary.producer.acked.saturating_sub(processed);
+    let delivery = lock(&audit).report();
+    let lost = delivery.lost;
     print_ingest_summary(&summary);
     println!(
-        "pipeline summary: acked {}, processed {processed}, lost {lost}, duplicates removed {}, dead letters {}, alerts {} ({} repeats suppressed), sequence gaps {}, alert/dead-letter delivery failures {}",
-        summary.producer.acked,
+        "pipeline summary: acked {}, failed {}, processed {}, lost {lost}, processed twice {}, out of order {}, duplicates removed {}, dead letters {}, alerts {} ({} repeats suppressed), sequence gaps {}, alert/dead-letter delivery failures {}",
+        delivery.acked,
+        delivery.failed,
+        delivery.consumed,
+        delivery.duplicates,
+        delivery.out_of_order,
         stats.duplicates.load(Ordering::Relaxed),
         stats.dead_letters.load(Ordering::Relaxed),
         stats.alerts.load(Ordering::Relaxed),
         stats.alerts_suppressed.load(Ordering::Relaxed),
-        audit.missing,
+        sequences.missing,
         stats.delivery_failures.load(Ordering::Relaxed),
     );
     let quality = stats.alert_quality();
@@ -281,6 +292,10 @@ async fn cluster_for_run(config: Config) -> Result<(Config, Option<LocalCluster>
         .filter_map(|s| s.parse().ok())
         .collect();
     Ok((config, Some(cluster)))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Sets up the pipeline's topics, waiting for the cluster; false when shut down meanwhile.
