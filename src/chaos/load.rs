@@ -29,6 +29,7 @@ use crate::pipeline::reconcile::{AuditReport, DeliveryAudit};
 use crate::pipeline::wiring;
 use crate::producer::{Delivery, Producer, ProducerStats};
 use crate::reading::SensorReading;
+use crate::retry::{Backoff, Deadline};
 
 /// How often the processed logs are read.
 const TAIL_EVERY: Duration = Duration::from_millis(200);
@@ -101,6 +102,8 @@ pub(super) struct Load {
     consumers: Vec<ConsumerProcess>,
     cursors: Arc<Mutex<Vec<LogCursor>>>,
     tailer: JoinHandle<()>,
+    /// Tasks that measure (watermark reads); aborted with the load.
+    background: tokio::task::JoinSet<()>,
     producer_stats: Arc<Mutex<Option<Arc<ProducerStats>>>>,
     stop_ingest: CancellationToken,
     ingest: Option<JoinHandle<Result<IngestSummary, ChaosError>>>,
@@ -143,6 +146,7 @@ impl Load {
             observed,
             consumers: Vec::new(),
             cursors,
+            background: tokio::task::JoinSet::new(),
             producer_stats: Arc::new(Mutex::new(None)),
             stop_ingest: CancellationToken::new(),
             ingest: None,
@@ -274,14 +278,39 @@ impl Load {
             .all(|&offset| offset >= 0)
     }
 
-    /// Sets the point recovery is measured from: now, with the partitions' high watermarks.
-    pub(super) async fn mark(&mut self) -> Result<(), ChaosError> {
-        let at = Instant::now();
-        let watermarks = high_watermarks(&self.config).await?;
-        let mut observed = lock(&self.observed);
-        observed.mark = Some(Mark { at, watermarks });
-        observed.recovery = None;
-        Ok(())
+    /// Measures recovery from `at`, the moment the fault struck (or was
+    /// healed). The partitions' high watermarks are read afterwards, in a task
+    /// of their own — a partition without a live leader answers only once it
+    /// has one again — so that every record at or past them was surely written
+    /// after `at`. Recovered once every partition has processed such a record.
+    pub(super) fn mark(&mut self, at: Instant) {
+        {
+            let mut observed = lock(&self.observed);
+            observed.mark = None;
+            observed.recovery = None;
+        }
+        let config = self.config.clone();
+        let observed = Arc::clone(&self.observed);
+        self.background.spawn(async move {
+            let deadline = Deadline::after(Duration::from_secs(120));
+            let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
+            loop {
+                match high_watermarks(&config).await {
+                    Ok(watermarks) => {
+                        lock(&observed).mark = Some(Mark { at, watermarks });
+                        return;
+                    }
+                    Err(e) if deadline.has_passed() => {
+                        tracing::warn!("high watermarks not known within 120 s: {e}");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!("high watermarks not known yet: {e}");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+            }
+        });
     }
 
     /// Time from the mark until every partition processed a record written after it.
