@@ -12,9 +12,10 @@
 //! may go on asking a former leader, which answers `NOT_LEADER_OR_FOLLOWER`
 //! for minutes.
 //!
-//! Every call our layer makes is bounded by a timeout. When one passes, or a
-//! partition fails twice in a row, the caller asks for the client to be
-//! replaced: the new one bootstraps from the first broker that answers, asked
+//! rskafka's own retries are therefore kept short
+//! ([`internal_retry_deadline`]), and every call our layer makes is bounded by
+//! a timeout. When a call times out or fails, the caller asks for the client
+//! to be replaced: the new one bootstraps from the first broker that answers, asked
 //! one at a time in random order with a share of the timeout each (a frozen
 //! broker accepts connections but never answers), and has no cached connection
 //! or metadata. Callers that time out
@@ -28,6 +29,12 @@ use rand::seq::SliceRandom;
 use rskafka::BackoffConfig;
 use rskafka::client::error::Error as KafkaError;
 use rskafka::client::{Client, ClientBuilder};
+
+/// How long rskafka may retry on its own within one call: a few seconds, so
+/// that a stale view is dropped soon (retries go on in our layer, with a fresh client).
+pub fn internal_retry_deadline(request_timeout: Duration) -> Duration {
+    request_timeout.min(Duration::from_secs(2))
+}
 
 /// A client and the means to replace it; see the module documentation.
 pub struct SharedClient {
@@ -87,7 +94,7 @@ impl SharedClient {
                 let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
                 *current = (generation + 1, Arc::new(client));
                 tracing::info!(
-                    "{}: reconnected to the cluster afresh after a timeout or repeated failures",
+                    "{}: reconnected to the cluster afresh after a failed request",
                     self.client_id
                 );
             }

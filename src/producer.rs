@@ -217,7 +217,6 @@ impl<M: Send + 'static> Producer<M> {
                 listener: Arc::clone(&listener),
                 stats: Arc::clone(&stats),
                 connection: None,
-                failures: 0,
             };
             writers.spawn(writer.run(rx));
         }
@@ -380,14 +379,16 @@ async fn partition_count(
     }
 }
 
-/// rskafka retries some errors itself; bound those retries by one request
-/// timeout so that the decision (and the delivery deadline) stays here.
+/// rskafka retries some errors itself; bound those retries tightly so that
+/// the decision (a fresh client, the delivery deadline) stays here.
 fn rskafka_backoff(settings: &ProducerSettings) -> BackoffConfig {
     BackoffConfig {
         init_backoff: settings.retry_backoff,
         max_backoff: settings.retry_backoff_max,
         base: 2.0,
-        deadline: Some(settings.request_timeout),
+        deadline: Some(crate::client::internal_retry_deadline(
+            settings.request_timeout,
+        )),
     }
 }
 
@@ -459,8 +460,6 @@ struct PartitionWriter<M> {
     stats: Arc<ProducerStats>,
     /// The leader's partition client, and the generation of the client it came from.
     connection: Option<(u64, Arc<PartitionClient>)>,
-    /// Attempts that failed since the last success.
-    failures: u32,
 }
 
 impl<M: Send + 'static> PartitionWriter<M> {
@@ -560,13 +559,28 @@ impl<M: Send + 'static> PartitionWriter<M> {
         }
     }
 
-    /// One produce request, under the request timeout. A failure drops the
-    /// cached partition client, so that the next attempt looks the leader up
-    /// again. A timeout (a frozen broker never answers with an error), or a
-    /// second failure in a row (the client's cached metadata may be stale:
-    /// rskafka then keeps asking a former leader), also replaces the shared
-    /// client, with its cached connections and metadata.
+    /// One produce request, under the request timeout. A failure that can
+    /// pass drops the cached partition client and replaces the shared client
+    /// (see [`SharedClient`]): the next attempt starts with no cached
+    /// connection or metadata, which may be what failed — a frozen broker
+    /// never answers with an error, and a stale leader is asked again and again.
     async fn attempt(&mut self, records: Vec<Record>) -> Result<Vec<i64>, KafkaError> {
+        let (generation, result) = self.produce(records).await;
+        match &result {
+            Ok(_) => {}
+            Err(error) if is_retriable(error) => {
+                self.connection = None;
+                self.client.replace(generation).await;
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Looks the leader up when needed (rskafka asks the leader itself whether
+    /// it leads), then produces; both within the request timeout. Returns the
+    /// generation of the client used.
+    async fn produce(&mut self, records: Vec<Record>) -> (u64, Result<Vec<i64>, KafkaError>) {
         let timeout = self.settings.request_timeout;
         let (generation, connection) = match &self.connection {
             Some((generation, connection)) => (*generation, Arc::clone(connection)),
@@ -578,11 +592,9 @@ impl<M: Send + 'static> PartitionWriter<M> {
                     UnknownTopicHandling::Retry,
                 );
                 let connection = match tokio::time::timeout(timeout, lookup).await {
-                    Ok(connection) => Arc::new(connection?),
-                    Err(_) => {
-                        self.client.replace(generation).await;
-                        return Err(KafkaError::Timeout);
-                    }
+                    Ok(Ok(connection)) => Arc::new(connection),
+                    Ok(Err(e)) => return (generation, Err(e)),
+                    Err(_) => return (generation, Err(KafkaError::Timeout)),
                 };
                 self.connection = Some((generation, Arc::clone(&connection)));
                 (generation, connection)
@@ -596,18 +608,7 @@ impl<M: Send + 'static> PartitionWriter<M> {
         let result = tokio::time::timeout(timeout, connection.produce(records, compression))
             .await
             .unwrap_or(Err(KafkaError::Timeout));
-        match &result {
-            Ok(_) => self.failures = 0,
-            Err(error) if is_retriable(error) => {
-                self.failures += 1;
-                self.connection = None;
-                if matches!(error, KafkaError::Timeout) || self.failures >= 2 {
-                    self.client.replace(generation).await;
-                }
-            }
-            Err(_) => {}
-        }
-        result
+        (generation, result)
     }
 }
 

@@ -256,21 +256,41 @@ impl AdminClient {
     }
 
     /// Sends one request to the current broker, moving on to the next address
-    /// when a broker cannot be reached.
+    /// when a broker cannot be reached. After the current broker failed, the
+    /// addresses are tried from the one after it, so that a broker that
+    /// accepts connections but never answers (a frozen one) costs one timeout,
+    /// not two.
     pub async fn send<R: Request>(&self, request: &R) -> Result<R::Response, AdminError> {
         if self.bootstrap.is_empty() {
             return Err(AdminError::NoBootstrapServers);
         }
         let mut slot = self.connection.lock().await;
+        let mut start = 0;
         if let Some(connection) = slot.as_mut() {
             match connection.send(request).await {
                 Ok(response) => return Ok(response),
-                Err(e) if e.is_connection_failure() => *slot = None,
+                Err(e) if e.is_connection_failure() => {
+                    if let Some(failed) = self
+                        .bootstrap
+                        .iter()
+                        .position(|a| a == connection.address())
+                    {
+                        start = failed + 1;
+                    }
+                    *slot = None;
+                }
                 Err(e) => return Err(e),
             }
         }
         let mut last = None;
-        for address in &self.bootstrap {
+        let count = self.bootstrap.len();
+        for address in self
+            .bootstrap
+            .iter()
+            .cycle()
+            .skip(start % count)
+            .take(count)
+        {
             let attempt = async {
                 let mut connection =
                     BrokerConnection::connect(address, self.timeouts, CLIENT_ID).await?;

@@ -161,11 +161,9 @@ pub async fn run_fetcher(spec: FetcherSpec) {
             Err(error) => {
                 failures += 1;
                 connection = None;
-                if matches!(error, KafkaError::Timeout) || failures >= 2 {
-                    // A frozen broker's connections, or metadata naming a former
-                    // leader, may be cached anywhere in the client: start afresh.
-                    spec.client.replace(generation).await;
-                }
+                // A frozen broker's connections, or metadata naming a former
+                // leader, may be cached anywhere in the client: start afresh.
+                spec.client.replace(generation).await;
                 if failures == 1 || failures.is_power_of_two() {
                     tracing::warn!(
                         "fetch from {}-{} at offset {offset} failed ({failures} in a row): {error}; retrying",

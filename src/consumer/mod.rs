@@ -172,6 +172,8 @@ pub struct GroupConsumer<P> {
     stats: Arc<ConsumerStats>,
     /// Set when the processor lost an effect: no commit happens after it.
     failure: Option<String>,
+    /// Set once the member is shutting down: commits then wait for every effect.
+    draining: bool,
 }
 
 impl<P: RecordProcessor> GroupConsumer<P> {
@@ -199,9 +201,11 @@ impl<P: RecordProcessor> GroupConsumer<P> {
                     .await
                     .map_err(|e| e.to_string())?;
                 let topic = metadata.topic(&spec.topic).map(|t| t.id);
-                // rskafka's own retries stay within one request timeout.
+                // rskafka's own retries stay short: retrying (with a fresh client) is decided here.
                 let backoff = BackoffConfig {
-                    deadline: Some(spec.settings.request_timeout),
+                    deadline: Some(crate::client::internal_retry_deadline(
+                        spec.settings.request_timeout,
+                    )),
                     ..BackoffConfig::default()
                 };
                 let client = SharedClient::connect(
@@ -251,6 +255,7 @@ impl<P: RecordProcessor> GroupConsumer<P> {
             fetchers: TaskTracker::new(),
             stats: Arc::new(ConsumerStats::default()),
             failure: None,
+            draining: false,
             spec,
         }))
     }
@@ -306,6 +311,7 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         };
         // After a processing failure `commit` commits nothing: the partitions go
         // back uncommitted and their next owner reads the records again.
+        self.draining = true;
         self.stop_fetchers(None).await;
         self.commit(None).await;
         self.leave().await;
@@ -575,10 +581,29 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         if self.failure.is_some() {
             return;
         }
-        if let Err(error) = self.processor.flush().await {
-            tracing::error!("{error}; committing nothing more");
-            self.failure = Some(error);
-            return;
+        // While running, waiting for the processor's effects (alerts, dead
+        // letters) is bounded by one heartbeat interval: a cluster that is slow
+        // to acknowledge them must not hold up the heartbeats, or the group
+        // would fence this member. The commit is then postponed, not lost.
+        let flushed = if self.draining {
+            Ok(self.processor.flush().await)
+        } else {
+            tokio::time::timeout(self.heartbeat_interval, self.processor.flush()).await
+        };
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!("{error}; committing nothing more");
+                self.failure = Some(error);
+                return;
+            }
+            Err(_) => {
+                tracing::info!(
+                    "alerts or dead letters not acknowledged within {:?}; commit of {offsets:?} postponed",
+                    self.heartbeat_interval
+                );
+                return;
+            }
         }
         match self
             .coordinator
