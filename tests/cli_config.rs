@@ -32,6 +32,7 @@ const VARIABLES: &[&str] = &[
     "KAFKA_CONSUMER_FETCH_MAX_WAIT_MS",
     "KAFKA_CONSUMER_REQUEST_TIMEOUT_MS",
     "KAFKA_CONSUMER_REBALANCE_TIMEOUT_MS",
+    "KAFKA_STARTUP_WAIT_SEC",
     "KAFKA_ALERTS_TOPIC",
     "KAFKA_DLQ_TOPIC",
     "ALERT_TEMPERATURE_HIGH_C",
@@ -188,4 +189,33 @@ fn production_writes_json_log_lines_to_the_log_directory() {
         1,
         "the console shows the error once: {stderr}"
     );
+}
+
+#[test]
+fn a_cluster_that_never_answers_is_waited_for_with_log_lines_then_given_up_with_status_1() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    for command in ["consume", "produce"] {
+        let output = metrocloud(
+            &[
+                ("KAFKA_BOOTSTRAP_SERVERS", &bootstrap),
+                ("KAFKA_STARTUP_WAIT_SEC", "3"),
+            ],
+            &[command],
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains(&format!("waiting for Kafka at {bootstrap} (attempt 1")),
+            "{command}: {stderr}"
+        );
+        assert!(
+            stderr.contains("Kafka was not ready within KAFKA_STARTUP_WAIT_SEC (3s)"),
+            "{command}: {stderr}"
+        );
+    }
 }
