@@ -51,7 +51,8 @@ pub enum Scenario {
     RollingRestart,
     /// Two of three brokers down: nothing may be acknowledged until they return.
     TwoDown,
-    /// SIGSTOP a partition leader for longer than the request timeout, then SIGCONT.
+    /// SIGSTOP a partition leader for longer than it takes Kafka to fence it and
+    /// clients to time out, then SIGCONT.
     BrokerHang,
     /// SIGKILL a consumer process: another member takes over its partitions.
     ConsumerKill,
@@ -102,6 +103,11 @@ impl Scenario {
         }
     }
 }
+
+/// When Kafka has fenced a broker that stopped answering: its session
+/// (`broker.session.timeout.ms`, 9 s by default) plus a controller election
+/// (`controller.quorum.fetch.timeout.ms`, 2 s) when it was the controller.
+const FENCED_AFTER: Duration = Duration::from_secs(11);
 
 /// Broker settings of the clusters faults are injected into: group sessions
 /// of 6 s instead of Kafka's 45 s, so that a crashed member's partitions move
@@ -570,24 +576,29 @@ impl Run<'_> {
             }
             Scenario::BrokerHang => {
                 let (victim, led) = leader_of_most(self.cluster, &config.topic).await?;
-                let hang = fault.max(self.settings.request_timeout * 2);
+                // Every partition has a replica on the frozen broker, so acks=all
+                // waits until Kafka fences it (its session, plus a controller
+                // election when it was the controller) and clients time out and
+                // move on. The check looks at the time after both.
+                let moved_on =
+                    self.settings.request_timeout.max(FENCED_AFTER) + Duration::from_secs(2);
+                let hang = fault.max(moved_on + Duration::from_secs(8));
                 let at = Instant::now();
                 self.cluster.pause_node(victim).await?;
                 load.mark(at);
                 (self.say)(&format!(
                     "SIGSTOP node {victim}, leader of {led} partitions, for {hang:?}"
                 ));
-                let past_timeout = self.settings.request_timeout + Duration::from_secs(2);
-                load.run_for(past_timeout).await?;
+                load.run_for(moved_on).await?;
                 let before = load.producer();
-                load.run_for(hang.saturating_sub(past_timeout)).await?;
+                load.run_for(hang.saturating_sub(moved_on)).await?;
                 let after = load.producer();
                 self.check(
                     after.acked > before.acked,
                     format!(
-                        "acknowledgements continued while node {victim} was frozen ({} in the last {:?})",
+                        "acknowledgements continued while node {victim} was frozen ({} in its last {:?})",
                         after.acked - before.acked,
-                        hang.saturating_sub(past_timeout)
+                        hang.saturating_sub(moved_on)
                     ),
                 );
                 self.cluster.resume_node(victim).await?;
