@@ -864,16 +864,7 @@ fn plan_nodes(count: usize, ports: PortPlan) -> Result<Vec<NodeSpec>, ClusterErr
             })
             .collect(),
         PortPlan::Free => {
-            // Hold every listener until all ports are chosen, so none is picked twice.
-            let listeners: Vec<TcpListener> = (0..count * 2)
-                .map(|_| TcpListener::bind(("127.0.0.1", 0)))
-                .collect::<Result<_, _>>()
-                .map_err(|e| ClusterError::io(Path::new("127.0.0.1:0"), e))?;
-            let ports: Vec<u16> = listeners
-                .iter()
-                .map(|l| l.local_addr().map(|a| a.port()))
-                .collect::<Result<_, _>>()
-                .map_err(|e| ClusterError::io(Path::new("127.0.0.1:0"), e))?;
+            let ports = free_ports(count * 2)?;
             Ok((0..count)
                 .map(|i| NodeSpec {
                     id: i as i32 + 1,
@@ -883,6 +874,49 @@ fn plan_nodes(count: usize, ports: PortPlan) -> Result<Vec<NodeSpec>, ClusterErr
                 .collect())
         }
     }
+}
+
+/// The kernel's range of ports for the source end of outgoing connections.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((bounds.next()??, bounds.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
+}
+
+/// `count` free ports outside the ephemeral range. A port inside it can be
+/// taken, while its node is down, as the source port of some connection — even
+/// of a connection to itself, which Linux makes when a client keeps connecting
+/// to a local port nothing listens on — and the node could not start again.
+fn free_ports(count: usize) -> Result<Vec<u16>, ClusterError> {
+    use rand::seq::SliceRandom;
+    let (low, high) = ephemeral_range();
+    let mut candidates: Vec<u16> = if low > 11_000 {
+        (10_000..low).collect()
+    } else {
+        (high.saturating_add(1)..=u16::MAX).collect()
+    };
+    candidates.shuffle(&mut rand::rng());
+    // Hold every listener until all ports are chosen, so none is picked twice.
+    let mut held = Vec::with_capacity(count);
+    for port in candidates {
+        if held.len() == count {
+            break;
+        }
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push((port, listener));
+        }
+    }
+    if held.len() < count {
+        return Err(ClusterError::PortInUse {
+            port: low,
+            purpose: format!("{count} free ports outside the ephemeral range {low}-{high}"),
+        });
+    }
+    Ok(held.into_iter().map(|(port, _)| port).collect())
 }
 
 fn port_is_free(port: u16) -> bool {
@@ -910,6 +944,18 @@ fn check_free(node: &NodeSpec) -> Result<(), ClusterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
+        let (low, high) = ephemeral_range();
+        let ports = free_ports(6).expect("free ports");
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), 6, "{ports:?}");
+        assert!(
+            ports.iter().all(|&p| p < low || p > high),
+            "{ports:?} inside {low}-{high}"
+        );
+    }
 
     #[test]
     fn cluster_ids_are_22_url_safe_characters() {
