@@ -322,10 +322,19 @@ pub fn process_state(cluster_dir: &Path, id: i32) -> (Option<i32>, ProcessState)
         .and_then(|(_, rest)| rest.trim_start().chars().next());
     let state = match state {
         Some('T') | Some('t') => ProcessState::Paused,
+        // The JVM's main thread can be a zombie while its other threads are still
+        // exiting, holding the open files — the listening ports among them. The
+        // node is down once the main thread is all that is left.
+        Some('Z') | Some('X') if threads_left(pid) > 1 => ProcessState::Running,
         Some('Z') | Some('X') | None => ProcessState::Down,
         Some(_) => ProcessState::Running,
     };
     (Some(pid), state)
+}
+
+/// Threads of `pid` not yet gone (0 when the process is gone).
+fn threads_left(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |entries| entries.count())
 }
 
 /// Sends `signal` to node `id`'s JVM; an error when the node is not running.
