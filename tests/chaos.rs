@@ -96,47 +96,35 @@ fn a_rolling_restart_of_every_broker_loses_no_acknowledged_reading() {
     run(Scenario::RollingRestart);
 }
 
-/// Whether the scenario checked a condition starting with `what`, and it held.
-fn held(report: &ScenarioReport, what: &str) -> bool {
-    report
-        .checks
-        .iter()
-        .any(|check| check.what.starts_with(what) && check.passed)
+/// The scenario checked a condition starting with `what`, and it held.
+fn assert_held(report: &ScenarioReport, what: &str) {
+    assert!(
+        report
+            .checks
+            .iter()
+            .any(|check| check.what.starts_with(what) && check.passed),
+        "no check starting {what:?} held: {:?}",
+        report.checks
+    );
 }
 
 #[test]
 fn with_two_brokers_down_nothing_is_acknowledged_and_nothing_acknowledged_is_lost() {
     let report = run(Scenario::TwoDown);
-    assert!(
-        held(&report, "nothing acknowledged with two brokers down"),
-        "{:?}",
-        report.checks
-    );
-    assert!(
-        held(&report, "the producer pushed back"),
-        "{:?}",
-        report.checks
-    );
+    assert_held(&report, "nothing acknowledged with two brokers down");
+    assert_held(&report, "the producer pushed back");
 }
 
 #[test]
 fn a_frozen_broker_hangs_no_client_and_loses_no_acknowledged_reading() {
     let report = run(Scenario::BrokerHang);
-    assert!(
-        held(&report, "acknowledgements continued while node"),
-        "{:?}",
-        report.checks
-    );
+    assert_held(&report, "acknowledgements continued while node");
 }
 
 #[test]
 fn a_killed_consumer_hands_its_partitions_on_without_a_gap() {
     let report = run(Scenario::ConsumerKill);
-    assert!(
-        held(&report, "the other member took over every partition"),
-        "{:?}",
-        report.checks
-    );
+    assert_held(&report, "the other member took over every partition");
     // The group session on these clusters is 6 s: the take-over follows it.
     let recovery = report.recovery.expect("recovered");
     assert!(recovery < Duration::from_secs(45), "took {recovery:?}");
@@ -150,14 +138,6 @@ fn a_full_cluster_restart_keeps_every_acknowledged_reading() {
 #[test]
 fn a_pipeline_started_before_its_cluster_waits_and_then_works() {
     let report = run(Scenario::LateCluster);
-    assert!(
-        held(&report, "each consumer logged that it waits for Kafka"),
-        "{:?}",
-        report.checks
-    );
-    assert!(
-        held(&report, "producer and consumers still waiting after"),
-        "{:?}",
-        report.checks
-    );
+    assert_held(&report, "each consumer logged that it waits for Kafka");
+    assert_held(&report, "producer and consumers still waiting after");
 }

@@ -107,7 +107,6 @@ pub(super) struct Load {
     producer_stats: Arc<Mutex<Option<Arc<ProducerStats>>>>,
     stop_ingest: CancellationToken,
     ingest: Option<JoinHandle<Result<IngestSummary, ChaosError>>>,
-    buffer_records: u64,
 }
 
 /// Counters of the producer at one moment (zero before it has connected).
@@ -134,8 +133,6 @@ impl Load {
             processed_offset: vec![-1; config.partitions as usize],
             ..Observed::default()
         }));
-        // A sensor reading's JSON is about 300 bytes; the producer adds its own overhead.
-        let buffer_records = config.producer.buffer_bytes as u64 / 300;
         let cursors = Arc::new(Mutex::new(Vec::new()));
         let mut load = Load {
             config,
@@ -150,7 +147,6 @@ impl Load {
             producer_stats: Arc::new(Mutex::new(None)),
             stop_ingest: CancellationToken::new(),
             ingest: None,
-            buffer_records,
         };
         for _ in 0..consumers {
             load.add_consumer()?;
@@ -335,7 +331,8 @@ impl Load {
 
     /// Readings the producer buffer holds at most.
     pub(super) fn buffer_records(&self) -> u64 {
-        self.buffer_records
+        // A sensor reading's JSON is about 300 bytes; the producer adds its own overhead.
+        self.config.producer.buffer_bytes as u64 / 300
     }
 
     /// Whether the producer task is still at work (it has not given up).

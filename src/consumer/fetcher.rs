@@ -77,8 +77,9 @@ pub async fn reset_offset(
 /// Fetches until stopped.
 pub async fn run_fetcher(spec: FetcherSpec) {
     let mut offset = spec.start;
-    // The leader's partition client, and the generation of the shared client it came from.
-    let mut connection: Option<(u64, PartitionClient)> = None;
+    // The leader's partition client, and the generation of the shared client
+    // last used (the one to replace when a request through it fails).
+    let mut connection: Option<PartitionClient> = None;
     let mut generation = spec.client.current().0;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let max_bytes = i32::try_from(spec.max_bytes).unwrap_or(i32::MAX);
@@ -94,14 +95,13 @@ pub async fn run_fetcher(spec: FetcherSpec) {
                     spec.partition,
                     UnknownTopicHandling::Retry,
                 );
-                connection = Some((
-                    current,
+                connection = Some(
                     tokio::time::timeout(spec.request_timeout, lookup)
                         .await
                         .map_err(|_| KafkaError::Timeout)??,
-                ));
+                );
             }
-            let (_, partition) = connection.as_ref().expect("connected above");
+            let partition = connection.as_ref().expect("connected above");
             let fetch = partition.fetch_records(offset, 1..max_bytes, max_wait_ms);
             tokio::time::timeout(spec.request_timeout + spec.max_wait, fetch)
                 .await
@@ -135,7 +135,7 @@ pub async fn run_fetcher(spec: FetcherSpec) {
                 protocol_error: ProtocolError::OffsetOutOfRange,
                 ..
             }) => {
-                let Some((_, partition)) = connection.as_ref() else {
+                let Some(partition) = connection.as_ref() else {
                     continue;
                 };
                 match reset_offset(partition, spec.reset, spec.request_timeout).await {
