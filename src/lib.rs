@@ -15,12 +15,14 @@
 //! - [`admin`]: cluster requests rskafka lacks (topic configs, quorum, full metadata).
 //! - [`topics`]: making sure the sensor topic exists and is durable.
 //! - [`cluster`]: a real local Kafka cluster, as JVM processes, with no Docker.
+//! - [`bench`]: our clients beside Kafka's perf tools, same cluster, same run.
 //! - [`chaos`]: fault scenarios on a cluster of their own, judged by the delivery audit.
 //! - [`shutdown`]: SIGINT/SIGTERM into a shutdown token.
 //! - [`retry`]: backoff and deadlines.
 //! - [`cli`]: the `metrocloud` command line.
 
 pub mod admin;
+pub mod bench;
 pub mod chaos;
 pub mod cli;
 pub mod client;

@@ -13,11 +13,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupHeartbeatRequest,
-    ConsumerGroupHeartbeatResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest, MetadataResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    RequestHeader, ResponseHeader,
+    ConsumerGroupHeartbeatResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, DescribeQuorumRequest,
+    DescribeQuorumResponse, FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest,
+    MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -49,6 +49,7 @@ requests! {
     ApiVersions: ApiVersionsRequest => ApiVersionsResponse,
     Metadata: MetadataRequest => MetadataResponse,
     CreateTopics: CreateTopicsRequest => CreateTopicsResponse,
+    DeleteTopics: DeleteTopicsRequest => DeleteTopicsResponse,
     DescribeConfigs: DescribeConfigsRequest => DescribeConfigsResponse,
     DescribeQuorum: DescribeQuorumRequest => DescribeQuorumResponse,
     FindCoordinator: FindCoordinatorRequest => FindCoordinatorResponse,

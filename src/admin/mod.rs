@@ -20,11 +20,13 @@ use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DescribeConfigsRequest, DescribeQuorumRequest, MetadataRequest, TopicName,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeQuorumRequest,
+    MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex;
@@ -432,6 +434,38 @@ impl AdminClient {
             code => Err(AdminError::broker(
                 &address,
                 code,
+                result.error_message.as_ref(),
+            )),
+        }
+    }
+
+    /// Deletes a topic; one that does not exist is not an error.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
+        let request = DeleteTopicsRequest::default()
+            .with_topics(vec![
+                DeleteTopicState::default().with_name(Some(topic_name(name))),
+            ])
+            .with_timeout_ms(self.timeouts.request.as_millis().min(i32::MAX as u128) as i32);
+        let response = self.send(&request).await?;
+        let address = self.current_address().await;
+        match response
+            .responses
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(name))
+        {
+            None => Err(AdminError::Protocol {
+                address,
+                message: format!("DeleteTopics response does not mention topic {name}"),
+            }),
+            Some(result)
+                if result.error_code == 0
+                    || result.error_code == ResponseError::UnknownTopicOrPartition.code() =>
+            {
+                Ok(())
+            }
+            Some(result) => Err(AdminError::broker(
+                &address,
+                result.error_code,
                 result.error_message.as_ref(),
             )),
         }

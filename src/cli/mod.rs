@@ -5,6 +5,7 @@
 //! node that died), 2 for bad configuration or usage, and a Kafka tool's own
 //! status for `cluster tool`.
 
+mod bench;
 mod chaos;
 mod cluster;
 mod pipeline;
@@ -54,6 +55,15 @@ enum Command {
     /// Inject faults under load, each scenario on a fresh local cluster of its own,
     /// and check that no acknowledged reading is lost (exit status 1 if one is).
     Chaos(chaos::ChaosArgs),
+    /// Benchmarks: ours beside Kafka's own perf tools on the same cluster, with
+    /// the same durability (acks=all); writes JSON and markdown reports.
+    Bench(bench::BenchArgs),
+    /// One benchmarked client of ours, started by `bench` (one JSON line out).
+    #[command(hide = true)]
+    BenchWorker {
+        /// What to do, as JSON.
+        spec: String,
+    },
     /// Run a local Apache Kafka cluster (JVM processes on 127.0.0.1, no Docker).
     Cluster {
         /// Cluster directory [default: $METROCLOUD_CLUSTER_DIR or ~/.local/share/metrocloud/cluster].
@@ -164,5 +174,13 @@ async fn run(command: Command, config: Config) -> Result<(), CliError> {
         Command::Topics { command } => topics::run(command, &config).await,
         Command::Cluster { dir, command } => cluster::run(command, dir, &config).await,
         Command::Chaos(args) => chaos::run(args).await,
+        Command::Bench(args) => bench::run(args, &config).await,
+        Command::BenchWorker { spec } => {
+            let line = crate::bench::worker::run(&spec, &config)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            println!("{line}");
+            Ok(())
+        }
     }
 }

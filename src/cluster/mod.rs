@@ -626,6 +626,14 @@ impl LocalCluster {
         }
     }
 
+    /// The pid of node `id`'s JVM, while it is up.
+    pub fn node_pid(&self, id: i32) -> Option<i32> {
+        match node::process_state(&self.dir, id) {
+            (Some(pid), ProcessState::Running | ProcessState::Paused) => Some(pid),
+            _ => None,
+        }
+    }
+
     /// The state of one node's JVM.
     pub fn process_state(&self, id: i32) -> Result<ProcessState, ClusterError> {
         self.node(id)?;

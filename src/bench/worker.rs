@@ -1,0 +1,663 @@
+//! Our side of each benchmark, run in a child process of its own.
+//!
+//! `metrocloud bench` starts `metrocloud bench-worker '<spec as JSON>'` for
+//! every run of ours, exactly as it starts a JVM for every run of Kafka's, so
+//! that CPU time and peak memory belong to one client and nothing else. The
+//! worker takes its producer and consumer settings from the environment (the
+//! `KAFKA_PRODUCER_*` and `KAFKA_CONSUMER_*` variables, inherited from
+//! `metrocloud bench`, which passes the same values to the Java tools), does
+//! its work, and prints one line of JSON with what it measured.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, OffsetReset};
+use crate::consumer::{ConsumedRecord, ConsumerSpec, GroupConsumer, RecordProcessor};
+use crate::pipeline::validate::validate;
+use crate::producer::{Delivery, OutgoingRecord, Producer};
+use crate::simulator::{Fleet, SimulatorSettings};
+
+/// The header carrying, in an end-to-end run, when the record was handed to the
+/// producer: nanoseconds since the worker's start.
+const SENT_HEADER: &str = "bench_sent_ns";
+/// Records sent before an end-to-end run's clock starts, so that connections
+/// and leader lookups are not counted as latency.
+const WARMUP_HEADER: &str = "bench_warmup";
+
+/// What a worker is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WorkerSpec {
+    /// Send `records` records as fast as the producer takes them, then flush.
+    Produce {
+        /// Bootstrap servers.
+        bootstrap: Vec<String>,
+        /// Topic.
+        topic: String,
+        /// Records to send.
+        records: u64,
+        /// What each record carries.
+        payload: PayloadSpec,
+    },
+    /// Read `records` records from the start of `topic` in a new consumer group.
+    Consume {
+        /// Bootstrap servers.
+        bootstrap: Vec<String>,
+        /// Topic.
+        topic: String,
+        /// A group with no committed offsets.
+        group: String,
+        /// Records to read.
+        records: u64,
+    },
+    /// Produce sensor readings at `rate` per second for `seconds` while
+    /// consuming and validating them, timing each from send to processing.
+    EndToEnd {
+        /// Bootstrap servers.
+        bootstrap: Vec<String>,
+        /// A new, empty topic.
+        topic: String,
+        /// A group with no committed offsets.
+        group: String,
+        /// Offered records per second.
+        rate: u32,
+        /// How long to offer them.
+        seconds: f64,
+        /// Sensor readings, one JSON object per line.
+        readings: PathBuf,
+    },
+    /// Run the simulated fleet at one reading per device per second, encoding
+    /// every reading as it would be sent, without Kafka.
+    Simulate {
+        /// Devices.
+        devices: u32,
+        /// How long.
+        seconds: f64,
+    },
+}
+
+/// The value of each record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadSpec {
+    /// The same `size` random bytes in every record, keyed by a device id.
+    Size(usize),
+    /// The lines of this file in turn, each a sensor reading keyed by its device.
+    Readings(PathBuf),
+}
+
+/// What a producing worker measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProduceOutcome {
+    /// Records acknowledged.
+    pub acked: u64,
+    /// Records that failed.
+    pub failed: u64,
+    /// Bytes of values sent.
+    pub value_bytes: u64,
+    /// From the first send to the last acknowledgement.
+    pub elapsed_secs: f64,
+}
+
+/// What a consuming worker measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsumeOutcome {
+    /// Records read.
+    pub records: u64,
+    /// Bytes of keys and values read.
+    pub bytes: u64,
+    /// From the start (connecting and joining the group included) to the last record.
+    pub elapsed_secs: f64,
+}
+
+/// What an end-to-end worker measured; latencies in microseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndToEndOutcome {
+    /// Offered rate.
+    pub rate: u32,
+    /// Records the schedule asked for.
+    pub offered: u64,
+    /// Records handed to the producer.
+    pub sent: u64,
+    /// Records acknowledged.
+    pub acked: u64,
+    /// Records consumed and validated (timed ones only).
+    pub processed: u64,
+    /// Records that failed validation (must be none).
+    pub rejected: u64,
+    /// Records the producer was behind its schedule when the offer ended.
+    pub behind_at_end: u64,
+    /// Records sent but not yet processed when the offer ended.
+    pub lag_at_end: u64,
+    /// Lag sampled each second of the offer.
+    pub lag_samples: Vec<u64>,
+    /// Median latency, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// 99.9th percentile, µs.
+    pub p999_us: u64,
+    /// Highest latency, µs.
+    pub max_us: u64,
+}
+
+impl EndToEndOutcome {
+    /// Whether the pipeline kept up: the producer within half a second of its
+    /// schedule, and less than half a second of records waiting for the
+    /// consumer when the offer ended (a lag that grows for the whole run ends
+    /// far above that).
+    pub fn sustained(&self) -> bool {
+        let half_second = u64::from(self.rate / 2).max(1);
+        self.behind_at_end <= half_second && self.lag_at_end <= half_second && self.rejected == 0
+    }
+}
+
+/// What a simulating worker measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SimulateOutcome {
+    /// Readings made and encoded.
+    pub readings: u64,
+    /// Bytes of JSON.
+    pub bytes: u64,
+    /// How long it ran.
+    pub elapsed_secs: f64,
+}
+
+/// Why a worker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The spec could not be read.
+    #[error("bad worker spec: {0}")]
+    Spec(String),
+    /// A payload file could not be read.
+    #[error("cannot read {path}: {message}")]
+    Payload {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The producer or consumer failed.
+    #[error("{0}")]
+    Kafka(String),
+}
+
+/// Runs the worker described by `spec` (JSON) and returns its outcome as one line of JSON.
+pub async fn run(spec: &str, config: &Config) -> Result<String, WorkerError> {
+    let spec: WorkerSpec =
+        serde_json::from_str(spec).map_err(|e| WorkerError::Spec(e.to_string()))?;
+    let line = match spec {
+        WorkerSpec::Produce {
+            bootstrap,
+            topic,
+            records,
+            payload,
+        } => json(&produce(config, bootstrap, &topic, records, &payload).await?),
+        WorkerSpec::Consume {
+            bootstrap,
+            topic,
+            group,
+            records,
+        } => json(&consume(config, bootstrap, &topic, &group, records).await?),
+        WorkerSpec::EndToEnd {
+            bootstrap,
+            topic,
+            group,
+            rate,
+            seconds,
+            readings,
+        } => json(&end_to_end(config, bootstrap, &topic, &group, rate, seconds, &readings).await?),
+        WorkerSpec::Simulate { devices, seconds } => json(&simulate(devices, seconds).await),
+    };
+    Ok(line)
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("outcomes serialize")
+}
+
+/// A record's key and value.
+pub type KeyedPayload = (Vec<u8>, Vec<u8>);
+
+/// Keys and values to send, in turn.
+fn load_payloads(payload: &PayloadSpec) -> Result<Vec<KeyedPayload>, WorkerError> {
+    match payload {
+        PayloadSpec::Size(size) => {
+            let value: Vec<u8> = (0..*size).map(|i| b'A' + (i % 26) as u8).collect();
+            Ok((0..1_000)
+                .map(|i| (format!("device-{i:06}").into_bytes(), value.clone()))
+                .collect())
+        }
+        PayloadSpec::Readings(path) => load_readings(path),
+    }
+}
+
+#[derive(Deserialize)]
+struct DeviceOnly {
+    device_id: String,
+}
+
+/// The lines of a readings file, each keyed by its `device_id`.
+pub fn load_readings(path: &Path) -> Result<Vec<KeyedPayload>, WorkerError> {
+    let failed = |message: String| WorkerError::Payload {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    let payloads: Vec<KeyedPayload> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let device: DeviceOnly = serde_json::from_str(line)
+                .map_err(|e| failed(format!("not a sensor reading: {e}")))?;
+            let key = device.device_id.into_bytes();
+            validate(Some(&key), Some(line.as_bytes()))
+                .map_err(|r| failed(format!("not a valid reading: {}", r.detail)))?;
+            Ok((key, line.as_bytes().to_vec()))
+        })
+        .collect::<Result<_, WorkerError>>()?;
+    if payloads.is_empty() {
+        return Err(failed("no readings in it".to_string()));
+    }
+    Ok(payloads)
+}
+
+async fn produce(
+    config: &Config,
+    bootstrap: Vec<String>,
+    topic: &str,
+    records: u64,
+    payload: &PayloadSpec,
+) -> Result<ProduceOutcome, WorkerError> {
+    let payloads = load_payloads(payload)?;
+    let failed = Arc::new(AtomicU64::new(0));
+    let listener = {
+        let failed = Arc::clone(&failed);
+        Arc::new(move |(): (), delivery: Delivery| {
+            if let Delivery::Failed { reason, .. } = delivery
+                && failed.fetch_add(1, Ordering::Relaxed) == 0
+            {
+                eprintln!("a record failed: {reason}");
+            }
+        })
+    };
+    let shutdown = CancellationToken::new();
+    let producer = Producer::connect(bootstrap, topic, &config.producer, listener, &shutdown)
+        .await
+        .map_err(|e| WorkerError::Kafka(e.to_string()))?;
+    let mut value_bytes = 0u64;
+    let started = Instant::now();
+    for i in 0..records {
+        let (key, value) = &payloads[(i % payloads.len() as u64) as usize];
+        value_bytes += value.len() as u64;
+        producer
+            .send(OutgoingRecord {
+                key: key.clone(),
+                value: value.clone(),
+                headers: BTreeMap::new(),
+                timestamp: Utc::now(),
+                meta: (),
+            })
+            .await
+            .map_err(|e| WorkerError::Kafka(e.to_string()))?;
+    }
+    producer.flush().await;
+    let elapsed_secs = started.elapsed().as_secs_f64();
+    let snapshot = producer.close().await;
+    Ok(ProduceOutcome {
+        acked: snapshot.acked,
+        failed: failed.load(Ordering::Relaxed),
+        value_bytes,
+        elapsed_secs,
+    })
+}
+
+/// Counts records until it has seen enough, then ends the run.
+struct Counter {
+    wanted: u64,
+    records: u64,
+    bytes: u64,
+    finished_at: Option<Instant>,
+    done: CancellationToken,
+}
+
+impl RecordProcessor for Counter {
+    async fn process(&mut self, record: ConsumedRecord) {
+        self.records += 1;
+        self.bytes +=
+            (record.key.map_or(0, |k| k.len()) + record.value.map_or(0, |v| v.len())) as u64;
+        if self.records == self.wanted {
+            self.finished_at = Some(Instant::now());
+            self.done.cancel();
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+fn consumer_spec(
+    config: &Config,
+    bootstrap: Vec<String>,
+    topic: &str,
+    group: &str,
+) -> ConsumerSpec {
+    ConsumerSpec {
+        bootstrap,
+        topic: topic.to_string(),
+        group_id: group.to_string(),
+        auto_offset_reset: OffsetReset::Earliest,
+        settings: config.consumer.clone(),
+    }
+}
+
+async fn consume(
+    config: &Config,
+    bootstrap: Vec<String>,
+    topic: &str,
+    group: &str,
+    records: u64,
+) -> Result<ConsumeOutcome, WorkerError> {
+    let started = Instant::now();
+    let done = CancellationToken::new();
+    let counter = Counter {
+        wanted: records,
+        records: 0,
+        bytes: 0,
+        finished_at: None,
+        done: done.clone(),
+    };
+    let consumer = GroupConsumer::connect(
+        consumer_spec(config, bootstrap, topic, group),
+        counter,
+        &done,
+    )
+    .await
+    .map_err(|e| WorkerError::Kafka(e.to_string()))?
+    .ok_or_else(|| WorkerError::Kafka("stopped before connecting".to_string()))?;
+    let counter = consumer
+        .run(done)
+        .await
+        .map_err(|e| WorkerError::Kafka(e.to_string()))?;
+    let finished = counter.finished_at.unwrap_or_else(Instant::now);
+    Ok(ConsumeOutcome {
+        records: counter.records,
+        bytes: counter.bytes,
+        elapsed_secs: finished.duration_since(started).as_secs_f64(),
+    })
+}
+
+/// Validates each reading and records how long it took from send to here.
+struct LatencyRecorder {
+    clock: Instant,
+    histogram: Histogram<u64>,
+    processed: Arc<AtomicU64>,
+    rejected: u64,
+}
+
+impl RecordProcessor for LatencyRecorder {
+    async fn process(&mut self, record: ConsumedRecord) {
+        let now = self.clock.elapsed().as_nanos() as u64;
+        if validate(record.key.as_deref(), record.value.as_deref()).is_err() {
+            self.rejected += 1;
+        }
+        if record.headers.contains_key(WARMUP_HEADER) {
+            return;
+        }
+        let sent = record
+            .headers
+            .get(SENT_HEADER)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(sent) = sent {
+            self.histogram
+                .saturating_record(now.saturating_sub(sent) / 1_000);
+            self.processed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+async fn end_to_end(
+    config: &Config,
+    bootstrap: Vec<String>,
+    topic: &str,
+    group: &str,
+    rate: u32,
+    seconds: f64,
+    readings: &Path,
+) -> Result<EndToEndOutcome, WorkerError> {
+    let payloads = load_readings(readings)?;
+    let clock = Instant::now();
+    let processed = Arc::new(AtomicU64::new(0));
+    let recorder = LatencyRecorder {
+        clock,
+        histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        processed: Arc::clone(&processed),
+        rejected: 0,
+    };
+    let stop_consumer = CancellationToken::new();
+    let consumer = GroupConsumer::connect(
+        consumer_spec(config, bootstrap.clone(), topic, group),
+        recorder,
+        &stop_consumer,
+    )
+    .await
+    .map_err(|e| WorkerError::Kafka(e.to_string()))?
+    .ok_or_else(|| WorkerError::Kafka("stopped before connecting".to_string()))?;
+    let consumer_stats = consumer.stats();
+    let consumer_task = tokio::spawn(consumer.run(stop_consumer.clone()));
+
+    let failed = Arc::new(AtomicU64::new(0));
+    let listener = {
+        let failed = Arc::clone(&failed);
+        Arc::new(move |(): (), delivery: Delivery| {
+            if matches!(delivery, Delivery::Failed { .. }) {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let never = CancellationToken::new();
+    let producer = Producer::connect(bootstrap, topic, &config.producer, listener, &never)
+        .await
+        .map_err(|e| WorkerError::Kafka(e.to_string()))?;
+    let record = |i: u64, headers: BTreeMap<String, Vec<u8>>| {
+        let (key, value) = &payloads[(i % payloads.len() as u64) as usize];
+        OutgoingRecord {
+            key: key.clone(),
+            value: value.clone(),
+            headers,
+            timestamp: Utc::now(),
+            meta: (),
+        }
+    };
+    // Every partition gets a warm-up record, and the consumer must own every
+    // partition, before the clock starts.
+    let owned_by = Instant::now() + Duration::from_secs(60);
+    while consumer_stats.owned_partitions.load(Ordering::Relaxed) < producer.partitions() as u64 {
+        if Instant::now() > owned_by {
+            return Err(WorkerError::Kafka(
+                "the consumer was not assigned every partition within 60 s".to_string(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..payloads.len().min(200) as u64 {
+        let warmup = BTreeMap::from([(WARMUP_HEADER.to_string(), Vec::new())]);
+        producer
+            .send(record(i, warmup))
+            .await
+            .map_err(|e| WorkerError::Kafka(e.to_string()))?;
+    }
+    producer.flush().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let offer = Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut lag_samples = Vec::new();
+    let mut next_sample = Duration::from_secs(1);
+    loop {
+        let elapsed = started.elapsed();
+        if elapsed >= offer {
+            break;
+        }
+        let due = (elapsed.as_secs_f64() * f64::from(rate)) as u64;
+        while sent < due {
+            let stamp = clock.elapsed().as_nanos().to_string().into_bytes();
+            let headers = BTreeMap::from([(SENT_HEADER.to_string(), stamp)]);
+            producer
+                .send(record(sent, headers))
+                .await
+                .map_err(|e| WorkerError::Kafka(e.to_string()))?;
+            sent += 1;
+        }
+        if elapsed >= next_sample {
+            lag_samples.push(sent.saturating_sub(processed.load(Ordering::Relaxed)));
+            next_sample += Duration::from_secs(1);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let offered = (offer.as_secs_f64() * f64::from(rate)) as u64;
+    let behind_at_end = offered.saturating_sub(sent);
+    let lag_at_end = sent.saturating_sub(processed.load(Ordering::Relaxed));
+    let snapshot_acked = {
+        producer.flush().await;
+        producer.stats().snapshot().acked
+    };
+    // Let the consumer finish what was sent, within a deadline.
+    let drain_by = Instant::now() + Duration::from_secs(30);
+    while processed.load(Ordering::Relaxed) < sent && Instant::now() < drain_by {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    producer.close().await;
+    stop_consumer.cancel();
+    let recorder = consumer_task
+        .await
+        .map_err(|e| WorkerError::Kafka(e.to_string()))?
+        .map_err(|e| WorkerError::Kafka(e.to_string()))?;
+    let h = &recorder.histogram;
+    Ok(EndToEndOutcome {
+        rate,
+        offered,
+        sent,
+        acked: snapshot_acked.saturating_sub(payloads.len().min(200) as u64),
+        processed: processed.load(Ordering::Relaxed),
+        rejected: recorder.rejected,
+        behind_at_end,
+        lag_at_end,
+        lag_samples,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+    })
+}
+
+async fn simulate(devices: u32, seconds: f64) -> SimulateOutcome {
+    let settings = SimulatorSettings {
+        num_devices: devices,
+        interval: Duration::from_secs(1),
+        device_types: crate::device::DeviceType::ALL.to_vec(),
+        anomaly_probability: 0.05,
+        seed: 7,
+    };
+    let mut fleet = Fleet::new(&settings, Utc::now());
+    let run = Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let (mut readings, mut bytes) = (0u64, 0u64);
+    loop {
+        let elapsed = started.elapsed();
+        if elapsed >= run {
+            break;
+        }
+        while let Some(reading) = fleet.next_due(elapsed) {
+            bytes += reading.to_json().len() as u64;
+            readings += 1;
+        }
+        let wait = fleet
+            .next_due_at()
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        tokio::time::sleep(wait).await;
+    }
+    SimulateOutcome {
+        readings,
+        bytes,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_sustained_only_when_neither_producer_nor_consumer_fell_behind() {
+        let outcome = |behind, lag| EndToEndOutcome {
+            rate: 10_000,
+            offered: 100_000,
+            sent: 100_000 - behind,
+            acked: 100_000 - behind,
+            processed: 100_000 - behind - lag,
+            rejected: 0,
+            behind_at_end: behind,
+            lag_at_end: lag,
+            lag_samples: vec![],
+            p50_us: 1,
+            p99_us: 1,
+            p999_us: 1,
+            max_us: 1,
+        };
+        assert!(outcome(0, 120).sustained());
+        assert!(
+            outcome(5_000, 0).sustained(),
+            "half a second behind is the limit"
+        );
+        assert!(!outcome(5_001, 0).sustained());
+        assert!(!outcome(0, 20_000).sustained());
+    }
+
+    #[test]
+    fn worker_specs_travel_as_json() {
+        let spec = WorkerSpec::Produce {
+            bootstrap: vec!["127.0.0.1:9092".to_string()],
+            topic: "t".to_string(),
+            records: 10,
+            payload: PayloadSpec::Size(100),
+        };
+        let back: WorkerSpec = serde_json::from_str(&json(&spec)).unwrap();
+        assert!(matches!(
+            back,
+            WorkerSpec::Produce {
+                records: 10,
+                payload: PayloadSpec::Size(100),
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_fleet_makes_one_reading_per_device_per_second() {
+        let outcome = simulate(200, 1.0).await;
+        assert!(
+            (190..=201).contains(&outcome.readings),
+            "{} readings from 200 devices in one second",
+            outcome.readings
+        );
+        assert!(outcome.bytes > outcome.readings * 100);
+    }
+}
