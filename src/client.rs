@@ -75,6 +75,26 @@ impl SharedClient {
         })
     }
 
+    /// Another client to the same cluster, with connections of its own: one
+    /// for each partition's writer or fetcher, so that no request waits behind
+    /// another partition's (see the module documentation). When no broker
+    /// answers now, it starts as this client's current one and is replaced
+    /// at its first failure.
+    pub async fn sibling(&self) -> SharedClient {
+        let client = match self.build_from_any().await {
+            Ok(client) => Arc::new(client),
+            Err(_) => self.current().1,
+        };
+        SharedClient {
+            bootstrap: self.bootstrap.clone(),
+            client_id: self.client_id.clone(),
+            backoff: self.backoff.clone(),
+            timeout: self.timeout,
+            current: Mutex::new((0, client)),
+            replacing: tokio::sync::Mutex::new(()),
+        }
+    }
+
     /// The client in use, with its generation (to name when asking for a replacement).
     pub fn current(&self) -> (u64, Arc<Client>) {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
@@ -134,7 +154,10 @@ async fn build(
         .client_id(client_id)
         .backoff_config(backoff.clone())
         .build();
-    tokio::time::timeout(timeout, build)
+    let client = tokio::time::timeout(timeout, build)
         .await
-        .unwrap_or(Err(KafkaError::Timeout))
+        .unwrap_or(Err(KafkaError::Timeout));
+    crate::nodelay::keep_sweeping();
+    crate::nodelay::sweep();
+    client
 }

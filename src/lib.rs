@@ -17,6 +17,7 @@
 //! - [`cluster`]: a real local Kafka cluster, as JVM processes, with no Docker.
 //! - [`bench`]: our clients beside Kafka's perf tools, same cluster, same run.
 //! - [`chaos`]: fault scenarios on a cluster of their own, judged by the delivery audit.
+//! - [`nodelay`]: TCP_NODELAY on rskafka's connections.
 //! - [`shutdown`]: SIGINT/SIGTERM into a shutdown token.
 //! - [`retry`]: backoff and deadlines.
 //! - [`cli`]: the `metrocloud` command line.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod consumer;
 pub mod device;
 pub mod logging;
+pub mod nodelay;
 pub mod partitioner;
 pub mod pipeline;
 pub mod producer;

@@ -33,7 +33,7 @@ pub struct FetchedBatch {
 
 /// What a fetcher needs.
 pub struct FetcherSpec {
-    /// rskafka client, replaced when a request times out.
+    /// The member's rskafka client; the fetcher makes a sibling of it with connections of its own.
     pub client: Arc<SharedClient>,
     /// Topic.
     pub topic: String,
@@ -76,11 +76,18 @@ pub async fn reset_offset(
 
 /// Fetches until stopped.
 pub async fn run_fetcher(spec: FetcherSpec) {
+    // A client of its own: a broker answers one request per connection at a
+    // time, and a long-polling fetch of a quiet partition would hold up the
+    // fetches of every other partition on a shared connection.
+    let client = tokio::select! {
+        _ = spec.stop.cancelled() => return,
+        client = spec.client.sibling() => client,
+    };
     let mut offset = spec.start;
     // The leader's partition client, and the generation of the shared client
     // last used (the one to replace when a request through it fails).
     let mut connection: Option<PartitionClient> = None;
-    let mut generation = spec.client.current().0;
+    let mut generation = client.current().0;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let max_bytes = i32::try_from(spec.max_bytes).unwrap_or(i32::MAX);
     let max_wait_ms = i32::try_from(spec.max_wait.as_millis()).unwrap_or(i32::MAX);
@@ -88,9 +95,9 @@ pub async fn run_fetcher(spec: FetcherSpec) {
     while !spec.stop.is_cancelled() {
         let result = async {
             if connection.is_none() {
-                let (current, client) = spec.client.current();
+                let (current, current_client) = client.current();
                 generation = current;
-                let lookup = client.partition_client(
+                let lookup = current_client.partition_client(
                     spec.topic.clone(),
                     spec.partition,
                     UnknownTopicHandling::Retry,
@@ -100,6 +107,7 @@ pub async fn run_fetcher(spec: FetcherSpec) {
                         .await
                         .map_err(|_| KafkaError::Timeout)??,
                 );
+                crate::nodelay::sweep();
             }
             let partition = connection.as_ref().expect("connected above");
             let fetch = partition.fetch_records(offset, 1..max_bytes, max_wait_ms);
@@ -163,7 +171,7 @@ pub async fn run_fetcher(spec: FetcherSpec) {
                 connection = None;
                 // A frozen broker's connections, or metadata naming a former
                 // leader, may be cached anywhere in the client: start afresh.
-                spec.client.replace(generation).await;
+                client.replace(generation).await;
                 if failures == 1 || failures.is_power_of_two() {
                     tracing::warn!(
                         "fetch from {}-{} at offset {offset} failed ({failures} in a row): {error}; retrying",
