@@ -66,7 +66,8 @@ pub struct OutgoingRecord<M> {
 }
 
 impl<M> OutgoingRecord<M> {
-    fn size(&self) -> usize {
+    /// Bytes the record holds in the producer's buffer.
+    pub fn size(&self) -> usize {
         self.key.len()
             + self.value.len()
             + self
@@ -75,6 +76,18 @@ impl<M> OutgoingRecord<M> {
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>()
             + RECORD_OVERHEAD
+    }
+
+    /// The record as rskafka sends it, and the caller's data. Key and value
+    /// move, not copy: the producer copies a record only into each attempt.
+    pub fn into_kafka_record(self) -> (Record, M) {
+        let record = Record {
+            key: Some(self.key),
+            value: Some(self.value),
+            headers: self.headers,
+            timestamp: self.timestamp,
+        };
+        (record, self.meta)
     }
 }
 
@@ -173,7 +186,10 @@ impl ProducerStats {
 }
 
 struct Pending<M> {
-    record: OutgoingRecord<M>,
+    record: Record,
+    /// The record's [`OutgoingRecord::size`].
+    size: usize,
+    meta: M,
     deadline: Instant,
     _budget: OwnedSemaphorePermit,
 }
@@ -210,7 +226,7 @@ impl<M: Send + 'static> Producer<M> {
             let (tx, rx) = mpsc::unbounded_channel();
             queues.push(tx);
             let writer = PartitionWriter {
-                client: Arc::clone(&client),
+                client: Arc::new(client.sibling().await),
                 topic: topic.to_string(),
                 partition,
                 settings: settings.clone(),
@@ -254,8 +270,11 @@ impl<M: Send + 'static> Producer<M> {
             .map_err(|_| ProducerError::Closed)?;
         let partition = partition_for_key(&record.key, self.partitions);
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        let (record, meta) = record.into_kafka_record();
         let pending = Pending {
             record,
+            size,
+            meta,
             deadline: Instant::now() + self.delivery_timeout,
             _budget: budget,
         };
@@ -430,7 +449,7 @@ async fn next_batch<M>(
     linger: Duration,
 ) -> Option<Vec<Pending<M>>> {
     let first = queue.recv().await?;
-    let mut bytes = first.record.size();
+    let mut bytes = first.size;
     let mut batch = vec![first];
     let linger_until = Instant::now() + linger;
     while bytes < batch_bytes {
@@ -445,7 +464,7 @@ async fn next_batch<M>(
             }
         };
         let Some(next) = next else { break };
-        bytes += next.record.size();
+        bytes += next.size;
         batch.push(next);
     }
     Some(batch)
@@ -479,21 +498,14 @@ impl<M: Send + 'static> PartitionWriter<M> {
             .map(|p| p.deadline)
             .min()
             .expect("a batch is never empty");
-        let records: Vec<Record> = batch
-            .iter()
-            .map(|p| Record {
-                key: Some(p.record.key.clone()),
-                value: Some(p.record.value.clone()),
-                headers: p.record.headers.clone(),
-                timestamp: p.record.timestamp,
-            })
-            .collect();
         let mut backoff =
             Backoff::new(self.settings.retry_backoff, self.settings.retry_backoff_max);
         let mut attempts = 0u32;
         let outcome = loop {
             attempts += 1;
-            let error = match self.attempt(records.clone()).await {
+            // rskafka takes the records it sends: each attempt gets its own copy.
+            let records = batch.iter().map(|p| p.record.clone()).collect();
+            let error = match self.attempt(records).await {
                 Ok(offsets) => break Ok(offsets),
                 Err(error) => error,
             };
@@ -528,7 +540,7 @@ impl<M: Send + 'static> PartitionWriter<M> {
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 for (pending, offset) in batch.into_iter().zip(offsets) {
                     (self.listener)(
-                        pending.record.meta,
+                        pending.meta,
                         Delivery::Acked {
                             partition: self.partition,
                             offset,
@@ -548,7 +560,7 @@ impl<M: Send + 'static> PartitionWriter<M> {
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 for pending in batch {
                     (self.listener)(
-                        pending.record.meta,
+                        pending.meta,
                         Delivery::Failed {
                             partition: self.partition,
                             reason: reason.clone(),
@@ -592,7 +604,10 @@ impl<M: Send + 'static> PartitionWriter<M> {
                     UnknownTopicHandling::Retry,
                 );
                 let connection = match tokio::time::timeout(timeout, lookup).await {
-                    Ok(Ok(connection)) => Arc::new(connection),
+                    Ok(Ok(connection)) => {
+                        crate::nodelay::sweep();
+                        Arc::new(connection)
+                    }
                     Ok(Err(e)) => return (generation, Err(e)),
                     Err(_) => return (generation, Err(KafkaError::Timeout)),
                 };
@@ -617,21 +632,26 @@ mod tests {
     use super::*;
 
     fn pending(budget: &Arc<Semaphore>, value_bytes: usize, id: u32) -> Pending<u32> {
+        let record = OutgoingRecord {
+            key: b"k".to_vec(),
+            value: vec![b'x'; value_bytes],
+            headers: BTreeMap::new(),
+            timestamp: Utc::now(),
+            meta: id,
+        };
+        let size = record.size();
+        let (record, meta) = record.into_kafka_record();
         Pending {
-            record: OutgoingRecord {
-                key: b"k".to_vec(),
-                value: vec![b'x'; value_bytes],
-                headers: BTreeMap::new(),
-                timestamp: Utc::now(),
-                meta: id,
-            },
+            record,
+            size,
+            meta,
             deadline: Instant::now() + Duration::from_secs(120),
             _budget: Arc::clone(budget).try_acquire_owned().expect("budget"),
         }
     }
 
     fn ids(batch: &[Pending<u32>]) -> Vec<u32> {
-        batch.iter().map(|p| p.record.meta).collect()
+        batch.iter().map(|p| p.meta).collect()
     }
 
     #[tokio::test(start_paused = true)]

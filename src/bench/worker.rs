@@ -148,6 +148,10 @@ pub struct EndToEndOutcome {
     pub p999_us: u64,
     /// Highest latency, µs.
     pub max_us: u64,
+    /// Median time from send to acknowledgement (`acks=all`), µs.
+    pub ack_p50_us: u64,
+    /// 99th percentile of that, µs.
+    pub ack_p99_us: u64,
 }
 
 impl EndToEndOutcome {
@@ -461,12 +465,18 @@ async fn end_to_end(
     let consumer_stats = consumer.stats();
     let consumer_task = tokio::spawn(consumer.run(stop_consumer.clone()));
 
-    let failed = Arc::new(AtomicU64::new(0));
+    // Each record's meta is when it was sent: the listener times its acknowledgement.
+    let acks = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+    ));
     let listener = {
-        let failed = Arc::clone(&failed);
-        Arc::new(move |(): (), delivery: Delivery| {
-            if matches!(delivery, Delivery::Failed { .. }) {
-                failed.fetch_add(1, Ordering::Relaxed);
+        let acks = Arc::clone(&acks);
+        Arc::new(move |sent: Option<u64>, delivery: Delivery| {
+            if let (Some(sent), Delivery::Acked { .. }) = (sent, delivery) {
+                let now = clock.elapsed().as_nanos() as u64;
+                if let Ok(mut h) = acks.lock() {
+                    h.saturating_record(now.saturating_sub(sent) / 1_000);
+                }
             }
         })
     };
@@ -474,14 +484,14 @@ async fn end_to_end(
     let producer = Producer::connect(bootstrap, topic, &config.producer, listener, &never)
         .await
         .map_err(|e| WorkerError::Kafka(e.to_string()))?;
-    let record = |i: u64, headers: BTreeMap<String, Vec<u8>>| {
+    let record = |i: u64, headers: BTreeMap<String, Vec<u8>>, sent: Option<u64>| {
         let (key, value) = &payloads[(i % payloads.len() as u64) as usize];
         OutgoingRecord {
             key: key.clone(),
             value: value.clone(),
             headers,
             timestamp: Utc::now(),
-            meta: (),
+            meta: sent,
         }
     };
     // Every partition gets a warm-up record, and the consumer must own every
@@ -498,7 +508,7 @@ async fn end_to_end(
     for i in 0..payloads.len().min(200) as u64 {
         let warmup = BTreeMap::from([(WARMUP_HEADER.to_string(), Vec::new())]);
         producer
-            .send(record(i, warmup))
+            .send(record(i, warmup, None))
             .await
             .map_err(|e| WorkerError::Kafka(e.to_string()))?;
     }
@@ -517,10 +527,10 @@ async fn end_to_end(
         }
         let due = (elapsed.as_secs_f64() * f64::from(rate)) as u64;
         while sent < due {
-            let stamp = clock.elapsed().as_nanos().to_string().into_bytes();
-            let headers = BTreeMap::from([(SENT_HEADER.to_string(), stamp)]);
+            let now = clock.elapsed().as_nanos() as u64;
+            let headers = BTreeMap::from([(SENT_HEADER.to_string(), now.to_string().into_bytes())]);
             producer
-                .send(record(sent, headers))
+                .send(record(sent, headers, Some(now)))
                 .await
                 .map_err(|e| WorkerError::Kafka(e.to_string()))?;
             sent += 1;
@@ -550,6 +560,10 @@ async fn end_to_end(
         .map_err(|e| WorkerError::Kafka(e.to_string()))?
         .map_err(|e| WorkerError::Kafka(e.to_string()))?;
     let h = &recorder.histogram;
+    let acks = acks
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|e| e.into_inner().clone());
     Ok(EndToEndOutcome {
         rate,
         offered,
@@ -564,6 +578,8 @@ async fn end_to_end(
         p99_us: h.value_at_quantile(0.99),
         p999_us: h.value_at_quantile(0.999),
         max_us: h.max(),
+        ack_p50_us: acks.value_at_quantile(0.5),
+        ack_p99_us: acks.value_at_quantile(0.99),
     })
 }
 
@@ -621,6 +637,8 @@ mod tests {
             p99_us: 1,
             p999_us: 1,
             max_us: 1,
+            ack_p50_us: 1,
+            ack_p99_us: 1,
         };
         assert!(outcome(0, 120).sustained());
         assert!(

@@ -1,0 +1,149 @@
+//! `metrocloud bench` works end to end: in its smoke mode (seconds, tiny counts)
+//! it starts a cluster of its own, runs every benchmark with ours and Kafka's
+//! tool side by side, and writes a JSON and a markdown report. No figure's size
+//! is asserted: timing belongs to the benchmark's own output, not to tests.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn metrocloud() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_metrocloud"));
+    // The benchmark starts its own cluster unless it is given one.
+    command.env_remove("KAFKA_BOOTSTRAP_SERVERS");
+    command
+}
+
+fn only_file_with_extension(dir: &Path, extension: &str) -> std::path::PathBuf {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "one .{extension} report in {dir:?}: {files:?}"
+    );
+    files.into_iter().next().unwrap()
+}
+
+fn assert_measured(run: &Value, context: &str) {
+    for field in ["records_per_sec", "mib_per_sec", "cpu_secs", "peak_rss_mib"] {
+        let value = run[field].as_f64().unwrap_or(-1.0);
+        assert!(value > 0.0, "{context}: {field} is {value} in {run}");
+    }
+    assert!(
+        run["broker_cpu_secs"].as_f64().is_some(),
+        "{context}: the brokers of its own cluster are measured: {run}"
+    );
+}
+
+#[test]
+fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_reports() {
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let output = metrocloud()
+        .args(["bench", "all", "--smoke", "--out"])
+        .arg(out.path())
+        .arg("--dir")
+        .arg(work.path())
+        .output()
+        .expect("run metrocloud bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "metrocloud bench failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(only_file_with_extension(out.path(), "json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["smoke"], true);
+    assert_eq!(report["machine"]["local_cluster"], true);
+
+    let producer = report["producer"].as_array().unwrap();
+    let labels: Vec<&str> = producer
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 3, "{labels:?}");
+    assert!(labels[0].starts_with("sensor readings ("), "{labels:?}");
+    assert_eq!(&labels[1..], ["100 B", "1,000 B"]);
+    let consumer = report["consumer"].as_array().unwrap();
+    assert_eq!(consumer.len(), 1);
+    // Every record is accounted for: a producer run sends all of its records, a
+    // consumer run reads the whole pre-filled topic (Kafka's tool may read a
+    // few more than asked, up to the end of its last fetch).
+    let runs = producer
+        .iter()
+        .map(|c| (c, 2_000..=2_000))
+        .chain(consumer.iter().map(|c| (c, 4_000..=4_100)));
+    for (comparison, expected_records) in runs {
+        for side in ["ours", "peer"] {
+            let runs = comparison[side].as_array().unwrap();
+            assert_eq!(
+                runs.len(),
+                1,
+                "one run per side in smoke mode: {comparison}"
+            );
+            assert_measured(&runs[0], &format!("{} {side}", comparison["label"]));
+            let records = runs[0]["records"].as_u64().unwrap();
+            assert!(
+                expected_records.contains(&records),
+                "{records} records: {comparison}"
+            );
+        }
+    }
+
+    let e2e = &report["end_to_end"];
+    let ours = e2e["ours"].as_array().unwrap();
+    assert_eq!(ours[0]["rate"], 500);
+    assert!(ours[0]["processed"].as_u64().unwrap() > 0, "{e2e}");
+    let p50 = ours[0]["p50_ms"].as_f64().unwrap();
+    let p99 = ours[0]["p99_ms"].as_f64().unwrap();
+    let max = ours[0]["max_ms"].as_f64().unwrap();
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{e2e}");
+    assert!(e2e["peer"]["p99_ms"].as_f64().is_some(), "{e2e}");
+
+    let simulator = report["simulator"].as_array().unwrap();
+    assert_eq!(simulator[0]["devices"], 1_000);
+    assert!(simulator[0]["readings"].as_u64().unwrap() > 0);
+    assert!(simulator[0]["peak_rss_mib"].as_f64().unwrap() > 0.0);
+
+    let markdown = std::fs::read_to_string(only_file_with_extension(out.path(), "md")).unwrap();
+    for heading in [
+        "### Producer: ours vs kafka-producer-perf-test",
+        "### Consumer: ours vs kafka-consumer-perf-test",
+        "### End to end",
+        "### Simulator",
+    ] {
+        assert!(
+            markdown.contains(heading),
+            "{heading} missing from\n{markdown}"
+        );
+    }
+    assert!(
+        stdout.contains(&markdown),
+        "the tables are printed as well as written"
+    );
+}
+
+#[test]
+fn an_unknown_benchmark_is_a_usage_error() {
+    let output = metrocloud()
+        .args(["bench", "everything"])
+        .output()
+        .expect("run metrocloud bench");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown benchmark \"everything\"")
+            && stderr.contains("producer, consumer, e2e, simulator"),
+        "{stderr}"
+    );
+}
