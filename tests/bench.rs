@@ -109,6 +109,12 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
     let max = ours[0]["max_ms"].as_f64().unwrap();
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{e2e}");
     assert!(e2e["peer"]["p99_ms"].as_f64().is_some(), "{e2e}");
+    assert_eq!(
+        ours[0]["peer_ack_ms"].as_array().map(Vec::len),
+        Some(2),
+        "Kafka's producer offered the same rate: {e2e}"
+    );
+    assert!(ours[0]["ack_p99_ms"].as_f64().unwrap() > 0.0, "{e2e}");
 
     let simulator = report["simulator"].as_array().unwrap();
     assert_eq!(simulator[0]["devices"], 1_000);

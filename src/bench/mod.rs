@@ -549,6 +549,7 @@ impl Bench<'_> {
                     &target.bootstrap.join(","),
                     topic,
                     records,
+                    None,
                     payload,
                     &self.settings.producer,
                 );
@@ -716,7 +717,8 @@ impl Bench<'_> {
         let mut highest: Option<u32> = None;
         let mut lowest_failed: Option<u32> = None;
         for rate in rates {
-            let run = self.latency_run(rate, &readings.0).await?;
+            let mut run = self.latency_run(rate, &readings.0).await?;
+            run.peer_ack_ms = Some(self.peer_ack_latency(rate, &readings.0).await?);
             if run.sustained {
                 highest = highest.max(Some(rate));
             } else {
@@ -791,6 +793,9 @@ impl Bench<'_> {
             p99_ms: ms(outcome.p99_us),
             p999_ms: ms(outcome.p999_us),
             max_ms: ms(outcome.max_us),
+            ack_p50_ms: ms(outcome.ack_p50_us),
+            ack_p99_ms: ms(outcome.ack_p99_us),
+            peer_ack_ms: None,
             sustained: outcome.sustained(),
             processed: outcome.processed,
             cpu_secs: measured.cpu.as_secs_f64(),
@@ -811,6 +816,37 @@ impl Bench<'_> {
             outcome.lag_at_end
         ));
         Ok(run)
+    }
+
+    /// `kafka-producer-perf-test` offering `rate` records/s for as long as ours
+    /// did: its median and 99th percentile time from send to acknowledgement.
+    async fn peer_ack_latency(
+        &mut self,
+        rate: u32,
+        readings: &Path,
+    ) -> Result<(f64, f64), BenchError> {
+        let topic = self.fresh_topic("ack-peer").await?;
+        let records = (f64::from(rate) * self.settings.e2e_seconds) as u64;
+        let target = self.target();
+        let command = peer::producer_perf(
+            &target.distribution,
+            &target.bootstrap.join(","),
+            &topic,
+            records.max(1),
+            Some(rate),
+            &Payload::File(readings.to_path_buf()),
+            &self.settings.producer,
+        );
+        let measured = self
+            .measure(command, "kafka-producer-perf-test", &topic)
+            .await;
+        self.drop_topic(&topic).await;
+        let summary = peer::parse_producer_perf(&measured?.0.stdout)?;
+        (self.say)(&format!(
+            "kafka-producer-perf-test at {rate} records/s: send→ack p50 {} ms, p99 {} ms",
+            summary.p50_latency_ms, summary.p99_latency_ms
+        ));
+        Ok((summary.p50_latency_ms, summary.p99_latency_ms))
     }
 
     async fn peer_latency(&mut self, size: usize) -> Result<PeerLatency, BenchError> {

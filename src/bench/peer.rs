@@ -42,20 +42,23 @@ pub enum Payload {
     File(std::path::PathBuf),
 }
 
-/// `kafka-producer-perf-test` sending `records` records as fast as it can.
+/// `kafka-producer-perf-test` sending `records` records, as fast as it can
+/// or at `rate` records per second.
 pub fn producer_perf(
     distribution: &KafkaDistribution,
     bootstrap: &str,
     topic: &str,
     records: u64,
+    rate: Option<u32>,
     payload: &Payload,
     settings: &ProducerSettings,
 ) -> Command {
     let mut command = perf_command(distribution, "kafka-producer-perf-test");
+    let throughput = rate.map_or("-1".to_string(), |r| r.to_string());
     command
         .args(["--topic", topic])
         .args(["--num-records", &records.to_string()])
-        .args(["--throughput", "-1"]);
+        .args(["--throughput", &throughput]);
     match payload {
         Payload::Size(size) => command.args(["--record-size", &size.to_string()]),
         Payload::File(path) => command.arg("--payload-file").arg(path),
@@ -119,6 +122,8 @@ pub struct ProducerPerfSummary {
     pub mib_per_sec: f64,
     /// Mean latency from send to acknowledgement, ms.
     pub avg_latency_ms: f64,
+    /// Median of that latency, ms.
+    pub p50_latency_ms: f64,
     /// 99th percentile of that latency, ms.
     pub p99_latency_ms: f64,
 }
@@ -146,6 +151,7 @@ pub fn parse_producer_perf(output: &str) -> Result<ProducerPerfSummary, BenchErr
             records_per_sec: number_before(" records/sec")?,
             mib_per_sec: number_before(" MB/sec")?,
             avg_latency_ms: number_before(" ms avg latency")?,
+            p50_latency_ms: number_before(" ms 50th")?,
             p99_latency_ms: number_before(" ms 99th")?,
         })
     })();
@@ -265,6 +271,7 @@ mod tests {
                 records_per_sec: 96190.8,
                 mib_per_sec: 36.69,
                 avg_latency_ms: 514.46,
+                p50_latency_ms: 554.0,
                 p99_latency_ms: 932.0,
             }
         );

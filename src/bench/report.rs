@@ -97,6 +97,12 @@ pub struct LatencyRun {
     pub p999_ms: f64,
     /// Highest.
     pub max_ms: f64,
+    /// Median time from send to acknowledgement (`acks=all`), ms.
+    pub ack_p50_ms: f64,
+    /// 99th percentile of that, ms.
+    pub ack_p99_ms: f64,
+    /// The same two for `kafka-producer-perf-test` at the same offered rate, when it ran.
+    pub peer_ack_ms: Option<(f64, f64)>,
     /// Whether producer and consumer kept up.
     pub sustained: bool,
     /// Records timed.
@@ -275,8 +281,8 @@ impl BenchReport {
                 "\n### End to end: produce call to consumer processing ({} B sensor readings)\n\n",
                 e2e.record_bytes
             ));
-            out.push_str("| client | offered rec/s | achieved rec/s | p50 ms | p99 ms | p99.9 ms | max ms | kept up | client CPU % |\n");
-            out.push_str("|---|---:|---:|---:|---:|---:|---:|---|---:|\n");
+            out.push_str("| client | offered rec/s | achieved rec/s | p50 ms | p99 ms | p99.9 ms | max ms | send→ack p50 / p99 ms | Java producer send→ack p50 / p99 ms | kept up | client CPU % |\n");
+            out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n");
             for run in &e2e.ours {
                 let seconds = if run.achieved_rate > 0.0 {
                     run.processed as f64 / run.achieved_rate
@@ -289,20 +295,24 @@ impl BenchReport {
                     None
                 };
                 out.push_str(&format!(
-                    "| ours | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+                    "| ours | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {} | {} | {} |\n",
                     thousands(f64::from(run.rate)),
                     thousands(run.achieved_rate),
                     run.p50_ms,
                     run.p99_ms,
                     run.p999_ms,
                     run.max_ms,
+                    run.ack_p50_ms,
+                    run.ack_p99_ms,
+                    run.peer_ack_ms
+                        .map_or("—".to_string(), |(p50, p99)| format!("{p50:.0} / {p99:.0}")),
                     if run.sustained { "yes" } else { "no" },
                     optional(cpu_percent, 0),
                 ));
             }
             if let Some(peer) = &e2e.peer {
                 out.push_str(&format!(
-                    "| kafka-e2e-latency (1 in flight, {} records) | — | — | {:.0} | {:.0} | {:.0} | — | — | — |\n",
+                    "| kafka-e2e-latency (1 in flight, {} records) | — | — | {:.0} | {:.0} | {:.0} | — | — | — | — | — |\n",
                     thousands(peer.records as f64),
                     peer.p50_ms,
                     peer.p99_ms,
