@@ -37,7 +37,7 @@ use rskafka::client::Client;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -191,7 +191,28 @@ struct Pending<M> {
     size: usize,
     meta: M,
     deadline: Instant,
-    _budget: OwnedSemaphorePermit,
+}
+
+/// Buffer bytes held by a batch's records since `send` took them; given back
+/// when the batch is done (acknowledged or failed) or dropped. Records give
+/// their share back a batch at a time: the semaphore locks its waiters' list
+/// on every release, and once per record was a measurable part of the
+/// producer's CPU.
+struct Held {
+    budget: Arc<Semaphore>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.add_permits(self.bytes);
+    }
+}
+
+/// Records sent together, and the buffer bytes they hold.
+struct Batch<M> {
+    records: Vec<Pending<M>>,
+    _held: Held,
 }
 
 /// Sends records to one topic; see the module documentation.
@@ -219,6 +240,7 @@ impl<M: Send + 'static> Producer<M> {
         let client = Arc::new(connect_client(bootstrap, settings, shutdown).await?);
         let partitions = partition_count(&client.current().1, topic, settings, shutdown).await?;
         let stats = Arc::new(ProducerStats::default());
+        let budget = Arc::new(Semaphore::new(settings.buffer_bytes));
         let mut writers = JoinSet::new();
         let mut queues = Vec::with_capacity(partitions as usize);
         for partition in 0..partitions {
@@ -232,6 +254,7 @@ impl<M: Send + 'static> Producer<M> {
                 settings: settings.clone(),
                 listener: Arc::clone(&listener),
                 stats: Arc::clone(&stats),
+                budget: Arc::clone(&budget),
                 connection: None,
             };
             writers.spawn(writer.run(rx));
@@ -247,7 +270,7 @@ impl<M: Send + 'static> Producer<M> {
             topic: topic.to_string(),
             partitions,
             queues,
-            budget: Arc::new(Semaphore::new(settings.buffer_bytes)),
+            budget,
             buffer_bytes: settings.buffer_bytes,
             delivery_timeout: settings.delivery_timeout,
             stats,
@@ -264,10 +287,12 @@ impl<M: Send + 'static> Producer<M> {
                 buffer: self.buffer_bytes,
             });
         }
-        let budget = Arc::clone(&self.budget)
-            .acquire_many_owned(size as u32)
+        // Given back by the record's batch (see `Held`).
+        self.budget
+            .acquire_many(size as u32)
             .await
-            .map_err(|_| ProducerError::Closed)?;
+            .map_err(|_| ProducerError::Closed)?
+            .forget();
         let partition = partition_for_key(&record.key, self.partitions);
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
         let (record, meta) = record.into_kafka_record();
@@ -276,7 +301,6 @@ impl<M: Send + 'static> Producer<M> {
             size,
             meta,
             deadline: Instant::now() + self.delivery_timeout,
-            _budget: budget,
         };
         self.queues[partition as usize]
             .send(pending)
@@ -445,9 +469,10 @@ pub fn is_retriable(error: &KafkaError) -> bool {
 /// once the queue is closed and empty.
 async fn next_batch<M>(
     queue: &mut mpsc::UnboundedReceiver<Pending<M>>,
+    budget: &Arc<Semaphore>,
     batch_bytes: usize,
     linger: Duration,
-) -> Option<Vec<Pending<M>>> {
+) -> Option<Batch<M>> {
     let first = queue.recv().await?;
     let mut bytes = first.size;
     let mut batch = vec![first];
@@ -467,7 +492,13 @@ async fn next_batch<M>(
         bytes += next.size;
         batch.push(next);
     }
-    Some(batch)
+    Some(Batch {
+        records: batch,
+        _held: Held {
+            budget: Arc::clone(budget),
+            bytes,
+        },
+    })
 }
 
 struct PartitionWriter<M> {
@@ -477,14 +508,21 @@ struct PartitionWriter<M> {
     settings: ProducerSettings,
     listener: DeliveryListener<M>,
     stats: Arc<ProducerStats>,
+    /// The producer's buffer, given back a batch at a time.
+    budget: Arc<Semaphore>,
     /// The leader's partition client, and the generation of the client it came from.
     connection: Option<(u64, Arc<PartitionClient>)>,
 }
 
 impl<M: Send + 'static> PartitionWriter<M> {
     async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Pending<M>>) {
-        while let Some(batch) =
-            next_batch(&mut queue, self.settings.batch_bytes, self.settings.linger).await
+        while let Some(batch) = next_batch(
+            &mut queue,
+            &self.budget,
+            self.settings.batch_bytes,
+            self.settings.linger,
+        )
+        .await
         {
             self.deliver(batch).await;
         }
@@ -492,7 +530,11 @@ impl<M: Send + 'static> PartitionWriter<M> {
 
     /// Sends one batch until it is acknowledged, fails for good, or its oldest
     /// record's deadline passes; then reports every record.
-    async fn deliver(&mut self, batch: Vec<Pending<M>>) {
+    async fn deliver(&mut self, batch: Batch<M>) {
+        let Batch {
+            records: batch,
+            _held,
+        } = batch;
         let deadline = batch
             .iter()
             .map(|p| p.deadline)
@@ -631,6 +673,7 @@ impl<M: Send + 'static> PartitionWriter<M> {
 mod tests {
     use super::*;
 
+    /// A record as `send` queues it, its size taken from `budget`.
     fn pending(budget: &Arc<Semaphore>, value_bytes: usize, id: u32) -> Pending<u32> {
         let record = OutgoingRecord {
             key: b"k".to_vec(),
@@ -640,23 +683,26 @@ mod tests {
             meta: id,
         };
         let size = record.size();
+        budget
+            .try_acquire_many(size as u32)
+            .expect("budget")
+            .forget();
         let (record, meta) = record.into_kafka_record();
         Pending {
             record,
             size,
             meta,
             deadline: Instant::now() + Duration::from_secs(120),
-            _budget: Arc::clone(budget).try_acquire_owned().expect("budget"),
         }
     }
 
-    fn ids(batch: &[Pending<u32>]) -> Vec<u32> {
-        batch.iter().map(|p| p.meta).collect()
+    fn ids(batch: &Batch<u32>) -> Vec<u32> {
+        batch.records.iter().map(|p| p.meta).collect()
     }
 
     #[tokio::test(start_paused = true)]
     async fn records_within_the_linger_share_a_batch_and_later_ones_start_the_next() {
-        let budget = Arc::new(Semaphore::new(100));
+        let budget = Arc::new(Semaphore::new(100_000));
         let (tx, mut rx) = mpsc::unbounded_channel();
         tx.send(pending(&budget, 10, 1)).ok();
         let sender = {
@@ -669,20 +715,26 @@ mod tests {
             })
         };
         let linger = Duration::from_millis(5);
-        let first = next_batch(&mut rx, 1_000_000, linger).await.unwrap();
+        let first = next_batch(&mut rx, &budget, 1_000_000, linger)
+            .await
+            .unwrap();
         assert_eq!(ids(&first), [1, 2]);
-        let second = next_batch(&mut rx, 1_000_000, linger).await.unwrap();
+        let second = next_batch(&mut rx, &budget, 1_000_000, linger)
+            .await
+            .unwrap();
         assert_eq!(ids(&second), [3]);
         sender.await.unwrap();
         assert!(
-            next_batch(&mut rx, 1_000_000, linger).await.is_none(),
+            next_batch(&mut rx, &budget, 1_000_000, linger)
+                .await
+                .is_none(),
             "closed and empty"
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_closes_once_it_holds_batch_bytes() {
-        let budget = Arc::new(Semaphore::new(100));
+        let budget = Arc::new(Semaphore::new(100_000));
         let (tx, mut rx) = mpsc::unbounded_channel();
         for id in 0..5 {
             tx.send(pending(&budget, 1_000, id)).ok();
@@ -690,10 +742,10 @@ mod tests {
         drop(tx);
         // Each record is about 1,065 bytes: the third one reaches 2,500.
         let sizes: Vec<Vec<u32>> = [
-            next_batch(&mut rx, 2_500, Duration::from_secs(1))
+            next_batch(&mut rx, &budget, 2_500, Duration::from_secs(1))
                 .await
                 .unwrap(),
-            next_batch(&mut rx, 2_500, Duration::from_secs(1))
+            next_batch(&mut rx, &budget, 2_500, Duration::from_secs(1))
                 .await
                 .unwrap(),
         ]
@@ -702,7 +754,7 @@ mod tests {
         .collect();
         assert_eq!(sizes, [vec![0, 1, 2], vec![3, 4]]);
         assert!(
-            next_batch(&mut rx, 2_500, Duration::from_secs(1))
+            next_batch(&mut rx, &budget, 2_500, Duration::from_secs(1))
                 .await
                 .is_none()
         );
@@ -710,19 +762,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_holds_its_share_of_the_buffer_until_its_batch_is_done() {
-        let budget = Arc::new(Semaphore::new(3));
+        let one_record = 1 + 1 + RECORD_OVERHEAD;
+        let budget = Arc::new(Semaphore::new(3 * one_record));
         let (tx, mut rx) = mpsc::unbounded_channel();
         for id in 0..3 {
             tx.send(pending(&budget, 1, id)).ok();
         }
         assert_eq!(budget.available_permits(), 0, "a full buffer");
-        let batch = next_batch(&mut rx, 1_000_000, Duration::ZERO)
+        let batch = next_batch(&mut rx, &budget, 1_000_000, Duration::ZERO)
             .await
             .unwrap();
-        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.records.len(), 3);
         assert_eq!(budget.available_permits(), 0, "still held while in flight");
         drop(batch);
-        assert_eq!(budget.available_permits(), 3);
+        assert_eq!(budget.available_permits(), 3 * one_record);
     }
 
     #[test]

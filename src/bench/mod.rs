@@ -467,6 +467,22 @@ impl Bench<'_> {
                 self.settings.producer_records[2],
             ),
         ];
+        // A fresh cluster's brokers are slow until the JIT has compiled their
+        // hot paths: one unreported run of each side, a tenth of the first
+        // kind's records, comes first.
+        let (_, _, payload, spec, records) = &kinds[0];
+        let warmup = (records / 10).max(1);
+        (self.say)(&format!(
+            "producer warm-up: {warmup} records from each side, not reported"
+        ));
+        for side in order(0) {
+            let topic = self.fresh_topic("warmup").await?;
+            let run = self
+                .producer_run(side, &topic, warmup, payload, spec, 0)
+                .await;
+            self.drop_topic(&topic).await;
+            run?;
+        }
         let mut rows = Vec::new();
         for (label, bytes, payload, spec, records) in kinds {
             let mut row = Comparison {
