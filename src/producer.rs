@@ -750,7 +750,7 @@ mod tests {
                 .unwrap(),
         ]
         .iter()
-        .map(|b| ids(b))
+        .map(ids)
         .collect();
         assert_eq!(sizes, [vec![0, 1, 2], vec![3, 4]]);
         assert!(

@@ -533,22 +533,9 @@ impl Bench<'_> {
         let target = self.target();
         match side {
             Side::Ours => {
-                let command = self.worker_command(&WorkerSpec::Produce {
-                    bootstrap: target.bootstrap.clone(),
-                    topic: topic.to_string(),
-                    records,
-                    payload: spec.clone(),
-                });
-                let (measured, broker_cpu) = self
-                    .measure(command, "our producer", &format!("{topic}-ours-{repeat}"))
+                let (measured, broker_cpu, outcome) = self
+                    .produce_with_ours(topic, records, spec, &format!("{topic}-ours-{repeat}"))
                     .await?;
-                let outcome: worker::ProduceOutcome = parse_worker(&measured.stdout)?;
-                if outcome.acked != records {
-                    return Err(BenchError::Lost(format!(
-                        "our producer had {} of {records} records acknowledged ({} failed)",
-                        outcome.acked, outcome.failed
-                    )));
-                }
                 Ok(ClientRun {
                     records,
                     records_per_sec: records as f64 / outcome.elapsed_secs,
@@ -596,29 +583,41 @@ impl Bench<'_> {
         }
     }
 
+    /// Our producer writing `records` records to `topic`, every one acknowledged.
+    async fn produce_with_ours(
+        &self,
+        topic: &str,
+        records: u64,
+        payload: &PayloadSpec,
+        log_name: &str,
+    ) -> Result<(Measured, Option<f64>, worker::ProduceOutcome), BenchError> {
+        let command = self.worker_command(&WorkerSpec::Produce {
+            bootstrap: self.target().bootstrap.clone(),
+            topic: topic.to_string(),
+            records,
+            payload: payload.clone(),
+        });
+        let (measured, broker_cpu) = self.measure(command, "our producer", log_name).await?;
+        let outcome: worker::ProduceOutcome = parse_worker(&measured.stdout)?;
+        if outcome.acked != records {
+            return Err(BenchError::Lost(format!(
+                "our producer had {} of {records} records acknowledged by {topic} ({} failed)",
+                outcome.acked, outcome.failed
+            )));
+        }
+        Ok((measured, broker_cpu, outcome))
+    }
+
     async fn consumer(&mut self, readings: &(PathBuf, usize)) -> Result<Comparison, BenchError> {
         let records = self.settings.consumer_records;
         let topic = self.fresh_topic("consume").await?;
         (self.say)(&format!(
             "consumer: filling {topic} with {records} sensor readings"
         ));
-        let fill = self.worker_command(&WorkerSpec::Produce {
-            bootstrap: self.target().bootstrap.clone(),
-            topic: topic.clone(),
-            records,
-            payload: PayloadSpec::Readings(readings.0.clone()),
-        });
         let result = async {
-            let (measured, _) = self
-                .measure(fill, "filling the topic", &format!("{topic}-fill"))
+            let readings_spec = PayloadSpec::Readings(readings.0.clone());
+            self.produce_with_ours(&topic, records, &readings_spec, &format!("{topic}-fill"))
                 .await?;
-            let filled: worker::ProduceOutcome = parse_worker(&measured.stdout)?;
-            if filled.acked != records {
-                return Err(BenchError::Lost(format!(
-                    "only {} of {records} records could be written to {topic}",
-                    filled.acked
-                )));
-            }
             let mut row = Comparison {
                 label: format!("sensor readings ({} B)", readings.1),
                 record_bytes: readings.1,
@@ -812,6 +811,8 @@ impl Bench<'_> {
             ack_p50_ms: ms(outcome.ack_p50_us),
             ack_p99_ms: ms(outcome.ack_p99_us),
             peer_ack_ms: None,
+            behind_at_end: outcome.behind_at_end,
+            lag_at_end: outcome.lag_at_end,
             sustained: outcome.sustained(),
             processed: outcome.processed,
             cpu_secs: measured.cpu.as_secs_f64(),

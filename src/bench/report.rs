@@ -103,7 +103,11 @@ pub struct LatencyRun {
     pub ack_p99_ms: f64,
     /// The same two for `kafka-producer-perf-test` at the same offered rate, when it ran.
     pub peer_ack_ms: Option<(f64, f64)>,
-    /// Whether producer and consumer kept up.
+    /// Records the producer was behind its schedule when the offer ended.
+    pub behind_at_end: u64,
+    /// Records sent but not processed when the offer ended.
+    pub lag_at_end: u64,
+    /// Whether producer and consumer kept up (both of those within a tenth of a second of records).
     pub sustained: bool,
     /// Records timed.
     pub processed: u64,
