@@ -111,3 +111,50 @@ async fn existing_topic_with_fewer_partitions_or_weaker_min_isr_is_reported() {
         "{notes:?}"
     );
 }
+
+/// `metrocloud health` with only the given variables set besides the bootstrap servers.
+fn health(bootstrap: &str, topic: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_metrocloud"))
+        .arg("health")
+        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+        .env("KAFKA_TOPIC_NAME", topic)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run metrocloud health")
+}
+
+#[tokio::test]
+async fn health_passes_once_the_sensor_topic_exists_and_fails_before_and_without_kafka() {
+    let cluster = common::shared();
+    let topic = common::unique_topic("health");
+
+    let missing = health(&cluster.bootstrap_list(), &topic);
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains(&format!("unhealthy: topic {topic} does not exist")),
+        "{stderr}"
+    );
+
+    ensure_topic(&cluster.admin(), &spec(&topic)).await.unwrap();
+    let healthy = health(&cluster.bootstrap_list(), &topic);
+    let stdout = String::from_utf8_lossy(&healthy.stdout);
+    assert!(
+        healthy.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "healthy: 3 brokers, topic {topic} with 6 partitions, all led"
+        )),
+        "{stdout}"
+    );
+
+    // Nothing listens on port 1: a clear failure, not a hang.
+    let started = std::time::Instant::now();
+    let unreachable = health("127.0.0.1:1", &topic);
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("unhealthy:"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}

@@ -8,6 +8,7 @@
 mod bench;
 mod chaos;
 mod cluster;
+mod health;
 mod pipeline;
 mod topics;
 
@@ -47,6 +48,9 @@ enum Command {
     },
     /// Print the effective configuration (from the environment and defaults).
     Config,
+    /// Check that Kafka answers and the sensor topic is led (exit status 0 or 1):
+    /// the container healthcheck, which needs no shell.
+    Health,
     /// Create or inspect the sensor topic.
     Topics {
         #[command(subcommand)]
@@ -172,6 +176,7 @@ async fn run(command: Command, config: Config) -> Result<(), CliError> {
             Ok(())
         }
         Command::Topics { command } => topics::run(command, &config).await,
+        Command::Health => health::run(&config).await,
         Command::Cluster { dir, command } => cluster::run(command, dir, &config).await,
         Command::Chaos(args) => chaos::run(args).await,
         Command::Bench(args) => bench::run(args, &config).await,
