@@ -237,7 +237,8 @@ impl<M: Send + 'static> Producer<M> {
         listener: DeliveryListener<M>,
         shutdown: &CancellationToken,
     ) -> Result<Self, ProducerError> {
-        let client = Arc::new(connect_client(bootstrap, settings, shutdown).await?);
+        // Used for the partition count, then for each writer's sibling with connections of its own.
+        let client = connect_client(bootstrap, settings, shutdown).await?;
         let partitions = partition_count(&client.current().1, topic, settings, shutdown).await?;
         let stats = Arc::new(ProducerStats::default());
         let budget = Arc::new(Semaphore::new(settings.buffer_bytes));

@@ -36,13 +36,12 @@ use crate::admin::AdminClient;
 use crate::cluster::{ClusterSpec, KafkaDistribution, LocalCluster, Ownership, PortPlan};
 use crate::config::ProducerSettings;
 use crate::simulator::{Fleet, SimulatorSettings};
-use peer::Payload;
 use report::{
     BenchReport, ClientRun, Comparison, LatencyRun, LatencySection, Machine, PeerLatency,
     SimulatorRun,
 };
 use usage::{BrokerCpu, Measured, log_path, run_measured};
-use worker::{PayloadSpec, WorkerSpec};
+use worker::{Payload, WorkerSpec};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// The longest any single client run may take.
@@ -270,8 +269,9 @@ pub async fn run(
     .run(suites)
     .await;
     if let Some(cluster) = target.and_then(|t| t.owned) {
+        // Its data goes with it, unless the benchmark failed and its logs may tell why.
         say("stopping the cluster");
-        let _ = cluster.down(false).await;
+        let _ = cluster.down(outcome.is_ok()).await;
     }
     outcome
 }
@@ -329,6 +329,20 @@ fn order(repeat: u32) -> [Side; 2] {
     }
 }
 
+/// The sensor readings every benchmark that sends readings sends.
+struct Readings {
+    /// One JSON reading per line.
+    path: PathBuf,
+    /// Their mean size.
+    mean_bytes: usize,
+}
+
+impl Readings {
+    fn label(&self) -> String {
+        format!("sensor readings ({} B)", self.mean_bytes)
+    }
+}
+
 struct Bench<'a> {
     settings: &'a BenchSettings,
     target: Option<&'a Target>,
@@ -370,8 +384,8 @@ impl Bench<'_> {
         self.target.expect("suites that need Kafka get a cluster")
     }
 
-    /// A file of real sensor readings, one JSON object per line, and their mean size.
-    fn write_readings(&self) -> Result<(PathBuf, usize), BenchError> {
+    /// A file of real sensor readings, one JSON object per line.
+    fn write_readings(&self) -> Result<Readings, BenchError> {
         let settings = SimulatorSettings {
             num_devices: 500,
             interval: Duration::from_secs(1),
@@ -394,7 +408,10 @@ impl Bench<'_> {
         }
         let path = self.settings.work_dir.join("readings.jsonl");
         std::fs::write(&path, text).map_err(|e| BenchError::io(&path, e))?;
-        Ok((path, total / count))
+        Ok(Readings {
+            path,
+            mean_bytes: total / count,
+        })
     }
 
     async fn fresh_topic(&mut self, purpose: &str) -> Result<String, BenchError> {
@@ -440,30 +457,24 @@ impl Bench<'_> {
         Ok((measured, broker_cpu))
     }
 
-    async fn producer(
-        &mut self,
-        readings: &(PathBuf, usize),
-    ) -> Result<Vec<Comparison>, BenchError> {
+    async fn producer(&mut self, readings: &Readings) -> Result<Vec<Comparison>, BenchError> {
         let kinds = [
             (
-                format!("sensor readings ({} B)", readings.1),
-                readings.1,
-                Payload::File(readings.0.clone()),
-                PayloadSpec::Readings(readings.0.clone()),
+                readings.label(),
+                readings.mean_bytes,
+                Payload::Readings(readings.path.clone()),
                 self.settings.producer_records[0],
             ),
             (
                 "100 B".to_string(),
                 100,
                 Payload::Size(100),
-                PayloadSpec::Size(100),
                 self.settings.producer_records[1],
             ),
             (
                 "1,000 B".to_string(),
                 1_000,
                 Payload::Size(1_000),
-                PayloadSpec::Size(1_000),
                 self.settings.producer_records[2],
             ),
         ];
@@ -471,21 +482,19 @@ impl Bench<'_> {
         // hot paths (a tenth of the records was not enough: the first reported
         // run was still up to a third slower): one unreported run of each
         // side, as long as the first reported ones, comes first.
-        let (_, _, payload, spec, records) = &kinds[0];
+        let (_, _, payload, records) = &kinds[0];
         let warmup = *records;
         (self.say)(&format!(
             "producer warm-up: {warmup} records from each side, not reported"
         ));
         for side in order(0) {
             let topic = self.fresh_topic("warmup").await?;
-            let run = self
-                .producer_run(side, &topic, warmup, payload, spec, 0)
-                .await;
+            let run = self.producer_run(side, &topic, warmup, payload, 0).await;
             self.drop_topic(&topic).await;
             run?;
         }
         let mut rows = Vec::new();
-        for (label, bytes, payload, spec, records) in kinds {
+        for (label, bytes, payload, records) in kinds {
             let mut row = Comparison {
                 label: label.clone(),
                 record_bytes: bytes,
@@ -496,7 +505,7 @@ impl Bench<'_> {
                 for side in order(repeat) {
                     let topic = self.fresh_topic("produce").await?;
                     let run = self
-                        .producer_run(side, &topic, records, &payload, &spec, repeat)
+                        .producer_run(side, &topic, records, &payload, repeat)
                         .await;
                     self.drop_topic(&topic).await;
                     let run = run?;
@@ -528,14 +537,13 @@ impl Bench<'_> {
         topic: &str,
         records: u64,
         payload: &Payload,
-        spec: &PayloadSpec,
         repeat: u32,
     ) -> Result<ClientRun, BenchError> {
         let target = self.target();
         match side {
             Side::Ours => {
                 let (measured, broker_cpu, outcome) = self
-                    .produce_with_ours(topic, records, spec, &format!("{topic}-ours-{repeat}"))
+                    .produce_with_ours(topic, records, payload, &format!("{topic}-ours-{repeat}"))
                     .await?;
                 Ok(ClientRun {
                     records,
@@ -589,7 +597,7 @@ impl Bench<'_> {
         &self,
         topic: &str,
         records: u64,
-        payload: &PayloadSpec,
+        payload: &Payload,
         log_name: &str,
     ) -> Result<(Measured, Option<f64>, worker::ProduceOutcome), BenchError> {
         let command = self.worker_command(&WorkerSpec::Produce {
@@ -609,19 +617,19 @@ impl Bench<'_> {
         Ok((measured, broker_cpu, outcome))
     }
 
-    async fn consumer(&mut self, readings: &(PathBuf, usize)) -> Result<Comparison, BenchError> {
+    async fn consumer(&mut self, readings: &Readings) -> Result<Comparison, BenchError> {
         let records = self.settings.consumer_records;
         let topic = self.fresh_topic("consume").await?;
         (self.say)(&format!(
             "consumer: filling {topic} with {records} sensor readings"
         ));
         let result = async {
-            let readings_spec = PayloadSpec::Readings(readings.0.clone());
-            self.produce_with_ours(&topic, records, &readings_spec, &format!("{topic}-fill"))
+            let payload = Payload::Readings(readings.path.clone());
+            self.produce_with_ours(&topic, records, &payload, &format!("{topic}-fill"))
                 .await?;
             let mut row = Comparison {
-                label: format!("sensor readings ({} B)", readings.1),
-                record_bytes: readings.1,
+                label: readings.label(),
+                record_bytes: readings.mean_bytes,
                 ours: Vec::new(),
                 peer: Vec::new(),
             };
@@ -723,18 +731,15 @@ impl Bench<'_> {
         })
     }
 
-    async fn end_to_end(
-        &mut self,
-        readings: &(PathBuf, usize),
-    ) -> Result<LatencySection, BenchError> {
+    async fn end_to_end(&mut self, readings: &Readings) -> Result<LatencySection, BenchError> {
         let mut runs: Vec<LatencyRun> = Vec::new();
         let mut rates = self.settings.e2e_rates.clone();
         rates.sort_unstable();
         let mut highest: Option<u32> = None;
         let mut lowest_failed: Option<u32> = None;
         for rate in rates {
-            let mut run = self.latency_run(rate, &readings.0).await?;
-            run.peer_ack_ms = Some(self.peer_ack_latency(rate, &readings.0).await?);
+            let mut run = self.latency_run(rate, &readings.path).await?;
+            run.peer_ack_ms = Some(self.peer_ack_latency(rate, &readings.path).await?);
             if run.sustained {
                 highest = highest.max(Some(rate));
             } else {
@@ -751,7 +756,7 @@ impl Bench<'_> {
                 if next > self.settings.e2e_max_rate || next <= top {
                     break;
                 }
-                let run = self.latency_run(next, &readings.0).await?;
+                let run = self.latency_run(next, &readings.path).await?;
                 let held = run.sustained;
                 runs.push(run);
                 if held {
@@ -770,7 +775,7 @@ impl Bench<'_> {
             if middle <= low || middle >= failed {
                 break;
             }
-            let run = self.latency_run(middle, &readings.0).await?;
+            let run = self.latency_run(middle, &readings.path).await?;
             if run.sustained {
                 highest = Some(middle);
             } else {
@@ -778,9 +783,9 @@ impl Bench<'_> {
             }
             runs.push(run);
         }
-        let peer = self.peer_latency(readings.1).await?;
+        let peer = self.peer_latency(readings.mean_bytes).await?;
         Ok(LatencySection {
-            record_bytes: readings.1,
+            record_bytes: readings.mean_bytes,
             ours: runs,
             highest_sustained: highest,
             peer: Some(peer),
@@ -852,7 +857,7 @@ impl Bench<'_> {
             &topic,
             records.max(1),
             Some(rate),
-            &Payload::File(readings.to_path_buf()),
+            &Payload::Readings(readings.to_path_buf()),
             &self.settings.producer,
         );
         let measured = self
@@ -901,8 +906,9 @@ impl Bench<'_> {
                 devices,
                 seconds: self.settings.simulator_seconds,
             });
-            let log = log_path(&self.settings.work_dir, &format!("simulate-{devices}"));
-            let measured = run_measured(command, "the simulator", &log, RUN_TIMEOUT).await?;
+            let (measured, _) = self
+                .measure(command, "the simulator", &format!("simulate-{devices}"))
+                .await?;
             let outcome: worker::SimulateOutcome = parse_worker(&measured.stdout)?;
             let run = SimulatorRun {
                 devices,

@@ -11,6 +11,7 @@ use std::path::Path;
 use tokio::process::Command;
 
 use super::BenchError;
+use super::worker::Payload;
 use crate::cluster::tools::find_tool;
 use crate::cluster::{KafkaDistribution, LogConfig};
 use crate::config::ProducerSettings;
@@ -33,15 +34,6 @@ fn perf_command(distribution: &KafkaDistribution, tool: &str) -> Command {
     command
 }
 
-/// What a record's payload is.
-#[derive(Debug, Clone)]
-pub enum Payload {
-    /// Random bytes of this size (the Java tool's `--record-size`).
-    Size(usize),
-    /// One payload per line of this file, picked in turn (ours) or at random (Java's).
-    File(std::path::PathBuf),
-}
-
 /// `kafka-producer-perf-test` sending `records` records, as fast as it can
 /// or at `rate` records per second.
 pub fn producer_perf(
@@ -60,8 +52,10 @@ pub fn producer_perf(
         .args(["--num-records", &records.to_string()])
         .args(["--throughput", &throughput]);
     match payload {
+        // Random bytes of this size; ours sends the same number of bytes.
         Payload::Size(size) => command.args(["--record-size", &size.to_string()]),
-        Payload::File(path) => command.arg("--payload-file").arg(path),
+        // Kafka's tool picks the file's lines at random, ours in turn.
+        Payload::Readings(path) => command.arg("--payload-file").arg(path),
     };
     command.arg("--producer-props").args([
         format!("bootstrap.servers={bootstrap}"),

@@ -46,7 +46,7 @@ pub enum WorkerSpec {
         /// Records to send.
         records: u64,
         /// What each record carries.
-        payload: PayloadSpec,
+        payload: Payload,
     },
     /// Read `records` records from the start of `topic` in a new consumer group.
     Consume {
@@ -85,10 +85,10 @@ pub enum WorkerSpec {
     },
 }
 
-/// The value of each record.
+/// The value of each record, for ours and for Kafka's producer alike.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PayloadSpec {
+pub enum Payload {
     /// The same `size` random bytes in every record, keyed by a device id.
     Size(usize),
     /// The lines of this file in turn, each a sensor reading keyed by its device.
@@ -236,15 +236,15 @@ fn json<T: Serialize>(value: &T) -> String {
 pub type KeyedPayload = (Vec<u8>, Vec<u8>);
 
 /// Keys and values to send, in turn.
-fn load_payloads(payload: &PayloadSpec) -> Result<Vec<KeyedPayload>, WorkerError> {
+fn load_payloads(payload: &Payload) -> Result<Vec<KeyedPayload>, WorkerError> {
     match payload {
-        PayloadSpec::Size(size) => {
+        Payload::Size(size) => {
             let value: Vec<u8> = (0..*size).map(|i| b'A' + (i % 26) as u8).collect();
             Ok((0..1_000)
                 .map(|i| (format!("device-{i:06}").into_bytes(), value.clone()))
                 .collect())
         }
-        PayloadSpec::Readings(path) => load_readings(path),
+        Payload::Readings(path) => load_readings(path),
     }
 }
 
@@ -283,7 +283,7 @@ async fn produce(
     bootstrap: Vec<String>,
     topic: &str,
     records: u64,
-    payload: &PayloadSpec,
+    payload: &Payload,
 ) -> Result<ProduceOutcome, WorkerError> {
     let payloads = load_payloads(payload)?;
     let failed = Arc::new(AtomicU64::new(0));
@@ -508,7 +508,8 @@ async fn end_to_end(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for i in 0..payloads.len().min(200) as u64 {
+    let warmup_records = payloads.len().min(200) as u64;
+    for i in 0..warmup_records {
         let warmup = BTreeMap::from([(WARMUP_HEADER.to_string(), Vec::new())]);
         producer
             .send(record(i, warmup, None))
@@ -571,7 +572,7 @@ async fn end_to_end(
         rate,
         offered,
         sent,
-        acked: snapshot_acked.saturating_sub(payloads.len().min(200) as u64),
+        acked: snapshot_acked.saturating_sub(warmup_records),
         processed: processed.load(Ordering::Relaxed),
         rejected: recorder.rejected,
         behind_at_end,
@@ -658,14 +659,14 @@ mod tests {
             bootstrap: vec!["127.0.0.1:9092".to_string()],
             topic: "t".to_string(),
             records: 10,
-            payload: PayloadSpec::Size(100),
+            payload: Payload::Size(100),
         };
         let back: WorkerSpec = serde_json::from_str(&json(&spec)).unwrap();
         assert!(matches!(
             back,
             WorkerSpec::Produce {
                 records: 10,
-                payload: PayloadSpec::Size(100),
+                payload: Payload::Size(100),
                 ..
             }
         ));

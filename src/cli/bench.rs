@@ -51,7 +51,13 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError
     if suites.is_empty() {
         suites.extend(Suite::ALL);
     }
-    suites.dedup();
+    // Each benchmark once, in the order first asked for.
+    let mut seen = Vec::new();
+    suites.retain(|suite| {
+        let first = !seen.contains(suite);
+        seen.push(*suite);
+        first
+    });
     if args.repeats == Some(0) || args.records == Some(0) {
         return Err(CliError::Usage(
             "--repeats and --records must be at least 1".to_string(),
@@ -95,9 +101,6 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError
         .map_err(|e| CliError::Failed(e.to_string()))?;
     println!("\n{markdown}");
     println!("report: {} and {}", json.display(), md.display());
-    if settings.work_dir.exists() {
-        let _ = std::fs::remove_dir_all(settings.work_dir.join("cluster"));
-        println!("client logs: {}", settings.work_dir.display());
-    }
+    println!("client logs: {}", settings.work_dir.display());
     Ok(())
 }
