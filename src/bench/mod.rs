@@ -40,7 +40,7 @@ use report::{
     BenchReport, ClientRun, Comparison, LatencyRun, LatencySection, Machine, PeerLatency,
     SimulatorRun,
 };
-use usage::{BrokerCpu, Measured, log_path, run_measured};
+use usage::{BrokerCpu, Measured, run_measured};
 use worker::{Payload, WorkerSpec};
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -447,7 +447,7 @@ impl Bench<'_> {
         log_name: &str,
     ) -> Result<(Measured, Option<f64>), BenchError> {
         let brokers_before = self.target.and_then(|t| t.brokers.now());
-        let log = log_path(&self.settings.work_dir, log_name);
+        let log = self.settings.work_dir.join(format!("{log_name}.log"));
         let measured = run_measured(command, what, &log, RUN_TIMEOUT).await?;
         let brokers_after = self.target.and_then(|t| t.brokers.now());
         let broker_cpu = match (brokers_before, brokers_after) {

@@ -9,7 +9,7 @@
 //! runs. Brokers are long-lived, so their CPU comes from `/proc/<pid>/stat`
 //! before and after.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -174,11 +174,6 @@ impl BrokerCpu {
         }
         self.pids.iter().map(|&pid| process_cpu(pid)).sum()
     }
-}
-
-/// Where a child's standard error goes, next to the report.
-pub fn log_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.log"))
 }
 
 #[cfg(test)]

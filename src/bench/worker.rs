@@ -138,8 +138,6 @@ pub struct EndToEndOutcome {
     pub behind_at_end: u64,
     /// Records sent but not yet processed when the offer ended.
     pub lag_at_end: u64,
-    /// Lag sampled each second of the offer.
-    pub lag_samples: Vec<u64>,
     /// Median latency, µs.
     pub p50_us: u64,
     /// 99th percentile, µs.
@@ -522,8 +520,6 @@ async fn end_to_end(
     let offer = Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut sent = 0u64;
-    let mut lag_samples = Vec::new();
-    let mut next_sample = Duration::from_secs(1);
     loop {
         let elapsed = started.elapsed();
         if elapsed >= offer {
@@ -538,10 +534,6 @@ async fn end_to_end(
                 .await
                 .map_err(|e| WorkerError::Kafka(e.to_string()))?;
             sent += 1;
-        }
-        if elapsed >= next_sample {
-            lag_samples.push(sent.saturating_sub(processed.load(Ordering::Relaxed)));
-            next_sample += Duration::from_secs(1);
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -577,7 +569,6 @@ async fn end_to_end(
         rejected: recorder.rejected,
         behind_at_end,
         lag_at_end,
-        lag_samples,
         p50_us: h.value_at_quantile(0.5),
         p99_us: h.value_at_quantile(0.99),
         p999_us: h.value_at_quantile(0.999),
@@ -636,7 +627,6 @@ mod tests {
             rejected: 0,
             behind_at_end: behind,
             lag_at_end: lag,
-            lag_samples: vec![],
             p50_us: 1,
             p99_us: 1,
             p999_us: 1,
