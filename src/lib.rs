@@ -29,6 +29,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod consumer;
 pub mod device;
 pub mod logging;

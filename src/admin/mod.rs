@@ -12,8 +12,10 @@
 //! next request moves on to the next address.
 
 mod connection;
+mod groups;
 
 pub use connection::{BrokerConnection, Request, Timeouts};
+pub use groups::{GroupDescription, GroupListing, GroupMember, OffsetAt};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -243,6 +245,8 @@ pub struct AdminClient {
     bootstrap: Vec<String>,
     timeouts: Timeouts,
     connection: Mutex<Option<BrokerConnection>>,
+    /// Connections to particular brokers (leaders, coordinators).
+    peers: groups::Peers,
 }
 
 const CLIENT_ID: &str = "metrocloud-admin";
@@ -254,6 +258,7 @@ impl AdminClient {
             bootstrap,
             timeouts,
             connection: Mutex::new(None),
+            peers: groups::Peers::default(),
         }
     }
 

@@ -8,6 +8,7 @@
 mod bench;
 mod chaos;
 mod cluster;
+mod console;
 mod health;
 mod pipeline;
 mod topics;
@@ -31,8 +32,18 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the whole pipeline: simulator, producer, consumer, alerts (starts a local
-    /// cluster when KAFKA_BOOTSTRAP_SERVERS is unset and nothing answers). Ctrl-C stops it.
-    Run,
+    /// cluster when KAFKA_BOOTSTRAP_SERVERS is unset and nothing answers), with the
+    /// console on 127.0.0.1:8080. Ctrl-C stops it.
+    Run {
+        /// Do not start the console.
+        #[arg(long)]
+        no_console: bool,
+        #[command(flatten)]
+        console: console::ConsoleArgs,
+    },
+    /// The monitoring console alone: cluster, topics, messages, consumer groups,
+    /// fleet, alerts and dead letters on web pages and JSON (read-only).
+    Console(console::ConsoleArgs),
     /// Simulated sensors into Kafka (what `metrocloud-producer` runs).
     Produce,
     /// Kafka into validation, alerts and dead letters (what `metrocloud-consumer` runs).
@@ -164,7 +175,14 @@ fn start(command: Command) -> ExitCode {
 
 async fn run(command: Command, config: Config) -> Result<(), CliError> {
     match command {
-        Command::Run => pipeline::run(config, crate::shutdown::on_signals()).await,
+        Command::Run {
+            no_console,
+            console,
+        } => {
+            let console = (!no_console).then_some(console);
+            pipeline::run(config, console, crate::shutdown::on_signals()).await
+        }
+        Command::Console(args) => console::run(args, config, crate::shutdown::on_signals()).await,
         Command::Produce => pipeline::produce(config, crate::shutdown::on_signals()).await,
         Command::Consume { processed_log } => {
             pipeline::consume(config, processed_log, crate::shutdown::on_signals()).await

@@ -11,9 +11,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::CliError;
+use super::console::ConsoleArgs;
 use crate::admin::{AdminClient, Timeouts};
 use crate::cluster::{self, ClusterSpec, LocalCluster, Ownership};
 use crate::config::{Config, DEFAULT_BOOTSTRAP_SERVERS};
+use crate::console::PipelineHandles;
 use crate::consumer::ConsumerStats;
 use crate::pipeline::ingest::{IngestSummary, ReadingId, run_ingest};
 use crate::pipeline::process::{ProcessingEvent, ProcessingObserver, ProcessingStats};
@@ -154,7 +156,14 @@ fn processed_log_writer(path: &Path) -> Result<ProcessingObserver, CliError> {
 }
 
 /// The whole pipeline in one process, with a local cluster when none answers.
-pub(crate) async fn run(config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
+pub(crate) async fn run(
+    config: Config,
+    console: Option<ConsoleArgs>,
+    shutdown: CancellationToken,
+) -> Result<(), CliError> {
+    if let Some(console) = &console {
+        console.check()?;
+    }
     let (config, _cluster) = cluster_for_run(config).await?;
     if !topics_ready(&config, &shutdown).await? {
         return Ok(());
@@ -197,6 +206,23 @@ pub(crate) async fn run(config: Config, shutdown: CancellationToken) -> Result<(
         .await
         .map_err(failed)?;
     let producer_stats = producer.stats();
+    // The console stops with the pipeline's consumer, after the final catch-up.
+    let console = match console {
+        Some(console) => {
+            let handles = PipelineHandles {
+                producer: Some(Arc::clone(&producer_stats)),
+                consumer: Some(Arc::clone(&consumer_stats)),
+                processing: Some(Arc::clone(&stats)),
+                delivery: Some(Arc::clone(&audit)),
+            };
+            Some(
+                console
+                    .start(&config, handles, stop_consumer.clone())
+                    .await?,
+            )
+        }
+        None => None,
+    };
     let status = spawn_status(shutdown.clone(), {
         let stats = Arc::clone(&stats);
         let consumer_stats = Arc::clone(&consumer_stats);
@@ -221,6 +247,9 @@ pub(crate) async fn run(config: Config, shutdown: CancellationToken) -> Result<(
         .map_err(failed)?;
     let sequences = processor.audit();
     processor.close().await;
+    if let Some(console) = console {
+        let _ = console.task.await;
+    }
 
     let delivery = lock(&audit).report();
     let lost = delivery.lost;
