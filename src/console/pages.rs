@@ -11,6 +11,7 @@ use super::server::{
     AlertsQuery, AlertsView, DeadLettersQuery, DeadLettersView, FleetQuery, FleetView,
     MessagesView, Overview,
 };
+use crate::pipeline::alerts::Severity;
 
 /// The style sheet, compiled in.
 pub const CSS: &str = include_str!("assets/console.css");
@@ -93,7 +94,7 @@ fn level(ok: bool, warn: bool) -> &'static str {
 
 fn card(title: &str, value: String, detail: Markup, tone: &str) -> Markup {
     html! {
-        section.card class=(tone) {
+        section class={ "card " (tone) } {
             h2 { (title) }
             p.value { (value) }
             div.detail { (detail) }
@@ -143,7 +144,7 @@ pub fn overview(o: &Overview) -> Markup {
     let loss = o.loss.sequence_gaps + o.loss.delivery_failed.unwrap_or(0);
     let body = html! {
         div #live {
-            div.banner class=(o.health.level) data-health=(o.health.level) {
+            div class={ "banner " (o.health.level) } data-health=(o.health.level) {
                 strong { (headline) }
                 @if !o.health.reasons.is_empty() {
                     ul { @for reason in &o.health.reasons { li { (reason) } } }
@@ -153,18 +154,18 @@ pub fn overview(o: &Overview) -> Markup {
                 (card("Brokers up", format!("{} / {}", o.brokers_up, o.brokers_total),
                     html! { "Active controller: " (o.active_controller.map(|c| c.to_string()).unwrap_or_else(|| "none".into())) " · " a href="/brokers" { "brokers" } },
                     level(o.reachable && o.brokers_up == o.brokers_total, o.reachable)))
-                (card("Partitions", format!("{} under-replicated", o.under_replicated_partitions),
-                    html! { (o.offline_partitions) " offline · " (o.topics) " topics · " a href="/topics" { "topics" } },
+                (card("Under-replicated partitions", thousands(o.under_replicated_partitions as i64),
+                    html! { (o.offline_partitions) " offline (no leader) · " (o.topics) " topics · " a href="/topics" { "topics" } },
                     level(o.under_replicated_partitions == 0 && o.offline_partitions == 0, o.offline_partitions == 0)))
                 (card("Throughput", rate(o.produce_rate),
                     html! { "written · " (rate(o.consume_rate)) " committed by consumers" }, "neutral"))
                 (card("Consumer lag", thousands(o.total_consumer_lag),
                     html! { "records not yet committed, all groups · " a href="/groups" { "groups" } },
                     "neutral"))
-                (card("Fleet", format!("{} devices", thousands(o.devices as i64)),
+                (card("Devices", thousands(o.devices as i64),
                     html! { (o.presence.online) " online · " (o.presence.stale) " stale · " (o.presence.offline) " offline · " a href="/fleet" { "fleet" } },
                     level(o.presence.stale + o.presence.offline == 0, true)))
-                (card("Data loss", format!("{} missing", thousands(loss as i64)),
+                (card("Readings missing", thousands(loss as i64),
                     html! {
                         (o.loss.sequence_gaps) " sequence gaps · " (o.loss.duplicates) " duplicates · " (o.loss.out_of_order) " out of order"
                         @if let Some(unprocessed) = o.loss.acked_unprocessed { " · " (unprocessed) " acknowledged, not yet processed" }
@@ -195,7 +196,7 @@ pub fn brokers(c: &ClusterSnapshot) -> Markup {
                         tr data-broker=(b.id) data-up=(b.up) class=[(!b.up).then_some("bad")] {
                             td { (b.id) }
                             td { (b.address) }
-                            td { span.pill class=(if b.up { "green" } else { "red" }) { (if b.up { "up" } else { "down" }) } }
+                            td { span class=(if b.up { "pill green" } else { "pill red" }) { (if b.up { "up" } else { "down" }) } }
                             td { (if b.active_controller { "active controller" } else if b.voter { "voter" } else { "—" }) }
                             td.num { (b.partitions_led) }
                             td.num { (b.replicas) }
@@ -412,7 +413,7 @@ fn device_row(d: &DeviceView) -> Markup {
         tr data-device=(d.device_id) class=[(d.gaps + d.duplicates > 0).then_some("warn")] {
             td { code { (d.device_id) } }
             td { (d.device_type.as_str()) }
-            td { span.pill class=(tone) { (presence) } }
+            td { span class={ "pill " (tone) } { (presence) } }
             td.num { (format!("{:.2}", d.value)) " " (d.unit) }
             td { (sparkline(&d.recent)) }
             td { (d.last_reading) }
@@ -509,7 +510,7 @@ pub fn alerts(v: &AlertsView, q: &AlertsQuery) -> Markup {
                     @for a in &v.alerts {
                         tr data-kind=(a.alert.kind.as_str()) {
                             td { (time_ms(a.received_ms)) }
-                            td { span.pill class=(if format!("{:?}", a.alert.severity) == "Critical" { "red" } else { "amber" }) { (format!("{:?}", a.alert.severity).to_lowercase()) } }
+                            td { span class=(if a.alert.severity == Severity::Critical { "pill red" } else { "pill amber" }) { (if a.alert.severity == Severity::Critical { "critical" } else { "warning" }) } }
                             td { (a.alert.kind.as_str()) }
                             td { a href={ "/fleet?q=" (a.alert.device_id) } { code { (a.alert.device_id) } } }
                             td.num { (format!("{:.2}", a.alert.value)) }
