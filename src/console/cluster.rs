@@ -24,6 +24,9 @@ use crate::admin::{AdminClient, ClusterMetadata, GroupMember, OffsetAt};
 pub const SNAPSHOT_TTL: Duration = Duration::from_secs(2);
 /// How long topic configurations are reused (they rarely change).
 const CONFIGS_TTL: Duration = Duration::from_secs(30);
+/// Rates are averaged over up to this long (commits come in steps, every
+/// commit interval, so shorter windows swing).
+const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// The topic configurations shown.
 pub const SHOWN_CONFIGS: [&str; 4] = [
     "min.insync.replicas",
@@ -153,9 +156,9 @@ pub struct ClusterSnapshot {
     pub topics: Vec<TopicView>,
     /// Consumer groups, by id.
     pub groups: Vec<GroupView>,
-    /// Records written per second over all non-internal topics, since the previous snapshot.
+    /// Records written per second over all non-internal topics, over the last minute.
     pub produce_rate: Option<f64>,
-    /// Offsets committed per second over all groups, since the previous snapshot.
+    /// Offsets committed per second over all groups, over the last minute.
     pub consume_rate: Option<f64>,
 }
 
@@ -197,8 +200,8 @@ struct Memory {
     nodes: BTreeMap<i32, String>,
     /// Topic configs and when they were read.
     configs: BTreeMap<String, (Instant, BTreeMap<String, String>)>,
-    /// The previous snapshot's totals: (when, records written, offsets committed).
-    totals: Option<(Instant, u64, i64)>,
+    /// Totals of recent snapshots, oldest first: (when, records written, offsets committed).
+    totals: std::collections::VecDeque<(Instant, u64, i64)>,
 }
 
 /// Takes and caches snapshots; see the module documentation.
@@ -292,16 +295,25 @@ impl ClusterView {
             .sum();
         let (produce_rate, consume_rate) = {
             let mut memory = lock(&self.memory);
-            let rates = memory.totals.and_then(|(at, w, c)| {
+            while memory
+                .totals
+                .front()
+                .is_some_and(|(at, _, _)| at.elapsed() > RATE_WINDOW)
+            {
+                memory.totals.pop_front();
+            }
+            let rates = memory.totals.front().and_then(|&(at, w, c)| {
                 let seconds = at.elapsed().as_secs_f64();
-                (seconds > 0.1 && seconds < 120.0).then(|| {
+                (seconds >= 1.0).then(|| {
                     (
                         written.saturating_sub(w) as f64 / seconds,
                         (committed - c).max(0) as f64 / seconds,
                     )
                 })
             });
-            memory.totals = Some((Instant::now(), written, committed));
+            memory
+                .totals
+                .push_back((Instant::now(), written, committed));
             (rates.map(|r| r.0), rates.map(|r| r.1))
         };
         ClusterSnapshot {

@@ -281,6 +281,13 @@ pub async fn start(
     })?;
     let state = ConsoleState::new(config, settings.token, pipeline, shutdown.clone());
     let watcher = tokio::spawn(Arc::clone(&state).watch());
+    // A first look now, so that the first page shown already has rates to compare with.
+    tokio::spawn({
+        let state = Arc::clone(&state);
+        async move {
+            state.cluster.snapshot().await;
+        }
+    });
     let app = router(Arc::clone(&state));
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)

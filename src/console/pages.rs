@@ -5,7 +5,7 @@
 use maud::{DOCTYPE, Markup, html};
 
 use super::cluster::{ClusterSnapshot, GroupView, TopicView};
-use super::fleet::DeviceView;
+use super::fleet::{DeviceView, RECENT_VALUES};
 use super::messages::BrowseQuery;
 use super::server::{
     AlertsQuery, AlertsView, DeadLettersQuery, DeadLettersView, FleetQuery, FleetView,
@@ -28,6 +28,9 @@ const NAV: [(&str, &str); 8] = [
     ("/alerts", "Alerts"),
     ("/dead-letters", "Dead letters"),
 ];
+
+/// A group partition further behind than this is highlighted.
+const BEHIND_WARN_MS: i64 = 30_000;
 
 /// Seconds between refreshes of pages that refresh.
 const REFRESH_SECONDS: u32 = 5;
@@ -157,8 +160,8 @@ pub fn overview(o: &Overview) -> Markup {
                 (card("Under-replicated partitions", thousands(o.under_replicated_partitions as i64),
                     html! { (o.offline_partitions) " offline (no leader) · " (o.topics) " topics · " a href="/topics" { "topics" } },
                     level(o.under_replicated_partitions == 0 && o.offline_partitions == 0, o.offline_partitions == 0)))
-                (card("Throughput", rate(o.produce_rate),
-                    html! { "written · " (rate(o.consume_rate)) " committed by consumers" }, "neutral"))
+                (card("Records written", rate(o.produce_rate),
+                    html! { (rate(o.consume_rate)) " committed by consumer groups · averaged over the last minute" }, "neutral"))
                 (card("Consumer lag", thousands(o.total_consumer_lag),
                     html! { "records not yet committed, all groups · " a href="/groups" { "groups" } },
                     "neutral"))
@@ -290,22 +293,24 @@ pub fn messages(v: &MessagesView, q: &BrowseQuery) -> Markup {
         section.tail {
             h2 { "Live tail " span #tail-state.pill.neutral { "connecting" } " " button #tail-toggle type="button" { "Pause" } }
             p.meta { "New records of " code { (v.topic) } " as they are written (at most 20 per fetch are shown; the count of those skipped is kept)." }
-            table #tail data-src=(tail) {
-                thead { tr { th.num { "Partition" } th.num { "Offset" } th { "Time" } th { "Key" } th { "Value" } } }
-                tbody {}
+            div.scroll {
+                table #tail data-src=(tail) {
+                    thead { tr { th.num { "Partition" } th.num { "Offset" } th { "Time (UTC)" } th { "Key" } th { "Value" } } }
+                    tbody {}
+                }
             }
             p #tail-skipped.meta {}
         }
         section {
             h2 { "Newest first (" (v.records.len()) ")" }
             table.records {
-                thead { tr { th.num { "Partition" } th.num { "Offset" } th { "Time" } th { "Key" } th { "Value" } } }
+                thead { tr { th.num { "Partition" } th.num { "Offset" } th { "Time (UTC)" } th { "Key" } th { "Value" } } }
                 tbody {
                     @for r in &v.records {
                         tr data-offset=(r.offset) {
                             td.num { (r.partition) }
                             td.num { (r.offset) }
-                            td { (r.timestamp) }
+                            td.time { (r.timestamp.get(..23).unwrap_or(&r.timestamp).replace('T', " ")) }
                             td { code { (r.key.as_deref().unwrap_or("—")) } }
                             td {
                                 @if let Some(pretty) = &r.pretty {
@@ -330,6 +335,7 @@ pub fn messages(v: &MessagesView, q: &BrowseQuery) -> Markup {
 pub fn groups(groups: &[GroupView], error: Option<&str>) -> Markup {
     let body = html! {
         div #live {
+            p.meta { "Lag is the records written and not yet committed; time behind is the age of the first of them. Groups commit every few seconds (MetroCloud's consumer every KAFKA_CONSUMER_COMMIT_INTERVAL_MS, 5 s by default), so a few seconds behind is normal; rows more than 30 s behind are highlighted." }
             @if groups.is_empty() { p { "No consumer groups." } }
             @for g in groups {
                 section.group data-group=(g.id) {
@@ -354,7 +360,7 @@ pub fn groups(groups: &[GroupView], error: Option<&str>) -> Markup {
                         thead { tr { th { "Topic" } th.num { "Partition" } th.num { "Committed" } th.num { "End" } th.num { "Lag" } th { "Time behind" } th { "Owner" } } }
                         tbody {
                             @for p in &g.partitions {
-                                tr data-partition=(p.partition) class=[(p.lag.unwrap_or(0) > 0).then_some("warn")] {
+                                tr data-partition=(p.partition) class=[(p.time_behind_ms.unwrap_or(0) > BEHIND_WARN_MS).then_some("warn")] {
                                     td { (p.topic) }
                                     td.num { (p.partition) }
                                     td.num { (thousands(p.committed)) }
@@ -399,6 +405,7 @@ fn sparkline(values: &[f32]) -> Markup {
         svg.spark width=(w) height=(h) viewBox={ "0 0 " (w) " " (h) } role="img" aria-label={ "last " (values.len()) " values, " (min) " to " (max) } {
             polyline points=(points.join(" ")) fill="none" stroke="currentColor" stroke-width="1.5" {}
         }
+        span.range { (format!("{min:.1}–{max:.1}")) }
     }
 }
 
@@ -416,7 +423,7 @@ fn device_row(d: &DeviceView) -> Markup {
             td { span class={ "pill " (tone) } { (presence) } }
             td.num { (format!("{:.2}", d.value)) " " (d.unit) }
             td { (sparkline(&d.recent)) }
-            td { (d.last_reading) }
+            td.time { (d.last_reading.get(..19).unwrap_or(&d.last_reading).replace('T', " ")) }
             td.num { (duration_ms((d.seconds_since_seen * 1000.0) as i64)) " ago" }
             td.num { (format!("{:.0}", d.battery)) "%" }
             td.num { (d.signal) " dBm" }
@@ -471,7 +478,7 @@ pub fn fleet(v: &FleetView, q: &FleetQuery) -> Markup {
             }
             p.meta { (thousands(v.total as i64)) " devices seen on the sensor topic; " (thousands(v.matching as i64)) " match; page " (v.page) " of " (v.pages) ". Online: a reading within three intervals; stale: within five minutes; offline: longer." }
             table.devices {
-                thead { tr { th { "Device" } th { "Type" } th { "Status" } th.num { "Last value" } th { "Recent values" } th { "Last reading" } th.num { "Last seen" } th.num { "Battery" } th.num { "Signal" } th.num { "Gaps" } th.num { "Duplicates" } th { "Location" } } }
+                thead { tr { th { "Device" } th { "Type" } th { "Status" } th.num { "Last value" } th { "Last " (RECENT_VALUES) " values (min–max)" } th { "Last reading (UTC)" } th.num { "Last seen" } th.num { "Battery" } th.num { "Signal" } th.num { "Gaps" } th.num { "Duplicates" } th { "Location" } } }
                 tbody { @for d in &v.devices { (device_row(d)) } }
             }
             nav.pager {
@@ -505,7 +512,7 @@ pub fn alerts(v: &AlertsView, q: &AlertsQuery) -> Markup {
                 None => p.meta { "Alert quality against the simulator's ground truth shows when the console runs inside " code { "metrocloud run" } "." },
             }
             table {
-                thead { tr { th { "Received" } th { "Severity" } th { "Kind" } th { "Device" } th.num { "Value" } th.num { "Threshold" } th { "Reading time" } th.num { "Repeats suppressed" } } }
+                thead { tr { th { "Received (UTC)" } th { "Severity" } th { "Kind" } th { "Device" } th.num { "Value" } th.num { "Threshold" } th { "Reading time" } th.num { "Repeats suppressed" } } }
                 tbody {
                     @for a in &v.alerts {
                         tr data-kind=(a.alert.kind.as_str()) {
@@ -540,7 +547,7 @@ pub fn dead_letters(v: &DeadLettersView, q: &DeadLettersQuery) -> Markup {
                 }
             }
             table {
-                thead { tr { th { "Received" } th { "Reason" } th { "Key" } th { "Value" } th { "Headers" } } }
+                thead { tr { th { "Received (UTC)" } th { "Reason" } th { "Key" } th { "Value" } th { "Headers" } } }
                 tbody {
                     @for d in &v.records {
                         tr {

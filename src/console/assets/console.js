@@ -32,7 +32,7 @@
   const state = document.getElementById("tail-state");
   const toggle = document.getElementById("tail-toggle");
   const skippedLine = document.getElementById("tail-skipped");
-  const keep = 100;
+  const keep = 50;
   let skipped = 0;
   let source = null;
 
@@ -57,9 +57,10 @@
       row.dataset.offset = record.offset;
       cell(row, record.partition, "num");
       cell(row, record.offset, "num");
-      cell(row, record.timestamp);
+      cell(row, record.timestamp.slice(0, 23).replace("T", " "), "time");
       cell(row, record.key ?? "—");
-      cell(row, (record.value ?? "—").slice(0, 200));
+      const value = record.value ?? "—";
+      cell(row, value.length > 140 ? value.slice(0, 140) + "…" : value, "value");
       while (body.rows.length > keep) body.deleteRow(body.rows.length - 1);
     });
     source.addEventListener("skipped", (event) => {
