@@ -121,12 +121,69 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
     assert!(simulator[0]["readings"].as_u64().unwrap() > 0);
     assert!(simulator[0]["peak_rss_mib"].as_f64().unwrap() > 0.0);
 
+    let console = &report["console"];
+    assert_eq!(console["devices"], 1_000, "{console}");
+    assert_eq!(console["readings"], 2_000, "{console}");
+    let pages = console["pages"].as_array().unwrap();
+    let paths: Vec<&str> = pages.iter().map(|p| p["path"].as_str().unwrap()).collect();
+    for path in [
+        "/",
+        "/brokers",
+        "/topics",
+        "/messages",
+        "/groups",
+        "/fleet",
+        "/alerts",
+        "/dead-letters",
+        "/metrics",
+    ] {
+        assert!(paths.contains(&path), "{path} timed: {paths:?}");
+    }
+    for page in pages {
+        let (p50, p95, max) = (
+            page["p50_ms"].as_f64().unwrap(),
+            page["p95_ms"].as_f64().unwrap(),
+            page["max_ms"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p95 && p95 <= max, "{page}");
+        assert!(page["bytes"].as_u64().unwrap() > 0, "{page}");
+    }
+    for (section, records) in [("impact", 2_000), ("latency", 0)] {
+        let runs = console[section].as_array().unwrap();
+        assert_eq!(
+            runs.len(),
+            2,
+            "one run without and one with a console: {console}"
+        );
+        assert_eq!(
+            runs.iter().filter(|r| r["with_console"] == true).count(),
+            1,
+            "{console}"
+        );
+        for run in runs {
+            if records > 0 {
+                assert_eq!(run["records"], records, "{run}");
+                assert!(run["records_per_sec"].as_f64().unwrap() > 0.0, "{run}");
+            } else {
+                assert!(run["p50_ms"].as_f64().unwrap() > 0.0, "{run}");
+            }
+            assert_eq!(
+                run["console_cpu_secs"].is_number(),
+                run["with_console"] == true,
+                "the console's CPU is measured when there is one: {run}"
+            );
+        }
+    }
+
     let markdown = std::fs::read_to_string(only_file_with_extension(out.path(), "md")).unwrap();
     for heading in [
         "### Producer: ours vs kafka-producer-perf-test",
         "### Consumer: ours vs kafka-consumer-perf-test",
         "### End to end",
         "### Simulator",
+        "### Console: pages with 1,000 devices",
+        "### Console: our producer without and with a console",
+        "### Console: end to end at 500 readings/s",
     ] {
         assert!(
             markdown.contains(heading),
@@ -149,7 +206,7 @@ fn an_unknown_benchmark_is_a_usage_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("unknown benchmark \"everything\"")
-            && stderr.contains("producer, consumer, e2e, simulator"),
+            && stderr.contains("producer, consumer, e2e, simulator, console"),
         "{stderr}"
     );
 }

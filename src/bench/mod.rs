@@ -21,6 +21,7 @@
 //! [`peer`]); [`usage`] measures it. Each run gets a fresh topic, deleted
 //! afterwards. The report ([`report`]) is written as JSON and as markdown.
 
+pub mod console;
 pub mod peer;
 pub mod report;
 pub mod usage;
@@ -105,6 +106,9 @@ pub enum BenchError {
     /// A run lost records: its figures would be meaningless.
     #[error("{0}")]
     Lost(String),
+    /// The console did not answer as it should.
+    #[error("console: {0}")]
+    Console(String),
 }
 
 impl BenchError {
@@ -127,15 +131,18 @@ pub enum Suite {
     EndToEnd,
     /// Simulator CPU and memory.
     Simulator,
+    /// Console page times with a large fleet, and its cost to the producer.
+    Console,
 }
 
 impl Suite {
     /// All, in the order they run.
-    pub const ALL: [Suite; 4] = [
+    pub const ALL: [Suite; 5] = [
         Suite::Producer,
         Suite::Consumer,
         Suite::EndToEnd,
         Suite::Simulator,
+        Suite::Console,
     ];
 
     /// The name on the command line.
@@ -145,6 +152,7 @@ impl Suite {
             Suite::Consumer => "consumer",
             Suite::EndToEnd => "e2e",
             Suite::Simulator => "simulator",
+            Suite::Console => "console",
         }
     }
 
@@ -187,6 +195,14 @@ pub struct BenchSettings {
     pub simulator_devices: Vec<u32>,
     /// Seconds each fleet runs.
     pub simulator_seconds: f64,
+    /// Devices in the fleet the console's pages are timed with.
+    pub console_devices: u32,
+    /// Requests timed per console page.
+    pub console_page_requests: usize,
+    /// Readings per producer run with and without a console.
+    pub console_impact_records: u64,
+    /// Readings/s offered in the end-to-end runs with and without a console.
+    pub console_latency_rate: u32,
 }
 
 impl BenchSettings {
@@ -209,6 +225,10 @@ impl BenchSettings {
             e2e_peer_records: 5_000,
             simulator_devices: vec![10_000, 100_000],
             simulator_seconds: 30.0,
+            console_devices: 100_000,
+            console_page_requests: 20,
+            console_impact_records: 1_000_000,
+            console_latency_rate: 10_000,
         }
     }
 
@@ -225,6 +245,10 @@ impl BenchSettings {
             e2e_peer_records: 50,
             simulator_devices: vec![1_000],
             simulator_seconds: 2.0,
+            console_devices: 1_000,
+            console_page_requests: 2,
+            console_impact_records: 2_000,
+            console_latency_rate: 500,
             ..BenchSettings::full(binary, work_dir, producer)
         }
     }
@@ -367,6 +391,7 @@ impl Bench<'_> {
             consumer: Vec::new(),
             end_to_end: None,
             simulator: Vec::new(),
+            console: None,
         };
         let readings = self.write_readings()?;
         for suite in suites {
@@ -375,6 +400,7 @@ impl Bench<'_> {
                 Suite::Consumer => report.consumer = vec![self.consumer(&readings).await?],
                 Suite::EndToEnd => report.end_to_end = Some(self.end_to_end(&readings).await?),
                 Suite::Simulator => report.simulator = self.simulator().await?,
+                Suite::Console => report.console = Some(self.console(&readings).await?),
             }
         }
         Ok(report)
@@ -794,6 +820,17 @@ impl Bench<'_> {
 
     async fn latency_run(&mut self, rate: u32, readings: &Path) -> Result<LatencyRun, BenchError> {
         let topic = self.fresh_topic("e2e").await?;
+        self.latency_on(&topic, rate, readings).await
+    }
+
+    /// Our end-to-end run offering `rate` readings/s to `topic`, which it deletes after.
+    async fn latency_on(
+        &mut self,
+        topic: &str,
+        rate: u32,
+        readings: &Path,
+    ) -> Result<LatencyRun, BenchError> {
+        let topic = topic.to_string();
         let command = self.worker_command(&WorkerSpec::EndToEnd {
             bootstrap: self.target().bootstrap.clone(),
             topic: topic.clone(),

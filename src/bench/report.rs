@@ -221,6 +221,8 @@ pub struct BenchReport {
     pub end_to_end: Option<LatencySection>,
     /// Simulator cost.
     pub simulator: Vec<SimulatorRun>,
+    /// Console page times and its cost to the producer.
+    pub console: Option<super::console::ConsoleSection>,
 }
 
 fn ratio(ours: f64, peer: f64) -> String {
@@ -349,8 +351,85 @@ impl BenchReport {
                 ));
             }
         }
+        if let Some(console) = &self.console {
+            out.push_str(&console_tables(console));
+        }
         out
     }
+}
+
+fn console_tables(c: &super::console::ConsoleSection) -> String {
+    let mut out = format!(
+        "\n### Console: pages with {} devices ({} readings; the console listed every device {:.1} s after it started; {:.2} CPU s, peak RSS {:.1} MiB)\n\n",
+        thousands(f64::from(c.devices)),
+        thousands(c.readings as f64),
+        c.catch_up_secs,
+        c.cpu_secs,
+        c.peak_rss_mib
+    );
+    out.push_str("Time from request to last byte, over HTTP on loopback.\n\n");
+    out.push_str("| page | requests | p50 ms | p95 ms | max ms | bytes |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|\n");
+    for page in &c.pages {
+        out.push_str(&format!(
+            "| `{}` | {} | {:.1} | {:.1} | {:.1} | {} |\n",
+            page.path,
+            page.requests,
+            page.p50_ms,
+            page.p95_ms,
+            page.max_ms,
+            thousands(page.bytes as f64)
+        ));
+    }
+    let mean = |with: bool| {
+        let runs: Vec<f64> = c
+            .impact
+            .iter()
+            .filter(|r| r.with_console == with)
+            .map(|r| r.records_per_sec)
+            .collect();
+        runs.iter().sum::<f64>() / runs.len().max(1) as f64
+    };
+    out.push_str("\n### Console: our producer without and with a console reading its topic and serving two pages a second\n\n");
+    out.push_str("| run | console | readings | readings/s | console CPU s during the run |\n");
+    out.push_str("|---:|---|---:|---:|---:|\n");
+    for (i, run) in c.impact.iter().enumerate() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            i + 1,
+            if run.with_console { "yes" } else { "no" },
+            thousands(run.records as f64),
+            thousands(run.records_per_sec),
+            optional(run.console_cpu_secs, 2)
+        ));
+    }
+    out.push_str(&format!(
+        "\nMean readings/s: {} without, {} with a console ({}).\n",
+        thousands(mean(false)),
+        thousands(mean(true)),
+        ratio(mean(true), mean(false))
+    ));
+    if let Some(rate) = c.latency.first().map(|r| r.rate) {
+        out.push_str(&format!(
+            "\n### Console: end to end at {} readings/s without and with a console\n\n",
+            thousands(f64::from(rate))
+        ));
+        out.push_str("| run | console | achieved readings/s | p50 ms | p99 ms | kept up | console CPU s during the run |\n");
+        out.push_str("|---:|---|---:|---:|---:|---|---:|\n");
+        for (i, run) in c.latency.iter().enumerate() {
+            out.push_str(&format!(
+                "| {} | {} | {} | {:.2} | {:.2} | {} | {} |\n",
+                i + 1,
+                if run.with_console { "yes" } else { "no" },
+                thousands(run.achieved_rate),
+                run.p50_ms,
+                run.p99_ms,
+                if run.sustained { "yes" } else { "no" },
+                optional(run.console_cpu_secs, 2)
+            ));
+        }
+    }
+    out
 }
 
 fn comparison_table(rows: &[Comparison]) -> String {
@@ -413,6 +492,7 @@ mod tests {
             consumer: vec![],
             end_to_end: None,
             simulator: vec![],
+            console: None,
         };
         let table = report.to_markdown();
         let row = table

@@ -152,6 +152,11 @@ fn start(command: Command) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(command, Command::Console(_)) && !crate::console::lower_priority() {
+        tracing::warn!(
+            "could not lower the console's CPU priority; it competes with the pipeline as an equal"
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

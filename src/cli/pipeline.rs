@@ -16,6 +16,7 @@ use crate::admin::{AdminClient, Timeouts};
 use crate::cluster::{self, ClusterSpec, LocalCluster, Ownership};
 use crate::config::{Config, DEFAULT_BOOTSTRAP_SERVERS};
 use crate::console::PipelineHandles;
+use crate::console::fleet::SharedFleet;
 use crate::consumer::ConsumerStats;
 use crate::pipeline::ingest::{IngestSummary, ReadingId, run_ingest};
 use crate::pipeline::process::{ProcessingEvent, ProcessingObserver, ProcessingStats};
@@ -174,15 +175,28 @@ pub(crate) async fn run(
     let run_id: Arc<str> = Arc::from(fleet.run_id());
     // Both sides of this run meet in one audit: what was acknowledged against what was processed.
     let audit = Arc::new(Mutex::new(DeliveryAudit::new()));
+    // The console's fleet view is fed here with what processing saw, rather
+    // than by reading the sensor topic a second time.
+    let console_fleet: Option<SharedFleet> = console.as_ref().map(|_| Arc::default());
     let observer = {
         let run_id = Arc::clone(&run_id);
         let audit = Arc::clone(&audit);
-        Arc::new(move |event: &ProcessingEvent| {
-            if let ProcessingEvent::Reading { reading, .. } = event
-                && *reading.run_id == *run_id
-            {
-                lock(&audit).processed(&reading.device_id, &reading.run_id, reading.sequence);
+        let console_fleet = console_fleet.clone();
+        Arc::new(move |event: &ProcessingEvent| match event {
+            ProcessingEvent::Reading { reading, .. } => {
+                if *reading.run_id == *run_id {
+                    lock(&audit).processed(&reading.device_id, &reading.run_id, reading.sequence);
+                }
+                if let Some(fleet) = &console_fleet {
+                    lock(fleet).observe(reading, chrono::Utc::now().timestamp_millis());
+                }
             }
+            ProcessingEvent::Duplicate { device_id, .. } => {
+                if let Some(fleet) = &console_fleet {
+                    lock(fleet).repeat_removed(device_id);
+                }
+            }
+            _ => {}
         })
     };
     let stop_consumer = CancellationToken::new();
@@ -214,6 +228,7 @@ pub(crate) async fn run(
                 consumer: Some(Arc::clone(&consumer_stats)),
                 processing: Some(Arc::clone(&stats)),
                 delivery: Some(Arc::clone(&audit)),
+                fleet: console_fleet.clone(),
             };
             Some(
                 console

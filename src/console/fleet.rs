@@ -14,12 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rskafka::record::RecordAndOffset;
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceType;
 use crate::pipeline::alerts::Alert;
 use crate::pipeline::audit::{DeviceAudit, SequenceLedger, Verdict};
-use crate::pipeline::validate::validate;
 use crate::reading::SensorReading;
 
 /// Values kept per device for its chart.
@@ -68,6 +69,51 @@ impl Presence {
     }
 }
 
+/// The fields of a reading the console keeps, read without copying the
+/// strings where the JSON has no escapes. The console reads every record of
+/// the sensor topic beside the pipeline; reading only these fields, with no
+/// range checks (the pipeline's validation decides what is a dead letter),
+/// keeps its share of the machine small.
+#[derive(Debug, Deserialize)]
+pub struct Glance<'a> {
+    /// Device.
+    #[serde(borrow)]
+    pub device_id: Cow<'a, str>,
+    /// Kind.
+    pub device_type: DeviceType,
+    /// Producer run.
+    #[serde(borrow)]
+    pub run_id: Cow<'a, str>,
+    /// Sequence within the run.
+    pub sequence: u64,
+    /// When it was taken (RFC 3339).
+    #[serde(borrow)]
+    pub timestamp: Cow<'a, str>,
+    /// Value.
+    pub value: f64,
+    /// Unit.
+    #[serde(borrow)]
+    pub unit: Cow<'a, str>,
+    /// Battery (%).
+    pub battery_level: f64,
+    /// Signal (dBm).
+    pub signal_strength: i32,
+    /// Where.
+    #[serde(borrow)]
+    pub location: GlanceLocation<'a>,
+}
+
+/// Site and zone of a [`Glance`].
+#[derive(Debug, Deserialize)]
+pub struct GlanceLocation<'a> {
+    /// Site.
+    #[serde(borrow)]
+    pub site: Cow<'a, str>,
+    /// Zone.
+    #[serde(borrow)]
+    pub zone: Cow<'a, str>,
+}
+
 /// What the console keeps of one device.
 #[derive(Debug, Clone)]
 pub struct DeviceRecord {
@@ -89,6 +135,9 @@ pub struct DeviceRecord {
     pub last_seen_ms: i64,
     /// Readings seen, repeats included.
     pub readings: u64,
+    /// Repeats the pipeline removed before the console saw them (when it
+    /// feeds the console directly; see [`FleetState::repeat_removed`]).
+    pub repeats_removed: u32,
     /// The last values, oldest first.
     pub recent: VecDeque<f32>,
 }
@@ -167,7 +216,7 @@ pub struct WatchCounters {
     pub records: u64,
     /// Valid readings among them.
     pub readings: u64,
-    /// Records that failed validation (they go to the dead-letter topic).
+    /// Records that are not readings (the pipeline sends them to the dead-letter topic).
     pub invalid: u64,
     /// Alerts read.
     pub alerts: u64,
@@ -186,6 +235,7 @@ pub struct FleetState {
     dead_letter_hour: HourCount,
     dead_letter_reasons: BTreeMap<String, u64>,
     counters: WatchCounters,
+    repeats_removed: u64,
 }
 
 impl Default for FleetState {
@@ -199,6 +249,7 @@ impl Default for FleetState {
             dead_letter_hour: HourCount::default(),
             dead_letter_reasons: BTreeMap::new(),
             counters: WatchCounters::default(),
+            repeats_removed: 0,
         }
     }
 }
@@ -211,57 +262,89 @@ impl FleetState {
     pub fn on_readings(&mut self, records: &[RecordAndOffset]) {
         for record in records {
             self.counters.records += 1;
-            let reading =
-                match validate(record.record.key.as_deref(), record.record.value.as_deref()) {
-                    Ok(reading) => reading,
-                    Err(_) => {
-                        self.counters.invalid += 1;
-                        continue;
-                    }
-                };
+            let glance = record
+                .record
+                .value
+                .as_deref()
+                .and_then(|v| serde_json::from_slice::<Glance<'_>>(v).ok());
+            let taken = glance.as_ref().and_then(|g| {
+                chrono::DateTime::parse_from_rfc3339(&g.timestamp)
+                    .ok()
+                    .map(|t| t.timestamp_millis())
+            });
+            let (Some(glance), Some(reading_ms)) = (glance, taken) else {
+                self.counters.invalid += 1;
+                continue;
+            };
             self.counters.readings += 1;
-            self.observe(&reading, record.record.timestamp.timestamp_millis());
+            self.take(
+                &glance,
+                reading_ms,
+                record.record.timestamp.timestamp_millis(),
+            );
         }
     }
 
     /// Takes one valid reading that Kafka got at `seen_ms`.
     pub fn observe(&mut self, reading: &SensorReading, seen_ms: i64) {
+        let glance = Glance {
+            device_id: Cow::Borrowed(&reading.device_id),
+            device_type: reading.device_type,
+            run_id: Cow::Borrowed(&reading.run_id),
+            sequence: reading.sequence,
+            timestamp: Cow::Owned(String::new()),
+            value: reading.value,
+            unit: Cow::Borrowed(&reading.unit),
+            battery_level: reading.battery_level,
+            signal_strength: reading.signal_strength,
+            location: GlanceLocation {
+                site: Cow::Borrowed(&reading.location.site),
+                zone: Cow::Borrowed(&reading.location.zone),
+            },
+        };
+        self.take(&glance, reading.timestamp.timestamp_millis(), seen_ms);
+    }
+
+    fn take(&mut self, reading: &Glance<'_>, reading_ms: i64, seen_ms: i64) {
         let verdict = self
             .ledger
             .observe(&reading.device_id, &reading.run_id, reading.sequence);
-        if self.devices.len() >= MAX_DEVICES && !self.devices.contains_key(&reading.device_id) {
-            return;
+        if !self.devices.contains_key(reading.device_id.as_ref()) {
+            if self.devices.len() >= MAX_DEVICES {
+                return;
+            }
+            self.devices.insert(
+                reading.device_id.to_string(),
+                DeviceRecord {
+                    device_type: reading.device_type,
+                    value: reading.value,
+                    unit: reading.unit.to_string(),
+                    battery: reading.battery_level,
+                    signal: reading.signal_strength,
+                    location: format!("{}/{}", reading.location.site, reading.location.zone),
+                    reading_time_ms: 0,
+                    last_seen_ms: 0,
+                    readings: 0,
+                    repeats_removed: 0,
+                    recent: VecDeque::with_capacity(RECENT_VALUES),
+                },
+            );
         }
         let device = self
             .devices
-            .entry(reading.device_id.clone())
-            .or_insert_with(|| DeviceRecord {
-                device_type: reading.device_type,
-                value: reading.value,
-                unit: reading.unit.clone(),
-                battery: reading.battery_level,
-                signal: reading.signal_strength,
-                location: String::new(),
-                reading_time_ms: 0,
-                last_seen_ms: 0,
-                readings: 0,
-                recent: VecDeque::with_capacity(RECENT_VALUES),
-            });
+            .get_mut(reading.device_id.as_ref())
+            .expect("inserted above");
         device.readings += 1;
-        let reading_ms = reading.timestamp.timestamp_millis();
         if verdict == Verdict::Duplicate || reading_ms < device.reading_time_ms {
             return;
         }
         device.device_type = reading.device_type;
         device.value = reading.value;
         if device.unit != reading.unit {
-            device.unit = reading.unit.clone();
+            device.unit = reading.unit.to_string();
         }
         device.battery = reading.battery_level;
         device.signal = reading.signal_strength;
-        if device.location.is_empty() {
-            device.location = format!("{}/{}", reading.location.site, reading.location.zone);
-        }
         device.reading_time_ms = reading_ms;
         device.last_seen_ms = device.last_seen_ms.max(seen_ms);
         if device.recent.len() == RECENT_VALUES {
@@ -353,7 +436,24 @@ impl FleetState {
 
     /// Sequence totals over every device.
     pub fn audit(&self) -> crate::pipeline::audit::AuditTotals {
-        self.ledger.totals()
+        let mut totals = self.ledger.totals();
+        totals.duplicates += self.repeats_removed;
+        totals
+    }
+
+    /// A repeat of `device_id`'s reading that the pipeline removed (it feeds the
+    /// console only new readings, so the ledger here never sees the repeat).
+    pub fn repeat_removed(&mut self, device_id: &str) {
+        self.repeats_removed += 1;
+        if let Some(device) = self.devices.get_mut(device_id) {
+            device.repeats_removed += 1;
+        }
+    }
+
+    /// Gaps, duplicates and out-of-order readings of one device, summed.
+    pub fn problems(&self, device_id: &str, record: &DeviceRecord) -> u32 {
+        let audit = self.ledger.device(device_id).unwrap_or_default();
+        audit.missing + audit.duplicates + audit.out_of_order + record.repeats_removed
     }
 
     /// Devices seen.
@@ -398,7 +498,7 @@ impl FleetState {
             seconds_since_seen: quiet_ms as f64 / 1000.0,
             readings: record.readings,
             gaps: audit.missing,
-            duplicates: audit.duplicates,
+            duplicates: audit.duplicates + record.repeats_removed,
             out_of_order: audit.out_of_order,
             recent: record.recent.iter().copied().collect(),
         }

@@ -22,6 +22,10 @@ use crate::retry::Backoff;
 const FETCH_WAIT_MS: i32 = 500;
 /// Most bytes one fetch returns.
 const FETCH_BYTES: i32 = 4 * 1024 * 1024;
+/// Fewest bytes a fetch waits for (up to [`FETCH_WAIT_MS`]): on a busy topic
+/// the console asks for large batches, a few times a second, so that the
+/// brokers spend little on it.
+const FETCH_MIN_BYTES: i32 = 256 * 1024;
 
 /// Where following starts.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +114,7 @@ impl PartitionReader {
                 };
                 let (records, _high_watermark) = tokio::time::timeout(
                     self.timeout + Duration::from_millis(FETCH_WAIT_MS as u64),
-                    partition.fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS),
+                    partition.fetch_records(offset, FETCH_MIN_BYTES..FETCH_BYTES, FETCH_WAIT_MS),
                 )
                 .await
                 .map_err(|_| (generation, KafkaError::Timeout))?

@@ -6,7 +6,7 @@
 //! it has enough matches or has scanned [`MAX_SCANNED`] records per
 //! partition, so a filter that matches nothing costs a bounded amount of work.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,16 +116,26 @@ pub enum BrowseError {
     },
 }
 
+/// Partition clients by topic and partition, with the generation of the
+/// client that made them.
+type PartitionClients = HashMap<(String, i32), (u64, Arc<PartitionClient>)>;
+
 /// Reads records on demand; see the module documentation.
 pub struct RecordReader {
     client: Arc<SharedClient>,
     timeout: Duration,
+    /// Partition clients, with the generation of the client that made them.
+    partitions: std::sync::Mutex<PartitionClients>,
 }
 
 impl RecordReader {
     /// A reader over `client`, every call bounded by `timeout`.
     pub fn new(client: Arc<SharedClient>, timeout: Duration) -> Self {
-        RecordReader { client, timeout }
+        RecordReader {
+            client,
+            timeout,
+            partitions: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     /// The client, for followers.
@@ -142,8 +152,18 @@ impl RecordReader {
             .map_err(|_| KafkaError::Timeout)?
     }
 
-    async fn partition(&self, topic: &str, partition: i32) -> Result<PartitionClient, KafkaError> {
+    async fn partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<PartitionClient>, KafkaError> {
         let (generation, client) = self.client.current();
+        let key = (topic.to_string(), partition);
+        if let Some((made_by, cached)) = lock(&self.partitions).get(&key)
+            && *made_by == generation
+        {
+            return Ok(Arc::clone(cached));
+        }
         let outcome = self
             .bounded(client.partition_client(
                 topic.to_string(),
@@ -157,7 +177,9 @@ impl RecordReader {
         ) {
             self.client.replace(generation).await;
         }
-        outcome
+        let client = Arc::new(outcome?);
+        lock(&self.partitions).insert(key, (generation, Arc::clone(&client)));
+        Ok(client)
     }
 
     /// The timestamp (ms since the epoch) of the record at `offset`, if one is there.
@@ -208,59 +230,102 @@ impl RecordReader {
             None => partitions.to_vec(),
         };
         let filter = query.filter.as_deref().filter(|f| !f.is_empty());
-        let mut found = Vec::new();
-        for partition in chosen {
-            let kafka = |source| BrowseError::Kafka {
-                topic: topic.to_string(),
-                partition,
-                source,
-            };
-            let client = self.partition(topic, partition).await.map_err(kafka)?;
-            let earliest = self
-                .bounded(client.get_offset(OffsetAt::Earliest))
-                .await
-                .map_err(kafka)?;
-            let latest = self
-                .bounded(client.get_offset(OffsetAt::Latest))
-                .await
-                .map_err(kafka)?;
-            // `end` is one past the newest record to show.
-            let mut end = latest;
-            if let Some(offset) = query.offset {
-                end = end.min(offset + 1);
-            }
-            if let Some(ms) = before_ms {
-                let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
-                let first_after = self
-                    .bounded(client.get_offset(OffsetAt::Timestamp(at)))
-                    .await
-                    .map_err(kafka)?;
-                if first_after >= 0 {
-                    end = end.min(first_after);
-                }
-            }
-            let floor = earliest.max(end - MAX_SCANNED);
-            let mut matched: Vec<MessageView> = Vec::new();
-            while end > floor && matched.len() < limit {
-                let start = floor.max(end - WINDOW);
-                let window = self.window(&client, start, end).await.map_err(kafka)?;
-                for record in window.iter().rev() {
-                    let view = MessageView::of(partition, record);
-                    if filter.is_none_or(|f| view.matches(f)) {
-                        matched.push(view);
-                        if matched.len() == limit {
-                            break;
-                        }
-                    }
-                }
-                end = start;
-            }
-            found.extend(matched);
-        }
+        let reads = chosen.into_iter().map(|partition| {
+            self.browse_partition(topic, partition, query.offset, before_ms, filter, limit)
+        });
+        let mut found: Vec<MessageView> = futures_util::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         // Across partitions, newest first by time, then offset.
         found.sort_by(|a, b| b.timestamp.cmp(&a.timestamp).then(b.offset.cmp(&a.offset)));
         found.truncate(limit);
         Ok(found)
+    }
+
+    /// Up to `limit` records of one partition, newest first, at or before
+    /// `offset` and before `before_ms`, matching `filter`. After a failure the
+    /// partition's client is made anew on the next request.
+    async fn browse_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: Option<i64>,
+        before_ms: Option<i64>,
+        filter: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MessageView>, BrowseError> {
+        let outcome = self
+            .read_partition(topic, partition, offset, before_ms, filter, limit)
+            .await;
+        if outcome.is_err() {
+            lock(&self.partitions).remove(&(topic.to_string(), partition));
+        }
+        outcome
+    }
+
+    async fn read_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: Option<i64>,
+        before_ms: Option<i64>,
+        filter: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MessageView>, BrowseError> {
+        let kafka = |source| BrowseError::Kafka {
+            topic: topic.to_string(),
+            partition,
+            source,
+        };
+        let client = self.partition(topic, partition).await.map_err(kafka)?;
+        let earliest = self
+            .bounded(client.get_offset(OffsetAt::Earliest))
+            .await
+            .map_err(kafka)?;
+        let latest = self
+            .bounded(client.get_offset(OffsetAt::Latest))
+            .await
+            .map_err(kafka)?;
+        // `end` is one past the newest record to show.
+        let mut end = latest;
+        if let Some(offset) = offset {
+            end = end.min(offset + 1);
+        }
+        if let Some(ms) = before_ms {
+            let at = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+            let first_after = self
+                .bounded(client.get_offset(OffsetAt::Timestamp(at)))
+                .await
+                .map_err(kafka)?;
+            if first_after >= 0 {
+                end = end.min(first_after);
+            }
+        }
+        // Without a filter, the newest `limit` records are all there is to read.
+        let window = if filter.is_some() {
+            WINDOW
+        } else {
+            limit as i64
+        };
+        let floor = earliest.max(end - MAX_SCANNED);
+        let mut matched: Vec<MessageView> = Vec::new();
+        while end > floor && matched.len() < limit {
+            let start = floor.max(end - window);
+            let records = self.window(&client, start, end).await.map_err(kafka)?;
+            for record in records.iter().rev() {
+                let view = MessageView::of(partition, record);
+                if filter.is_none_or(|f| view.matches(f)) {
+                    matched.push(view);
+                    if matched.len() == limit {
+                        break;
+                    }
+                }
+            }
+            end = start;
+        }
+        Ok(matched)
     }
 
     /// The records at offsets `start..end`.
@@ -273,8 +338,12 @@ impl RecordReader {
         let mut records = Vec::new();
         let mut next = start;
         while next < end {
+            // About 1 KiB a record: enough for readings in one fetch, without
+            // reading far past `end` on a long partition.
+            let max_bytes =
+                ((end - next).saturating_mul(1024)).clamp(64 * 1024, 4 * 1024 * 1024) as i32;
             let (batch, _) = self
-                .bounded(client.fetch_records(next, 1..4 * 1024 * 1024, 0))
+                .bounded(client.fetch_records(next, 1..max_bytes, 0))
                 .await?;
             let Some(last) = batch.last().map(|r| r.offset) else {
                 break;
@@ -298,4 +367,8 @@ pub fn parse_time(text: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.timestamp_millis())
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

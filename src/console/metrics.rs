@@ -29,6 +29,10 @@ pub struct PipelineHandles {
     pub processing: Option<Arc<ProcessingStats>>,
     /// Acknowledged against processed readings.
     pub delivery: Option<Arc<Mutex<DeliveryAudit>>>,
+    /// The fleet state the pipeline's processing feeds with every new reading
+    /// (and every repeat it removed). With it, the console does not read the
+    /// sensor topic a second time.
+    pub fleet: Option<super::fleet::SharedFleet>,
 }
 
 impl std::fmt::Debug for PipelineHandles {
@@ -38,6 +42,7 @@ impl std::fmt::Debug for PipelineHandles {
             .field("consumer", &self.consumer.is_some())
             .field("processing", &self.processing.is_some())
             .field("delivery", &self.delivery.is_some())
+            .field("fleet", &self.fleet.is_some())
             .finish()
     }
 }

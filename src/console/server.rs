@@ -647,14 +647,9 @@ fn fleet(state: &ConsoleState, query: &FleetQuery) -> FleetView {
         matching.push((id, device));
     }
     if query.sort.as_deref() == Some("problems") {
-        let audit = |id: &str| {
-            let view = fleet.device(id, now, interval);
-            view.map(|v| v.gaps + v.duplicates + v.out_of_order)
-                .unwrap_or(0)
-        };
         let mut scored: Vec<_> = matching
             .iter()
-            .map(|(id, d)| (audit(id), *id, *d))
+            .map(|(id, d)| (fleet.problems(id, d), *id, *d))
             .collect();
         scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
         matching = scored.into_iter().map(|(_, id, d)| (id, d)).collect();
