@@ -357,3 +357,66 @@ fn the_command_refuses_a_non_loopback_address_without_a_token() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("METROCLOUD_CONSOLE_TOKEN"), "{stderr}");
 }
+
+/// Opens a live tail on a raw connection; the status, and the connection (kept open).
+async fn open_tail(addr: std::net::SocketAddr, topic: &str) -> (u16, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET /api/v1/topics/{topic}/tail HTTP/1.1\r\nHost: console\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut head))
+        .await
+        .expect("headers within 30 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&head[..read]).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text}"));
+    (status, stream)
+}
+
+#[tokio::test]
+async fn live_tails_are_bounded_and_a_closed_one_frees_its_place() {
+    let cluster = common::shared();
+    let topic = common::sensor_topic(cluster, "console-tails").await;
+    let shutdown = CancellationToken::new();
+    let running = console::start(
+        &config(&cluster.bootstrap_list()),
+        ConsoleSettings::new("127.0.0.1:0".parse().unwrap(), None).unwrap(),
+        PipelineHandles::default(),
+        shutdown.clone(),
+    )
+    .await
+    .expect("console listens");
+    let mut open = Vec::new();
+    for _ in 0..console::MAX_STREAMS {
+        let (status, stream) = open_tail(running.addr, &topic).await;
+        assert_eq!(status, 200);
+        open.push(stream);
+    }
+    let (status, _) = open_tail(running.addr, &topic).await;
+    assert_eq!(
+        status,
+        429,
+        "one tail more than {} is refused",
+        console::MAX_STREAMS
+    );
+    // A browser tab closed: its place is free again.
+    drop(open.pop());
+    common::eventually(
+        Duration::from_secs(30),
+        "a closed tail frees its place",
+        || async { open_tail(running.addr, &topic).await.0 == 200 },
+    )
+    .await;
+    // Shutdown ends the open tails too, rather than waiting for the browsers.
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running.task)
+        .await
+        .expect("the console stops within 30 s of shutdown with tails open")
+        .unwrap();
+    drop(open);
+}

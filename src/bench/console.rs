@@ -18,9 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
+use super::browser::Browser;
 use super::usage::{peak_rss, process_cpu};
 use super::worker::Payload;
 use super::{Bench, BenchError, MIB, Readings};
@@ -43,9 +44,6 @@ pub const PAGES: [&str; 11] = [
     "/metrics",
 ];
 
-/// How long one request may take before the benchmark fails.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// One page's times.
 #[derive(Debug, Clone, Serialize)]
 pub struct PageTime {
@@ -61,6 +59,11 @@ pub struct PageTime {
     pub max_ms: f64,
     /// Size of the answer.
     pub bytes: usize,
+    /// In headless Chromium, median time from navigation to the end of the
+    /// load event, ms (pages only; absent without a browser).
+    pub browser_p50_ms: Option<f64>,
+    /// The slowest such load, ms.
+    pub browser_max_ms: Option<f64>,
 }
 
 /// One producer run, with or without a console watching.
@@ -229,32 +232,8 @@ impl ConsoleProcess {
     }
 }
 
-/// One HTTP/1.0 GET (the server closes the connection after the answer): the
-/// status and the body.
 async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        Ok::<_, std::io::Error>(response)
-    };
-    let response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 30 s"))??;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no header end"))?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no status"))?;
-    Ok((status, response[split + 4..].to_vec()))
+    super::http::request(addr, "GET", path, None).await
 }
 
 /// The value of an unlabelled metric in a Prometheus exposition.
@@ -317,6 +296,8 @@ impl Bench<'_> {
                 p95_ms: percentile(&times, 0.95),
                 max_ms: times.last().copied().unwrap_or_default(),
                 bytes,
+                browser_p50_ms: None,
+                browser_max_ms: None,
             };
             (self.say)(&format!(
                 "console page {path}: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms, {} bytes",
@@ -324,6 +305,7 @@ impl Bench<'_> {
             ));
             pages.push(page);
         }
+        self.browser_times(&console, &mut pages).await;
         let cpu_secs = console.cpu().map_or(0.0, |c| c.as_secs_f64());
         let peak_rss_mib = peak_rss(console.pid() as u32).unwrap_or(0) as f64 / MIB;
         console.stop().await;
@@ -472,6 +454,48 @@ impl Bench<'_> {
                 .unwrap_or_default()
         ));
         Ok(run)
+    }
+}
+
+impl Bench<'_> {
+    /// Adds each page's load time in headless Chromium, when there is one.
+    async fn browser_times(&self, console: &ConsoleProcess, pages: &mut [PageTime]) {
+        let browser = match Browser::start(&self.settings.work_dir).await {
+            Ok(browser) => browser,
+            Err(why) => {
+                (self.say)(&format!("console: no browser load times: {why}"));
+                return;
+            }
+        };
+        for page in pages
+            .iter_mut()
+            .filter(|p| !p.path.starts_with("/api") && p.path != "/metrics")
+        {
+            let url = format!("http://{}{}", console.addr, page.path);
+            let mut times = Vec::new();
+            for _ in 0..self.settings.console_page_requests.min(10) {
+                match browser.load_ms(&url).await {
+                    Ok(ms) => times.push(ms),
+                    Err(why) => {
+                        (self.say)(&format!("console: browser load of {}: {why}", page.path));
+                        break;
+                    }
+                }
+            }
+            if times.is_empty() {
+                continue;
+            }
+            times.sort_by(f64::total_cmp);
+            page.browser_p50_ms = Some(percentile(&times, 0.5));
+            page.browser_max_ms = times.last().copied();
+            (self.say)(&format!(
+                "console page {} in Chromium: load p50 {:.1} ms, max {:.1} ms",
+                page.path,
+                page.browser_p50_ms.unwrap_or_default(),
+                page.browser_max_ms.unwrap_or_default()
+            ));
+        }
+        browser.close().await;
     }
 }
 

@@ -367,18 +367,20 @@ fn console_tables(c: &super::console::ConsoleSection) -> String {
         c.cpu_secs,
         c.peak_rss_mib
     );
-    out.push_str("Time from request to last byte, over HTTP on loopback.\n\n");
-    out.push_str("| page | requests | p50 ms | p95 ms | max ms | bytes |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|\n");
+    out.push_str("Server: time from request to last byte, over HTTP on loopback. Browser: headless Chromium's navigation timing, from navigation start to the end of the load event (style sheet and script included).\n\n");
+    out.push_str("| page | requests | server p50 ms | server p95 ms | server max ms | bytes | browser load p50 ms | browser load max ms |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for page in &c.pages {
         out.push_str(&format!(
-            "| `{}` | {} | {:.1} | {:.1} | {:.1} | {} |\n",
+            "| `{}` | {} | {:.1} | {:.1} | {:.1} | {} | {} | {} |\n",
             page.path,
             page.requests,
             page.p50_ms,
             page.p95_ms,
             page.max_ms,
-            thousands(page.bytes as f64)
+            thousands(page.bytes as f64),
+            optional(page.browser_p50_ms, 1),
+            optional(page.browser_max_ms, 1)
         ));
     }
     let mean = |with: bool| {
