@@ -19,140 +19,63 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use serde_json::{Value, json};
+use metrocloud::bench::browser::Browser;
+use serde_json::Value;
 
 const DEVICES: usize = 24;
 
-/// A WebDriver session on a headless Chromium.
-struct Browser {
-    driver: Child,
-    base: String,
-    session: String,
+/// The browser, and where its screenshots go.
+struct Page {
+    browser: Browser,
+    shots: PathBuf,
 }
 
-impl Browser {
-    fn start() -> Browser {
-        let chromium = std::env::var("METROCLOUD_CHROMIUM").unwrap_or("/usr/bin/chromium".into());
-        let chromedriver =
-            std::env::var("METROCLOUD_CHROMEDRIVER").unwrap_or("/usr/bin/chromedriver".into());
-        for program in [&chromium, &chromedriver] {
-            assert!(
-                Path::new(program).exists(),
-                "{program} not found: install Debian's chromium and chromium-driver (as .ci/run does), or set METROCLOUD_CHROMIUM and METROCLOUD_CHROMEDRIVER"
-            );
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while ureq::get(&format!("{base}/status")).call().is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not answer in 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+impl Page {
+    async fn start() -> Page {
         let profile = tempfile::tempdir().expect("profile dir").keep();
-        let capabilities = json!({ "capabilities": { "alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--window-size=1400,1050",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
-            },
-        }}});
-        let created: Value = ureq::post(&format!("{base}/session"))
-            .send_json(capabilities)
-            .expect("session created")
-            .into_json()
-            .unwrap();
-        let session = created["value"]["sessionId"]
-            .as_str()
-            .expect("session id")
-            .to_string();
-        Browser {
-            driver,
-            base,
-            session,
-        }
+        let browser = Browser::start(&profile).await.unwrap_or_else(|why| {
+            panic!("no browser: {why} (.ci/run installs Debian's chromium and chromium-driver)")
+        });
+        let shots = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap()
+            .join("console-screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        Page { browser, shots }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}/session/{}{path}", self.base, self.session)
-    }
-
-    fn open(&self, address: &str) {
-        ureq::post(&self.url("/url"))
-            .send_json(json!({ "url": address }))
+    async fn open(&self, address: &str) {
+        self.browser
+            .open(address)
+            .await
             .unwrap_or_else(|e| panic!("open {address}: {e}"));
-    }
-
-    /// Runs `script` (a function body) in the page; its return value.
-    fn eval(&self, script: &str) -> Value {
-        let answer: Value = ureq::post(&self.url("/execute/sync"))
-            .send_json(json!({ "script": script, "args": [] }))
-            .unwrap_or_else(|e| panic!("script {script}: {e}"))
-            .into_json()
-            .unwrap();
-        answer["value"].clone()
     }
 
     /// Waits until `script` returns true in the page, or panics with `what`
     /// and the page's text.
-    fn wait_for(&self, limit: Duration, what: &str, script: &str) {
+    async fn wait_for(&self, limit: Duration, what: &str, script: &str) {
         let deadline = Instant::now() + limit;
         loop {
-            if self.eval(script) == Value::Bool(true) {
+            let answer = self
+                .browser
+                .eval(script)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            if answer == Value::Bool(true) {
                 return;
             }
             if Instant::now() > deadline {
-                let text = self.eval("return document.body.innerText");
-                panic!("timed out after {limit:?} waiting until {what}; the page shows:\n{text}");
+                let text = self.browser.eval("return document.body.innerText").await;
+                panic!("timed out after {limit:?} waiting until {what}; the page shows:\n{text:?}");
             }
-            std::thread::sleep(Duration::from_millis(500));
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
-    fn screenshot(&self, name: &str) -> PathBuf {
-        let answer: Value = ureq::get(&self.url("/screenshot"))
-            .call()
-            .expect("screenshot")
-            .into_json()
-            .unwrap();
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(answer["value"].as_str().unwrap())
-            .expect("PNG in base64");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .parent()
-            .unwrap()
-            .join("console-screenshots");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{name}.png"));
-        std::fs::write(&path, png).unwrap();
-        path
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = ureq::delete(&self.url("")).call();
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+    async fn screenshot(&self, name: &str) {
+        let png = self.browser.screenshot().await.expect("screenshot");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
     }
 }
 
@@ -220,11 +143,11 @@ async fn every_page_in_a_browser_follows_the_cluster_and_the_fleet() {
     let local = cluster.local();
     let logs = tempfile::tempdir().unwrap();
     let pipeline = Pipeline::start(&cluster.bootstrap_list(), logs.path());
-    let browser = Browser::start();
+    let page = Page::start().await;
 
     // Overview: healthy, three brokers, every device online.
-    browser.open(&pipeline.page("/"));
-    browser.wait_for(
+    page.open(&pipeline.page("/")).await;
+    page.wait_for(
         MINUTE,
         "the overview is green with 3 of 3 brokers and every device",
         &format!(
@@ -232,63 +155,70 @@ async fn every_page_in_a_browser_follows_the_cluster_and_the_fleet() {
              return document.querySelector('[data-health]').dataset.health === 'green'
                  && cards.includes('3 / 3') && cards.includes('{DEVICES} online');"
         ),
-    );
-    browser.screenshot("overview");
+    )
+    .await;
+    page.screenshot("overview").await;
 
-    browser.open(&pipeline.page("/brokers"));
-    browser.wait_for(
+    page.open(&pipeline.page("/brokers")).await;
+    page.wait_for(
         MINUTE,
         "three brokers are listed up",
         "return document.querySelectorAll('tr[data-broker][data-up=\"true\"]').length === 3",
-    );
-    browser.screenshot("brokers");
+    )
+    .await;
+    page.screenshot("brokers").await;
 
-    browser.open(&pipeline.page("/topics"));
-    browser.wait_for(
+    page.open(&pipeline.page("/topics")).await;
+    page.wait_for(
         MINUTE,
         "the sensor topic shows 6 partitions in sync",
         "const rows = document.querySelectorAll('[data-topic=\"iot-sensor-data\"] tr[data-partition]');
          return rows.length === 6 && [...rows].every(r => r.innerText.includes('in sync'));",
-    );
-    browser.screenshot("topics");
+    )
+    .await;
+    page.screenshot("topics").await;
 
-    browser.open(&pipeline.page("/messages"));
-    browser.wait_for(
+    page.open(&pipeline.page("/messages")).await;
+    page.wait_for(
         MINUTE,
         "the live tail shows new records (its script ran)",
         "return document.querySelectorAll('#tail tbody tr').length >= 5
              && document.getElementById('tail-state').textContent === 'live'
              && document.querySelectorAll('table.records tr[data-offset]').length > 0",
-    );
-    browser.screenshot("messages");
+    )
+    .await;
+    page.screenshot("messages").await;
 
-    browser.open(&pipeline.page("/groups"));
-    browser.wait_for(
+    page.open(&pipeline.page("/groups")).await;
+    page.wait_for(
         MINUTE,
         "the pipeline's group shows with its 6 partitions",
         "return document.querySelectorAll('[data-group=\"iot-data-consumer\"] tr[data-partition]').length === 6",
-    );
-    browser.screenshot("groups");
+    )
+    .await;
+    page.screenshot("groups").await;
 
-    browser.open(&pipeline.page("/fleet"));
-    browser.wait_for(
+    page.open(&pipeline.page("/fleet")).await;
+    page.wait_for(
         MINUTE,
         "the fleet lists every simulated device, online",
         &format!(
             "const rows = document.querySelectorAll('tr[data-device]');
              return rows.length === {DEVICES} && [...rows].every(r => r.innerText.includes('online'));"
         ),
-    );
-    browser.screenshot("fleet");
+    )
+    .await;
+    page.screenshot("fleet").await;
 
-    browser.open(&pipeline.page("/alerts"));
-    browser.wait_for(
+    page.open(&pipeline.page("/alerts")).await;
+    page.wait_for(
         MINUTE,
         "alerts arrive, with their quality against the ground truth",
         "return document.querySelectorAll('tr[data-kind]').length > 0
              && document.querySelector('p.quality') !== null",
-    );
-    browser.screenshot("alerts");
+    )
+    .await;
+    page.screenshot("alerts").await;
 
     // A record that is not a reading ends as a dead letter with its reason.
     let client = rskafka::client::ClientBuilder::new(cluster.bootstrap.clone())
@@ -315,57 +245,62 @@ async fn every_page_in_a_browser_follows_the_cluster_and_the_fleet() {
         )
         .await
         .unwrap();
-    browser.open(&pipeline.page("/dead-letters"));
-    browser.wait_for(
+    page.open(&pipeline.page("/dead-letters")).await;
+    page.wait_for(
         MINUTE,
         "the malformed record shows as a dead letter with its reason",
         "return document.querySelectorAll('tr[data-reason]').length >= 1
              && document.body.innerText.includes('this is not a reading')",
-    );
-    browser.screenshot("dead-letters");
+    )
+    .await;
+    page.screenshot("dead-letters").await;
 
     // Broker 2 dies: the brokers page, left open, shows it down by itself.
-    browser.open(&pipeline.page("/brokers"));
+    page.open(&pipeline.page("/brokers")).await;
     local.kill_node(2).await.expect("kill node 2");
-    browser.wait_for(
+    page.wait_for(
         2 * MINUTE,
         "broker 2 shows down on the open page",
         "const row = document.querySelector('tr[data-broker=\"2\"]');
          return row !== null && row.dataset.up === 'false'
              && document.querySelectorAll('tr[data-broker][data-up=\"true\"]').length === 2",
-    );
-    browser.screenshot("brokers-broker-2-down");
-    browser.open(&pipeline.page("/topics"));
-    browser.wait_for(
+    )
+    .await;
+    page.screenshot("brokers-broker-2-down").await;
+    page.open(&pipeline.page("/topics")).await;
+    page.wait_for(
         MINUTE,
         "the sensor topic's partitions are under-replicated",
         "const rows = document.querySelectorAll('[data-topic=\"iot-sensor-data\"] tr[data-partition]');
          return rows.length === 6 && [...rows].every(r => r.innerText.includes('under-replicated'));",
-    );
-    browser.screenshot("topics-under-replicated");
-    browser.open(&pipeline.page("/"));
-    browser.wait_for(
+    )
+    .await;
+    page.screenshot("topics-under-replicated").await;
+    page.open(&pipeline.page("/")).await;
+    page.wait_for(
         MINUTE,
         "the overview turns amber and says why",
         "return document.querySelector('[data-health]').dataset.health === 'amber'
              && document.body.innerText.includes('1 of 3 brokers down')",
-    );
-    browser.screenshot("overview-broker-2-down");
+    )
+    .await;
+    page.screenshot("overview-broker-2-down").await;
 
     // It comes back: the open overview turns green again.
     local
         .start_node(2, 2 * MINUTE)
         .await
         .expect("node 2 restarts");
-    browser.wait_for(
+    page.wait_for(
         3 * MINUTE,
         "the overview is green again with 3 of 3 brokers",
         "return document.querySelector('[data-health]').dataset.health === 'green'
              && document.body.innerText.includes('3 / 3')",
-    );
-    browser.screenshot("overview-recovered");
+    )
+    .await;
+    page.screenshot("overview-recovered").await;
 
-    drop(browser);
+    page.browser.close().await;
     let status = pipeline.stop();
     assert!(status.success(), "metrocloud run ended with {status}");
 }

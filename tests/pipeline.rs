@@ -480,6 +480,8 @@ fn metrocloud_run_stopped_with_ctrl_c_reconciles_every_acknowledged_reading() {
         .env("IOT_NUM_DEVICES", "100")
         .env("IOT_DATA_INTERVAL_SEC", "0.2")
         .env("LOG_LEVEL", "WARN")
+        // Its console on a free port, so that nothing else on 8080 stands in the way.
+        .env("METROCLOUD_CONSOLE_ADDR", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

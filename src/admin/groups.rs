@@ -249,23 +249,12 @@ impl AdminClient {
     ) -> Result<GroupDescription, AdminError> {
         let (address, coordinator) = self.coordinator(group).await?;
         let id = GroupId(StrBytes::from_string(group.to_string()));
-        if kind == "consumer" {
+        let (state, members) = if kind == "consumer" {
             let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![id]);
             let response = self.send_to(&address, &request).await?;
-            let described = response
-                .groups
-                .first()
-                .ok_or_else(|| AdminError::Protocol {
-                    address: address.clone(),
-                    message: "ConsumerGroupDescribe answered without the group".to_string(),
-                })?;
-            if described.error_code != 0 {
-                return Err(AdminError::broker(
-                    &address,
-                    described.error_code,
-                    described.error_message.as_ref(),
-                ));
-            }
+            let described = only_group(&address, "ConsumerGroupDescribe", &response.groups, |g| {
+                (g.error_code, g.error_message.as_ref())
+            })?;
             let members = described
                 .members
                 .iter()
@@ -281,43 +270,28 @@ impl AdminClient {
                         .collect(),
                 })
                 .collect();
-            return Ok(GroupDescription {
-                id: group.to_string(),
-                state: described.group_state.to_string(),
-                kind: kind.to_string(),
-                coordinator,
-                members,
-            });
-        }
-        let request = DescribeGroupsRequest::default().with_groups(vec![id]);
-        let response = self.send_to(&address, &request).await?;
-        let described = response
-            .groups
-            .first()
-            .ok_or_else(|| AdminError::Protocol {
-                address: address.clone(),
-                message: "DescribeGroups answered without the group".to_string(),
+            (described.group_state.to_string(), members)
+        } else {
+            let request = DescribeGroupsRequest::default().with_groups(vec![id]);
+            let response = self.send_to(&address, &request).await?;
+            let described = only_group(&address, "DescribeGroups", &response.groups, |g| {
+                (g.error_code, g.error_message.as_ref())
             })?;
-        if described.error_code != 0 {
-            return Err(AdminError::broker(
-                &address,
-                described.error_code,
-                described.error_message.as_ref(),
-            ));
-        }
-        let members = described
-            .members
-            .iter()
-            .map(|m| GroupMember {
-                member_id: m.member_id.to_string(),
-                client_id: m.client_id.to_string(),
-                client_host: m.client_host.to_string(),
-                assignment: classic_assignment(&m.member_assignment),
-            })
-            .collect();
+            let members = described
+                .members
+                .iter()
+                .map(|m| GroupMember {
+                    member_id: m.member_id.to_string(),
+                    client_id: m.client_id.to_string(),
+                    client_host: m.client_host.to_string(),
+                    assignment: classic_assignment(&m.member_assignment),
+                })
+                .collect();
+            (described.group_state.to_string(), members)
+        };
         Ok(GroupDescription {
             id: group.to_string(),
-            state: described.group_state.to_string(),
+            state,
             kind: kind.to_string(),
             coordinator,
             members,
@@ -369,6 +343,24 @@ impl ClusterMetadata {
             .iter()
             .find(|b| b.id == id)
             .map(|b| format!("{}:{}", b.host, b.port))
+    }
+}
+
+/// The one group a describe request asked about, unless the broker answered
+/// with an error for it or left it out.
+fn only_group<'a, G>(
+    address: &str,
+    api: &str,
+    groups: &'a [G],
+    error: impl Fn(&G) -> (i16, Option<&StrBytes>),
+) -> Result<&'a G, AdminError> {
+    let group = groups.first().ok_or_else(|| AdminError::Protocol {
+        address: address.to_string(),
+        message: format!("{api} answered without the group"),
+    })?;
+    match error(group) {
+        (0, _) => Ok(group),
+        (code, message) => Err(AdminError::broker(address, code, message)),
     }
 }
 

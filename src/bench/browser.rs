@@ -36,7 +36,8 @@ fn program(variable: &str, default: &str) -> Result<PathBuf, String> {
 }
 
 impl Browser {
-    /// Starts chromedriver and a browser; why not, when it cannot.
+    /// Starts chromedriver and a browser, its profile under `work_dir`; why
+    /// not, when it cannot.
     pub async fn start(work_dir: &std::path::Path) -> Result<Browser, String> {
         let chromium = program("METROCLOUD_CHROMIUM", "/usr/bin/chromium")?;
         let chromedriver = program("METROCLOUD_CHROMEDRIVER", "/usr/bin/chromedriver")?;
@@ -100,22 +101,47 @@ impl Browser {
         Ok(answer["value"].clone())
     }
 
-    /// Loads `url` and returns the navigation's time to the end of the load event, ms.
-    pub async fn load_ms(&self, url: &str) -> Result<f64, String> {
-        let session = format!("/session/{}", self.session);
+    fn session(&self) -> String {
+        format!("/session/{}", self.session)
+    }
+
+    /// Loads `url`; returns once its load event has fired.
+    pub async fn open(&self, url: &str) -> Result<(), String> {
         self.call(
             "POST",
-            &format!("{session}/url"),
+            &format!("{}/url", self.session()),
             Some(json!({ "url": url })),
         )
-        .await?;
-        let script = "const n = performance.getEntriesByType('navigation')[0]; return n.loadEventEnd - n.startTime;";
+        .await
+        .map(|_| ())
+    }
+
+    /// Runs `script` (a function body) in the page; what it returns.
+    pub async fn eval(&self, script: &str) -> Result<Value, String> {
+        self.call(
+            "POST",
+            &format!("{}/execute/sync", self.session()),
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
+    /// The page as it looks now, as PNG.
+    pub async fn screenshot(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        let encoded = self
+            .call("GET", &format!("{}/screenshot", self.session()), None)
+            .await?;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().unwrap_or_default())
+            .map_err(|e| format!("screenshot is not base64: {e}"))
+    }
+
+    /// Loads `url` and returns the navigation's time to the end of the load event, ms.
+    pub async fn load_ms(&self, url: &str) -> Result<f64, String> {
+        self.open(url).await?;
         let value = self
-            .call(
-                "POST",
-                &format!("{session}/execute/sync"),
-                Some(json!({ "script": script, "args": [] })),
-            )
+            .eval("const n = performance.getEntriesByType('navigation')[0]; return n.loadEventEnd - n.startTime;")
             .await?;
         value
             .as_f64()
@@ -125,9 +151,7 @@ impl Browser {
 
     /// Ends the session and chromedriver.
     pub async fn close(mut self) {
-        let _ = self
-            .call("DELETE", &format!("/session/{}", self.session), None)
-            .await;
+        let _ = self.call("DELETE", &self.session(), None).await;
         let _ = self.driver.kill().await;
         let _ = std::fs::remove_dir_all(&self.profile);
     }

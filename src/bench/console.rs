@@ -399,12 +399,7 @@ impl Bench<'_> {
     ) -> Result<ImpactRun, BenchError> {
         let records = self.settings.console_impact_records;
         let topic = self.fresh_topic("console-impact").await?;
-        let watching = if with_console {
-            Some(Watching::start(self, &topic).await?)
-        } else {
-            None
-        };
-        let cpu_before = watching.as_ref().and_then(|w| w.console.cpu());
+        let watching = Watching::start_if(with_console, self, &topic).await?;
         let outcome = self
             .produce_with_ours(
                 &topic,
@@ -415,7 +410,7 @@ impl Bench<'_> {
             .await;
         let mut console_cpu_secs = None;
         if let Some(watching) = watching {
-            let cpu_after = watching.console.cpu();
+            console_cpu_secs = watching.cpu_so_far();
             // The run counts once the console has read everything written.
             let read_all = watching
                 .console
@@ -431,10 +426,6 @@ impl Bench<'_> {
                 .await;
             watching.stop().await;
             read_all?;
-            console_cpu_secs = match (cpu_before, cpu_after) {
-                (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
-                _ => None,
-            };
         }
         self.drop_topic(&topic).await;
         let (_, _, outcome) = outcome?;
@@ -504,9 +495,29 @@ struct Watching {
     console: ConsoleProcess,
     stop: CancellationToken,
     browser: tokio::task::JoinHandle<()>,
+    /// The console's CPU time when the run began.
+    cpu_at_start: Option<Duration>,
 }
 
 impl Watching {
+    /// A console watching `topic` when `wanted`.
+    async fn start_if(
+        wanted: bool,
+        bench: &Bench<'_>,
+        topic: &str,
+    ) -> Result<Option<Watching>, BenchError> {
+        match wanted {
+            true => Ok(Some(Watching::start(bench, topic).await?)),
+            false => Ok(None),
+        }
+    }
+
+    /// The console's CPU seconds since the run began.
+    fn cpu_so_far(&self) -> Option<f64> {
+        let now = self.console.cpu()?;
+        Some(now.saturating_sub(self.cpu_at_start?).as_secs_f64())
+    }
+
     async fn start(bench: &Bench<'_>, topic: &str) -> Result<Watching, BenchError> {
         let console = ConsoleProcess::start(bench, topic).await?;
         console
@@ -528,6 +539,7 @@ impl Watching {
             }
         });
         Ok(Watching {
+            cpu_at_start: console.cpu(),
             console,
             stop,
             browser,
@@ -549,21 +561,12 @@ impl Bench<'_> {
     ) -> Result<LatencyImpactRun, BenchError> {
         let rate = self.settings.console_latency_rate;
         let topic = self.fresh_topic("console-e2e").await?;
-        let watching = if with_console {
-            Some(Watching::start(self, &topic).await?)
-        } else {
-            None
-        };
-        let cpu_before = watching.as_ref().and_then(|w| w.console.cpu());
+        let watching = Watching::start_if(with_console, self, &topic).await?;
         let run = self.latency_on(&topic, rate, &readings.path).await;
         let mut console_cpu_secs = None;
         if let Some(watching) = watching {
-            let cpu_after = watching.console.cpu();
+            console_cpu_secs = watching.cpu_so_far();
             watching.stop().await;
-            console_cpu_secs = match (cpu_before, cpu_after) {
-                (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
-                _ => None,
-            };
         }
         let run = run?;
         (self.say)(&format!(

@@ -36,7 +36,7 @@ pub async fn request(
         // Some servers (chromedriver) keep the connection open after the
         // answer despite `Connection: close`: stop at the body's end.
         let mut response = Vec::new();
-        let mut chunk = [0u8; 64 * 1024];
+        let mut chunk = vec![0u8; 64 * 1024];
         loop {
             let read = stream.read(&mut chunk).await?;
             if read == 0 {

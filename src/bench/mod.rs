@@ -21,7 +21,7 @@
 //! [`peer`]); [`usage`] measures it. Each run gets a fresh topic, deleted
 //! afterwards. The report ([`report`]) is written as JSON and as markdown.
 
-mod browser;
+pub mod browser;
 pub mod console;
 mod http;
 pub mod peer;

@@ -116,6 +116,16 @@ pub enum BrowseError {
     },
 }
 
+/// Which records of a partition to show: up to `limit`, at or before
+/// `offset`, written before `before_ms`, whose key or value contains `filter`.
+#[derive(Debug, Clone, Copy)]
+struct Slice<'a> {
+    offset: Option<i64>,
+    before_ms: Option<i64>,
+    filter: Option<&'a str>,
+    limit: usize,
+}
+
 /// Partition clients by topic and partition, with the generation of the
 /// client that made them.
 type PartitionClients = HashMap<(String, i32), (u64, Arc<PartitionClient>)>;
@@ -147,9 +157,7 @@ impl RecordReader {
         &self,
         call: impl std::future::Future<Output = Result<T, KafkaError>>,
     ) -> Result<T, KafkaError> {
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| KafkaError::Timeout)?
+        super::follow::within(self.timeout, call).await
     }
 
     async fn partition(
@@ -230,9 +238,15 @@ impl RecordReader {
             None => partitions.to_vec(),
         };
         let filter = query.filter.as_deref().filter(|f| !f.is_empty());
-        let reads = chosen.into_iter().map(|partition| {
-            self.browse_partition(topic, partition, query.offset, before_ms, filter, limit)
-        });
+        let slice = Slice {
+            offset: query.offset,
+            before_ms,
+            filter,
+            limit,
+        };
+        let reads = chosen
+            .into_iter()
+            .map(|partition| self.browse_partition(topic, partition, &slice));
         let mut found: Vec<MessageView> = futures_util::future::try_join_all(reads)
             .await?
             .into_iter()
@@ -244,21 +258,15 @@ impl RecordReader {
         Ok(found)
     }
 
-    /// Up to `limit` records of one partition, newest first, at or before
-    /// `offset` and before `before_ms`, matching `filter`. After a failure the
-    /// partition's client is made anew on the next request.
+    /// The records of one partition that `slice` asks for, newest first. After
+    /// a failure the partition's client is made anew on the next request.
     async fn browse_partition(
         &self,
         topic: &str,
         partition: i32,
-        offset: Option<i64>,
-        before_ms: Option<i64>,
-        filter: Option<&str>,
-        limit: usize,
+        slice: &Slice<'_>,
     ) -> Result<Vec<MessageView>, BrowseError> {
-        let outcome = self
-            .read_partition(topic, partition, offset, before_ms, filter, limit)
-            .await;
+        let outcome = self.read_partition(topic, partition, slice).await;
         if outcome.is_err() {
             lock(&self.partitions).remove(&(topic.to_string(), partition));
         }
@@ -269,11 +277,14 @@ impl RecordReader {
         &self,
         topic: &str,
         partition: i32,
-        offset: Option<i64>,
-        before_ms: Option<i64>,
-        filter: Option<&str>,
-        limit: usize,
+        slice: &Slice<'_>,
     ) -> Result<Vec<MessageView>, BrowseError> {
+        let Slice {
+            offset,
+            before_ms,
+            filter,
+            limit,
+        } = *slice;
         let kafka = |source| BrowseError::Kafka {
             topic: topic.to_string(),
             partition,
