@@ -305,6 +305,58 @@ fn the_web_ui_watches_the_three_brokers_on_port_8080() {
 }
 
 #[test]
+fn the_console_profile_serves_our_console_to_the_host_only_with_a_token() {
+    let compose = compose();
+    let console = service(&compose, "metrocloud-console");
+    let profiles: Vec<String> = console["profiles"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    assert_eq!(profiles, ["console"]);
+    let command: Vec<String> = console["command"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    assert_eq!(command, ["console", "--console-addr", "0.0.0.0:8081"]);
+    let ports: Vec<String> = console["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    assert_eq!(ports, ["8081:8081"]);
+    // Compose refuses to start it without a token, as the binary would.
+    assert!(
+        env(console, "METROCLOUD_CONSOLE_TOKEN").starts_with("${METROCLOUD_CONSOLE_TOKEN:?"),
+        "{}",
+        env(console, "METROCLOUD_CONSOLE_TOKEN")
+    );
+    let vars: Vec<(String, String)> = env_pairs(console)
+        .into_iter()
+        .filter(|(name, _)| name != "METROCLOUD_CONSOLE_TOKEN")
+        .collect();
+    let config = Config::from_vars(vars).expect("the console's environment is valid");
+    assert_eq!(
+        config.bootstrap_strings(),
+        ["kafka1:9092", "kafka2:9092", "kafka3:9092"]
+    );
+    let refused = Command::new(env!("CARGO_BIN_EXE_metrocloud"))
+        .args(["console", "--console-addr", "0.0.0.0:8081"])
+        .env_remove("METROCLOUD_CONSOLE_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "no token, no console on 0.0.0.0"
+    );
+}
+
+#[test]
 fn the_scale_profile_adds_a_fourth_broker_outside_the_quorum() {
     let compose = compose();
     let fourth = service(&compose, "kafka4");
