@@ -243,6 +243,12 @@ fn metric(text: &[u8], name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Whether each run of repeat `repeat` has a console: the runs alternate
+/// which goes first, as the peer comparisons do ([`super::order`]).
+fn console_order(repeat: u32) -> [bool; 2] {
+    super::order(repeat).map(|side| side == super::Side::Peer)
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
@@ -313,12 +319,7 @@ impl Bench<'_> {
 
         let mut impact = Vec::new();
         for repeat in 0..self.settings.repeats {
-            let order = if repeat % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for with_console in order {
+            for with_console in console_order(repeat) {
                 impact.push(self.impact_run(readings, with_console, repeat).await?);
             }
         }
@@ -329,12 +330,7 @@ impl Bench<'_> {
             self.latency_with(readings, false).await?;
         }
         for repeat in 0..self.settings.repeats {
-            let order = if repeat % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for with_console in order {
+            for with_console in console_order(repeat) {
                 latency.push(self.latency_with(readings, with_console).await?);
             }
         }
@@ -599,6 +595,13 @@ mod tests {
             Some(1234.0)
         );
         assert_eq!(metric(text, "metrocloud_missing"), None);
+    }
+
+    #[test]
+    fn runs_with_and_without_a_console_alternate_which_goes_first() {
+        assert_eq!(console_order(0), [false, true]);
+        assert_eq!(console_order(1), [true, false]);
+        assert_eq!(console_order(2), [false, true]);
     }
 
     #[test]

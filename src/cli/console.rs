@@ -15,19 +15,13 @@ pub(crate) struct ConsoleArgs {
     /// Address the console listens on; anything but loopback needs a token.
     #[arg(long = "console-addr", env = "METROCLOUD_CONSOLE_ADDR", default_value = console::DEFAULT_ADDR, value_name = "ADDR")]
     addr: SocketAddr,
-    /// Token every request must carry (`Authorization: Bearer <token>`, or
-    /// `?token=<token>` once in a browser). Read from the environment only, so
-    /// that it does not show in the process list.
-    #[arg(skip)]
-    token: Option<String>,
 }
 
 impl ConsoleArgs {
     fn settings(&self) -> Result<ConsoleSettings, CliError> {
-        let token = self
-            .token
-            .clone()
-            .or_else(|| std::env::var("METROCLOUD_CONSOLE_TOKEN").ok());
+        // The token is read from the environment only, so that it never shows
+        // in the process list.
+        let token = std::env::var("METROCLOUD_CONSOLE_TOKEN").ok();
         ConsoleSettings::new(self.addr, token).map_err(|e| CliError::Usage(e.to_string()))
     }
 

@@ -11,6 +11,7 @@
 //! as down: the console remembers every node it has seen, in metadata, as a
 //! quorum voter or as a replica of some partition.
 
+use super::lock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -533,8 +534,4 @@ impl ClusterView {
         }
         views
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

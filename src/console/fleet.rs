@@ -142,6 +142,30 @@ pub struct DeviceRecord {
     pub recent: VecDeque<f32>,
 }
 
+impl DeviceRecord {
+    /// Counts a reading, and keeps it as the latest unless it is a repeat or
+    /// older than the latest.
+    fn update(&mut self, reading: &Glance<'_>, verdict: Verdict, reading_ms: i64, seen_ms: i64) {
+        self.readings += 1;
+        if verdict == Verdict::Duplicate || reading_ms < self.reading_time_ms {
+            return;
+        }
+        self.device_type = reading.device_type;
+        self.value = reading.value;
+        if self.unit != reading.unit {
+            self.unit = reading.unit.to_string();
+        }
+        self.battery = reading.battery_level;
+        self.signal = reading.signal_strength;
+        self.reading_time_ms = reading_ms;
+        self.last_seen_ms = self.last_seen_ms.max(seen_ms);
+        if self.recent.len() == RECENT_VALUES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(reading.value as f32);
+    }
+}
+
 /// One device, as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceView {
@@ -309,48 +333,29 @@ impl FleetState {
         let verdict = self
             .ledger
             .observe(&reading.device_id, &reading.run_id, reading.sequence);
-        if !self.devices.contains_key(reading.device_id.as_ref()) {
-            if self.devices.len() >= MAX_DEVICES {
-                return;
-            }
-            self.devices.insert(
-                reading.device_id.to_string(),
-                DeviceRecord {
-                    device_type: reading.device_type,
-                    value: reading.value,
-                    unit: reading.unit.to_string(),
-                    battery: reading.battery_level,
-                    signal: reading.signal_strength,
-                    location: format!("{}/{}", reading.location.site, reading.location.zone),
-                    reading_time_ms: 0,
-                    last_seen_ms: 0,
-                    readings: 0,
-                    repeats_removed: 0,
-                    recent: VecDeque::with_capacity(RECENT_VALUES),
-                },
-            );
-        }
-        let device = self
-            .devices
-            .get_mut(reading.device_id.as_ref())
-            .expect("inserted above");
-        device.readings += 1;
-        if verdict == Verdict::Duplicate || reading_ms < device.reading_time_ms {
+        // One lookup for a device already known, the common case.
+        if let Some(device) = self.devices.get_mut(reading.device_id.as_ref()) {
+            device.update(reading, verdict, reading_ms, seen_ms);
             return;
         }
-        device.device_type = reading.device_type;
-        device.value = reading.value;
-        if device.unit != reading.unit {
-            device.unit = reading.unit.to_string();
+        if self.devices.len() >= MAX_DEVICES {
+            return;
         }
-        device.battery = reading.battery_level;
-        device.signal = reading.signal_strength;
-        device.reading_time_ms = reading_ms;
-        device.last_seen_ms = device.last_seen_ms.max(seen_ms);
-        if device.recent.len() == RECENT_VALUES {
-            device.recent.pop_front();
-        }
-        device.recent.push_back(reading.value as f32);
+        let mut device = DeviceRecord {
+            device_type: reading.device_type,
+            value: reading.value,
+            unit: reading.unit.to_string(),
+            battery: reading.battery_level,
+            signal: reading.signal_strength,
+            location: format!("{}/{}", reading.location.site, reading.location.zone),
+            reading_time_ms: 0,
+            last_seen_ms: 0,
+            readings: 0,
+            repeats_removed: 0,
+            recent: VecDeque::with_capacity(RECENT_VALUES),
+        };
+        device.update(reading, verdict, reading_ms, seen_ms);
+        self.devices.insert(reading.device_id.to_string(), device);
     }
 
     /// Takes a batch of alert-topic records of `partition`.

@@ -158,11 +158,6 @@ impl ConsoleState {
         })
     }
 
-    /// The fleet state (for tests and benchmarks that feed it directly).
-    pub fn fleet(&self) -> &fleet::SharedFleet {
-        &self.fleet
-    }
-
     /// The record reader, connecting on first use.
     async fn reader(&self) -> Result<&messages::RecordReader, rskafka::client::error::Error> {
         self.reader
@@ -234,7 +229,7 @@ impl ConsoleState {
                     state.request_timeout,
                     state.shutdown.clone(),
                     move |partition, records| {
-                        let mut fleet = fleet.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut fleet = lock(&fleet);
                         match watched {
                             Watched::Readings => fleet.on_readings(&records),
                             Watched::Alerts => fleet.on_alerts(partition, &records),
@@ -263,6 +258,11 @@ impl ConsoleState {
             }
         }
     }
+}
+
+/// A poisoned lock still holds consistent counters: every update is one step.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -73,7 +73,7 @@ fn rate(value: Option<f64>) -> String {
 }
 
 /// 1234567 as "1,234,567".
-pub fn thousands(n: i64) -> String {
+fn thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

@@ -6,6 +6,7 @@
 //! ([`MAX_STREAMS`], 429 beyond); pages refresh from the cluster snapshot,
 //! which is taken at most every two seconds however many pages are open.
 
+use super::lock;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -550,23 +551,30 @@ async fn tail_api(
 
 // ----- groups -----
 
+/// Fills in how far behind each lagging partition of `groups` is: the age
+/// of the first record the group has not committed, read from Kafka.
+async fn with_time_behind(state: &ConsoleState, groups: &mut [GroupView]) {
+    let Ok(reader) = state.reader().await else {
+        return;
+    };
+    let now = now_ms();
+    for partition in groups.iter_mut().flat_map(|g| g.partitions.iter_mut()) {
+        if partition.time_behind_ms.is_some() || partition.lag.unwrap_or(0) == 0 {
+            continue;
+        }
+        if let Ok(Some(written)) = reader
+            .timestamp_at(&partition.topic, partition.partition, partition.committed)
+            .await
+        {
+            partition.time_behind_ms = Some((now - written).max(0));
+        }
+    }
+}
+
 async fn groups(state: &ConsoleState) -> (Vec<GroupView>, Option<String>) {
     let cluster = state.cluster.snapshot().await;
     let mut groups = cluster.groups.clone();
-    if let Ok(reader) = state.reader().await {
-        let now = now_ms();
-        for partition in groups.iter_mut().flat_map(|g| g.partitions.iter_mut()) {
-            if partition.time_behind_ms.is_some() || partition.lag.unwrap_or(0) == 0 {
-                continue;
-            }
-            if let Ok(Some(written)) = reader
-                .timestamp_at(&partition.topic, partition.partition, partition.committed)
-                .await
-            {
-                partition.time_behind_ms = Some((now - written).max(0));
-            }
-        }
-    }
+    with_time_behind(state, &mut groups).await;
     (groups, cluster.error.clone())
 }
 
@@ -581,11 +589,14 @@ async fn groups_api(State(state): State<Shared>) -> Response {
 }
 
 async fn group_api(State(state): State<Shared>, Path(group): Path<String>) -> Response {
-    let (groups, _) = groups(&state).await;
-    match groups.into_iter().find(|g| g.id == group) {
-        Some(view) => Json(view).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no group {group}")),
-    }
+    let cluster = state.cluster.snapshot().await;
+    let Some(view) = cluster.group(&group) else {
+        return error(StatusCode::NOT_FOUND, format!("no group {group}"));
+    };
+    let mut view = [view.clone()];
+    with_time_behind(&state, &mut view).await;
+    let [view] = view;
+    Json(view).into_response()
 }
 
 // ----- fleet -----
@@ -867,8 +878,4 @@ async fn ready(State(state): State<Shared>) -> Response {
         )
             .into_response()
     }
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
