@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use metrocloud::device::DeviceType;
-use metrocloud::partitioner::partition_for_key;
+use metrocloud::kafka::partitioner::partition_for_key;
 use metrocloud::pipeline::ingest::to_record;
-use metrocloud::pipeline::validate::validate;
-use metrocloud::reading::SensorReading;
-use metrocloud::simulator::{Fleet, SimulatorSettings};
+use metrocloud::sensor::device::DeviceType;
+use metrocloud::sensor::reading::SensorReading;
+use metrocloud::sensor::simulator::{Fleet, SimulatorSettings};
+use metrocloud::sensor::validate::validate;
 
 fn readings(count: usize) -> Vec<SensorReading> {
     let settings = SimulatorSettings {

@@ -1,44 +1,37 @@
 //! MetroCloud: IoT sensor-data ingestion on Apache Kafka, in pure Rust.
 //!
-//! The library holds everything; the binaries under `bin/` only call it.
+//! The library holds everything; the binaries under `bin/` only call it. The
+//! modules are layered, and each uses only the ones listed before it:
 //!
-//! - [`config`]: the environment, validated once.
-//! - [`logging`]: console and production log files.
-//! - [`device`]: the kinds of sensor.
-//! - [`reading`]: the record format of a sensor reading.
-//! - [`simulator`]: a fleet of simulated sensors.
-//! - [`partitioner`]: Kafka's default partitioning of keyed records.
-//! - [`pipeline`]: the stages wired together: ingest, processing, alerts, audits.
-//! - [`producer`]: batching, bounded buffering and retries around rskafka.
-//! - [`client`]: the shared rskafka client, replaced when a frozen broker hangs it.
-//! - [`consumer`]: a consumer group member (KIP-848) that commits after processing.
-//! - [`admin`]: cluster requests rskafka lacks (topic configs, quorum, full metadata).
-//! - [`topics`]: making sure the sensor topic exists and is durable.
+//! - [`kafka`]: our async Kafka client library over rskafka and kafka-protocol:
+//!   producer, group consumer, admin requests, topic setup. It knows nothing of
+//!   sensors.
+//! - [`sensor`]: the domain: device types, the reading and its decoder,
+//!   validation, the simulator, and the alert rules.
+//! - [`config`]: the environment, validated once, into the settings of the
+//!   layers below.
+//! - [`pipeline`]: sources through processing into sinks, the audits, and the
+//!   orchestration of `metrocloud run`.
 //! - [`cluster`]: a real local Kafka cluster, as JVM processes, with no Docker.
-//! - [`bench`]: our clients beside Kafka's perf tools, same cluster, same run.
+//! - [`console`]: the monitoring console.
 //! - [`chaos`]: fault scenarios on a cluster of their own, judged by the delivery audit.
-//! - [`nodelay`]: TCP_NODELAY on rskafka's connections.
-//! - [`shutdown`]: SIGINT/SIGTERM into a shutdown token.
-//! - [`retry`]: backoff and deadlines.
+//! - [`bench`]: our clients beside Kafka's perf tools, same cluster, same run.
 //! - [`cli`]: the `metrocloud` command line.
+//!
+//! [`logging`] and [`shutdown`] are plumbing every program uses.
 
-pub mod admin;
+pub mod kafka;
+pub mod sensor;
+
+pub mod config;
+pub mod logging;
+pub mod shutdown;
+
+pub mod pipeline;
+
 pub mod bench;
 pub mod chaos;
-pub mod cli;
-pub mod client;
 pub mod cluster;
-pub mod config;
 pub mod console;
-pub mod consumer;
-pub mod device;
-pub mod logging;
-pub mod nodelay;
-pub mod partitioner;
-pub mod pipeline;
-pub mod producer;
-pub mod reading;
-pub mod retry;
-pub mod shutdown;
-pub mod simulator;
-pub mod topics;
+
+pub mod cli;

@@ -56,8 +56,8 @@ pub enum LoggingError {
 /// Installs the global subscriber as the configuration says.
 pub fn init(config: &Config) -> Result<LogGuard, LoggingError> {
     let filter = || -> Result<EnvFilter, LoggingError> {
-        match std::env::var("RUST_LOG") {
-            Ok(directives) if !directives.trim().is_empty() => Ok(EnvFilter::try_new(directives)?),
+        match &config.rust_log {
+            Some(directives) => Ok(EnvFilter::try_new(directives)?),
             // rskafka reports every connection at info; keep that for RUST_LOG=rskafka=info.
             _ => Ok(EnvFilter::new(format!(
                 "{},rskafka=warn",

@@ -2,54 +2,13 @@
 
 use std::process::{Command, Output};
 
-const VARIABLES: &[&str] = &[
-    "KAFKA_BOOTSTRAP_SERVERS",
-    "KAFKA_TOPIC_NAME",
-    "KAFKA_CONSUMER_GROUP_ID",
-    "KAFKA_AUTO_OFFSET_RESET",
-    "KAFKA_REPLICATION_FACTOR",
-    "KAFKA_PARTITIONS",
-    "KAFKA_MIN_INSYNC_REPLICAS",
-    "IOT_NUM_DEVICES",
-    "IOT_DATA_INTERVAL_SEC",
-    "IOT_DEVICE_TYPES",
-    "IOT_ANOMALY_PROBABILITY",
-    "IOT_SIMULATOR_SEED",
-    "LOG_LEVEL",
-    "ENVIRONMENT",
-    "METROCLOUD_LOG_DIR",
-    "RUST_LOG",
-    "KAFKA_PRODUCER_LINGER_MS",
-    "KAFKA_PRODUCER_BATCH_BYTES",
-    "KAFKA_PRODUCER_BUFFER_BYTES",
-    "KAFKA_PRODUCER_COMPRESSION",
-    "KAFKA_PRODUCER_DELIVERY_TIMEOUT_MS",
-    "KAFKA_PRODUCER_REQUEST_TIMEOUT_MS",
-    "KAFKA_PRODUCER_RETRY_BACKOFF_MS",
-    "KAFKA_PRODUCER_RETRY_BACKOFF_MAX_MS",
-    "KAFKA_CONSUMER_COMMIT_INTERVAL_MS",
-    "KAFKA_CONSUMER_FETCH_MAX_BYTES",
-    "KAFKA_CONSUMER_FETCH_MAX_WAIT_MS",
-    "KAFKA_CONSUMER_REQUEST_TIMEOUT_MS",
-    "KAFKA_CONSUMER_REBALANCE_TIMEOUT_MS",
-    "KAFKA_STARTUP_WAIT_SEC",
-    "KAFKA_ALERTS_TOPIC",
-    "KAFKA_DLQ_TOPIC",
-    "ALERT_TEMPERATURE_HIGH_C",
-    "ALERT_TEMPERATURE_LOW_C",
-    "ALERT_HUMIDITY_HIGH_PCT",
-    "ALERT_PRESSURE_LOW_HPA",
-    "ALERT_LIGHT_LOW_LUX",
-    "ALERT_BATTERY_LOW_PCT",
-    "ALERT_DEVICE_SILENT_SEC",
-    "ALERT_COOLDOWN_SEC",
-];
+use metrocloud::config::SETTINGS;
 
 /// Runs `metrocloud ARGS` with only the given configuration variables set.
 fn metrocloud(vars: &[(&str, &str)], args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_metrocloud"));
-    for variable in VARIABLES {
-        command.env_remove(variable);
+    for setting in SETTINGS {
+        command.env_remove(setting.name);
     }
     command.envs(vars.iter().copied()).args(args);
     command.output().expect("run metrocloud")
@@ -131,19 +90,75 @@ fn config_prints_the_original_designs_defaults_and_the_values_given() {
 }
 
 #[test]
-fn every_variable_is_listed_in_env_example() {
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
-        .expect(".env.example");
-    let output = metrocloud(&[], &["config"]);
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let variable = line.split('=').next().unwrap();
+fn env_example_and_the_readme_table_are_made_from_the_declarations() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/.env.example")).expect(".env.example");
+    let output = metrocloud(&[], &["config", "--example"]);
+    assert!(output.status.success());
+    assert_eq!(
+        example,
+        String::from_utf8_lossy(&output.stdout),
+        ".env.example is out of step: regenerate it with `metrocloud config --example > .env.example`"
+    );
+    for setting in SETTINGS {
         assert!(
-            example.lines().any(|l| l
-                .trim_start_matches("# ")
-                .starts_with(&format!("{variable}="))),
-            "{variable} is missing from .env.example"
+            example.contains(&format!("\n{}=", setting.name))
+                || example.contains(&format!("\n# {}=", setting.name)),
+            "{} is missing from .env.example",
+            setting.name
         );
     }
+
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
+    let output = metrocloud(&[], &["config", "--markdown"]);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        readme.contains(table.as_ref()),
+        "the README's settings table is out of step: replace it with `metrocloud config --markdown`"
+    );
+}
+
+#[test]
+fn every_variable_is_printed_by_config_except_the_secret_which_is_only_said_to_be_set() {
+    let output = metrocloud(&[("METROCLOUD_CONSOLE_TOKEN", "s3cret")], &["config"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for setting in SETTINGS.iter().filter(|s| !s.secret) {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{}=", setting.name))),
+            "{} is missing from `metrocloud config`:\n{stdout}",
+            setting.name
+        );
+    }
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+    assert!(
+        stdout.contains("# METROCLOUD_CONSOLE_TOKEN is set (not shown)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn variables_the_console_and_cluster_read_are_checked_like_the_others() {
+    for (variable, value, allowed) in [
+        ("METROCLOUD_CONSOLE_ADDR", "localhost", "address and port"),
+        ("METROCLOUD_KAFKA_HEAP", "lots", "JVM memory size"),
+    ] {
+        let output = metrocloud(&[(variable, value)], &["config"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{variable}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{variable}=\"{value}\"")) && stderr.contains(allowed),
+            "{stderr}"
+        );
+    }
+    let output = metrocloud(
+        &[("METROCLOUD_CONSOLE_ADDR", "0.0.0.0:18099")],
+        &["console"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("METROCLOUD_CONSOLE_TOKEN"), "{stderr}");
 }
 
 #[test]

@@ -11,13 +11,13 @@ use chrono::Utc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use metrocloud::config::{ConsumerSettings, OffsetReset};
-use metrocloud::consumer::{
+use metrocloud::kafka::consumer::{
     ConsumedRecord, ConsumerSpec, ConsumerStats, GroupConsumer, RecordProcessor,
 };
-use metrocloud::device::DeviceType;
+use metrocloud::kafka::consumer::{ConsumerSettings, OffsetReset};
 use metrocloud::pipeline::ingest::run_ingest;
-use metrocloud::simulator::{Fleet, SimulatorSettings};
+use metrocloud::sensor::device::DeviceType;
+use metrocloud::sensor::simulator::{Fleet, SimulatorSettings};
 
 type Seen = Arc<Mutex<Vec<(i32, i64)>>>;
 

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use metrocloud::cluster::ProcessState;
-use metrocloud::topics::{TopicSpec, ensure_topic};
+use metrocloud::kafka::topics::{TopicSpec, ensure_topic};
 
 #[tokio::test]
 async fn killed_node_shows_down_restarted_node_catches_up_and_paused_node_shows_paused() {

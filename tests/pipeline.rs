@@ -13,12 +13,12 @@ use rskafka::record::Record;
 use tokio_util::sync::CancellationToken;
 
 use metrocloud::config::Config;
-use metrocloud::pipeline::alerts::{Alert, AlertKind};
+use metrocloud::kafka::producer::Delivery;
 use metrocloud::pipeline::ingest::run_ingest;
 use metrocloud::pipeline::process::{ProcessingEvent, ProcessingStats};
 use metrocloud::pipeline::wiring;
-use metrocloud::producer::Delivery;
-use metrocloud::reading::AnomalyKind;
+use metrocloud::sensor::reading::AnomalyKind;
+use metrocloud::sensor::rules::{Alert, AlertKind};
 
 fn config(cluster: &common::TestCluster, purpose: &str, extra: &[(&str, &str)]) -> Config {
     let topic = common::unique_topic(purpose);
@@ -257,7 +257,7 @@ async fn malformed_records_land_in_the_dead_letter_topic_with_their_reason_and_g
         .build()
         .await
         .expect("client");
-    let partition = metrocloud::partitioner::partition_for_key(device.as_bytes(), 6);
+    let partition = metrocloud::kafka::partitioner::partition_for_key(device.as_bytes(), 6);
     let writer = client
         .partition_client(config.topic.clone(), partition, UnknownTopicHandling::Retry)
         .await

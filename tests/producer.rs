@@ -10,12 +10,12 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use metrocloud::device::DeviceType;
-use metrocloud::partitioner::partition_for_key;
+use metrocloud::kafka::partitioner::partition_for_key;
+use metrocloud::kafka::producer::{Delivery, Producer};
 use metrocloud::pipeline::ingest::{ReadingId, run_ingest};
-use metrocloud::producer::{Delivery, Producer};
-use metrocloud::reading::SensorReading;
-use metrocloud::simulator::{Fleet, SimulatorSettings};
+use metrocloud::sensor::device::DeviceType;
+use metrocloud::sensor::reading::SensorReading;
+use metrocloud::sensor::simulator::{Fleet, SimulatorSettings};
 
 fn fleet(num_devices: u32, interval: Duration, seed: u64) -> Fleet {
     let settings = SimulatorSettings {

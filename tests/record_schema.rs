@@ -8,10 +8,10 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use metrocloud::device::DeviceType;
 use metrocloud::pipeline::ingest::run_ingest;
-use metrocloud::pipeline::validate::validate;
-use metrocloud::simulator::{Fleet, SimulatorSettings};
+use metrocloud::sensor::device::DeviceType;
+use metrocloud::sensor::simulator::{Fleet, SimulatorSettings};
+use metrocloud::sensor::validate::validate;
 
 fn schema() -> jsonschema::Validator {
     let text = std::fs::read_to_string(concat!(

@@ -2,7 +2,7 @@
 
 mod common;
 
-use metrocloud::topics::{Ensured, TopicError, TopicSpec, describe_topic, ensure_topic};
+use metrocloud::kafka::topics::{Ensured, TopicError, TopicSpec, describe_topic, ensure_topic};
 
 fn spec(name: &str) -> TopicSpec {
     TopicSpec {

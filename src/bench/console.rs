@@ -25,9 +25,9 @@ use super::browser::Browser;
 use super::usage::{peak_rss, process_cpu};
 use super::worker::Payload;
 use super::{Bench, BenchError, MIB, Readings};
+use crate::kafka::producer::Producer;
 use crate::pipeline::ingest::to_record;
-use crate::producer::Producer;
-use crate::simulator::{Fleet, SimulatorSettings};
+use crate::sensor::simulator::{Fleet, SimulatorSettings};
 
 /// Every page, and the JSON of the fleet, as a browser or a script asks for them.
 pub const PAGES: [&str; 11] = [
@@ -351,7 +351,7 @@ impl Bench<'_> {
         let settings = SimulatorSettings {
             num_devices: devices,
             interval: Duration::from_secs(1),
-            device_types: crate::device::DeviceType::ALL.to_vec(),
+            device_types: crate::sensor::device::DeviceType::ALL.to_vec(),
             anomaly_probability: 0.01,
             seed: 7,
         };

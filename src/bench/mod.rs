@@ -35,10 +35,10 @@ use std::time::Duration;
 use tokio::process::Command;
 use tokio::time::Instant;
 
-use crate::admin::AdminClient;
 use crate::cluster::{ClusterSpec, KafkaDistribution, LocalCluster, Ownership, PortPlan};
-use crate::config::ProducerSettings;
-use crate::simulator::{Fleet, SimulatorSettings};
+use crate::kafka::admin::AdminClient;
+use crate::kafka::producer::ProducerSettings;
+use crate::sensor::simulator::{Fleet, SimulatorSettings};
 use report::{
     BenchReport, ClientRun, Comparison, LatencyRun, LatencySection, Machine, PeerLatency,
     SimulatorRun,
@@ -214,7 +214,7 @@ impl BenchSettings {
         BenchSettings {
             binary,
             work_dir,
-            cache_dir: KafkaDistribution::default_cache_dir(),
+            cache_dir: KafkaDistribution::cache_dir(None),
             bootstrap: None,
             producer,
             repeats: 3,
@@ -311,7 +311,7 @@ async fn connect(
         say(&format!("using the cluster at {}", bootstrap.join(",")));
         return Ok(Target {
             bootstrap: bootstrap.clone(),
-            admin: AdminClient::new(bootstrap.clone(), crate::admin::Timeouts::default()),
+            admin: AdminClient::new(bootstrap.clone(), crate::kafka::admin::Timeouts::default()),
             brokers: BrokerCpu::new(Vec::new()),
             distribution,
             owned: None,
@@ -417,7 +417,7 @@ impl Bench<'_> {
         let settings = SimulatorSettings {
             num_devices: 500,
             interval: Duration::from_secs(1),
-            device_types: crate::device::DeviceType::ALL.to_vec(),
+            device_types: crate::sensor::device::DeviceType::ALL.to_vec(),
             anomaly_probability: 0.0,
             seed: 42,
         };

@@ -14,7 +14,7 @@ use super::BenchError;
 use super::worker::Payload;
 use crate::cluster::tools::find_tool;
 use crate::cluster::{KafkaDistribution, LogConfig};
-use crate::config::ProducerSettings;
+use crate::kafka::producer::ProducerSettings;
 
 /// The JVM options the perf tools' scripts set (`KAFKA_HEAP_OPTS` and
 /// `KAFKA_JVM_PERFORMANCE_OPTS` of Kafka's `bin/` scripts).

@@ -20,11 +20,12 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, OffsetReset};
-use crate::consumer::{ConsumedRecord, ConsumerSpec, GroupConsumer, RecordProcessor};
-use crate::pipeline::validate::validate;
-use crate::producer::{Delivery, OutgoingRecord, Producer};
-use crate::simulator::{Fleet, SimulatorSettings};
+use crate::config::Config;
+use crate::kafka::consumer::OffsetReset;
+use crate::kafka::consumer::{ConsumedRecord, ConsumerSpec, GroupConsumer, RecordProcessor};
+use crate::kafka::producer::{Delivery, OutgoingRecord, Producer};
+use crate::sensor::simulator::{Fleet, SimulatorSettings};
+use crate::sensor::validate::validate;
 
 /// The header carrying, in an end-to-end run, when the record was handed to the
 /// producer: nanoseconds since the worker's start.
@@ -582,7 +583,7 @@ async fn simulate(devices: u32, seconds: f64) -> SimulateOutcome {
     let settings = SimulatorSettings {
         num_devices: devices,
         interval: Duration::from_secs(1),
-        device_types: crate::device::DeviceType::ALL.to_vec(),
+        device_types: crate::sensor::device::DeviceType::ALL.to_vec(),
         anomaly_probability: 0.05,
         seed: 7,
     };

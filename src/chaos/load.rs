@@ -24,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::ChaosError;
 use crate::config::Config;
+use crate::kafka::producer::{Delivery, Producer, ProducerStats};
+use crate::kafka::retry::{Backoff, Deadline};
 use crate::pipeline::ingest::{IngestSummary, logging_listener, run_ingest};
 use crate::pipeline::reconcile::{AuditReport, DeliveryAudit};
 use crate::pipeline::wiring;
-use crate::producer::{Delivery, Producer, ProducerStats};
-use crate::reading::SensorReading;
-use crate::retry::{Backoff, Deadline};
+use crate::sensor::reading::SensorReading;
 
 /// How often the processed logs are read.
 const TAIL_EVERY: Duration = Duration::from_millis(200);

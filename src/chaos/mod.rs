@@ -31,13 +31,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::admin::AdminError;
 use crate::cluster::{
     ClusterError, ClusterSpec, KafkaDistribution, LocalCluster, Ownership, PortPlan,
 };
 use crate::config::Config;
-use crate::producer::ProducerError;
-use crate::topics::TopicError;
+use crate::kafka::admin::AdminError;
+use crate::kafka::producer::ProducerError;
+use crate::kafka::topics::TopicError;
 use load::Load;
 
 /// A failure to inject under load.
@@ -177,19 +177,23 @@ impl ChaosSettings {
             commit_interval: Duration::from_secs(1),
             binary,
             work_dir,
-            cache_dir: KafkaDistribution::default_cache_dir(),
+            cache_dir: KafkaDistribution::cache_dir(None),
             keep: false,
         }
     }
 
     /// The pipeline's configuration for `scenario` against `bootstrap`.
     fn pipeline_config(&self, scenario: Scenario, bootstrap: &[String]) -> Config {
-        let mut config = Config {
-            bootstrap_servers: bootstrap.iter().filter_map(|b| b.parse().ok()).collect(),
-            num_devices: self.devices,
-            data_interval: Duration::from_secs_f64(self.devices as f64 / self.rate as f64),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.bootstrap_servers = bootstrap
+            .iter()
+            .map(|b| {
+                b.parse()
+                    .expect("a local cluster's addresses are host:port")
+            })
+            .collect();
+        config.num_devices = self.devices;
+        config.data_interval = Duration::from_secs_f64(self.devices as f64 / self.rate as f64);
         config.producer.request_timeout = self.request_timeout;
         if scenario == Scenario::TwoDown {
             config.producer.buffer_bytes = self.outage_buffer_bytes;

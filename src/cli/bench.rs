@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::CliError;
 use crate::bench::{self, BenchSettings, Suite};
+use crate::cluster::KafkaDistribution;
 use crate::config::Config;
 
 /// What `metrocloud bench` is asked for.
@@ -80,7 +81,8 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError
     } else {
         BenchSettings::full(binary, work_dir, config.producer.clone())
     };
-    if std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some() {
+    settings.cache_dir = KafkaDistribution::cache_dir(config.kafka_cache.as_deref());
+    if config.is_given("KAFKA_BOOTSTRAP_SERVERS") {
         settings.bootstrap = Some(config.bootstrap_strings());
     }
     if let Some(repeats) = args.repeats {

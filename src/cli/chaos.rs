@@ -7,6 +7,8 @@ use clap::Args;
 
 use super::CliError;
 use crate::chaos::{self, ChaosSettings, Scenario};
+use crate::cluster::KafkaDistribution;
+use crate::config::Config;
 
 /// What `metrocloud chaos` is asked for.
 #[derive(Debug, Args)]
@@ -38,7 +40,7 @@ pub(crate) struct ChaosArgs {
     keep: bool,
 }
 
-pub(crate) async fn run(args: ChaosArgs) -> Result<(), CliError> {
+pub(crate) async fn run(args: ChaosArgs, config: &Config) -> Result<(), CliError> {
     let scenarios = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
@@ -66,6 +68,7 @@ pub(crate) async fn run(args: ChaosArgs) -> Result<(), CliError> {
         .dir
         .unwrap_or_else(|| std::env::temp_dir().join("metrocloud-chaos"));
     let mut settings = ChaosSettings::new(binary, work_dir);
+    settings.cache_dir = KafkaDistribution::cache_dir(config.kafka_cache.as_deref());
     settings.rate = args.rate;
     settings.devices = args.devices;
     settings.warmup = Duration::from_secs(args.warmup);

@@ -11,7 +11,7 @@ use crate::cluster::{
     ProcessState, UpOutcome, tools,
 };
 use crate::config::Config;
-use crate::topics::join_ids;
+use crate::kafka::topics::join_ids;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterCommand {
@@ -74,8 +74,8 @@ pub(crate) async fn run(
     dir: Option<PathBuf>,
     config: &Config,
 ) -> Result<(), CliError> {
-    let dir = dir.unwrap_or_else(cluster::default_cluster_dir);
-    let cache = KafkaDistribution::default_cache_dir();
+    let dir = dir.unwrap_or_else(|| cluster::cluster_dir(config.cluster_dir.as_deref()));
+    let cache = KafkaDistribution::cache_dir(config.kafka_cache.as_deref());
     match command {
         ClusterCommand::Up {
             nodes,
@@ -84,6 +84,8 @@ pub(crate) async fn run(
             timeout,
         } => {
             let mut spec = ClusterSpec::new(dir);
+            spec.cache_dir = cache;
+            spec.heap = config.kafka_heap.clone();
             spec.nodes = usize::from(nodes);
             spec.ports = PortPlan::Fixed {
                 client_base: client_port_base,
@@ -199,8 +201,9 @@ pub(crate) async fn run(
 
 /// An explicit `KAFKA_BOOTSTRAP_SERVERS` wins; else the local cluster's; else the default.
 fn tool_bootstrap(dir: &std::path::Path, config: &Config) -> String {
-    if std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_none()
-        && let Ok(cluster) = LocalCluster::open(dir, &KafkaDistribution::default_cache_dir())
+    let cache = KafkaDistribution::cache_dir(config.kafka_cache.as_deref());
+    if !config.is_given("KAFKA_BOOTSTRAP_SERVERS")
+        && let Ok(cluster) = LocalCluster::open(dir, &cache)
     {
         return cluster.bootstrap_servers().join(",");
     }

@@ -12,22 +12,24 @@ use crate::console::{self, ConsoleSettings, PipelineHandles, RunningConsole};
 /// Where the console listens and the token it asks for.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ConsoleArgs {
-    /// Address the console listens on; anything but loopback needs a token.
-    #[arg(long = "console-addr", env = "METROCLOUD_CONSOLE_ADDR", default_value = console::DEFAULT_ADDR, value_name = "ADDR")]
-    addr: SocketAddr,
+    /// Address the console listens on; anything but loopback needs a token
+    /// [default: $METROCLOUD_CONSOLE_ADDR or 127.0.0.1:8080].
+    #[arg(long = "console-addr", value_name = "ADDR")]
+    addr: Option<SocketAddr>,
 }
 
 impl ConsoleArgs {
-    fn settings(&self) -> Result<ConsoleSettings, CliError> {
-        // The token is read from the environment only, so that it never shows
-        // in the process list.
-        let token = std::env::var("METROCLOUD_CONSOLE_TOKEN").ok();
-        ConsoleSettings::new(self.addr, token).map_err(|e| CliError::Usage(e.to_string()))
+    fn settings(&self, config: &Config) -> Result<ConsoleSettings, CliError> {
+        // The token comes from the environment only (METROCLOUD_CONSOLE_TOKEN),
+        // so that it never shows in the process list.
+        let addr = self.addr.unwrap_or(config.console_addr);
+        ConsoleSettings::new(addr, config.console_token.clone())
+            .map_err(|e| CliError::Usage(e.to_string()))
     }
 
     /// Checks the settings before anything else starts.
-    pub(crate) fn check(&self) -> Result<(), CliError> {
-        self.settings().map(|_| ())
+    pub(crate) fn check(&self, config: &Config) -> Result<(), CliError> {
+        self.settings(config).map(|_| ())
     }
 
     /// Starts the console and prints its address.
@@ -37,7 +39,7 @@ impl ConsoleArgs {
         pipeline: PipelineHandles,
         shutdown: CancellationToken,
     ) -> Result<RunningConsole, CliError> {
-        let settings = self.settings()?;
+        let settings = self.settings(config)?;
         let protected = settings.token.is_some();
         let running = console::start(config, settings, pipeline, shutdown)
             .await

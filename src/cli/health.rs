@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use super::CliError;
-use crate::admin::{AdminClient, Timeouts};
 use crate::config::Config;
+use crate::kafka::admin::{AdminClient, Timeouts};
 
 /// How long the whole check may take; Docker's own timeout should be longer.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);

@@ -58,7 +58,14 @@ enum Command {
         processed_log: Option<PathBuf>,
     },
     /// Print the effective configuration (from the environment and defaults).
-    Config,
+    Config {
+        /// Print `.env.example` instead: every variable with its help and default.
+        #[arg(long, conflicts_with = "markdown")]
+        example: bool,
+        /// Print the README's table of variables instead.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Check that Kafka answers and the sensor topic is led (exit status 0 or 1):
     /// the container healthcheck, which needs no shell.
     Health,
@@ -192,16 +199,25 @@ async fn run(command: Command, config: Config) -> Result<(), CliError> {
         Command::Consume { processed_log } => {
             pipeline::consume(config, processed_log, crate::shutdown::on_signals()).await
         }
-        Command::Config => {
-            for (name, value) in config.to_env_lines() {
-                println!("{name}={value}");
+        Command::Config { example, markdown } => {
+            if example {
+                print!("{}", crate::config::env_example());
+            } else if markdown {
+                print!("{}", crate::config::markdown_table());
+            } else {
+                for (name, value) in config.to_env_lines() {
+                    println!("{name}={value}");
+                }
+                for name in config.secrets_set() {
+                    println!("# {name} is set (not shown)");
+                }
             }
             Ok(())
         }
         Command::Topics { command } => topics::run(command, &config).await,
         Command::Health => health::run(&config).await,
         Command::Cluster { dir, command } => cluster::run(command, dir, &config).await,
-        Command::Chaos(args) => chaos::run(args).await,
+        Command::Chaos(args) => chaos::run(args, &config).await,
         Command::Bench(args) => bench::run(args, &config).await,
         Command::BenchWorker { spec } => {
             let line = crate::bench::worker::run(&spec, &config)

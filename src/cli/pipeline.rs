@@ -12,18 +12,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::CliError;
 use super::console::ConsoleArgs;
-use crate::admin::{AdminClient, Timeouts};
+use crate::cluster::KafkaDistribution;
 use crate::cluster::{self, ClusterSpec, LocalCluster, Ownership};
-use crate::config::{Config, DEFAULT_BOOTSTRAP_SERVERS};
+use crate::config::Config;
 use crate::console::PipelineHandles;
 use crate::console::fleet::SharedFleet;
-use crate::consumer::ConsumerStats;
+use crate::kafka::admin::{AdminClient, Timeouts};
+use crate::kafka::consumer::ConsumerStats;
+use crate::kafka::producer::{Delivery, ProducerStats};
+use crate::kafka::topics::TopicError;
 use crate::pipeline::ingest::{IngestSummary, ReadingId, run_ingest};
 use crate::pipeline::process::{ProcessingEvent, ProcessingObserver, ProcessingStats};
 use crate::pipeline::reconcile::DeliveryAudit;
 use crate::pipeline::wiring;
-use crate::producer::{Delivery, ProducerStats};
-use crate::topics::TopicError;
 
 /// How often a status line is printed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
@@ -163,7 +164,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), CliError> {
     if let Some(console) = &console {
-        console.check()?;
+        console.check(&config)?;
     }
     let (config, _cluster) = cluster_for_run(config).await?;
     if !topics_ready(&config, &shutdown).await? {
@@ -307,7 +308,7 @@ pub(crate) async fn run(
 /// is unset and nothing answers on the default ports, a local cluster started
 /// here (and ended with this process; its data is kept).
 async fn cluster_for_run(config: Config) -> Result<(Config, Option<LocalCluster>), CliError> {
-    if std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some() {
+    if config.is_given("KAFKA_BOOTSTRAP_SERVERS") {
         return Ok((config, None));
     }
     let probe = AdminClient::new(
@@ -320,21 +321,21 @@ async fn cluster_for_run(config: Config) -> Result<(Config, Option<LocalCluster>
     if probe.metadata(Some(&[])).await.is_ok() {
         return Ok((config, None));
     }
-    let dir = cluster::default_cluster_dir();
+    let dir = cluster::cluster_dir(config.cluster_dir.as_deref());
     println!(
-        "no Kafka answers on {DEFAULT_BOOTSTRAP_SERVERS}: starting a local 3-node cluster in {} (it stops when this run ends; data is kept)",
+        "no Kafka answers on {}: starting a local 3-node cluster in {} (it stops when this run ends; data is kept)",
+        config.bootstrap_strings().join(","),
         dir.display()
     );
     let mut spec = ClusterSpec::new(dir);
     spec.ownership = Ownership::Supervised;
+    spec.cache_dir = KafkaDistribution::cache_dir(config.kafka_cache.as_deref());
+    spec.heap = config.kafka_heap.clone();
     let (cluster, _) = LocalCluster::up(&spec).await.map_err(failed)?;
     let bootstrap = cluster.bootstrap_servers().join(",");
     println!("local cluster ready: KAFKA_BOOTSTRAP_SERVERS={bootstrap}");
     let mut config = config;
-    config.bootstrap_servers = bootstrap
-        .split(',')
-        .filter_map(|s| s.parse().ok())
-        .collect();
+    config.set("KAFKA_BOOTSTRAP_SERVERS", &bootstrap)?;
     Ok((config, Some(cluster)))
 }
 

@@ -3,9 +3,9 @@
 use clap::Subcommand;
 
 use super::CliError;
-use crate::admin::{AdminClient, Timeouts};
 use crate::config::Config;
-use crate::topics::{self, Ensured, TopicError, TopicSpec};
+use crate::kafka::admin::{AdminClient, Timeouts};
+use crate::kafka::topics::{self, Ensured, TopicError};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TopicsCommand {
@@ -23,7 +23,7 @@ pub(crate) async fn run(command: TopicsCommand, config: &Config) -> Result<(), C
     let admin = AdminClient::new(config.bootstrap_strings(), Timeouts::default());
     match command {
         TopicsCommand::Ensure => {
-            let spec = TopicSpec::from_config(config);
+            let spec = config.sensor_topic();
             let outcome = topics::ensure_topic(&admin, &spec).await.map_err(failure)?;
             match outcome {
                 Ensured::Created => println!(

@@ -60,11 +60,11 @@ pub struct KafkaDistribution {
 }
 
 impl KafkaDistribution {
-    /// The cache directory: `METROCLOUD_KAFKA_CACHE`, else `$XDG_CACHE_HOME/metrocloud`,
-    /// else `~/.cache/metrocloud`.
-    pub fn default_cache_dir() -> PathBuf {
-        if let Some(dir) = std::env::var_os("METROCLOUD_KAFKA_CACHE") {
-            return PathBuf::from(dir);
+    /// The cache directory: the one configured (`METROCLOUD_KAFKA_CACHE`), else
+    /// `$XDG_CACHE_HOME/metrocloud`, else `~/.cache/metrocloud`.
+    pub fn cache_dir(configured: Option<&Path>) -> PathBuf {
+        if let Some(dir) = configured {
+            return dir.to_path_buf();
         }
         let base = std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)

@@ -28,10 +28,10 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use crate::admin::{
+use crate::kafka::admin::{
     AdminClient, AdminError, ClusterMetadata, PartitionInfo, QuorumState, Timeouts,
 };
-use crate::retry::{Backoff, Deadline};
+use crate::kafka::retry::{Backoff, Deadline};
 use node::Supervisor;
 
 /// Client port of node 1 by default; node N listens on this + N - 1 (the original design's 29092-29094).
@@ -218,6 +218,8 @@ pub struct ClusterSpec {
     /// `cluster.json`, so restarts keep them); used by clusters made for fault
     /// injection, which want shorter group sessions than Kafka's defaults.
     pub broker_overrides: BTreeMap<String, String>,
+    /// The maximum heap of each node's JVM (`-Xmx`), kept in `cluster.json`.
+    pub heap: String,
 }
 
 impl ClusterSpec {
@@ -229,17 +231,18 @@ impl ClusterSpec {
             ports: PortPlan::default(),
             ownership: Ownership::Detached,
             ready_timeout: Duration::from_secs(120),
-            cache_dir: KafkaDistribution::default_cache_dir(),
+            cache_dir: KafkaDistribution::cache_dir(None),
             broker_overrides: BTreeMap::new(),
+            heap: node::DEFAULT_HEAP.to_string(),
         }
     }
 }
 
-/// The default cluster directory: `METROCLOUD_CLUSTER_DIR`, else
+/// The cluster directory: the one configured (`METROCLOUD_CLUSTER_DIR`), else
 /// `$XDG_DATA_HOME/metrocloud/cluster`, else `~/.local/share/metrocloud/cluster`.
-pub fn default_cluster_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("METROCLOUD_CLUSTER_DIR") {
-        return PathBuf::from(dir);
+pub fn cluster_dir(configured: Option<&Path>) -> PathBuf {
+    if let Some(dir) = configured {
+        return dir.to_path_buf();
     }
     std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
@@ -255,6 +258,12 @@ struct ClusterState {
     nodes: Vec<NodeSpec>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     broker_overrides: BTreeMap<String, String>,
+    #[serde(default = "default_heap")]
+    heap: String,
+}
+
+fn default_heap() -> String {
+    node::DEFAULT_HEAP.to_string()
 }
 
 /// What `up` found.
@@ -335,6 +344,11 @@ impl LocalCluster {
                         spec.nodes
                     )));
                 }
+                let mut state = state;
+                if state.heap != spec.heap {
+                    state.heap = spec.heap.clone();
+                    write_state(&spec.dir, &state)?;
+                }
                 state
             }
             None => {
@@ -343,6 +357,7 @@ impl LocalCluster {
                     cluster_id: new_cluster_id(),
                     nodes: plan_nodes(spec.nodes, spec.ports)?,
                     broker_overrides: spec.broker_overrides.clone(),
+                    heap: spec.heap.clone(),
                 };
                 write_state(&spec.dir, &state)?;
                 state
@@ -498,7 +513,8 @@ impl LocalCluster {
     }
 
     fn launch(&self, node: &NodeSpec) -> Result<(), ClusterError> {
-        let supervisor = node::launch(&self.distribution, &self.dir, node, self.ownership)?;
+        let heap = self.lock_state().heap.clone();
+        let supervisor = node::launch(&self.distribution, &self.dir, node, &heap, self.ownership)?;
         if let Some(supervisor) = supervisor {
             let previous = self
                 .supervisors
@@ -846,7 +862,7 @@ fn write_state(dir: &Path, state: &ClusterState) -> Result<(), ClusterError> {
 
 /// A KRaft cluster id: a random Kafka UUID.
 fn new_cluster_id() -> String {
-    crate::admin::random_kafka_uuid()
+    crate::kafka::admin::random_kafka_uuid()
 }
 
 fn plan_nodes(count: usize, ports: PortPlan) -> Result<Vec<NodeSpec>, ClusterError> {

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use super::ClusterError;
 use super::distribution::{KafkaDistribution, LogConfig};
 
-/// The JVM's heap when `METROCLOUD_KAFKA_HEAP` does not say otherwise.
-const DEFAULT_HEAP: &str = "512m";
+/// The JVM's heap unless `METROCLOUD_KAFKA_HEAP` says otherwise.
+pub const DEFAULT_HEAP: &str = "512m";
 
 /// A node's identity and ports, as stored in the cluster's `cluster.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +200,7 @@ pub fn launch(
     distribution: &KafkaDistribution,
     cluster_dir: &Path,
     node: &NodeSpec,
+    heap: &str,
     ownership: Ownership,
 ) -> Result<Option<Supervisor>, ClusterError> {
     let dir = node_dir(cluster_dir, node.id);
@@ -207,9 +208,8 @@ pub fn launch(
     let pid_file = dir.join("pid");
     let stdout_log = dir.join("stdout.log");
     let _ = std::fs::remove_file(&pid_file);
-    let heap = std::env::var("METROCLOUD_KAFKA_HEAP").unwrap_or_else(|_| DEFAULT_HEAP.into());
     let mut java = distribution.java_command(LogConfig::Broker);
-    java.arg(format!("-Xms{}", min_heap(&heap)))
+    java.arg(format!("-Xms{}", min_heap(heap)))
         .arg(format!("-Xmx{heap}"))
         .arg("-XX:+UseG1GC")
         .arg("-XX:MaxGCPauseMillis=20")

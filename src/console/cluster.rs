@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::admin::{AdminClient, ClusterMetadata, GroupMember, OffsetAt};
+use crate::kafka::admin::{AdminClient, ClusterMetadata, GroupMember, OffsetAt};
 
 /// How long a snapshot of the cluster is reused.
 pub const SNAPSHOT_TTL: Duration = Duration::from_secs(2);
@@ -334,7 +334,7 @@ impl ClusterView {
     fn brokers(
         &self,
         metadata: &ClusterMetadata,
-        quorum: Option<&crate::admin::QuorumState>,
+        quorum: Option<&crate::kafka::admin::QuorumState>,
         topics: &[TopicView],
     ) -> Vec<BrokerView> {
         let mut memory = lock(&self.memory);

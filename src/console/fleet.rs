@@ -18,10 +18,10 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::DeviceType;
-use crate::pipeline::alerts::Alert;
 use crate::pipeline::audit::{DeviceAudit, SequenceLedger, Verdict};
-use crate::reading::SensorReading;
+use crate::sensor::device::DeviceType;
+use crate::sensor::reading::SensorReading;
+use crate::sensor::rules::Alert;
 
 /// Values kept per device for its chart.
 pub const RECENT_VALUES: usize = 24;

@@ -15,8 +15,8 @@ use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling
 use rskafka::record::RecordAndOffset;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::SharedClient;
-use crate::retry::Backoff;
+use crate::kafka::client::SharedClient;
+use crate::kafka::retry::Backoff;
 
 /// Longest a fetch waits at the broker for new records.
 const FETCH_WAIT_MS: i32 = 500;

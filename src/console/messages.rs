@@ -16,7 +16,7 @@ use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling
 use rskafka::record::RecordAndOffset;
 use serde::{Deserialize, Serialize};
 
-use crate::client::SharedClient;
+use crate::kafka::client::SharedClient;
 
 /// Records shown at most per request.
 pub const MAX_LIMIT: usize = 200;

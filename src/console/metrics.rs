@@ -10,10 +10,10 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use crate::consumer::ConsumerStats;
+use crate::kafka::consumer::ConsumerStats;
+use crate::kafka::producer::ProducerStats;
 use crate::pipeline::process::ProcessingStats;
 use crate::pipeline::reconcile::DeliveryAudit;
-use crate::producer::ProducerStats;
 
 use super::cluster::ClusterSnapshot;
 use super::fleet::FleetState;

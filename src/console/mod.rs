@@ -34,15 +34,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminClient, Timeouts};
-use crate::client::SharedClient;
 use crate::config::Config;
+use crate::kafka::admin::{AdminClient, Timeouts};
+use crate::kafka::client::SharedClient;
 
 pub use metrics::PipelineHandles;
 pub use server::router;
 
-/// Where the console listens unless told otherwise.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 /// Requests served at once; more get 503.
 pub const MAX_CONCURRENT_REQUESTS: usize = 32;
 /// Live tails open at once; more get 429.
@@ -166,7 +164,7 @@ impl ConsoleState {
                     self.bootstrap.clone(),
                     "metrocloud-console",
                     rskafka::BackoffConfig {
-                        deadline: Some(crate::client::internal_retry_deadline(
+                        deadline: Some(crate::kafka::client::internal_retry_deadline(
                             self.request_timeout,
                         )),
                         ..Default::default()
@@ -187,7 +185,7 @@ impl ConsoleState {
     /// the readings); waits for Kafka and for each topic to exist.
     pub async fn watch(self: Arc<Self>) {
         let mut backoff =
-            crate::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+            crate::kafka::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
         let client = loop {
             match self.reader().await {
                 Ok(reader) => break Arc::clone(reader.client()),

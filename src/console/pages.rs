@@ -11,7 +11,7 @@ use super::server::{
     AlertsQuery, AlertsView, DeadLettersQuery, DeadLettersView, FleetQuery, FleetView,
     MessagesView, Overview,
 };
-use crate::pipeline::alerts::Severity;
+use crate::sensor::rules::Severity;
 
 /// The style sheet, compiled in.
 pub const CSS: &str = include_str!("assets/console.css");

@@ -18,7 +18,7 @@ use rskafka::client::Client;
 use rskafka::client::error::Error as KafkaError;
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 
-use crate::pipeline::alerts::Alert;
+use crate::sensor::rules::Alert;
 
 /// Reads the tail of the alert topic; see the module documentation.
 pub struct AlertHistory {

@@ -13,11 +13,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::producer::{
+use crate::kafka::producer::{
     Delivery, DeliveryListener, OutgoingRecord, Producer, ProducerError, ProducerSnapshot,
 };
-use crate::reading::SensorReading;
-use crate::simulator::Fleet;
+use crate::sensor::reading::SensorReading;
+use crate::sensor::simulator::Fleet;
 
 /// Header naming the record layout version.
 pub const SCHEMA_HEADER: &str = "schema_version";

@@ -4,16 +4,12 @@
 //! - [`history`]: alerts a previous owner of a partition already sent.
 //! - [`process`]: consumed records -> validation, dedupe, alerts, dead letters.
 //! - [`reconcile`]: producer acknowledgements against consumer processing: lost, duplicated, late.
-//! - [`validate`]: a consumed record -> a checked reading, or the reason it is refused.
-//! - [`alerts`]: threshold, battery and silence rules, with episodes and a cooldown.
 //! - [`wiring`]: building the stages from the configuration.
 //! - [`audit`]: per-device sequence ledger: duplicates removed, gaps and reordering counted.
 
-pub mod alerts;
 pub mod audit;
 pub mod history;
 pub mod ingest;
 pub mod process;
 pub mod reconcile;
-pub mod validate;
 pub mod wiring;

@@ -15,15 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{SecondsFormat, Utc};
 
-use crate::consumer::{ConsumedRecord, RecordProcessor};
-use crate::pipeline::alerts::{
-    Alert, AlertQuality, AlertRules, AlertSettings, SourceRecord, threshold_breach,
-};
+use crate::kafka::consumer::{ConsumedRecord, RecordProcessor};
+use crate::kafka::producer::{Delivery, DeliveryListener, OutgoingRecord, Producer};
 use crate::pipeline::audit::{AuditTotals, SequenceLedger, Verdict};
 use crate::pipeline::history::AlertHistory;
-use crate::pipeline::validate::{RejectReason, validate};
-use crate::producer::{Delivery, DeliveryListener, OutgoingRecord, Producer};
-use crate::reading::SensorReading;
+use crate::sensor::reading::SensorReading;
+use crate::sensor::rules::{
+    Alert, AlertQuality, AlertRules, AlertSettings, SourceRecord, threshold_breach,
+};
+use crate::sensor::validate::{RejectReason, validate};
 
 /// Dead-letter header: the reason code.
 pub const DLQ_REASON: &str = "dlq.reason";

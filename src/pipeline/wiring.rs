@@ -7,18 +7,18 @@ use tokio_util::sync::CancellationToken;
 
 use std::time::Duration;
 
-use crate::admin::{AdminClient, AdminError, Timeouts};
 use crate::config::Config;
-use crate::consumer::{ConsumerError, ConsumerSpec, GroupConsumer};
+use crate::kafka::admin::{AdminClient, AdminError, Timeouts};
+use crate::kafka::consumer::{ConsumerError, ConsumerSpec, GroupConsumer};
+use crate::kafka::producer::{Delivery, Producer, ProducerError};
+use crate::kafka::retry::{Backoff, Deadline};
+use crate::kafka::topics::{Ensured, TopicError, TopicSpec, ensure_topic};
 use crate::pipeline::history::AlertHistory;
 use crate::pipeline::ingest::{ReadingId, logging_listener};
 use crate::pipeline::process::{
     ProcessingObserver, ProcessingStats, ReadingProcessor, counting_listener,
 };
-use crate::producer::{Delivery, Producer, ProducerError};
-use crate::retry::{Backoff, Deadline};
-use crate::simulator::{Fleet, SimulatorSettings};
-use crate::topics::{Ensured, TopicError, TopicSpec, ensure_topic};
+use crate::sensor::simulator::Fleet;
 
 /// Creates (or checks) the sensor, alert and dead-letter topics, all with the
 /// configured partitions, replication and `min.insync.replicas`.
@@ -83,7 +83,7 @@ async fn ensure_topics_once(config: &Config) -> Result<(), TopicError> {
     for name in [&config.topic, &config.alerts_topic, &config.dlq_topic] {
         let spec = TopicSpec {
             name: name.clone(),
-            ..TopicSpec::from_config(config)
+            ..config.sensor_topic()
         };
         match ensure_topic(&admin, &spec).await? {
             Ensured::Created => tracing::info!(
@@ -104,7 +104,7 @@ async fn ensure_topics_once(config: &Config) -> Result<(), TopicError> {
 
 /// The simulated fleet, announced with its seed so that a run can be repeated.
 pub fn fleet(config: &Config) -> Fleet {
-    let settings = SimulatorSettings::from_config(config);
+    let settings = config.simulator_settings();
     let fleet = Fleet::new(&settings, Utc::now());
     tracing::info!(
         "simulating {} devices every {:?} (seed {}, run {}); IOT_SIMULATOR_SEED={} repeats it",

@@ -17,10 +17,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use metrocloud::admin::{AdminClient, Timeouts};
 use metrocloud::cluster::{
     ClusterSpec, KafkaDistribution, LocalCluster, Ownership, PortPlan, tools,
 };
+use metrocloud::kafka::admin::{AdminClient, Timeouts};
 
 /// A cluster for tests: its bootstrap servers, and the local cluster when we started it.
 pub struct TestCluster {
@@ -55,7 +55,7 @@ impl TestCluster {
     /// Runs one of Kafka's own tools with `input` on its standard input.
     pub fn kafka_tool_with_input(&self, name: &str, args: &[&str], input: &str) -> Output {
         let tool = tools::find_tool(name).unwrap_or_else(|| panic!("unknown tool {name}"));
-        let distribution = KafkaDistribution::ensure(&KafkaDistribution::default_cache_dir())
+        let distribution = KafkaDistribution::ensure(&KafkaDistribution::cache_dir(None))
             .expect("Kafka jars available");
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let mut child = tools::tool_command(&distribution, tool, &self.bootstrap_list(), &args)
@@ -220,13 +220,13 @@ pub async fn read_all(
 /// replication factor 3, `min.insync.replicas=2`).
 pub async fn sensor_topic(cluster: &TestCluster, purpose: &str) -> String {
     let name = unique_topic(purpose);
-    let spec = metrocloud::topics::TopicSpec {
+    let spec = metrocloud::kafka::topics::TopicSpec {
         name: name.clone(),
         partitions: 6,
         replication_factor: 3,
         min_insync_replicas: 2,
     };
-    metrocloud::topics::ensure_topic(&cluster.admin(), &spec)
+    metrocloud::kafka::topics::ensure_topic(&cluster.admin(), &spec)
         .await
         .expect("topic created");
     name
@@ -237,15 +237,15 @@ pub async fn sensor_topic(cluster: &TestCluster, purpose: &str) -> String {
 pub async fn reading_producer(
     cluster: &TestCluster,
     topic: &str,
-    listener: impl Fn(metrocloud::pipeline::ingest::ReadingId, metrocloud::producer::Delivery)
+    listener: impl Fn(metrocloud::pipeline::ingest::ReadingId, metrocloud::kafka::producer::Delivery)
     + Send
     + Sync
     + 'static,
-) -> metrocloud::producer::Producer<metrocloud::pipeline::ingest::ReadingId> {
-    metrocloud::producer::Producer::connect(
+) -> metrocloud::kafka::producer::Producer<metrocloud::pipeline::ingest::ReadingId> {
+    metrocloud::kafka::producer::Producer::connect(
         cluster.bootstrap.clone(),
         topic,
-        &metrocloud::config::ProducerSettings::default(),
+        &metrocloud::kafka::producer::ProducerSettings::default(),
         metrocloud::pipeline::ingest::logging_listener(listener),
         &tokio_util::sync::CancellationToken::new(),
     )

@@ -1,4 +1,4 @@
-//! Making sure the sensor topic exists, and is as durable as configured.
+//! Making sure a topic exists, and is as durable as configured.
 //!
 //! [`ensure_topic`] is what `metrocloud topics ensure`, the producer and the
 //! consumer all call before they start. It creates the topic with its
@@ -11,9 +11,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::admin::{AdminClient, AdminError, Creation, TopicInfo};
-use crate::config::Config;
-use crate::retry::Deadline;
+use crate::kafka::admin::{AdminClient, AdminError, Creation, TopicInfo};
+use crate::kafka::retry::Deadline;
 
 /// The least replication factor that survives one broker failure with
 /// `acks=all` and still accepts writes.
@@ -35,16 +34,6 @@ pub struct TopicSpec {
 }
 
 impl TopicSpec {
-    /// The sensor topic as the configuration describes it.
-    pub fn from_config(config: &Config) -> Self {
-        TopicSpec {
-            name: config.topic.clone(),
-            partitions: config.partitions,
-            replication_factor: config.replication_factor,
-            min_insync_replicas: config.min_insync_replicas,
-        }
-    }
-
     /// Refuses settings under which `acks=all` does not protect a write.
     pub fn check_safety(&self) -> Result<(), TopicError> {
         let unsafe_because = |reason: String| TopicError::Unsafe {
@@ -263,7 +252,8 @@ fn compare(spec: &TopicSpec, found: &TopicDescription) -> Result<Ensured, TopicE
 
 async fn wait_until_led(admin: &AdminClient, name: &str) -> Result<(), TopicError> {
     let deadline = Deadline::after(READY_TIMEOUT);
-    let mut backoff = crate::retry::Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    let mut backoff =
+        crate::kafka::retry::Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         match admin.metadata(Some(&[name])).await {
             Ok(metadata) => {

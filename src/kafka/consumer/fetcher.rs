@@ -16,9 +16,9 @@ use rskafka::record::RecordAndOffset;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::SharedClient;
-use crate::config::OffsetReset;
-use crate::retry::Backoff;
+use super::OffsetReset;
+use crate::kafka::client::SharedClient;
+use crate::kafka::retry::Backoff;
 
 /// Records fetched from one partition, in offset order.
 #[derive(Debug)]
@@ -107,7 +107,7 @@ pub async fn run_fetcher(spec: FetcherSpec) {
                         .await
                         .map_err(|_| KafkaError::Timeout)??,
                 );
-                crate::nodelay::sweep();
+                crate::kafka::nodelay::sweep();
             }
             let partition = connection.as_ref().expect("connected above");
             let fetch = partition.fetch_records(offset, 1..max_bytes, max_wait_ms);

@@ -14,8 +14,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::device::DeviceType;
-use crate::reading::SensorReading;
+use crate::sensor::device::DeviceType;
+use crate::sensor::reading::SensorReading;
 
 /// Thresholds and timings of the alert rules (`ALERT_*`).
 #[derive(Debug, Clone, PartialEq)]
@@ -320,7 +320,7 @@ impl AlertRules {
         );
         self.counters.sent += 1;
         Some(Alert {
-            alert_id: crate::admin::random_kafka_uuid(),
+            alert_id: crate::kafka::admin::random_kafka_uuid(),
             device_id: reading.device_id.clone(),
             device_type: reading.device_type,
             kind,
@@ -351,7 +351,7 @@ impl AlertRules {
             seen.silent_alerted = true;
             self.counters.sent += 1;
             alerts.push(Alert {
-                alert_id: crate::admin::random_kafka_uuid(),
+                alert_id: crate::kafka::admin::random_kafka_uuid(),
                 device_id: device_id.clone(),
                 device_type: seen.device_type,
                 kind: AlertKind::DeviceSilent,
@@ -417,8 +417,8 @@ impl AlertQuality {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::{DeviceStatus, Location, SCHEMA_VERSION};
-    use crate::simulator::{Fleet, SimulatorSettings};
+    use crate::sensor::reading::{DeviceStatus, Location, SCHEMA_VERSION};
+    use crate::sensor::simulator::{Fleet, SimulatorSettings};
 
     #[test]
     fn default_thresholds_find_the_injected_anomalies_over_100000_readings() {

@@ -21,9 +21,8 @@ use chrono::{DateTime, DurationRound, Timelike, Utc};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::config::Config;
-use crate::device::DeviceType;
-use crate::reading::{AnomalyKind, DeviceStatus, Location, SCHEMA_VERSION, SensorReading};
+use crate::sensor::device::DeviceType;
+use crate::sensor::reading::{AnomalyKind, DeviceStatus, Location, SCHEMA_VERSION, SensorReading};
 
 /// Share of the fleet of each kind, in percent, before `IOT_DEVICE_TYPES` narrows it.
 pub const TYPE_WEIGHTS: [(DeviceType, u32); 5] = [
@@ -58,19 +57,6 @@ pub struct SimulatorSettings {
     pub anomaly_probability: f64,
     /// Seed of every random choice.
     pub seed: u64,
-}
-
-impl SimulatorSettings {
-    /// The settings from the configuration; a random seed when `IOT_SIMULATOR_SEED` is unset.
-    pub fn from_config(config: &Config) -> Self {
-        SimulatorSettings {
-            num_devices: config.num_devices,
-            interval: config.data_interval,
-            device_types: config.device_types.clone(),
-            anomaly_probability: config.anomaly_probability,
-            seed: config.simulator_seed.unwrap_or_else(rand::random),
-        }
-    }
 }
 
 /// One device's state between readings.

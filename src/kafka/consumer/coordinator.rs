@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::admin::{AdminClient, AdminError, BrokerConnection, Request, Timeouts};
+use crate::kafka::admin::{AdminClient, AdminError, BrokerConnection, Request, Timeouts};
 
 /// A broker error code from a group request.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -7,8 +7,8 @@
 
 use std::fmt;
 
-use crate::device::DeviceType;
-use crate::reading::{SCHEMA_VERSION, SensorReading};
+use crate::sensor::device::DeviceType;
+use crate::sensor::reading::{SCHEMA_VERSION, SensorReading};
 
 /// Largest reading accepted; a real one is well under 1 KiB.
 pub const MAX_READING_BYTES: usize = 64 * 1024;
@@ -190,7 +190,7 @@ pub fn validate(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<SensorReadin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::{AnomalyKind, DeviceStatus, Location};
+    use crate::sensor::reading::{AnomalyKind, DeviceStatus, Location};
     use chrono::{DurationRound, TimeDelta, Utc};
 
     fn reading() -> SensorReading {

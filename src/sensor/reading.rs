@@ -12,7 +12,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::device::DeviceType;
+use crate::sensor::device::DeviceType;
 
 /// The version of the record layout this code writes.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -157,7 +157,7 @@ async fn build(
     let client = tokio::time::timeout(timeout, build)
         .await
         .unwrap_or(Err(KafkaError::Timeout));
-    crate::nodelay::keep_sweeping();
-    crate::nodelay::sweep();
+    crate::kafka::nodelay::keep_sweeping();
+    crate::kafka::nodelay::sweep();
     client
 }

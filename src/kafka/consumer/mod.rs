@@ -21,8 +21,10 @@
 
 mod coordinator;
 pub mod fetcher;
+pub mod settings;
 
 pub use coordinator::{CoordinatorError, GroupCoordinator, GroupError};
+pub use settings::{ConsumerSettings, OffsetReset};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -41,10 +43,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::Timeouts;
-use crate::client::SharedClient;
-use crate::config::{ConsumerSettings, OffsetReset};
-use crate::retry::Backoff;
+use crate::kafka::admin::Timeouts;
+use crate::kafka::client::SharedClient;
+use crate::kafka::retry::Backoff;
 use fetcher::{FetchedBatch, FetcherSpec};
 
 /// Batches waiting for processing, across all partitions.
@@ -191,7 +192,7 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut attempts = 0u32;
         // A topic just created reaches every broker's metadata a moment later.
-        let missing_deadline = crate::retry::Deadline::after(spec.settings.request_timeout);
+        let missing_deadline = crate::kafka::retry::Deadline::after(spec.settings.request_timeout);
         let (client, topic_id) = loop {
             attempts += 1;
             let attempt = async {
@@ -203,7 +204,7 @@ impl<P: RecordProcessor> GroupConsumer<P> {
                 let topic = metadata.topic(&spec.topic).map(|t| t.id);
                 // rskafka's own retries stay short: retrying (with a fresh client) is decided here.
                 let backoff = BackoffConfig {
-                    deadline: Some(crate::client::internal_retry_deadline(
+                    deadline: Some(crate::kafka::client::internal_retry_deadline(
                         spec.settings.request_timeout,
                     )),
                     ..BackoffConfig::default()
@@ -672,5 +673,5 @@ fn fatal(error: &GroupError) -> bool {
 
 /// A member id as Kafka clients make them: a random UUID in URL-safe base64.
 fn random_member_id() -> String {
-    crate::admin::random_kafka_uuid()
+    crate::kafka::admin::random_kafka_uuid()
 }

@@ -1,0 +1,496 @@
+//! Configuration from the environment, validated once at start.
+//!
+//! The variable names and defaults are the original design's, so an existing
+//! `.env` file or Compose environment keeps working. Every variable is
+//! declared once, in [`table`]: the environment is read raw (every variable a
+//! string, through `envy`), then each declaration turns its text, or its
+//! default, into a field of [`Config`]; the rest of the program only ever sees
+//! valid values. A bad value is reported with the variable, the value given
+//! and what is allowed, and the binaries exit with status 2 for it.
+
+pub mod table;
+mod values;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::kafka::BrokerAddress;
+use crate::kafka::consumer::{ConsumerSettings, OffsetReset};
+use crate::kafka::producer::ProducerSettings;
+use crate::kafka::topics::TopicSpec;
+use crate::sensor::device::DeviceType;
+use crate::sensor::rules::AlertSettings;
+use crate::sensor::simulator::SimulatorSettings;
+pub use table::{Group, SETTINGS, Setting};
+pub use values::topic_name as topic_name_rule;
+
+/// The validated configuration of every MetroCloud program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `KAFKA_BOOTSTRAP_SERVERS`: brokers to ask for the cluster's metadata.
+    pub bootstrap_servers: Vec<BrokerAddress>,
+    /// `KAFKA_TOPIC_NAME`: the topic sensor readings go to.
+    pub topic: String,
+    /// `KAFKA_CONSUMER_GROUP_ID`: the consumer group of the processing side.
+    pub consumer_group_id: String,
+    /// `KAFKA_AUTO_OFFSET_RESET`: where a group with no committed offset starts.
+    pub auto_offset_reset: OffsetReset,
+    /// `KAFKA_REPLICATION_FACTOR`: copies of every partition.
+    pub replication_factor: i16,
+    /// `KAFKA_PARTITIONS`: partitions of the topic.
+    pub partitions: i32,
+    /// `KAFKA_MIN_INSYNC_REPLICAS`: replicas that must have a write before it is acknowledged.
+    pub min_insync_replicas: i16,
+    /// `IOT_NUM_DEVICES`: simulated devices.
+    pub num_devices: u32,
+    /// `IOT_DATA_INTERVAL_SEC`: time between two readings of one device.
+    pub data_interval: Duration,
+    /// `IOT_DEVICE_TYPES`: the kinds of device simulated.
+    pub device_types: Vec<DeviceType>,
+    /// `IOT_ANOMALY_PROBABILITY`: chance that a reading is an injected anomaly.
+    pub anomaly_probability: f64,
+    /// `IOT_SIMULATOR_SEED`: seed of the simulator; random when unset.
+    pub simulator_seed: Option<u64>,
+    /// `LOG_LEVEL`: the least severe log level written.
+    pub log_level: LogLevel,
+    /// `ENVIRONMENT`: `production` also writes JSON log files.
+    pub environment: String,
+    /// `METROCLOUD_LOG_DIR`: where log files go in production.
+    pub log_dir: PathBuf,
+    /// `KAFKA_PRODUCER_*`: batching, buffering, compression, timeouts and retries.
+    pub producer: ProducerSettings,
+    /// `KAFKA_CONSUMER_*`: commits, fetches and timeouts.
+    pub consumer: ConsumerSettings,
+    /// `KAFKA_STARTUP_WAIT_SEC`: how long a program waits, at start, for a
+    /// cluster that does not answer yet (or has too few brokers) before giving up.
+    pub startup_wait: Duration,
+    /// `KAFKA_ALERTS_TOPIC`: where alerts go.
+    pub alerts_topic: String,
+    /// `KAFKA_DLQ_TOPIC`: where records that fail validation go.
+    pub dlq_topic: String,
+    /// `ALERT_*`: thresholds and timings of the alert rules.
+    pub alerts: AlertSettings,
+    /// `RUST_LOG`: a tracing filter that overrides `LOG_LEVEL`.
+    pub rust_log: Option<String>,
+    /// `METROCLOUD_CLUSTER_DIR`: the local cluster's directory; unset, the XDG default.
+    pub cluster_dir: Option<PathBuf>,
+    /// `METROCLOUD_KAFKA_CACHE`: where Kafka's jars are cached; unset, the XDG default.
+    pub kafka_cache: Option<PathBuf>,
+    /// `METROCLOUD_KAFKA_HEAP`: the maximum heap of each local Kafka node.
+    pub kafka_heap: String,
+    /// `METROCLOUD_CONSOLE_ADDR`: where the console listens.
+    pub console_addr: SocketAddr,
+    /// `METROCLOUD_CONSOLE_TOKEN`: the token every console request must carry.
+    pub console_token: Option<String>,
+    /// The variables that were given, as opposed to left at their default.
+    given: BTreeSet<&'static str>,
+}
+
+/// A configuration value that is not allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable holds a value outside what it allows.
+    #[error("invalid configuration: {variable}={value:?}: expected {allowed}")]
+    Invalid {
+        /// The environment variable.
+        variable: &'static str,
+        /// The value it holds.
+        value: String,
+        /// What the variable accepts.
+        allowed: String,
+    },
+    /// The environment itself could not be read.
+    #[error("invalid configuration: {0}")]
+    Environment(#[from] envy::Error),
+}
+
+impl Config {
+    /// Reads and validates the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let mut ours = Vec::new();
+        for setting in SETTINGS {
+            match std::env::var(setting.name) {
+                Ok(value) => ours.push((setting.name.to_string(), value)),
+                Err(std::env::VarError::NotPresent) => {}
+                Err(std::env::VarError::NotUnicode(value)) => {
+                    return Err(ConfigError::Invalid {
+                        variable: setting.name,
+                        value: value.to_string_lossy().into_owned(),
+                        allowed: "UTF-8 text".to_string(),
+                    });
+                }
+            }
+        }
+        Config::from_vars(ours)
+    }
+
+    /// Reads and validates the configuration from the given variables; others are ignored.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars = vars.into_iter().map(|(k, v)| (k.into(), v.into()));
+        // envy keys the variables by their lower-case names.
+        let raw: HashMap<String, String> = envy::from_iter(vars)?;
+        let mut config = Config::blank();
+        for setting in SETTINGS {
+            let given = raw.get(&setting.name.to_ascii_lowercase());
+            let text = match (given, setting.derived) {
+                (Some(value), _) => value.clone(),
+                (None, Some(derive)) => derive(&config),
+                (None, None) => setting.default.to_string(),
+            };
+            (setting.apply)(&mut config, &text).map_err(|allowed| ConfigError::Invalid {
+                variable: setting.name,
+                value: text.clone(),
+                allowed,
+            })?;
+            if given.is_some() {
+                config.given.insert(setting.name);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Every field at a placeholder; [`Config::from_vars`] sets each one from its declaration.
+    fn blank() -> Config {
+        Config {
+            bootstrap_servers: Vec::new(),
+            topic: String::new(),
+            consumer_group_id: String::new(),
+            auto_offset_reset: OffsetReset::Earliest,
+            replication_factor: 0,
+            partitions: 0,
+            min_insync_replicas: 0,
+            num_devices: 0,
+            data_interval: Duration::ZERO,
+            device_types: Vec::new(),
+            anomaly_probability: 0.0,
+            simulator_seed: None,
+            log_level: LogLevel::Info,
+            environment: String::new(),
+            log_dir: PathBuf::new(),
+            producer: ProducerSettings::default(),
+            consumer: ConsumerSettings::default(),
+            startup_wait: Duration::ZERO,
+            alerts_topic: String::new(),
+            dlq_topic: String::new(),
+            alerts: AlertSettings::default(),
+            rust_log: None,
+            cluster_dir: None,
+            kafka_cache: None,
+            kafka_heap: String::new(),
+            console_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            console_token: None,
+            given: BTreeSet::new(),
+        }
+    }
+
+    /// Sets one variable as if it had been given, with the same checks.
+    pub fn set(&mut self, variable: &str, value: &str) -> Result<(), ConfigError> {
+        let setting = table::setting(variable).ok_or_else(|| ConfigError::Invalid {
+            variable: "(unknown)",
+            value: variable.to_string(),
+            allowed: "a declared setting".to_string(),
+        })?;
+        (setting.apply)(self, value).map_err(|allowed| ConfigError::Invalid {
+            variable: setting.name,
+            value: value.to_string(),
+            allowed,
+        })?;
+        self.given.insert(setting.name);
+        Ok(())
+    }
+
+    /// Whether the variable was given, rather than left at its default.
+    pub fn is_given(&self, variable: &str) -> bool {
+        self.given.contains(variable)
+    }
+
+    /// The bootstrap servers as `host:port` strings, as Kafka clients take them.
+    pub fn bootstrap_strings(&self) -> Vec<String> {
+        self.bootstrap_servers
+            .iter()
+            .map(|b| b.to_string())
+            .collect()
+    }
+
+    /// Whether file logging is on (`ENVIRONMENT=production`).
+    pub fn is_production(&self) -> bool {
+        self.environment.eq_ignore_ascii_case("production")
+    }
+
+    /// The sensor topic as the configuration describes it.
+    pub fn sensor_topic(&self) -> TopicSpec {
+        TopicSpec {
+            name: self.topic.clone(),
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            min_insync_replicas: self.min_insync_replicas,
+        }
+    }
+
+    /// The simulator's settings; a random seed when `IOT_SIMULATOR_SEED` is unset.
+    pub fn simulator_settings(&self) -> SimulatorSettings {
+        SimulatorSettings {
+            num_devices: self.num_devices,
+            interval: self.data_interval,
+            device_types: self.device_types.clone(),
+            anomaly_probability: self.anomaly_probability,
+            seed: self.simulator_seed.unwrap_or_else(rand::random),
+        }
+    }
+
+    /// The effective configuration as `VARIABLE=value` lines, in the form a
+    /// `.env` file takes; secrets are left out.
+    pub fn to_env_lines(&self) -> Vec<(&'static str, String)> {
+        SETTINGS
+            .iter()
+            .filter(|s| !s.secret)
+            .map(|s| (s.name, (s.show)(self)))
+            .collect()
+    }
+
+    /// The names of the secrets that are set.
+    pub fn secrets_set(&self) -> Vec<&'static str> {
+        SETTINGS
+            .iter()
+            .filter(|s| s.secret && !(s.show)(self).is_empty())
+            .map(|s| s.name)
+            .collect()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_vars(Vec::<(String, String)>::new()).expect("the defaults are valid")
+    }
+}
+
+/// `.env.example`: every setting with its help and its default, by section.
+pub fn env_example() -> String {
+    let defaults = Config::default();
+    let mut out = String::from(
+        "# MetroCloud configuration. Copy to .env (or export) and change what you need;\n\
+         # every value below is the default. `metrocloud config` prints what is in effect.\n\
+         # Made from the declarations in src/config/table.rs (`metrocloud config --example`).\n",
+    );
+    let mut group = None;
+    for setting in SETTINGS {
+        if group != Some(setting.group) {
+            group = Some(setting.group);
+            out.push_str(&format!("\n# --- {} ---\n", setting.group.title()));
+        }
+        out.push_str(&format!("# {}\n", setting.help));
+        let value = (setting.show)(&defaults);
+        if setting.secret {
+            out.push_str(&format!("# {}=\n", setting.name));
+        } else {
+            out.push_str(&format!("{}={value}\n", setting.name));
+        }
+    }
+    out
+}
+
+/// The README's table of settings, in markdown.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| Variable | Default | What it does |\n|---|---|---|\n");
+    for setting in SETTINGS {
+        let default = if setting.default.is_empty() {
+            "(unset)".to_string()
+        } else {
+            format!("`{}`", setting.default)
+        };
+        out.push_str(&format!(
+            "| `{}` | {default} | {} |\n",
+            setting.name,
+            setting.help.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+/// `LOG_LEVEL`, with Python's level names (`WARNING`, `CRITICAL`) accepted as the original design used them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Diagnostic detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unexpected that was handled.
+    Warning,
+    /// Something failed.
+    Error,
+}
+
+impl LogLevel {
+    /// The matching `tracing` filter directive.
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_uppercase().as_str() {
+            "TRACE" => Ok(LogLevel::Trace),
+            "DEBUG" => Ok(LogLevel::Debug),
+            "INFO" => Ok(LogLevel::Info),
+            "WARN" | "WARNING" => Ok(LogLevel::Warning),
+            "ERROR" | "CRITICAL" => Ok(LogLevel::Error),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Trace => "TRACE",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Error => "ERROR",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_for(variable: &str, value: &str) -> String {
+        Config::from_vars([(variable, value)])
+            .expect_err("value must be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_are_the_original_designs() {
+        let config = Config::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(config.topic, "iot-sensor-data");
+        assert_eq!(config.consumer_group_id, "iot-data-consumer");
+        assert_eq!(config.auto_offset_reset, OffsetReset::Earliest);
+        assert_eq!(config.replication_factor, 3);
+        assert_eq!(config.partitions, 6);
+        assert_eq!(config.min_insync_replicas, 2);
+        assert_eq!(config.num_devices, 8);
+        assert_eq!(config.data_interval, Duration::from_secs(1));
+        assert_eq!(config.device_types, DeviceType::ALL.to_vec());
+        assert_eq!(config.anomaly_probability, 0.05);
+        assert_eq!(config.log_level, LogLevel::Info);
+        assert_eq!(
+            config.bootstrap_strings(),
+            ["localhost:29092", "localhost:29093", "localhost:29094"]
+        );
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable_value_and_what_is_allowed() {
+        let message = error_for("IOT_ANOMALY_PROBABILITY", "1.5");
+        assert!(
+            message.contains("IOT_ANOMALY_PROBABILITY=\"1.5\""),
+            "{message}"
+        );
+        assert!(message.contains("between 0.0 and 1.0"), "{message}");
+
+        assert!(error_for("KAFKA_PARTITIONS", "0").contains("KAFKA_PARTITIONS=\"0\""));
+        assert!(error_for("IOT_DEVICE_TYPES", "temperature,thermostat").contains("humidity"));
+        assert!(error_for("KAFKA_BOOTSTRAP_SERVERS", "localhost").contains("host:port"));
+        assert!(error_for("KAFKA_BOOTSTRAP_SERVERS", "a:99999").contains("host:port"));
+        assert!(error_for("KAFKA_AUTO_OFFSET_RESET", "sometimes").contains("earliest, latest"));
+        assert!(error_for("IOT_DATA_INTERVAL_SEC", "-1").contains("greater than 0"));
+        assert!(error_for("LOG_LEVEL", "LOUD").contains("LOG_LEVEL"));
+        assert!(error_for("IOT_SIMULATOR_SEED", "-3").contains("random seed"));
+        assert!(error_for("KAFKA_PRODUCER_COMPRESSION", "lz4").contains("need C"));
+        assert!(error_for("KAFKA_PRODUCER_LINGER_MS", "soon").contains("KAFKA_PRODUCER_LINGER_MS"));
+        assert!(error_for("KAFKA_TOPIC_NAME", "a topic").contains("KAFKA_TOPIC_NAME"));
+    }
+
+    #[test]
+    fn lists_are_trimmed_and_python_level_names_accepted() {
+        let config = Config::from_vars([
+            ("KAFKA_BOOTSTRAP_SERVERS", " 127.0.0.1:9092 , [::1]:9093 "),
+            ("IOT_DEVICE_TYPES", "Light, motion,light"),
+            ("LOG_LEVEL", "critical"),
+        ])
+        .unwrap();
+        assert_eq!(config.bootstrap_strings(), ["127.0.0.1:9092", "[::1]:9093"]);
+        assert_eq!(
+            config.device_types,
+            [DeviceType::Light, DeviceType::Motion].to_vec()
+        );
+        assert_eq!(config.log_level, LogLevel::Error);
+    }
+
+    #[test]
+    fn a_value_given_is_told_apart_from_the_default_even_when_equal() {
+        let defaulted = Config::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert!(!defaulted.is_given("KAFKA_BOOTSTRAP_SERVERS"));
+        let given = Config::from_vars([(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "localhost:29092,localhost:29093,localhost:29094",
+        )])
+        .unwrap();
+        assert!(given.is_given("KAFKA_BOOTSTRAP_SERVERS"));
+        assert_eq!(given.bootstrap_servers, defaulted.bootstrap_servers);
+    }
+
+    #[test]
+    fn the_dead_letter_topic_follows_the_topic_unless_given() {
+        let config = Config::from_vars([("KAFKA_TOPIC_NAME", "plant-7")]).unwrap();
+        assert_eq!(config.dlq_topic, "plant-7-dlq");
+        let config =
+            Config::from_vars([("KAFKA_TOPIC_NAME", "plant-7"), ("KAFKA_DLQ_TOPIC", "bad")])
+                .unwrap();
+        assert_eq!(config.dlq_topic, "bad");
+    }
+
+    #[test]
+    fn every_declared_default_parses_and_prints_back_as_declared() {
+        let config = Config::default();
+        for setting in SETTINGS {
+            if setting.derived.is_some() || setting.secret {
+                continue;
+            }
+            let shown = (setting.show)(&config);
+            assert!(
+                shown == setting.default,
+                "{}: declared {:?}, printed {shown:?}",
+                setting.name,
+                setting.default
+            );
+        }
+    }
+
+    #[test]
+    fn set_checks_the_value_like_the_environment_does() {
+        let mut config = Config::default();
+        config
+            .set("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092,127.0.0.1:9093")
+            .unwrap();
+        assert!(config.is_given("KAFKA_BOOTSTRAP_SERVERS"));
+        assert_eq!(config.bootstrap_strings().len(), 2);
+        let error = config
+            .set("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("host:port"), "{error}");
+    }
+}

@@ -1,0 +1,522 @@
+//! Every environment variable MetroCloud reads, declared once.
+//!
+//! A declaration holds the variable's name, its default, its help line and
+//! how its text becomes a field of [`Config`] and back. Parsing,
+//! `metrocloud config`, `.env.example`, the README's table and the tests'
+//! list of variables are all made from [`SETTINGS`], so a new setting is one
+//! entry here and one field in [`Config`].
+
+use super::Config;
+use super::values::*;
+
+/// The sections of `.env.example` and of the README's table, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// The cluster, the sensor topic and the consumer group.
+    Kafka,
+    /// The simulated fleet.
+    Simulator,
+    /// Log output.
+    Logging,
+    /// Batching, buffering and retries.
+    Producer,
+    /// Group membership, commits and fetches.
+    Consumer,
+    /// Waiting for a cluster at start.
+    Startup,
+    /// Alert rules and the topics of alerts and dead letters.
+    Alerts,
+    /// The local cluster of `metrocloud cluster`, `run`, `chaos` and `bench`.
+    LocalCluster,
+    /// The monitoring console.
+    Console,
+}
+
+impl Group {
+    /// The section's heading.
+    pub fn title(self) -> &'static str {
+        match self {
+            Group::Kafka => "Kafka",
+            Group::Simulator => "IoT simulator",
+            Group::Logging => "Logging",
+            Group::Producer => "Producer (batching, buffering, retries)",
+            Group::Consumer => "Consumer (group, commits, fetches)",
+            Group::Startup => "Start-up",
+            Group::Alerts => "Alerts and dead letters",
+            Group::LocalCluster => "Local cluster (metrocloud cluster, run, chaos, bench)",
+            Group::Console => {
+                "Console (metrocloud console, and metrocloud run unless --no-console)"
+            }
+        }
+    }
+}
+
+/// One environment variable; see the module documentation.
+pub struct Setting {
+    /// The variable's name.
+    pub name: &'static str,
+    /// Its section.
+    pub group: Group,
+    /// Its default as documented (empty: unset).
+    pub default: &'static str,
+    /// What it does, in one or two sentences.
+    pub help: &'static str,
+    /// Its value is never printed (`metrocloud config` says only whether it is set).
+    pub secret: bool,
+    /// When unset, its value follows from the settings before it.
+    pub(super) derived: Option<fn(&Config) -> String>,
+    /// Reads the text into the configuration, or says what is allowed.
+    pub(super) apply: fn(&mut Config, &str) -> Result<(), Allowed>,
+    /// Writes the value as the variable would hold it.
+    pub(super) show: fn(&Config) -> String,
+}
+
+/// Declares one setting: name, group, default, help, the field it sets,
+/// the parser of its text (`|v| ...`) and the printer of its value.
+macro_rules! setting {
+    ($name:literal, $group:ident, $default:literal, $help:literal,
+     $($field:ident).+, |$v:ident| $parse:expr, $show:expr $(, $key:ident: $value:expr)* $(,)?) => {
+        Setting {
+            name: $name,
+            group: Group::$group,
+            default: $default,
+            help: $help,
+            apply: |config, $v| {
+                config.$($field).+ = $parse?;
+                Ok(())
+            },
+            show: |config| $show(&config.$($field).+),
+            $($key: $value,)*
+            ..Setting::PLAIN
+        }
+    };
+}
+
+impl Setting {
+    /// What a declaration has unless it says otherwise.
+    const PLAIN: Setting = Setting {
+        name: "",
+        group: Group::Kafka,
+        default: "",
+        help: "",
+        secret: false,
+        derived: None,
+        apply: |_, _| Ok(()),
+        show: |_| String::new(),
+    };
+}
+
+/// Every setting, in the order `metrocloud config` prints them.
+pub static SETTINGS: &[Setting] = &[
+    setting!(
+        "KAFKA_BOOTSTRAP_SERVERS",
+        Kafka,
+        "localhost:29092,localhost:29093,localhost:29094",
+        "Brokers to bootstrap from (host:port, comma-separated).",
+        bootstrap_servers,
+        |v| bootstrap_servers(v),
+        show_list
+    ),
+    setting!(
+        "KAFKA_TOPIC_NAME",
+        Kafka,
+        "iot-sensor-data",
+        "Topic the sensor readings go to.",
+        topic,
+        |v| topic_name(v),
+        show
+    ),
+    setting!(
+        "KAFKA_CONSUMER_GROUP_ID",
+        Kafka,
+        "iot-data-consumer",
+        "Consumer group of the processing side.",
+        consumer_group_id,
+        |v| non_empty(v).map_err(|_| "a non-empty group id".to_string()),
+        show
+    ),
+    setting!(
+        "KAFKA_AUTO_OFFSET_RESET",
+        Kafka,
+        "earliest",
+        "Where a group without committed offsets starts: earliest or latest.",
+        auto_offset_reset,
+        |v| parsed(v, "one of earliest, latest"),
+        show
+    ),
+    setting!(
+        "KAFKA_REPLICATION_FACTOR",
+        Kafka,
+        "3",
+        "Copies of each partition; below 3 is refused as unsafe with acks=all.",
+        replication_factor,
+        |v| whole(v, 1, i16::MAX),
+        show
+    ),
+    setting!(
+        "KAFKA_PARTITIONS",
+        Kafka,
+        "6",
+        "Partitions of the topic.",
+        partitions,
+        |v| whole(v, 1, 100_000),
+        show
+    ),
+    setting!(
+        "KAFKA_MIN_INSYNC_REPLICAS",
+        Kafka,
+        "2",
+        "Replicas that must hold a write before it is acknowledged; below 2 is refused as unsafe.",
+        min_insync_replicas,
+        |v| whole(v, 1, i16::MAX),
+        show
+    ),
+    setting!(
+        "IOT_NUM_DEVICES",
+        Simulator,
+        "8",
+        "Number of simulated devices.",
+        num_devices,
+        |v| whole(v, 1, 10_000_000),
+        show
+    ),
+    setting!(
+        "IOT_DATA_INTERVAL_SEC",
+        Simulator,
+        "1",
+        "Seconds between two readings of one device.",
+        data_interval,
+        |v| interval(v),
+        show_interval
+    ),
+    setting!(
+        "IOT_DEVICE_TYPES",
+        Simulator,
+        "temperature,humidity,pressure,motion,light",
+        "Device types to simulate (comma-separated): temperature, humidity, pressure, motion, light.",
+        device_types,
+        |v| device_types(v),
+        show_list
+    ),
+    setting!(
+        "IOT_ANOMALY_PROBABILITY",
+        Simulator,
+        "0.05",
+        "Probability that a reading is an injected anomaly (0.0 to 1.0).",
+        anomaly_probability,
+        |v| probability(v),
+        show
+    ),
+    setting!(
+        "IOT_SIMULATOR_SEED",
+        Simulator,
+        "",
+        "Seed of the simulator (a whole number); empty for a random seed, printed at start.",
+        simulator_seed,
+        |v| seed(v),
+        show_optional
+    ),
+    setting!(
+        "LOG_LEVEL",
+        Logging,
+        "INFO",
+        "TRACE, DEBUG, INFO, WARNING, ERROR (CRITICAL is read as ERROR). RUST_LOG, when set, overrides it.",
+        log_level,
+        |v| parsed(v, "one of TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        show
+    ),
+    setting!(
+        "ENVIRONMENT",
+        Logging,
+        "development",
+        "\"production\" also writes JSON log files, rotated daily, into METROCLOUD_LOG_DIR.",
+        environment,
+        |v| text(v),
+        show
+    ),
+    setting!(
+        "METROCLOUD_LOG_DIR",
+        Logging,
+        "logs",
+        "Directory of the production log files.",
+        log_dir,
+        |v| text(v).map(Into::into),
+        show_path
+    ),
+    setting!(
+        "KAFKA_PRODUCER_LINGER_MS",
+        Producer,
+        "5",
+        "How long a batch waits for more records before it is sent.",
+        producer.linger,
+        |v| millis(v, 0),
+        show_millis
+    ),
+    setting!(
+        "KAFKA_PRODUCER_BATCH_BYTES",
+        Producer,
+        "524288",
+        "A batch is sent once it holds this many bytes.",
+        producer.batch_bytes,
+        |v| whole(v, 1024, 64 * 1024 * 1024),
+        show
+    ),
+    setting!(
+        "KAFKA_PRODUCER_BUFFER_BYTES",
+        Producer,
+        "33554432",
+        "Bytes of records waiting for acknowledgement, at most; when full, the simulator waits.",
+        producer.buffer_bytes,
+        |v| whole(v, 64 * 1024, u32::MAX as usize),
+        show
+    ),
+    setting!(
+        "KAFKA_PRODUCER_COMPRESSION",
+        Producer,
+        "none",
+        "Batch compression: none, gzip or snappy.",
+        producer.compression,
+        |v| parsed(v, "one of none, gzip, snappy (lz4 and zstd would need C)"),
+        show
+    ),
+    setting!(
+        "KAFKA_PRODUCER_DELIVERY_TIMEOUT_MS",
+        Producer,
+        "120000",
+        "A record not acknowledged within this time has failed (counted and logged).",
+        producer.delivery_timeout,
+        |v| millis(v, 1),
+        show_millis
+    ),
+    setting!(
+        "KAFKA_PRODUCER_REQUEST_TIMEOUT_MS",
+        Producer,
+        "30000",
+        "Time allowed for one produce request or connection.",
+        producer.request_timeout,
+        |v| millis(v, 1),
+        show_millis
+    ),
+    setting!(
+        "KAFKA_PRODUCER_RETRY_BACKOFF_MS",
+        Producer,
+        "100",
+        "First pause between retries (exponential, with jitter).",
+        producer.retry_backoff,
+        |v| millis(v, 1),
+        show_millis
+    ),
+    setting!(
+        "KAFKA_PRODUCER_RETRY_BACKOFF_MAX_MS",
+        Producer,
+        "1000",
+        "Longest pause between retries.",
+        producer.retry_backoff_max,
+        |v| millis(v, 1),
+        show_millis
+    ),
+    setting!(
+        "KAFKA_CONSUMER_COMMIT_INTERVAL_MS",
+        Consumer,
+        "5000",
+        "Processed offsets are committed this often (and on shutdown and when a partition moves away).",
+        consumer.commit_interval,
+        |v| millis(v, 1),
+        show_millis
+    ),
+    setting!(
+        "KAFKA_CONSUMER_FETCH_MAX_BYTES",
+        Consumer,
+        "1048576",
+        "Most bytes one fetch returns for one partition.",
+        consumer.fetch_max_bytes,
+        |v| whole(v, 1024, 64 * 1024 * 1024),
+        show
+    ),
+    setting!(
+        "KAFKA_CONSUMER_FETCH_MAX_WAIT_MS",
+        Consumer,
+        "500",
+        "How long a broker holds a fetch open waiting for new records.",
+        consumer.fetch_max_wait,
+        |v| millis(v, 0),
+        show_millis
+    ),
+    setting!(
+        "KAFKA_CONSUMER_REQUEST_TIMEOUT_MS",
+        Consumer,
+        "30000",
+        "Time allowed for one request.",
+        consumer.request_timeout,
+        |v| millis(v, 1),
+        show_millis
+    ),
+    setting!(
+        "KAFKA_CONSUMER_REBALANCE_TIMEOUT_MS",
+        Consumer,
+        "60000",
+        "Time the group gives a member to hand back partitions during a rebalance.",
+        consumer.rebalance_timeout,
+        |v| millis(v, 1),
+        show_millis
+    ),
+    setting!(
+        "KAFKA_STARTUP_WAIT_SEC",
+        Startup,
+        "300",
+        "How long a program waits for a cluster that does not answer yet (or still has too few brokers) before it gives up; it logs each attempt with backoff meanwhile.",
+        startup_wait,
+        |v| seconds(v, 86_400 * 7),
+        show_seconds
+    ),
+    setting!(
+        "KAFKA_ALERTS_TOPIC",
+        Alerts,
+        "iot-alerts",
+        "Topic of the alerts.",
+        alerts_topic,
+        |v| topic_name(v),
+        show
+    ),
+    setting!("KAFKA_DLQ_TOPIC", Alerts, "<KAFKA_TOPIC_NAME>-dlq",
+        "Topic of the records that fail validation.",
+        dlq_topic, |v| topic_name(v), show,
+        derived: Some(|config| format!("{}-dlq", config.topic))),
+    setting!(
+        "ALERT_TEMPERATURE_HIGH_C",
+        Alerts,
+        "45",
+        "Above this temperature, extreme_temperature.",
+        alerts.temperature_high,
+        |v| number(v),
+        show
+    ),
+    setting!(
+        "ALERT_TEMPERATURE_LOW_C",
+        Alerts,
+        "-10",
+        "Below this temperature, extreme_temperature.",
+        alerts.temperature_low,
+        |v| number(v),
+        show
+    ),
+    setting!(
+        "ALERT_HUMIDITY_HIGH_PCT",
+        Alerts,
+        "90",
+        "Above this humidity, high_humidity.",
+        alerts.humidity_high,
+        |v| number(v),
+        show
+    ),
+    setting!(
+        "ALERT_PRESSURE_LOW_HPA",
+        Alerts,
+        "970",
+        "Below this pressure, low_pressure.",
+        alerts.pressure_low,
+        |v| number(v),
+        show
+    ),
+    setting!(
+        "ALERT_LIGHT_LOW_LUX",
+        Alerts,
+        "20",
+        "Below this light level, low_light.",
+        alerts.light_low,
+        |v| number(v),
+        show
+    ),
+    setting!(
+        "ALERT_BATTERY_LOW_PCT",
+        Alerts,
+        "15",
+        "Below this battery level, low_battery.",
+        alerts.battery_low,
+        |v| number(v),
+        show
+    ),
+    setting!(
+        "ALERT_DEVICE_SILENT_SEC",
+        Alerts,
+        "60",
+        "A device with no reading for this many seconds raises device_silent.",
+        alerts.silence,
+        |v| seconds(v, 86_400 * 30),
+        show_seconds
+    ),
+    setting!(
+        "ALERT_COOLDOWN_SEC",
+        Alerts,
+        "300",
+        "Repeats of an alert episode within this many seconds are counted, not sent again.",
+        alerts.cooldown,
+        |v| seconds(v, 86_400 * 30),
+        show_seconds
+    ),
+    setting!(
+        "RUST_LOG",
+        Logging,
+        "",
+        "A tracing filter (e.g. metrocloud=debug,rskafka=info); when set, it overrides LOG_LEVEL.",
+        rust_log,
+        |v| optional_text(v),
+        show_optional
+    ),
+    setting!(
+        "METROCLOUD_CLUSTER_DIR",
+        LocalCluster,
+        "",
+        "Cluster directory; empty: $XDG_DATA_HOME/metrocloud/cluster, else ~/.local/share/metrocloud/cluster.",
+        cluster_dir,
+        |v| optional_path(v),
+        show_optional_path
+    ),
+    setting!(
+        "METROCLOUD_KAFKA_CACHE",
+        LocalCluster,
+        "",
+        "Kafka jar cache; empty: $XDG_CACHE_HOME/metrocloud, else ~/.cache/metrocloud.",
+        kafka_cache,
+        |v| optional_path(v),
+        show_optional_path
+    ),
+    setting!(
+        "METROCLOUD_KAFKA_HEAP",
+        LocalCluster,
+        "512m",
+        "Maximum heap of each Kafka node's JVM (a JVM size: 512m, 1g).",
+        kafka_heap,
+        |v| jvm_size(v),
+        show
+    ),
+    setting!(
+        "METROCLOUD_CONSOLE_ADDR",
+        Console,
+        "127.0.0.1:8080",
+        "Address the console listens on; anything but loopback needs METROCLOUD_CONSOLE_TOKEN.",
+        console_addr,
+        |v| parsed(v, "an address and port to listen on (e.g. 127.0.0.1:8080)"),
+        show
+    ),
+    setting!("METROCLOUD_CONSOLE_TOKEN", Console, "",
+        "Token every request must carry (Authorization: Bearer <token>, or ?token=<token> once in a browser, which sets a cookie). Unset: no token, allowed on loopback only.",
+        console_token, |v| Ok::<_, Allowed>(Some(v.to_string())), show_optional,
+        secret: true),
+];
+
+/// A JVM memory size: digits with an optional k, m or g.
+fn jvm_size(given: &str) -> Result<String, Allowed> {
+    let given = given.trim();
+    let digits = given.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
+    let suffixes = given.len() - digits.len();
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || suffixes > 1 {
+        return Err("a JVM memory size such as 512m or 2g".to_string());
+    }
+    Ok(given.to_string())
+}
+
+/// The declaration of `name`.
+pub fn setting(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}

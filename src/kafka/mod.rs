@@ -1,0 +1,29 @@
+//! Our async Kafka client library, over rskafka and kafka-protocol.
+//!
+//! rskafka gives partition-level produce and fetch; this layer adds what an
+//! application needs around it: batching with a bounded buffer and retries
+//! within a delivery deadline, a consumer-group member that commits only what
+//! was processed, the admin requests rskafka lacks, and making sure a topic
+//! exists as configured. It has settings of its own and imports nothing from
+//! the layers above it, so it could be a crate of its own.
+//!
+//! - [`producer`]: batching, bounded buffering and retries around rskafka.
+//! - [`consumer`]: a consumer group member (KIP-848) that commits after processing.
+//! - [`admin`]: cluster requests rskafka lacks (topic configs, quorum, full metadata, groups).
+//! - [`client`]: the shared rskafka client, replaced when a frozen broker hangs it.
+//! - [`topics`]: making sure a topic exists and is durable.
+//! - [`partitioner`]: Kafka's default partitioning of keyed records.
+//! - [`retry`]: backoff and deadlines.
+//! - [`nodelay`]: TCP_NODELAY on rskafka's connections.
+
+pub mod admin;
+mod broker;
+pub mod client;
+pub mod consumer;
+pub mod nodelay;
+pub mod partitioner;
+pub mod producer;
+pub mod retry;
+pub mod topics;
+
+pub use broker::BrokerAddress;

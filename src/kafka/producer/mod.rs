@@ -1,0 +1,329 @@
+//! Reliable delivery of records to one topic: batching, bounded buffering, retries.
+//!
+//! rskafka sends one batch to one partition; this layer decides what goes in
+//! a batch, when it is sent, and what happens when it fails.
+//!
+//! - **Partitioning**: a record's partition is Kafka's keyed default
+//!   ([`crate::kafka::partitioner`]), so each device's readings stay in order on one
+//!   partition.
+//! - **One writer per partition**: each partition has a task that collects
+//!   records into a batch until it holds `batch_bytes` or `linger` has passed,
+//!   sends it with `acks=all`, and only then starts the next batch. One batch
+//!   in flight per partition keeps the partition's order across retries; all
+//!   partitions are in flight at once.
+//! - **Bounded memory**: every record holds its size in a byte budget
+//!   (`buffer_bytes`) from [`Producer::send`] until it is acknowledged or has
+//!   failed. When the budget is spent, `send` waits: a slow or absent cluster
+//!   pushes back on whoever produces, and nothing grows without bound.
+//! - **Retries**: errors that can succeed later (a lost connection, a leader
+//!   change, too few in-sync replicas, a timeout) are retried with exponential
+//!   backoff and jitter, until the oldest record's delivery deadline. Errors
+//!   that cannot succeed fail the batch at once. Every record ends in exactly
+//!   one [`Delivery`], reported to the caller's listener: nothing fails
+//!   silently.
+//!
+//! A request that timed out may still have been written, so a retry can store
+//! a record twice: delivery is at least once, and the consumer removes
+//! duplicates by device, run and sequence number.
+//!
+//! The pieces: [`batch`] gathers a partition's records into batches within
+//! the byte budget, [`writer`] sends one partition's batches and decides what
+//! to retry, and [`settings`] holds the knobs.
+
+mod batch;
+mod connect;
+pub mod settings;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rskafka::record::Record;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::partitioner::partition_for_key;
+use batch::Pending;
+use connect::{connect_client, partition_count};
+use writer::PartitionWriter;
+
+pub use settings::{Compression, ProducerSettings};
+pub use writer::is_retriable;
+
+/// Bytes a record costs in the buffer besides its key and value.
+const RECORD_OVERHEAD: usize = 64;
+
+/// A record to send, with the caller's own data to get back with its delivery.
+#[derive(Debug, Clone)]
+pub struct OutgoingRecord<M> {
+    /// Record key; decides the partition.
+    pub key: Vec<u8>,
+    /// Record value.
+    pub value: Vec<u8>,
+    /// Record headers.
+    pub headers: BTreeMap<String, Vec<u8>>,
+    /// Record timestamp.
+    pub timestamp: DateTime<Utc>,
+    /// Whatever the caller needs to know which record a delivery is about.
+    pub meta: M,
+}
+
+impl<M> OutgoingRecord<M> {
+    /// Bytes the record holds in the producer's buffer.
+    pub fn size(&self) -> usize {
+        self.key.len()
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + RECORD_OVERHEAD
+    }
+
+    /// The record as rskafka sends it, and the caller's data. Key and value
+    /// move, not copy: the producer copies a record only into each attempt.
+    pub fn into_kafka_record(self) -> (Record, M) {
+        let record = Record {
+            key: Some(self.key),
+            value: Some(self.value),
+            headers: self.headers,
+            timestamp: self.timestamp,
+        };
+        (record, self.meta)
+    }
+}
+
+/// How one record ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Written to all in-sync replicas (`acks=all`).
+    Acked {
+        /// Partition it went to.
+        partition: i32,
+        /// Its offset there.
+        offset: i64,
+    },
+    /// Not acknowledged: its deadline passed, or the error could not succeed on retry.
+    Failed {
+        /// Partition it was meant for.
+        partition: i32,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Told about every record's [`Delivery`], from the partition writers' tasks; keep it quick.
+pub type DeliveryListener<M> = Arc<dyn Fn(M, Delivery) + Send + Sync>;
+
+/// Why the producer could not start or take a record.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// Connecting was cancelled by shutdown.
+    #[error("shut down before Kafka at {0} answered")]
+    Cancelled(String),
+    /// The topic does not exist.
+    #[error("topic {0} does not exist (run `metrocloud topics ensure`)")]
+    MissingTopic(String),
+    /// A single record larger than the whole buffer.
+    #[error("a record of {size} bytes is larger than the producer buffer of {buffer} bytes")]
+    RecordTooLarge {
+        /// Record size.
+        size: usize,
+        /// Buffer size.
+        buffer: usize,
+    },
+    /// The producer is closing and takes no more records.
+    #[error("the producer is closed")]
+    Closed,
+}
+
+/// Counters of everything the producer did, for status lines and summaries.
+#[derive(Debug, Default)]
+pub struct ProducerStats {
+    /// Records accepted by `send`.
+    pub sent: AtomicU64,
+    /// Records acknowledged by Kafka.
+    pub acked: AtomicU64,
+    /// Records that failed.
+    pub failed: AtomicU64,
+    /// Produce attempts that were retried.
+    pub retries: AtomicU64,
+    /// Batches acknowledged.
+    pub batches: AtomicU64,
+}
+
+/// A point-in-time copy of [`ProducerStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProducerSnapshot {
+    /// Records accepted by `send`.
+    pub sent: u64,
+    /// Records acknowledged by Kafka.
+    pub acked: u64,
+    /// Records that failed.
+    pub failed: u64,
+    /// Produce attempts that were retried.
+    pub retries: u64,
+    /// Batches acknowledged.
+    pub batches: u64,
+}
+
+impl ProducerSnapshot {
+    /// Records accepted but not yet acknowledged or failed.
+    pub fn pending(&self) -> u64 {
+        self.sent.saturating_sub(self.acked + self.failed)
+    }
+}
+
+impl ProducerStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> ProducerSnapshot {
+        ProducerSnapshot {
+            sent: self.sent.load(Ordering::Relaxed),
+            acked: self.acked.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+        }
+    }
+}
+/// Sends records to one topic; see the module documentation.
+pub struct Producer<M> {
+    topic: String,
+    partitions: i32,
+    queues: Vec<mpsc::UnboundedSender<Pending<M>>>,
+    budget: Arc<Semaphore>,
+    buffer_bytes: usize,
+    delivery_timeout: Duration,
+    stats: Arc<ProducerStats>,
+    writers: JoinSet<()>,
+}
+
+impl<M: Send + 'static> Producer<M> {
+    /// Connects to the cluster (retrying with backoff until `shutdown`), learns the
+    /// topic's partitions and starts one writer per partition.
+    pub async fn connect(
+        bootstrap: Vec<String>,
+        topic: &str,
+        settings: &ProducerSettings,
+        listener: DeliveryListener<M>,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, ProducerError> {
+        // Used for the partition count, then for each writer's sibling with connections of its own.
+        let client = connect_client(bootstrap, settings, shutdown).await?;
+        let partitions = partition_count(&client.current().1, topic, settings, shutdown).await?;
+        let stats = Arc::new(ProducerStats::default());
+        let budget = Arc::new(Semaphore::new(settings.buffer_bytes));
+        let mut writers = JoinSet::new();
+        let mut queues = Vec::with_capacity(partitions as usize);
+        for partition in 0..partitions {
+            // Unbounded on its own, but every queued record holds part of the byte budget.
+            let (tx, rx) = mpsc::unbounded_channel();
+            queues.push(tx);
+            let writer = PartitionWriter {
+                client: Arc::new(client.sibling().await),
+                topic: topic.to_string(),
+                partition,
+                settings: settings.clone(),
+                listener: Arc::clone(&listener),
+                stats: Arc::clone(&stats),
+                budget: Arc::clone(&budget),
+                connection: None,
+            };
+            writers.spawn(writer.run(rx));
+        }
+        tracing::info!(
+            "producer ready: topic {topic}, {partitions} partitions, linger {:?}, batches up to {} bytes, buffer {} bytes, compression {}",
+            settings.linger,
+            settings.batch_bytes,
+            settings.buffer_bytes,
+            settings.compression
+        );
+        Ok(Producer {
+            topic: topic.to_string(),
+            partitions,
+            queues,
+            budget,
+            buffer_bytes: settings.buffer_bytes,
+            delivery_timeout: settings.delivery_timeout,
+            stats,
+            writers,
+        })
+    }
+
+    /// Queues a record for its partition; waits while the buffer is full.
+    pub async fn send(&self, record: OutgoingRecord<M>) -> Result<(), ProducerError> {
+        let size = record.size();
+        if size > self.buffer_bytes {
+            return Err(ProducerError::RecordTooLarge {
+                size,
+                buffer: self.buffer_bytes,
+            });
+        }
+        // Given back by the record's batch (see `Held`).
+        self.budget
+            .acquire_many(size as u32)
+            .await
+            .map_err(|_| ProducerError::Closed)?
+            .forget();
+        let partition = partition_for_key(&record.key, self.partitions);
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        let (record, meta) = record.into_kafka_record();
+        let pending = Pending {
+            record,
+            size,
+            meta,
+            deadline: Instant::now() + self.delivery_timeout,
+        };
+        self.queues[partition as usize]
+            .send(pending)
+            .map_err(|_| ProducerError::Closed)
+    }
+
+    /// The topic records go to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The topic's partition count.
+    pub fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    /// The producer's counters, shared.
+    pub fn stats(&self) -> Arc<ProducerStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Bytes of records waiting for acknowledgement.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffer_bytes - self.budget.available_permits()
+    }
+
+    /// Waits until every record sent so far is acknowledged or has failed.
+    pub async fn flush(&self) {
+        let _all = self
+            .budget
+            .acquire_many(self.buffer_bytes as u32)
+            .await
+            .expect("the budget is never closed while the producer lives");
+    }
+
+    /// Takes no more records, delivers (or fails) everything queued, and stops the writers.
+    pub async fn close(mut self) -> ProducerSnapshot {
+        self.queues.clear();
+        while let Some(result) = self.writers.join_next().await {
+            if let Err(e) = result
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+        self.stats.snapshot()
+    }
+}

@@ -1,0 +1,16 @@
+//! The domain: what a sensor is, what it reports, and when a report is alarming.
+//!
+//! Nothing here knows Kafka: a reading is decoded from bytes and judged by
+//! rules, whichever transport brought it.
+//!
+//! - [`device`]: the kinds of sensor.
+//! - [`reading`]: the record format of a sensor reading, and its decoders.
+//! - [`validate`]: bytes -> a checked reading, or the reason it is refused.
+//! - [`simulator`]: a fleet of simulated sensors.
+//! - [`rules`]: threshold, battery and silence rules, with episodes and a cooldown.
+
+pub mod device;
+pub mod reading;
+pub mod rules;
+pub mod simulator;
+pub mod validate;
