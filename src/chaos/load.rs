@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::kafka::producer::{Delivery, Producer, ProducerStats};
 use crate::kafka::retry::{Backoff, Deadline};
 use crate::pipeline::ingest::{IngestSummary, logging_listener, run_ingest};
+use crate::pipeline::observer::ProcessedLine;
 use crate::pipeline::reconcile::{AuditReport, DeliveryAudit};
 use crate::pipeline::wiring;
 use crate::sensor::reading::SensorReading;
@@ -529,24 +530,23 @@ fn tail_one(observed: &mut Observed, cursor: &mut LogCursor) -> Result<(), Strin
 
 /// One line of a processed log into `observed`; `None` when it does not parse.
 fn record_line(observed: &mut Observed, line: &str) -> Option<()> {
-    if let Some(rest) = line.strip_prefix("reading ") {
-        // Device ids come first and could hold spaces: read the rest from the right.
-        let mut fields = rest.rsplitn(5, ' ');
-        let offset: i64 = fields.next()?.parse().ok()?;
-        let partition: usize = fields.next()?.parse().ok()?;
-        let sequence: u64 = fields.next()?.parse().ok()?;
-        let run_id = fields.next()?;
-        let device_id = fields.next()?;
-        observed.audit.processed(device_id, run_id, sequence);
-        let slot = observed.processed_offset.get_mut(partition)?;
-        *slot = (*slot).max(offset);
-        Some(())
-    } else if line.starts_with("duplicate ") {
-        observed.removed_duplicates += 1;
-        Some(())
-    } else {
-        None
+    match ProcessedLine::parse(line)? {
+        ProcessedLine::Reading {
+            device_id,
+            run_id,
+            sequence,
+            partition,
+            offset,
+        } => {
+            observed.audit.processed(device_id, run_id, sequence);
+            let slot = observed
+                .processed_offset
+                .get_mut(usize::try_from(partition).ok()?)?;
+            *slot = (*slot).max(offset);
+        }
+        ProcessedLine::Duplicate { .. } => observed.removed_duplicates += 1,
     }
+    Some(())
 }
 
 async fn within<T>(

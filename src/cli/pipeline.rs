@@ -1,9 +1,8 @@
 //! `metrocloud run`, `metrocloud produce`, `metrocloud consume` (and the thin
 //! `metrocloud-producer` / `metrocloud-consumer` binaries).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +21,8 @@ use crate::kafka::consumer::ConsumerStats;
 use crate::kafka::producer::{Delivery, ProducerStats};
 use crate::kafka::topics::TopicError;
 use crate::pipeline::ingest::{IngestSummary, ReadingId, run_ingest};
-use crate::pipeline::process::{ProcessingEvent, ProcessingObserver, ProcessingStats};
+use crate::pipeline::observer::{self, ProcessingEvent};
+use crate::pipeline::process::ProcessingStats;
 use crate::pipeline::reconcile::DeliveryAudit;
 use crate::pipeline::wiring;
 
@@ -79,7 +79,10 @@ pub(crate) async fn consume(
     shutdown: CancellationToken,
 ) -> Result<(), CliError> {
     let observer = match processed_log {
-        Some(path) => Some(processed_log_writer(&path)?),
+        Some(path) => Some(
+            observer::processed_log(&path)
+                .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", path.display())))?,
+        ),
         None => None,
     };
     if !topics_ready(&config, &shutdown).await? {
@@ -119,42 +122,6 @@ pub(crate) async fn consume(
         audit.out_of_order
     );
     Ok(())
-}
-
-/// An observer writing each processed reading (and each removed repeat) to `path`,
-/// one line per event, written at once so that it precedes the offset commit.
-fn processed_log_writer(path: &Path) -> Result<ProcessingObserver, CliError> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", path.display())))?;
-    let file = Mutex::new(file);
-    let path = path.to_path_buf();
-    let failed_once = AtomicBool::new(false);
-    Ok(Arc::new(move |event: &ProcessingEvent| {
-        let line = match event {
-            ProcessingEvent::Reading {
-                reading,
-                partition,
-                offset,
-            } => format!(
-                "reading {} {} {} {partition} {offset}\n",
-                reading.device_id, reading.run_id, reading.sequence
-            ),
-            ProcessingEvent::Duplicate {
-                device_id,
-                sequence,
-            } => format!("duplicate {device_id} {sequence}\n"),
-            _ => return,
-        };
-        let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = file.write_all(line.as_bytes())
-            && !failed_once.swap(true, Ordering::Relaxed)
-        {
-            tracing::error!("cannot write the processed log {}: {e}", path.display());
-        }
-    }))
 }
 
 /// The whole pipeline in one process, with a local cluster when none answers.

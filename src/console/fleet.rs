@@ -396,7 +396,7 @@ impl FleetState {
                 .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
                 .collect();
             let reason = headers
-                .get(crate::pipeline::process::DLQ_REASON)
+                .get(crate::pipeline::sinks::kafka::DLQ_REASON)
                 .cloned()
                 .unwrap_or_else(|| "unknown".to_string());
             *self.dead_letter_reasons.entry(reason.clone()).or_default() += 1;

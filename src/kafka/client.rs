@@ -36,6 +36,15 @@ pub fn internal_retry_deadline(request_timeout: Duration) -> Duration {
     request_timeout.min(Duration::from_secs(2))
 }
 
+/// rskafka's own backoff with its retries kept within [`internal_retry_deadline`]:
+/// the decision to retry, and with a fresh client, stays with the caller.
+pub fn short_retries(request_timeout: Duration) -> BackoffConfig {
+    BackoffConfig {
+        deadline: Some(internal_retry_deadline(request_timeout)),
+        ..BackoffConfig::default()
+    }
+}
+
 /// A client and the means to replace it; see the module documentation.
 pub struct SharedClient {
     bootstrap: Vec<String>,

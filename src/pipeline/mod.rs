@@ -1,15 +1,18 @@
-//! The pipeline's stages, wired from the library's parts.
+//! Sources through processing into sinks, and the audits that prove nothing was lost.
 //!
-//! - [`ingest`]: simulated readings -> producer -> Kafka.
-//! - [`history`]: alerts a previous owner of a partition already sent.
-//! - [`process`]: consumed records -> validation, dedupe, alerts, dead letters.
+//! - [`ingest`]: the simulated fleet (the source today) -> producer -> Kafka.
+//! - [`process`]: consumed records -> validation, dedupe, alert rules -> a [`sink::Sink`].
+//! - [`sink`]: what a sink promises; [`sinks`]: the sinks, one file each.
+//! - [`observer`]: every processing outcome, for audits, the console and the processed log.
+//! - [`audit`]: per-device sequence ledger: duplicates removed, gaps and reordering counted.
 //! - [`reconcile`]: producer acknowledgements against consumer processing: lost, duplicated, late.
 //! - [`wiring`]: building the stages from the configuration.
-//! - [`audit`]: per-device sequence ledger: duplicates removed, gaps and reordering counted.
 
 pub mod audit;
-pub mod history;
 pub mod ingest;
+pub mod observer;
 pub mod process;
 pub mod reconcile;
+pub mod sink;
+pub mod sinks;
 pub mod wiring;

@@ -1,42 +1,26 @@
-//! The processing side: consumed records -> validation -> dedupe -> alerts.
+//! The processing side: consumed records -> validation -> dedupe -> alert rules.
 //!
-//! For each record: a record that is not a valid reading goes to the
-//! dead-letter topic with its original key, bytes and headers, plus headers
-//! saying why and where it came from; a reading seen before (same device, run
-//! and sequence) is dropped; a new reading goes through the alert rules, and
-//! the alerts go to the alert topic and to the log. Before the consumer commits
-//! offsets it calls [`RecordProcessor::flush`], which waits until every alert
-//! and dead letter is acknowledged, so a committed offset never hides an alert
-//! or a bad record that Kafka did not take.
+//! For each record: a record that is not a valid reading becomes a dead
+//! letter with its reason; a reading seen before (same device, run and
+//! sequence) is dropped; a new reading goes through the alert rules once, and
+//! its alerts go to the sink. Before the consumer commits offsets it calls
+//! [`RecordProcessor::flush`], which waits until the sink has made every alert
+//! and dead letter durable, so a committed offset never hides an alert or a
+//! bad record that was lost. The processor is generic over its [`Sink`], so
+//! every decision here is tested without a cluster.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 
 use crate::kafka::consumer::{ConsumedRecord, RecordProcessor};
-use crate::kafka::producer::{Delivery, DeliveryListener, OutgoingRecord, Producer};
 use crate::pipeline::audit::{AuditTotals, SequenceLedger, Verdict};
-use crate::pipeline::history::AlertHistory;
-use crate::sensor::reading::SensorReading;
-use crate::sensor::rules::{
-    Alert, AlertQuality, AlertRules, AlertSettings, SourceRecord, threshold_breach,
-};
+use crate::pipeline::observer::{ProcessingEvent, ProcessingObserver};
+use crate::pipeline::sink::{DeadLetter, Sink};
+use crate::sensor::rules::{Alert, AlertQuality, AlertRules, AlertSettings, SourceRecord};
 use crate::sensor::validate::{RejectReason, validate};
-
-/// Dead-letter header: the reason code.
-pub const DLQ_REASON: &str = "dlq.reason";
-/// Dead-letter header: what exactly was wrong.
-pub const DLQ_DETAIL: &str = "dlq.detail";
-/// Dead-letter header: the topic the record came from.
-pub const DLQ_SOURCE_TOPIC: &str = "dlq.source.topic";
-/// Dead-letter header: its partition.
-pub const DLQ_SOURCE_PARTITION: &str = "dlq.source.partition";
-/// Dead-letter header: its offset.
-pub const DLQ_SOURCE_OFFSET: &str = "dlq.source.offset";
-/// Dead-letter header: when it was refused.
-pub const DLQ_FAILED_AT: &str = "dlq.failed_at";
 
 /// Devices the sequence ledger tracks at most.
 const MAX_TRACKED_DEVICES: usize = 2_000_000;
@@ -50,14 +34,14 @@ pub struct ProcessingStats {
     pub duplicates: AtomicU64,
     /// Sequence numbers skipped and not seen since (possible loss upstream).
     pub sequence_gaps: AtomicU64,
-    /// Records sent to the dead-letter topic.
+    /// Records sent to the dead-letter sink.
     pub dead_letters: AtomicU64,
     /// Alerts sent.
     pub alerts: AtomicU64,
     /// Alert repeats counted on open episodes.
     pub alerts_suppressed: AtomicU64,
-    /// Alerts or dead letters Kafka did not take.
-    pub delivery_failures: AtomicU64,
+    /// Alerts or dead letters the sink did not take (counted by the sink).
+    pub delivery_failures: Arc<AtomicU64>,
     /// Readings a threshold rule fired on that were injected anomalies.
     pub true_positives: AtomicU64,
     /// Readings a threshold rule fired on that were normal.
@@ -75,103 +59,59 @@ impl ProcessingStats {
             false_negatives: self.false_negatives.load(Ordering::Relaxed),
         }
     }
-}
 
-/// Told about every processed record, for audits and tests.
-pub type ProcessingObserver = Arc<dyn Fn(&ProcessingEvent) + Send + Sync>;
-
-/// What happened to one record.
-#[derive(Debug, Clone)]
-pub enum ProcessingEvent {
-    /// A new valid reading.
-    Reading {
-        /// The reading.
-        reading: SensorReading,
-        /// Its partition.
-        partition: i32,
-        /// Its offset.
-        offset: i64,
-    },
-    /// A repeat of a reading already processed.
-    Duplicate {
-        /// Device.
-        device_id: String,
-        /// Sequence.
-        sequence: u64,
-    },
-    /// A record sent to the dead-letter topic.
-    DeadLetter {
-        /// Why.
-        reason: RejectReason,
-        /// Its partition.
-        partition: i32,
-        /// Its offset.
-        offset: i64,
-    },
-    /// An alert sent.
-    Alert(Alert),
+    fn count_quality(&self, fired: bool, anomalous: bool) {
+        let counter = match (fired, anomalous) {
+            (true, true) => &self.true_positives,
+            (true, false) => &self.false_positives,
+            (false, true) => &self.false_negatives,
+            (false, false) => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The processor the consumer runs; see the module documentation.
-pub struct ReadingProcessor {
-    alerts: Producer<()>,
-    dead_letters: Producer<()>,
+pub struct ReadingProcessor<S> {
+    sink: S,
     rules: AlertRules,
     ledger: SequenceLedger,
     device_partitions: HashMap<String, i32>,
     dead_letter_reasons: BTreeMap<RejectReason, u64>,
     stats: Arc<ProcessingStats>,
-    failures_seen: u64,
     observer: Option<ProcessingObserver>,
-    history: Option<AlertHistory>,
+    /// The topic read, for learning from the sink what a previous owner processed.
     source_topic: Option<String>,
     /// Per partition, the offset up to which a previous owner provably processed
     /// (it alerted from there): records up to it are duplicates when read again.
     processed_before: HashMap<i32, i64>,
 }
 
-/// A delivery listener that counts failures into `stats`.
-pub fn counting_listener(stats: &Arc<ProcessingStats>, what: &'static str) -> DeliveryListener<()> {
-    let stats = Arc::clone(stats);
-    Arc::new(move |(), delivery| {
-        if let Delivery::Failed { reason, .. } = delivery {
-            stats.delivery_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("{what} not delivered: {reason}");
-        }
-    })
-}
-
-impl ReadingProcessor {
-    /// A processor writing alerts and dead letters through these producers (whose
-    /// listeners should count failures into `stats`, see [`counting_listener`]).
+impl<S: Sink> ReadingProcessor<S> {
+    /// A processor writing alerts and dead letters to `sink`.
     pub fn new(
-        alerts: Producer<()>,
-        dead_letters: Producer<()>,
+        sink: S,
         settings: AlertSettings,
         stats: Arc<ProcessingStats>,
         observer: Option<ProcessingObserver>,
     ) -> Self {
         ReadingProcessor {
-            alerts,
-            dead_letters,
+            sink,
             rules: AlertRules::new(settings),
             ledger: SequenceLedger::new(MAX_TRACKED_DEVICES),
             device_partitions: HashMap::new(),
             dead_letter_reasons: BTreeMap::new(),
             stats,
-            failures_seen: 0,
             observer,
-            history: None,
             source_topic: None,
             processed_before: HashMap::new(),
         }
     }
 
-    /// On taking over partitions of `source_topic`, reads `history` to learn which
-    /// readings a previous owner already alerted, so they are not alerted again.
-    pub fn with_alert_history(mut self, source_topic: &str, history: AlertHistory) -> Self {
+    /// On taking over partitions of `source_topic`, asks the sink which records a
+    /// previous owner already alerted from, so that their alerts are not sent again.
+    pub fn resuming_from_sink(mut self, source_topic: &str) -> Self {
         self.source_topic = Some(source_topic.to_string());
-        self.history = Some(history);
         self
     }
 
@@ -185,10 +125,14 @@ impl ReadingProcessor {
         &self.dead_letter_reasons
     }
 
-    /// Closes the alert and dead-letter producers, delivering what they hold.
+    /// The sink, to read what it holds.
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// Closes the sink, delivering what it holds.
     pub async fn close(self) {
-        self.alerts.close().await;
-        self.dead_letters.close().await;
+        self.sink.close().await;
     }
 
     fn observe(&self, event: ProcessingEvent) {
@@ -198,7 +142,7 @@ impl ReadingProcessor {
     }
 
     async fn send_alert(&mut self, alert: Alert) {
-        tracing::info!(
+        tracing::debug!(
             device_id = %alert.device_id,
             kind = alert.kind.as_str(),
             severity = ?alert.severity,
@@ -207,19 +151,11 @@ impl ReadingProcessor {
             repeats_suppressed = alert.repeats_suppressed,
             "alert"
         );
-        let record = OutgoingRecord {
-            key: alert.device_id.clone().into_bytes(),
-            value: alert.to_json(),
-            headers: BTreeMap::new(),
-            timestamp: Utc::now(),
-            meta: (),
-        };
-        if let Err(e) = self.alerts.send(record).await {
-            self.stats.delivery_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("alert for {} not sent: {e}", alert.device_id);
-        }
         self.stats.alerts.fetch_add(1, Ordering::Relaxed);
-        self.observe(ProcessingEvent::Alert(alert));
+        if self.observer.is_some() {
+            self.observe(ProcessingEvent::Alert(alert.clone()));
+        }
+        self.sink.alert(alert).await;
     }
 
     async fn dead_letter(&mut self, record: ConsumedRecord, reason: RejectReason, detail: String) {
@@ -227,44 +163,8 @@ impl ReadingProcessor {
             partition = record.partition,
             offset = record.offset,
             reason = reason.as_str(),
-            "record sent to the dead-letter topic: {detail}"
+            "record refused as a dead letter: {detail}"
         );
-        let mut headers = record.headers;
-        headers.insert(DLQ_REASON.to_string(), reason.as_str().as_bytes().to_vec());
-        headers.insert(DLQ_DETAIL.to_string(), detail.into_bytes());
-        headers.insert(
-            DLQ_SOURCE_TOPIC.to_string(),
-            record.topic.as_bytes().to_vec(),
-        );
-        headers.insert(
-            DLQ_SOURCE_PARTITION.to_string(),
-            record.partition.to_string().into_bytes(),
-        );
-        headers.insert(
-            DLQ_SOURCE_OFFSET.to_string(),
-            record.offset.to_string().into_bytes(),
-        );
-        headers.insert(
-            DLQ_FAILED_AT.to_string(),
-            Utc::now()
-                .to_rfc3339_opts(SecondsFormat::Millis, true)
-                .into_bytes(),
-        );
-        let outgoing = OutgoingRecord {
-            key: record.key.unwrap_or_default(),
-            value: record.value.unwrap_or_default(),
-            headers,
-            timestamp: record.timestamp,
-            meta: (),
-        };
-        if let Err(e) = self.dead_letters.send(outgoing).await {
-            self.stats.delivery_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                "dead letter of partition {} offset {} not sent: {e}",
-                record.partition,
-                record.offset
-            );
-        }
         *self.dead_letter_reasons.entry(reason).or_default() += 1;
         self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
         self.observe(ProcessingEvent::DeadLetter {
@@ -272,10 +172,33 @@ impl ReadingProcessor {
             partition: record.partition,
             offset: record.offset,
         });
+        let letter = DeadLetter {
+            record,
+            reason,
+            detail,
+            refused_at: Utc::now(),
+        };
+        self.sink.dead_letter(letter).await;
+    }
+
+    /// Whether the record repeats one already processed, here or by a previous owner.
+    fn is_repeat(
+        &mut self,
+        record: &ConsumedRecord,
+        device_id: &str,
+        run_id: &str,
+        seq: u64,
+    ) -> bool {
+        let verdict = self.ledger.observe(device_id, run_id, seq);
+        let processed_before = self
+            .processed_before
+            .get(&record.partition)
+            .is_some_and(|&through| record.offset <= through);
+        processed_before || verdict == Verdict::Duplicate
     }
 }
 
-impl RecordProcessor for ReadingProcessor {
+impl<S: Sink> RecordProcessor for ReadingProcessor<S> {
     async fn process(&mut self, record: ConsumedRecord) {
         let reading = match validate(record.key.as_deref(), record.value.as_deref()) {
             Ok(reading) => reading,
@@ -285,14 +208,12 @@ impl RecordProcessor for ReadingProcessor {
                 return;
             }
         };
-        let verdict = self
-            .ledger
-            .observe(&reading.device_id, &reading.run_id, reading.sequence);
-        let processed_before = self
-            .processed_before
-            .get(&record.partition)
-            .is_some_and(|&through| record.offset <= through);
-        if processed_before || verdict == Verdict::Duplicate {
+        if self.is_repeat(
+            &record,
+            &reading.device_id,
+            &reading.run_id,
+            reading.sequence,
+        ) {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             self.observe(ProcessingEvent::Duplicate {
                 device_id: reading.device_id,
@@ -310,17 +231,9 @@ impl RecordProcessor for ReadingProcessor {
             partition: record.partition,
             offset: record.offset,
         };
-        let fired = threshold_breach(self.rules.settings(), &reading).is_some();
-        let counter = match (fired, reading.is_anomaly) {
-            (true, true) => Some(&self.stats.true_positives),
-            (true, false) => Some(&self.stats.false_positives),
-            (false, true) => Some(&self.stats.false_negatives),
-            (false, false) => None,
-        };
-        if let Some(counter) = counter {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        let alerts = self.rules.on_reading(&reading, source);
+        let evaluation = self.rules.on_reading(&reading, source);
+        self.stats
+            .count_quality(evaluation.threshold_fired, reading.is_anomaly);
         self.stats.readings.fetch_add(1, Ordering::Relaxed);
         self.stats
             .alerts_suppressed
@@ -330,23 +243,13 @@ impl RecordProcessor for ReadingProcessor {
             partition: record.partition,
             offset: record.offset,
         });
-        for alert in alerts {
+        for alert in evaluation.alerts {
             self.send_alert(alert).await;
         }
     }
 
     async fn flush(&mut self) -> Result<(), String> {
-        self.alerts.flush().await;
-        self.dead_letters.flush().await;
-        let failures = self.stats.delivery_failures.load(Ordering::Relaxed);
-        if failures > self.failures_seen {
-            let lost = failures - self.failures_seen;
-            self.failures_seen = failures;
-            return Err(format!(
-                "{lost} alert(s) or dead letter(s) were not acknowledged by Kafka"
-            ));
-        }
-        Ok(())
+        self.sink.flush().await.map_err(|e| e.to_string())
     }
 
     async fn tick(&mut self) {
@@ -356,10 +259,10 @@ impl RecordProcessor for ReadingProcessor {
     }
 
     async fn partitions_assigned(&mut self, starts: &[(i32, i64)]) {
-        let (Some(history), Some(topic)) = (&self.history, &self.source_topic) else {
+        let Some(topic) = &self.source_topic else {
             return;
         };
-        match history.processed_through(topic, starts).await {
+        match self.sink.processed_through(topic, starts).await {
             Ok(processed) => {
                 for (partition, offset) in processed {
                     tracing::info!(
@@ -368,9 +271,7 @@ impl RecordProcessor for ReadingProcessor {
                     self.processed_before.insert(partition, offset);
                 }
             }
-            Err(e) => tracing::warn!(
-                "cannot read the alert history ({e}); alerts of records read again may repeat"
-            ),
+            Err(e) => tracing::warn!("{e}; alerts of records read again may repeat"),
         }
     }
 
@@ -378,17 +279,17 @@ impl RecordProcessor for ReadingProcessor {
         for partition in partitions {
             self.processed_before.remove(partition);
         }
-        let moved: Vec<String> = self
+        let moved: HashSet<String> = self
             .device_partitions
             .iter()
             .filter(|(_, p)| partitions.contains(p))
             .map(|(d, _)| d.clone())
             .collect();
-        for device in &moved {
-            self.device_partitions.remove(device);
-        }
-        let moved: std::collections::HashSet<&str> = moved.iter().map(String::as_str).collect();
+        self.device_partitions.retain(|d, _| !moved.contains(d));
         self.rules.forget(|d| moved.contains(d));
         self.ledger.forget(|d| moved.contains(d));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,15 +9,16 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::kafka::admin::{AdminClient, AdminError, Timeouts};
+use crate::kafka::client::SharedClient;
 use crate::kafka::consumer::{ConsumerError, ConsumerSpec, GroupConsumer};
 use crate::kafka::producer::{Delivery, Producer, ProducerError};
 use crate::kafka::retry::{Backoff, Deadline};
 use crate::kafka::topics::{Ensured, TopicError, TopicSpec, ensure_topic};
-use crate::pipeline::history::AlertHistory;
 use crate::pipeline::ingest::{ReadingId, logging_listener};
-use crate::pipeline::process::{
-    ProcessingObserver, ProcessingStats, ReadingProcessor, counting_listener,
-};
+use crate::pipeline::observer::ProcessingObserver;
+use crate::pipeline::process::{ProcessingStats, ReadingProcessor};
+use crate::pipeline::sinks::kafka::history::AlertHistory;
+use crate::pipeline::sinks::kafka::{KafkaSink, counting_listener};
 use crate::sensor::simulator::Fleet;
 
 /// Creates (or checks) the sensor, alert and dead-letter topics, all with the
@@ -157,12 +158,12 @@ pub async fn processing_consumer(
     stats: &Arc<ProcessingStats>,
     observer: Option<ProcessingObserver>,
     shutdown: &CancellationToken,
-) -> Result<Option<GroupConsumer<ReadingProcessor>>, ProcessingStartError> {
+) -> Result<Option<GroupConsumer<ReadingProcessor<KafkaSink>>>, ProcessingStartError> {
     let alerts = Producer::connect(
         config.bootstrap_strings(),
         &config.alerts_topic,
         &config.producer,
-        counting_listener(stats, "alert"),
+        counting_listener(&stats.delivery_failures, "alert"),
         shutdown,
     )
     .await?;
@@ -170,31 +171,28 @@ pub async fn processing_consumer(
         config.bootstrap_strings(),
         &config.dlq_topic,
         &config.producer,
-        counting_listener(stats, "dead letter"),
+        counting_listener(&stats.delivery_failures, "dead letter"),
         shutdown,
     )
     .await?;
-    let reader = rskafka::client::ClientBuilder::new(config.bootstrap_strings())
-        .client_id("metrocloud-alert-history")
-        .build();
-    let reader = tokio::time::timeout(config.consumer.request_timeout, reader)
-        .await
-        .map_err(|_| ProcessingStartError::History("timed out".to_string()))?
-        .map_err(|e| ProcessingStartError::History(e.to_string()))?;
+    let reader = SharedClient::connect(
+        config.bootstrap_strings(),
+        "metrocloud-alert-history",
+        crate::kafka::client::short_retries(config.consumer.request_timeout),
+        config.consumer.request_timeout,
+    )
+    .await
+    .map_err(|e| ProcessingStartError::History(e.to_string()))?;
     let history = AlertHistory::new(
         Arc::new(reader),
         &config.alerts_topic,
         ALERT_LOOKBACK,
         config.consumer.request_timeout,
     );
-    let processor = ReadingProcessor::new(
-        alerts,
-        dead_letters,
-        config.alerts.clone(),
-        Arc::clone(stats),
-        observer,
-    )
-    .with_alert_history(&config.topic, history);
+    let sink = KafkaSink::new(alerts, dead_letters, Arc::clone(&stats.delivery_failures))
+        .with_history(history);
+    let processor = ReadingProcessor::new(sink, config.alerts.clone(), Arc::clone(stats), observer)
+        .resuming_from_sink(&config.topic);
     let spec = ConsumerSpec {
         bootstrap: config.bootstrap_strings(),
         topic: config.topic.clone(),

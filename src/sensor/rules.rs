@@ -157,6 +157,16 @@ impl Alert {
     }
 }
 
+/// What the rules made of one reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// The alerts to send.
+    pub alerts: Vec<Alert>,
+    /// Whether a threshold rule fired (sent or counted on an open episode):
+    /// what alert quality is judged on.
+    pub threshold_fired: bool,
+}
+
 /// Counters of the rules.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RuleCounters {
@@ -245,8 +255,8 @@ impl AlertRules {
         self.episodes.retain(|(device, _), _| !forget(device));
     }
 
-    /// Applies the rules to one (new, valid) reading; returns the alerts to send.
-    pub fn on_reading(&mut self, reading: &SensorReading, source: SourceRecord) -> Vec<Alert> {
+    /// Applies the rules to one (new, valid) reading, once.
+    pub fn on_reading(&mut self, reading: &SensorReading, source: SourceRecord) -> Evaluation {
         self.last_seen.insert(
             reading.device_id.clone(),
             LastSeen {
@@ -288,7 +298,10 @@ impl AlertRules {
             self.episodes
                 .remove(&(reading.device_id.clone(), AlertKind::LowBattery));
         }
-        alerts
+        Evaluation {
+            alerts,
+            threshold_fired: breach.is_some(),
+        }
     }
 
     fn episode(
@@ -320,7 +333,7 @@ impl AlertRules {
         );
         self.counters.sent += 1;
         Some(Alert {
-            alert_id: crate::kafka::admin::random_kafka_uuid(),
+            alert_id: new_alert_id(),
             device_id: reading.device_id.clone(),
             device_type: reading.device_type,
             kind,
@@ -351,7 +364,7 @@ impl AlertRules {
             seen.silent_alerted = true;
             self.counters.sent += 1;
             alerts.push(Alert {
-                alert_id: crate::kafka::admin::random_kafka_uuid(),
+                alert_id: new_alert_id(),
                 device_id: device_id.clone(),
                 device_type: seen.device_type,
                 kind: AlertKind::DeviceSilent,
@@ -369,6 +382,12 @@ impl AlertRules {
         }
         alerts
     }
+}
+
+/// A fresh alert id: 16 random bytes, URL-safe base64 (as Kafka writes its ids).
+fn new_alert_id() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
 }
 
 /// How well the threshold rules match the simulator's ground truth.
@@ -525,7 +544,9 @@ mod tests {
         let mut sent = Vec::new();
         for second in 0..150 {
             sent.extend(
-                rules.on_reading(&reading(DeviceType::Temperature, 70.0, second), source()),
+                rules
+                    .on_reading(&reading(DeviceType::Temperature, 70.0, second), source())
+                    .alerts,
             );
         }
         assert_eq!(sent.len(), 3, "at 0 s, 60 s and 120 s");
@@ -542,11 +563,13 @@ mod tests {
         assert!(
             rules
                 .on_reading(&reading(DeviceType::Temperature, 21.0, 150), source())
+                .alerts
                 .is_empty()
         );
         assert_eq!(
             rules
                 .on_reading(&reading(DeviceType::Temperature, 70.0, 151), source())
+                .alerts
                 .len(),
             1
         );
@@ -557,7 +580,12 @@ mod tests {
         let mut rules = AlertRules::new(AlertSettings::default());
         let mut low = reading(DeviceType::Humidity, 50.0, 0);
         low.battery_level = 9.5;
-        let alerts = rules.on_reading(&low, source());
+        let evaluation = rules.on_reading(&low, source());
+        assert!(
+            !evaluation.threshold_fired,
+            "a low battery is not a threshold breach"
+        );
+        let alerts = evaluation.alerts;
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].kind, AlertKind::LowBattery);
         assert_eq!(alerts[0].value, 9.5);

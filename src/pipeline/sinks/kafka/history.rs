@@ -9,20 +9,26 @@
 //! recent tail of the alert topic and treats the records from its start offset
 //! up to that point as duplicates: none of their alerts is sent again. Records
 //! after the last alert are processed again, but they raised no alert.
+//!
+//! The reader goes through the replaceable shared client: a request that
+//! times out or fails replaces it, so a frozen broker costs one timeout, not
+//! every later read.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rskafka::client::Client;
 use rskafka::client::error::Error as KafkaError;
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 
+use crate::kafka::client::SharedClient;
+use crate::pipeline::sink::ProcessedThrough;
 use crate::sensor::rules::Alert;
 
 /// Reads the tail of the alert topic; see the module documentation.
 pub struct AlertHistory {
-    client: Arc<Client>,
+    client: Arc<SharedClient>,
     alerts_topic: String,
     /// Alerts read back per alert-topic partition, at most.
     lookback: i64,
@@ -31,7 +37,12 @@ pub struct AlertHistory {
 
 impl AlertHistory {
     /// Reads up to `lookback` recent alerts per partition of `alerts_topic`.
-    pub fn new(client: Arc<Client>, alerts_topic: &str, lookback: i64, timeout: Duration) -> Self {
+    pub fn new(
+        client: Arc<SharedClient>,
+        alerts_topic: &str,
+        lookback: i64,
+        timeout: Duration,
+    ) -> Self {
         AlertHistory {
             client,
             alerts_topic: alerts_topic.to_string(),
@@ -41,69 +52,74 @@ impl AlertHistory {
     }
 
     /// For each `(partition, start)` of `source_topic` in `starts`, the highest source
-    /// offset at or after `start` that an alert names, when there is one.
+    /// offset at or after `start` that an alert names, when there is one. A
+    /// failed read replaces the shared client before it returns the error.
     pub async fn processed_through(
         &self,
         source_topic: &str,
         starts: &[(i32, i64)],
     ) -> Result<HashMap<i32, i64>, KafkaError> {
-        let timeout = self.timeout;
-        let topics = tokio::time::timeout(timeout, self.client.list_topics())
-            .await
-            .map_err(|_| KafkaError::Timeout)??;
+        let (generation, _) = self.client.current();
+        let result = self.read(source_topic, starts).await;
+        if result.is_err() {
+            self.client.replace(generation).await;
+        }
+        result
+    }
+
+    async fn read(
+        &self,
+        source_topic: &str,
+        starts: &[(i32, i64)],
+    ) -> Result<HashMap<i32, i64>, KafkaError> {
+        let client = self.client.current().1;
+        let topics = self.bounded(client.list_topics()).await?;
         let partitions = topics
             .into_iter()
             .find(|t| t.name == self.alerts_topic)
             .map(|t| t.partitions.len() as i32)
             .unwrap_or(0);
-        let mut found: HashMap<i32, i64> = HashMap::new();
+        let mut found = ProcessedThrough::new(source_topic, starts);
         for partition in 0..partitions {
-            let client = tokio::time::timeout(
-                timeout,
-                self.client.partition_client(
+            let partition = self
+                .bounded(client.partition_client(
                     self.alerts_topic.clone(),
                     partition,
                     UnknownTopicHandling::Retry,
-                ),
-            )
-            .await
-            .map_err(|_| KafkaError::Timeout)??;
-            let end = tokio::time::timeout(timeout, client.get_offset(OffsetAt::Latest))
-                .await
-                .map_err(|_| KafkaError::Timeout)??;
-            let earliest = tokio::time::timeout(timeout, client.get_offset(OffsetAt::Earliest))
-                .await
-                .map_err(|_| KafkaError::Timeout)??;
+                ))
+                .await?;
+            let end = self.bounded(partition.get_offset(OffsetAt::Latest)).await?;
+            let earliest = self
+                .bounded(partition.get_offset(OffsetAt::Earliest))
+                .await?;
             let mut offset = earliest.max(end - self.lookback);
             while offset < end {
-                let (records, _) = tokio::time::timeout(
-                    timeout,
-                    client.fetch_records(offset, 1..4 * 1024 * 1024, 100),
-                )
-                .await
-                .map_err(|_| KafkaError::Timeout)??;
+                let (records, _) = self
+                    .bounded(partition.fetch_records(offset, 1..4 * 1024 * 1024, 100))
+                    .await?;
                 let Some(last) = records.last() else { break };
                 offset = last.offset + 1;
                 for record in records {
-                    let Some(value) = record.record.value else {
-                        continue;
-                    };
-                    let Ok(alert) = serde_json::from_slice::<Alert>(&value) else {
-                        continue;
-                    };
-                    let Some(source) = &alert.source else {
-                        continue;
-                    };
-                    let after_start = starts
-                        .iter()
-                        .any(|&(p, start)| source.partition == p && source.offset >= start);
-                    if source.topic == source_topic && after_start {
-                        let highest = found.entry(source.partition).or_insert(source.offset);
-                        *highest = (*highest).max(source.offset);
+                    let alert = record
+                        .record
+                        .value
+                        .and_then(|value| serde_json::from_slice::<Alert>(&value).ok());
+                    if let Some(source) = alert.as_ref().and_then(|a| a.source.as_ref()) {
+                        found.note(source);
                     }
                 }
             }
         }
-        Ok(found)
+        Ok(found.into_map())
+    }
+
+    /// `request` within the request timeout.
+    async fn bounded<T>(
+        &self,
+        request: impl Future<Output = Result<T, KafkaError>>,
+    ) -> Result<T, KafkaError> {
+        tokio::time::timeout(self.timeout, request)
+            .await
+            .map_err(|_| KafkaError::Timeout)?
     }
 }
