@@ -7,10 +7,12 @@
 
 use std::io::IsTerminal;
 
+use tracing::Level;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -19,6 +21,18 @@ use crate::config::Config;
 /// Events with this target go to the log files only: the console already
 /// shows them in another form (the command line's final error message).
 pub const FILE_ONLY: &str = "metrocloud_file_only";
+
+/// rskafka's partition client logs every error it does not retry itself as
+/// "request encountered fatal error" at ERROR, `NotEnoughReplicas` included,
+/// although our producer retries that until the delivery deadline. The error
+/// is returned to our layer, which logs the outcome it decides on (a retry at
+/// WARN, a final failure at ERROR), so rskafka's own line is left out.
+const DECIDED_ABOVE: &str = "rskafka::client::partition";
+
+/// Whether an event is written: everything but errors our layer judges and logs itself.
+fn judged_here(target: &str, level: &Level) -> bool {
+    !(target == DECIDED_ABOVE && *level == Level::ERROR)
+}
 
 /// Log files kept in production.
 const KEPT_LOG_FILES: usize = 14;
@@ -74,7 +88,9 @@ pub fn init(config: &Config) -> Result<LogGuard, LoggingError> {
             .parse()
             .expect("a valid directive"),
     );
-    let registry = tracing_subscriber::registry().with(console.with_filter(console_filter));
+    let judged = || filter_fn(|metadata| judged_here(metadata.target(), metadata.level()));
+    let registry =
+        tracing_subscriber::registry().with(console.with_filter(console_filter.and(judged())));
     if !config.is_production() {
         registry.try_init().ok();
         return Ok(LogGuard { _file_writer: None });
@@ -97,9 +113,25 @@ pub fn init(config: &Config) -> Result<LogGuard, LoggingError> {
     let json = tracing_subscriber::fmt::layer()
         .json()
         .with_writer(writer)
-        .with_filter(filter()?);
+        .with_filter(filter()?.and(judged()));
     registry.with(json).try_init().ok();
     Ok(LogGuard {
         _file_writer: Some(guard),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rskafka_errors_our_layer_retries_are_not_written_but_everything_else_is() {
+        assert!(!judged_here("rskafka::client::partition", &Level::ERROR));
+        assert!(judged_here("rskafka::client::partition", &Level::WARN));
+        assert!(judged_here("rskafka::connection", &Level::ERROR));
+        assert!(judged_here(
+            "metrocloud::kafka::producer::writer",
+            &Level::ERROR
+        ));
+    }
 }

@@ -17,17 +17,15 @@ use crate::config::Config;
 use crate::console::PipelineHandles;
 use crate::console::fleet::SharedFleet;
 use crate::kafka::admin::{AdminClient, Timeouts};
-use crate::kafka::consumer::ConsumerStats;
-use crate::kafka::producer::{Delivery, ProducerStats};
+use crate::kafka::producer::Delivery;
 use crate::kafka::topics::TopicError;
 use crate::pipeline::ingest::{IngestSummary, ReadingId, run_ingest};
 use crate::pipeline::observer::{self, ProcessingEvent};
 use crate::pipeline::process::ProcessingStats;
 use crate::pipeline::reconcile::DeliveryAudit;
+use crate::pipeline::status::{processing_line, run_line, spawn_status};
 use crate::pipeline::wiring;
 
-/// How often a status line is printed.
-const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// How long `run` waits, after the producer stopped, for the consumer to catch up.
 const CATCH_UP: Duration = Duration::from_secs(60);
 
@@ -45,7 +43,7 @@ pub(crate) async fn produce(config: Config, shutdown: CancellationToken) -> Resu
         .await
         .map_err(failed)?;
     let stats = producer.stats();
-    let status = spawn_status(shutdown.clone(), move |elapsed, previous| {
+    let status = spawn_status(shutdown.clone(), None, move |elapsed, previous| {
         let now = stats.snapshot();
         let rate = (now.sent - previous) as f64 / elapsed;
         let line = format!(
@@ -96,7 +94,7 @@ pub(crate) async fn consume(
         return Ok(());
     };
     let consumer_stats = consumer.stats();
-    let status = spawn_status(shutdown.clone(), {
+    let status = spawn_status(shutdown.clone(), Some(Arc::clone(&stats)), {
         let stats = Arc::clone(&stats);
         let consumer_stats = Arc::clone(&consumer_stats);
         move |elapsed, previous| processing_line(&stats, &consumer_stats, elapsed, previous)
@@ -206,7 +204,7 @@ pub(crate) async fn run(
         }
         None => None,
     };
-    let status = spawn_status(shutdown.clone(), {
+    let status = spawn_status(shutdown.clone(), Some(Arc::clone(&stats)), {
         let stats = Arc::clone(&stats);
         let consumer_stats = Arc::clone(&consumer_stats);
         let producer_stats = Arc::clone(&producer_stats);
@@ -328,71 +326,4 @@ fn print_ingest_summary(summary: &IngestSummary) {
         summary.producer.failed,
         summary.producer.retries
     );
-}
-
-fn processing_line(
-    stats: &ProcessingStats,
-    consumer: &ConsumerStats,
-    elapsed: f64,
-    previous: u64,
-) -> (String, u64) {
-    let processed = consumer.processed.load(Ordering::Relaxed);
-    let line = format!(
-        "consumer: {:.0} records/s, readings {}, duplicates {}, gaps {}, dead letters {}, alerts {}, lag {}, partitions {}",
-        (processed - previous) as f64 / elapsed,
-        stats.readings.load(Ordering::Relaxed),
-        stats.duplicates.load(Ordering::Relaxed),
-        stats.sequence_gaps.load(Ordering::Relaxed),
-        stats.dead_letters.load(Ordering::Relaxed),
-        stats.alerts.load(Ordering::Relaxed),
-        consumer.lag.load(Ordering::Relaxed),
-        consumer.owned_partitions.load(Ordering::Relaxed),
-    );
-    (line, processed)
-}
-
-fn run_line(
-    producer: &ProducerStats,
-    stats: &ProcessingStats,
-    consumer: &ConsumerStats,
-    elapsed: f64,
-    previous: u64,
-) -> (String, u64) {
-    let p = producer.snapshot();
-    let line = format!(
-        "{:.0} readings/s | acked {}, failed {}, pending {} | consumed {}, lag {}, duplicates {}, gaps {} | alerts {}, dead letters {}",
-        (p.sent - previous) as f64 / elapsed,
-        p.acked,
-        p.failed,
-        p.pending(),
-        consumer.processed.load(Ordering::Relaxed),
-        consumer.lag.load(Ordering::Relaxed),
-        stats.duplicates.load(Ordering::Relaxed),
-        stats.sequence_gaps.load(Ordering::Relaxed),
-        stats.alerts.load(Ordering::Relaxed),
-        stats.dead_letters.load(Ordering::Relaxed),
-    );
-    (line, p.sent)
-}
-
-/// Prints `line(seconds since last, previous count)` every few seconds until shutdown.
-fn spawn_status(
-    shutdown: CancellationToken,
-    line: impl Fn(f64, u64) -> (String, u64) + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut previous = 0;
-        let mut last = Instant::now();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(STATUS_EVERY) => {}
-            }
-            let elapsed = last.elapsed().as_secs_f64().max(0.001);
-            last = Instant::now();
-            let (text, count) = line(elapsed, previous);
-            previous = count;
-            println!("{text}");
-        }
-    })
 }

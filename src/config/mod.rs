@@ -144,6 +144,8 @@ impl Config {
             let text = match (given, setting.derived) {
                 (Some(value), _) => value.clone(),
                 (None, Some(derive)) => derive(&config),
+                // Unset, and unset by default: the field stays empty.
+                (None, None) if setting.default.is_empty() => continue,
                 (None, None) => setting.default.to_string(),
             };
             (setting.apply)(&mut config, &text).map_err(|allowed| ConfigError::Invalid {
@@ -492,5 +494,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("host:port"), "{error}");
+    }
+
+    #[test]
+    fn an_unset_token_is_no_token_and_an_empty_one_is_kept_to_be_refused() {
+        assert_eq!(Config::default().console_token, None);
+        let config = Config::from_vars([("METROCLOUD_CONSOLE_TOKEN", "")]).unwrap();
+        assert_eq!(config.console_token.as_deref(), Some(""));
     }
 }

@@ -23,8 +23,10 @@ pub mod fleet;
 pub mod follow;
 pub mod messages;
 pub mod metrics;
+mod auth;
 mod pages;
 mod server;
+mod views;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -7,7 +7,7 @@ use maud::{DOCTYPE, Markup, html};
 use super::cluster::{ClusterSnapshot, GroupView, TopicView};
 use super::fleet::{DeviceView, RECENT_VALUES};
 use super::messages::BrowseQuery;
-use super::server::{
+use super::views::{
     AlertsQuery, AlertsView, DeadLettersQuery, DeadLettersView, FleetQuery, FleetView,
     MessagesView, Overview,
 };

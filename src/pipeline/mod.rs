@@ -6,6 +6,7 @@
 //! - [`observer`]: every processing outcome, for audits, the console and the processed log.
 //! - [`audit`]: per-device sequence ledger: duplicates removed, gaps and reordering counted.
 //! - [`reconcile`]: producer acknowledgements against consumer processing: lost, duplicated, late.
+//! - [`status`]: the status lines, and one line of alerts per interval.
 //! - [`wiring`]: building the stages from the configuration.
 
 pub mod audit;
@@ -15,4 +16,5 @@ pub mod process;
 pub mod reconcile;
 pub mod sink;
 pub mod sinks;
+pub mod status;
 pub mod wiring;

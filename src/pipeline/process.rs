@@ -19,7 +19,9 @@ use crate::kafka::consumer::{ConsumedRecord, RecordProcessor};
 use crate::pipeline::audit::{AuditTotals, SequenceLedger, Verdict};
 use crate::pipeline::observer::{ProcessingEvent, ProcessingObserver};
 use crate::pipeline::sink::{DeadLetter, Sink};
-use crate::sensor::rules::{Alert, AlertQuality, AlertRules, AlertSettings, SourceRecord};
+use crate::sensor::rules::{
+    Alert, AlertKind, AlertQuality, AlertRules, AlertSettings, SourceRecord,
+};
 use crate::sensor::validate::{RejectReason, validate};
 
 /// Devices the sequence ledger tracks at most.
@@ -38,6 +40,8 @@ pub struct ProcessingStats {
     pub dead_letters: AtomicU64,
     /// Alerts sent.
     pub alerts: AtomicU64,
+    /// Alerts sent, by kind (indexed by [`AlertKind::index`]).
+    pub alerts_by_kind: [AtomicU64; AlertKind::ALL.len()],
     /// Alert repeats counted on open episodes.
     pub alerts_suppressed: AtomicU64,
     /// Alerts or dead letters the sink did not take (counted by the sink).
@@ -58,6 +62,11 @@ impl ProcessingStats {
             false_positives: self.false_positives.load(Ordering::Relaxed),
             false_negatives: self.false_negatives.load(Ordering::Relaxed),
         }
+    }
+
+    /// Alerts sent so far, by kind.
+    pub fn alert_counts(&self) -> [u64; AlertKind::ALL.len()] {
+        std::array::from_fn(|i| self.alerts_by_kind[i].load(Ordering::Relaxed))
     }
 
     fn count_quality(&self, fired: bool, anomalous: bool) {
@@ -152,6 +161,7 @@ impl<S: Sink> ReadingProcessor<S> {
             "alert"
         );
         self.stats.alerts.fetch_add(1, Ordering::Relaxed);
+        self.stats.alerts_by_kind[alert.kind.index()].fetch_add(1, Ordering::Relaxed);
         if self.observer.is_some() {
             self.observe(ProcessingEvent::Alert(alert.clone()));
         }
