@@ -9,13 +9,17 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::ConsoleState;
+use super::{ConsoleState, MAX_CONCURRENT_REQUESTS};
 
 /// Name of the cookie that carries the token after a `?token=` visit.
 const TOKEN_COOKIE: &str = "metrocloud_console_token";
 
 /// The token check and the request bound, before any route.
-pub(super) async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
+pub(super) async fn guard(
+    State(state): State<Arc<ConsoleState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut set_cookie = None;
     if let Some(token) = &state.token {
         match presented_token(request.headers(), request.uri().query()) {
@@ -77,4 +81,3 @@ fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<(String, 
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
-

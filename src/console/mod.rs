@@ -18,12 +18,12 @@
 //!
 //! The console is read-only: it creates, deletes and commits nothing.
 
+mod auth;
 pub mod cluster;
 pub mod fleet;
 pub mod follow;
 pub mod messages;
 pub mod metrics;
-mod auth;
 mod pages;
 mod server;
 mod views;

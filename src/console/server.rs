@@ -7,27 +7,23 @@
 //! which is taken at most every two seconds however many pages are open.
 
 use super::lock;
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
-use serde::{Deserialize, Serialize};
 
-use super::cluster::GroupView;
-use super::fleet::{AlertEntry, DeadLetterEntry, DeviceView, Presence};
-use super::follow::{self, Start};
-use super::messages::{BrowseError, BrowseQuery, MessageView};
 use super::auth::guard;
+use super::follow::{self, Start};
+use super::messages::{BrowseQuery, MessageView};
 use super::views::*;
-use super::{ConsoleState, MAX_CONCURRENT_REQUESTS, MAX_STREAMS, metrics, pages};
+use super::{ConsoleState, MAX_STREAMS, metrics, pages};
 
 type Shared = Arc<ConsoleState>;
 
@@ -86,10 +82,6 @@ async fn script() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         pages::SCRIPT,
     )
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 fn html(markup: maud::Markup) -> Html<String> {

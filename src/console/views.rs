@@ -5,12 +5,18 @@
 use super::lock;
 use std::collections::BTreeMap;
 
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::ConsoleState;
 use super::cluster::GroupView;
 use super::fleet::{AlertEntry, DeadLetterEntry, DeviceView, Presence};
 use super::messages::{BrowseError, BrowseQuery, MessageView};
+
+/// Milliseconds since the epoch, now.
+pub(super) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
 
 /// Devices per fleet page.
 pub const FLEET_PAGE: usize = 100;
@@ -487,4 +493,3 @@ pub(super) fn dead_letters(state: &ConsoleState, query: &DeadLettersQuery) -> De
             .collect(),
     }
 }
-
