@@ -90,6 +90,11 @@ impl GroupCoordinator {
         }
     }
 
+    /// The timeouts its requests use.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
     /// The admin client used to find the coordinator (also good for metadata).
     pub fn admin(&self) -> &AdminClient {
         &self.admin

@@ -15,15 +15,19 @@
 //! partition moves away, and on shutdown. A member that crashes loses at most
 //! one commit interval of progress, which its successor reads again.
 //!
-//! One task runs the member: heartbeats, commits and processing happen in
-//! order, so there is no lock around the positions. Fetching runs in one task
-//! per owned partition ([`fetcher`]), feeding a bounded queue.
+//! One task runs the member: assignments, commits and processing happen in
+//! order, so there is no lock around the positions. Heartbeats run on a task
+//! of their own ([`membership`]), so a slow batch cannot delay them. Fetching
+//! runs in one task per owned partition ([`fetcher`]), feeding a bounded queue.
 
 mod coordinator;
 pub mod fetcher;
+mod membership;
+mod partitions;
 pub mod settings;
 
 pub use coordinator::{CoordinatorError, GroupCoordinator, GroupError};
+use membership::{GroupEvent, GroupSpec, Heartbeats, Identity};
 pub use settings::{ConsumerSettings, OffsetReset};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,10 +37,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, TopicName};
+use kafka_protocol::messages::ConsumerGroupHeartbeatRequest;
 use kafka_protocol::protocol::StrBytes;
 use rskafka::BackoffConfig;
-use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::record::RecordAndOffset;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -46,7 +49,7 @@ use tokio_util::task::TaskTracker;
 use crate::kafka::admin::Timeouts;
 use crate::kafka::client::SharedClient;
 use crate::kafka::retry::Backoff;
-use fetcher::{FetchedBatch, FetcherSpec};
+use fetcher::FetchedBatch;
 
 /// Batches waiting for processing, across all partitions.
 const QUEUE_BATCHES: usize = 16;
@@ -163,8 +166,10 @@ pub struct GroupConsumer<P> {
     coordinator: GroupCoordinator,
     client: Arc<SharedClient>,
     member_id: String,
-    member_epoch: i32,
-    heartbeat_interval: Duration,
+    /// The heartbeat task, while the member runs.
+    heartbeats: Option<Heartbeats>,
+    /// An assignment not applied yet (its committed offsets could not be read).
+    pending: Option<BTreeSet<i32>>,
     owned: BTreeMap<i32, OwnedPartition>,
     next_fetcher_id: u64,
     queue_tx: mpsc::Sender<FetchedBatch>,
@@ -247,8 +252,8 @@ impl<P: RecordProcessor> GroupConsumer<P> {
             coordinator,
             client: Arc::new(client),
             member_id: random_member_id(),
-            member_epoch: 0,
-            heartbeat_interval: Duration::from_secs(1),
+            heartbeats: None,
+            pending: None,
             owned: BTreeMap::new(),
             next_fetcher_id: 0,
             queue_tx,
@@ -261,11 +266,6 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         }))
     }
 
-    /// This member's id in the group.
-    pub fn member_id(&self) -> &str {
-        &self.member_id
-    }
-
     /// The consumer's counters, shared.
     pub fn stats(&self) -> Arc<ConsumerStats> {
         Arc::clone(&self.stats)
@@ -274,34 +274,43 @@ impl<P: RecordProcessor> GroupConsumer<P> {
     /// Runs the member until `shutdown`: then stops fetching, commits what was
     /// processed, leaves the group, and returns the processor.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<P, ConsumerError> {
-        let mut next_heartbeat = Instant::now();
+        let timeouts = self.coordinator.timeouts();
+        self.heartbeats = Some(Heartbeats::start(
+            GroupSpec {
+                coordinator: GroupCoordinator::new(
+                    self.spec.bootstrap.clone(),
+                    &self.spec.group_id,
+                    timeouts,
+                ),
+                group_id: self.spec.group_id.clone(),
+                topic: self.spec.topic.clone(),
+                topic_id: self.topic_id,
+                rebalance_timeout: self.spec.settings.rebalance_timeout,
+            },
+            self.member_id.clone(),
+        ));
         let mut next_commit = Instant::now() + self.spec.settings.commit_interval;
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let outcome = loop {
             if let Some(error) = self.failure.take() {
                 break Err(ConsumerError::Processing(error));
             }
+            let heartbeats = self.heartbeats.as_mut().expect("started above");
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
-                _ = ticks.tick() => self.processor.tick().await,
-                _ = tokio::time::sleep_until(next_heartbeat) => {
-                    match self.heartbeat().await {
-                        Ok(acknowledge_soon) => {
-                            backoff.reset();
-                            next_heartbeat = Instant::now() + if acknowledge_soon {
-                                Duration::ZERO
-                            } else {
-                                self.heartbeat_interval
-                            };
-                        }
-                        Err(HeartbeatFailure::Fatal(error)) => break Err(ConsumerError::Refused(error)),
-                        Err(HeartbeatFailure::Retry) => {
-                            next_heartbeat = Instant::now() + backoff.next_delay();
-                        }
+                event = heartbeats.next_event() => match event {
+                    Some(GroupEvent::Assigned(target)) => self.assign(target).await,
+                    Some(GroupEvent::Fenced) => self.rejoin().await,
+                    Some(GroupEvent::Refused(error)) => break Err(ConsumerError::Refused(error)),
+                    None => break Ok(()),
+                },
+                _ = ticks.tick() => {
+                    if let Some(target) = self.pending.take() {
+                        self.assign(target).await;
                     }
+                    self.processor.tick().await;
                 }
                 _ = tokio::time::sleep_until(next_commit) => {
                     self.commit(None).await;
@@ -317,6 +326,64 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         self.commit(None).await;
         self.leave().await;
         outcome.map(|()| self.processor)
+    }
+
+    /// The member's id and epoch, as the last heartbeat left them.
+    fn identity(&self) -> Identity {
+        match &self.heartbeats {
+            Some(heartbeats) => heartbeats.identity(),
+            None => Identity {
+                member_id: self.member_id.clone(),
+                epoch: 0,
+                interval: Duration::from_secs(1),
+            },
+        }
+    }
+
+    /// Moves to the `target` partitions: revoked ones are stopped and committed
+    /// first, added ones start at their committed offsets; then the heartbeat
+    /// task reports the new set at once. When the committed offsets cannot be
+    /// read, the target is kept and tried again at the next tick.
+    async fn assign(&mut self, target: BTreeSet<i32>) {
+        let current: BTreeSet<i32> = self.owned.keys().copied().collect();
+        if target == current {
+            return;
+        }
+        let revoked: Vec<i32> = current.difference(&target).copied().collect();
+        let added: Vec<i32> = target.difference(&current).copied().collect();
+        if !revoked.is_empty() {
+            self.stop_fetchers(Some(&revoked)).await;
+        }
+        if !added.is_empty() && !self.start_fetchers(&added).await {
+            self.pending = Some(target);
+        } else {
+            tracing::info!(
+                "partitions of {} now {:?} (revoked {revoked:?}, added {added:?})",
+                self.topic,
+                self.owned.keys().collect::<Vec<_>>()
+            );
+        }
+        self.report_owned();
+    }
+
+    /// After a fence: gives up every partition (its commit is refused; the next
+    /// owner reads from the last commit) and joins again.
+    async fn rejoin(&mut self) {
+        self.pending = None;
+        self.stop_fetchers(None).await;
+        self.stats.rejoins.fetch_add(1, Ordering::Relaxed);
+        if let Some(heartbeats) = &self.heartbeats {
+            heartbeats.rejoin().await;
+        }
+    }
+
+    fn report_owned(&self) {
+        self.stats
+            .owned_partitions
+            .store(self.owned.len() as u64, Ordering::Relaxed);
+        if let Some(heartbeats) = &self.heartbeats {
+            heartbeats.report_owned(self.owned.keys().copied().collect());
+        }
     }
 
     async fn process(&mut self, batch: FetchedBatch) {
@@ -357,215 +424,6 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         self.stats.lag.store(lag, Ordering::Relaxed);
     }
 
-    /// One heartbeat; `Ok(true)` when the next should follow at once (to
-    /// acknowledge a changed assignment).
-    async fn heartbeat(&mut self) -> Result<bool, HeartbeatFailure> {
-        let owned: Vec<i32> = self.owned.keys().copied().collect();
-        let joining = self.member_epoch == 0;
-        let request = ConsumerGroupHeartbeatRequest::default()
-            .with_member_id(StrBytes::from_string(self.member_id.clone()))
-            .with_member_epoch(self.member_epoch)
-            .with_rebalance_timeout_ms(if joining {
-                i32::try_from(self.spec.settings.rebalance_timeout.as_millis()).unwrap_or(i32::MAX)
-            } else {
-                -1
-            })
-            .with_subscribed_topic_names(
-                joining.then(|| vec![TopicName(StrBytes::from_string(self.spec.topic.clone()))]),
-            )
-            .with_topic_partitions(Some(coordinator::owned_partitions(self.topic_id, &owned)));
-        let response = match self.coordinator.heartbeat(request).await {
-            Ok(response) => response,
-            Err(CoordinatorError::Group(error)) if error.is_fenced() => {
-                tracing::warn!(
-                    "member {} was fenced by the group ({error}); giving up its partitions and rejoining",
-                    self.member_id
-                );
-                self.stop_fetchers(None).await;
-                self.member_epoch = 0;
-                self.stats.rejoins.fetch_add(1, Ordering::Relaxed);
-                return Ok(true);
-            }
-            Err(CoordinatorError::Group(error))
-                if !error.is_coordinator_change() && fatal(&error) =>
-            {
-                return Err(HeartbeatFailure::Fatal(error));
-            }
-            Err(error) => {
-                tracing::warn!("heartbeat to the group coordinator failed: {error}; retrying");
-                return Err(HeartbeatFailure::Retry);
-            }
-        };
-        if let Some(id) = response.member_id {
-            self.member_id = id.to_string();
-        }
-        let was_joining = joining;
-        self.member_epoch = response.member_epoch;
-        if response.heartbeat_interval_ms > 0 {
-            self.heartbeat_interval = Duration::from_millis(response.heartbeat_interval_ms as u64);
-        }
-        if was_joining {
-            tracing::info!(
-                "joined group {} as member {} (epoch {})",
-                self.spec.group_id,
-                self.member_id,
-                self.member_epoch
-            );
-        }
-        let Some(assignment) = response.assignment else {
-            return Ok(false);
-        };
-        let target: BTreeSet<i32> = assignment
-            .topic_partitions
-            .iter()
-            .filter(|t| t.topic_id == self.topic_id)
-            .flat_map(|t| t.partitions.iter().copied())
-            .collect();
-        let current: BTreeSet<i32> = self.owned.keys().copied().collect();
-        if target == current {
-            return Ok(false);
-        }
-        let revoked: Vec<i32> = current.difference(&target).copied().collect();
-        let added: Vec<i32> = target.difference(&current).copied().collect();
-        if !revoked.is_empty() {
-            self.stop_fetchers(Some(&revoked)).await;
-        }
-        if !added.is_empty() && !self.start_fetchers(&added).await {
-            // Could not read committed offsets: keep the old set and try again.
-            return Err(HeartbeatFailure::Retry);
-        }
-        tracing::info!(
-            "partitions of {} now {:?} (revoked {revoked:?}, added {added:?})",
-            self.topic,
-            self.owned.keys().collect::<Vec<_>>()
-        );
-        self.stats
-            .owned_partitions
-            .store(self.owned.len() as u64, Ordering::Relaxed);
-        Ok(true)
-    }
-
-    async fn start_fetchers(&mut self, partitions: &[i32]) -> bool {
-        let committed = match self
-            .coordinator
-            .committed(
-                &self.member_id,
-                self.member_epoch,
-                &self.spec.topic,
-                partitions,
-            )
-            .await
-        {
-            Ok(committed) => committed,
-            Err(e) => {
-                tracing::warn!("cannot read committed offsets: {e}; retrying");
-                return false;
-            }
-        };
-        let mut starts = Vec::new();
-        for (partition, committed) in committed {
-            if !partitions.contains(&partition) {
-                continue;
-            }
-            let start = match committed {
-                Some(offset) => offset,
-                None => match self.reset_position(partition).await {
-                    Some(offset) => offset,
-                    None => return false,
-                },
-            };
-            starts.push((partition, start, committed));
-        }
-        let positions: Vec<(i32, i64)> = starts.iter().map(|&(p, start, _)| (p, start)).collect();
-        self.processor.partitions_assigned(&positions).await;
-        for (partition, start, committed) in starts {
-            self.next_fetcher_id += 1;
-            let stop = CancellationToken::new();
-            let high_watermark = Arc::new(AtomicI64::new(start));
-            let spec = FetcherSpec {
-                client: Arc::clone(&self.client),
-                topic: self.spec.topic.clone(),
-                partition,
-                fetcher_id: self.next_fetcher_id,
-                start,
-                reset: self.spec.auto_offset_reset,
-                max_bytes: self.spec.settings.fetch_max_bytes,
-                max_wait: self.spec.settings.fetch_max_wait,
-                request_timeout: self.spec.settings.request_timeout,
-                queue: self.queue_tx.clone(),
-                high_watermark: Arc::clone(&high_watermark),
-                stop: stop.clone(),
-            };
-            self.fetchers.spawn(fetcher::run_fetcher(spec));
-            self.owned.insert(
-                partition,
-                OwnedPartition {
-                    fetcher_id: self.next_fetcher_id,
-                    stop,
-                    position: start,
-                    committed,
-                    high_watermark,
-                },
-            );
-        }
-        true
-    }
-
-    async fn reset_position(&self, partition: i32) -> Option<i64> {
-        let (generation, client) = self.client.current();
-        let lookup = client.partition_client(
-            self.spec.topic.clone(),
-            partition,
-            UnknownTopicHandling::Retry,
-        );
-        let timeout = self.spec.settings.request_timeout;
-        let client = match tokio::time::timeout(timeout, lookup).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => {
-                tracing::warn!("cannot reach partition {partition}: {e}");
-                return None;
-            }
-            Err(_) => {
-                self.client.replace(generation).await;
-                return None;
-            }
-        };
-        match fetcher::reset_offset(&client, self.spec.auto_offset_reset, timeout).await {
-            Ok(offset) => Some(offset),
-            Err(e) => {
-                tracing::warn!(
-                    "cannot look up the {} offset of partition {partition}: {e}",
-                    self.spec.auto_offset_reset
-                );
-                None
-            }
-        }
-    }
-
-    /// Stops fetching `partitions` (all when `None`), commits what was processed of
-    /// them, and forgets them.
-    async fn stop_fetchers(&mut self, partitions: Option<&[i32]>) {
-        let chosen: Vec<i32> = match partitions {
-            Some(list) => list.to_vec(),
-            None => self.owned.keys().copied().collect(),
-        };
-        for partition in &chosen {
-            if let Some(owned) = self.owned.get(partition) {
-                owned.stop.cancel();
-            }
-        }
-        if self.member_epoch > 0 {
-            self.commit(Some(&chosen)).await;
-        }
-        for partition in &chosen {
-            self.owned.remove(partition);
-        }
-        self.processor.partitions_revoked(&chosen);
-        self.stats
-            .owned_partitions
-            .store(self.owned.len() as u64, Ordering::Relaxed);
-    }
-
     /// Commits the processed position of `partitions` (all owned when `None`)
     /// once the processor has made its effects durable.
     async fn commit(&mut self, partitions: Option<&[i32]>) {
@@ -576,7 +434,8 @@ impl<P: RecordProcessor> GroupConsumer<P> {
             .filter(|(_, owned)| owned.committed != Some(owned.position))
             .map(|(&p, owned)| (p, owned.position))
             .collect();
-        if offsets.is_empty() || self.member_epoch <= 0 {
+        let identity = self.identity();
+        if offsets.is_empty() || identity.epoch <= 0 {
             return;
         }
         if self.failure.is_some() {
@@ -584,12 +443,12 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         }
         // While running, waiting for the processor's effects (alerts, dead
         // letters) is bounded by one heartbeat interval: a cluster that is slow
-        // to acknowledge them must not hold up the heartbeats, or the group
-        // would fence this member. The commit is then postponed, not lost.
+        // to acknowledge them must not hold up assignments and processing for
+        // long. The commit is then postponed, not lost.
         let flushed = if self.draining {
             Ok(self.processor.flush().await)
         } else {
-            tokio::time::timeout(self.heartbeat_interval, self.processor.flush()).await
+            tokio::time::timeout(identity.interval, self.processor.flush()).await
         };
         match flushed {
             Ok(Ok(())) => {}
@@ -601,7 +460,7 @@ impl<P: RecordProcessor> GroupConsumer<P> {
             Err(_) => {
                 tracing::info!(
                     "alerts or dead letters not acknowledged within {:?}; commit of {offsets:?} postponed",
-                    self.heartbeat_interval
+                    identity.interval
                 );
                 return;
             }
@@ -609,8 +468,8 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         match self
             .coordinator
             .commit(
-                &self.member_id,
-                self.member_epoch,
+                &identity.member_id,
+                identity.epoch,
                 &self.spec.topic,
                 &offsets,
             )
@@ -628,47 +487,30 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         }
     }
 
+    /// Stops heartbeating and leaves the group, so that its partitions move at once.
     async fn leave(&mut self) {
-        if self.member_epoch <= 0 {
+        let Some(heartbeats) = self.heartbeats.take() else {
             return;
+        };
+        let identity = heartbeats.stop().await;
+        if identity.epoch > 0 {
+            let request = ConsumerGroupHeartbeatRequest::default()
+                .with_member_id(StrBytes::from_string(identity.member_id.clone()))
+                .with_member_epoch(-1);
+            match self.coordinator.heartbeat(request).await {
+                Ok(_) => tracing::info!(
+                    "member {} left group {}",
+                    identity.member_id,
+                    self.spec.group_id
+                ),
+                Err(e) => tracing::warn!(
+                    "leaving the group failed ({e}); the coordinator will time the member out"
+                ),
+            }
         }
-        let request = ConsumerGroupHeartbeatRequest::default()
-            .with_member_id(StrBytes::from_string(self.member_id.clone()))
-            .with_member_epoch(-1);
-        match self.coordinator.heartbeat(request).await {
-            Ok(_) => tracing::info!(
-                "member {} left group {}",
-                self.member_id,
-                self.spec.group_id
-            ),
-            Err(e) => tracing::warn!(
-                "leaving the group failed ({e}); the coordinator will time the member out"
-            ),
-        }
-        self.member_epoch = 0;
         self.fetchers.close();
         self.fetchers.wait().await;
     }
-}
-
-enum HeartbeatFailure {
-    Retry,
-    Fatal(GroupError),
-}
-
-/// Errors no retry fixes.
-fn fatal(error: &GroupError) -> bool {
-    use kafka_protocol::ResponseError as E;
-    matches!(
-        error.error,
-        E::GroupAuthorizationFailed
-            | E::TopicAuthorizationFailed
-            | E::UnsupportedVersion
-            | E::UnsupportedAssignor
-            | E::InvalidRequest
-            | E::GroupMaxSizeReached
-            | E::GroupIdNotFound
-    )
 }
 
 /// A member id as Kafka clients make them: a random UUID in URL-safe base64.
