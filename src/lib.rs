@@ -18,7 +18,9 @@
 //! - [`bench`]: our clients beside Kafka's perf tools, same cluster, same run.
 //! - [`cli`]: the `metrocloud` command line.
 //!
-//! [`logging`] and [`shutdown`] are plumbing every program uses.
+//! [`logging`], [`shutdown`] and [`lock`] are plumbing every layer may use.
+
+pub mod lock;
 
 pub mod kafka;
 pub mod sensor;

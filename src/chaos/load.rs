@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rskafka::client::ClientBuilder;
@@ -24,11 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::ChaosError;
 use crate::config::Config;
-use crate::kafka::producer::{Delivery, Producer, ProducerStats};
+use crate::kafka::producer::{Delivery, ProducerStats};
 use crate::kafka::retry::{Backoff, Deadline};
-use crate::pipeline::ingest::{IngestSummary, logging_listener, run_ingest};
+use crate::lock::lock;
+use crate::pipeline::ingest::IngestSummary;
 use crate::pipeline::observer::ProcessedLine;
 use crate::pipeline::reconcile::{AuditReport, DeliveryAudit};
+use crate::pipeline::run;
 use crate::pipeline::wiring;
 use crate::sensor::reading::SensorReading;
 
@@ -180,17 +182,10 @@ impl Load {
         let stop = load.stop_ingest.clone();
         let stats_slot = Arc::clone(&load.producer_stats);
         load.ingest = Some(tokio::spawn(async move {
-            wiring::ensure_pipeline_topics(&config, &stop).await?;
-            let producer = Producer::connect(
-                config.bootstrap_strings(),
-                &config.topic,
-                &config.producer,
-                logging_listener(listener),
-                &stop,
-            )
-            .await?;
-            *lock(&stats_slot) = Some(producer.stats());
-            Ok(run_ingest(fleet, producer, None, stop).await?)
+            let connected = move |stats| *lock(&stats_slot) = Some(stats);
+            run::produce(&config, fleet, listener, connected, false, stop)
+                .await?
+                .ok_or(ChaosError::ProducerGone)
         }));
         Ok(load)
     }
@@ -583,8 +578,4 @@ async fn high_watermarks(config: &Config) -> Result<Vec<i64>, ChaosError> {
         );
     }
     Ok(marks)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

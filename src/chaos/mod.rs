@@ -26,7 +26,6 @@ mod run;
 
 pub use report::render_table;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -109,21 +108,6 @@ impl Scenario {
 /// (`broker.session.timeout.ms`, 9 s by default) plus a controller election
 /// (`controller.quorum.fetch.timeout.ms`, 2 s) when it was the controller.
 const FENCED_AFTER: Duration = Duration::from_secs(11);
-
-/// Broker settings of the clusters faults are injected into: group sessions
-/// of 6 s instead of Kafka's 45 s, so that a crashed member's partitions move
-/// on within seconds (a setting production clusters may choose too).
-pub fn broker_overrides() -> BTreeMap<String, String> {
-    [
-        ("group.consumer.session.timeout.ms", "6000"),
-        ("group.consumer.min.session.timeout.ms", "6000"),
-        ("group.consumer.heartbeat.interval.ms", "1000"),
-        ("group.consumer.min.heartbeat.interval.ms", "1000"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
 
 /// How hard and how long the scenarios push.
 #[derive(Debug, Clone)]
@@ -283,6 +267,9 @@ pub enum ChaosError {
     /// The producer could not start.
     #[error(transparent)]
     Producer(#[from] ProducerError),
+    /// The load's producer side failed.
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::run::PipelineError),
     /// Asking the cluster failed.
     #[error(transparent)]
     Admin(#[from] AdminError),
@@ -331,7 +318,7 @@ pub async fn run_scenario(
     spec.ports = PortPlan::Free;
     spec.ownership = Ownership::Supervised;
     spec.cache_dir = settings.cache_dir.clone();
-    spec.broker_overrides = broker_overrides();
+    spec.broker_overrides = crate::cluster::quick_group_sessions();
     let cluster = LocalCluster::prepare(&spec).await?;
     let say = |text: &str| {
         progress(&format!(

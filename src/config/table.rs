@@ -485,9 +485,9 @@ pub static SETTINGS: &[Setting] = &[
         "METROCLOUD_KAFKA_HEAP",
         LocalCluster,
         "512m",
-        "Maximum heap of each Kafka node's JVM (a JVM size: 512m, 1g).",
+        "Maximum heap of each Kafka node's JVM (-Xmx: 512m, 1g); a node given one its JVM refuses fails to start, with its log.",
         kafka_heap,
-        |v| jvm_size(v),
+        |v| non_empty(v),
         show
     ),
     setting!(
@@ -504,17 +504,6 @@ pub static SETTINGS: &[Setting] = &[
         console_token, |v| Ok::<_, Allowed>(Some(v.to_string())), show_optional,
         secret: true),
 ];
-
-/// A JVM memory size: digits with an optional k, m or g.
-fn jvm_size(given: &str) -> Result<String, Allowed> {
-    let given = given.trim();
-    let digits = given.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
-    let suffixes = given.len() - digits.len();
-    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || suffixes > 1 {
-        return Err("a JVM memory size such as 512m or 2g".to_string());
-    }
-    Ok(given.to_string())
-}
 
 /// The declaration of `name`.
 pub fn setting(name: &str) -> Option<&'static Setting> {

@@ -16,11 +16,11 @@ use std::time::Duration;
 use rskafka::record::RecordAndOffset;
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::pipeline::audit::{DeviceAudit, SequenceLedger, Verdict};
 use crate::sensor::device::DeviceType;
-use crate::sensor::reading::SensorReading;
+use crate::sensor::reading::{LocationView, ReadingView, SensorReading};
 use crate::sensor::rules::Alert;
 
 /// Values kept per device for its chart.
@@ -69,51 +69,6 @@ impl Presence {
     }
 }
 
-/// The fields of a reading the console keeps, read without copying the
-/// strings where the JSON has no escapes. The console reads every record of
-/// the sensor topic beside the pipeline; reading only these fields, with no
-/// range checks (the pipeline's validation decides what is a dead letter),
-/// keeps its share of the machine small.
-#[derive(Debug, Deserialize)]
-pub struct Glance<'a> {
-    /// Device.
-    #[serde(borrow)]
-    pub device_id: Cow<'a, str>,
-    /// Kind.
-    pub device_type: DeviceType,
-    /// Producer run.
-    #[serde(borrow)]
-    pub run_id: Cow<'a, str>,
-    /// Sequence within the run.
-    pub sequence: u64,
-    /// When it was taken (RFC 3339).
-    #[serde(borrow)]
-    pub timestamp: Cow<'a, str>,
-    /// Value.
-    pub value: f64,
-    /// Unit.
-    #[serde(borrow)]
-    pub unit: Cow<'a, str>,
-    /// Battery (%).
-    pub battery_level: f64,
-    /// Signal (dBm).
-    pub signal_strength: i32,
-    /// Where.
-    #[serde(borrow)]
-    pub location: GlanceLocation<'a>,
-}
-
-/// Site and zone of a [`Glance`].
-#[derive(Debug, Deserialize)]
-pub struct GlanceLocation<'a> {
-    /// Site.
-    #[serde(borrow)]
-    pub site: Cow<'a, str>,
-    /// Zone.
-    #[serde(borrow)]
-    pub zone: Cow<'a, str>,
-}
-
 /// What the console keeps of one device.
 #[derive(Debug, Clone)]
 pub struct DeviceRecord {
@@ -145,7 +100,13 @@ pub struct DeviceRecord {
 impl DeviceRecord {
     /// Counts a reading, and keeps it as the latest unless it is a repeat or
     /// older than the latest.
-    fn update(&mut self, reading: &Glance<'_>, verdict: Verdict, reading_ms: i64, seen_ms: i64) {
+    fn update(
+        &mut self,
+        reading: &ReadingView<'_>,
+        verdict: Verdict,
+        reading_ms: i64,
+        seen_ms: i64,
+    ) {
         self.readings += 1;
         if verdict == Verdict::Duplicate || reading_ms < self.reading_time_ms {
             return;
@@ -290,7 +251,7 @@ impl FleetState {
                 .record
                 .value
                 .as_deref()
-                .and_then(|v| serde_json::from_slice::<Glance<'_>>(v).ok());
+                .and_then(|v| serde_json::from_slice::<ReadingView<'_>>(v).ok());
             let taken = glance.as_ref().and_then(|g| {
                 chrono::DateTime::parse_from_rfc3339(&g.timestamp)
                     .ok()
@@ -311,7 +272,7 @@ impl FleetState {
 
     /// Takes one valid reading that Kafka got at `seen_ms`.
     pub fn observe(&mut self, reading: &SensorReading, seen_ms: i64) {
-        let glance = Glance {
+        let glance = ReadingView {
             device_id: Cow::Borrowed(&reading.device_id),
             device_type: reading.device_type,
             run_id: Cow::Borrowed(&reading.run_id),
@@ -321,7 +282,7 @@ impl FleetState {
             unit: Cow::Borrowed(&reading.unit),
             battery_level: reading.battery_level,
             signal_strength: reading.signal_strength,
-            location: GlanceLocation {
+            location: LocationView {
                 site: Cow::Borrowed(&reading.location.site),
                 zone: Cow::Borrowed(&reading.location.zone),
             },
@@ -329,7 +290,7 @@ impl FleetState {
         self.take(&glance, reading.timestamp.timestamp_millis(), seen_ms);
     }
 
-    fn take(&mut self, reading: &Glance<'_>, reading_ms: i64, seen_ms: i64) {
+    fn take(&mut self, reading: &ReadingView<'_>, reading_ms: i64, seen_ms: i64) {
         let verdict = self
             .ledger
             .observe(&reading.device_id, &reading.run_id, reading.sequence);

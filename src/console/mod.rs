@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::kafka::admin::{AdminClient, Timeouts};
 use crate::kafka::client::SharedClient;
+pub(crate) use crate::lock::lock;
 
 pub use metrics::PipelineHandles;
 pub use server::router;
@@ -165,12 +166,7 @@ impl ConsoleState {
                 let client = SharedClient::connect(
                     self.bootstrap.clone(),
                     "metrocloud-console",
-                    rskafka::BackoffConfig {
-                        deadline: Some(crate::kafka::client::internal_retry_deadline(
-                            self.request_timeout,
-                        )),
-                        ..Default::default()
-                    },
+                    crate::kafka::client::short_retries(self.request_timeout),
                     self.request_timeout,
                 )
                 .await?;
@@ -261,9 +257,6 @@ impl ConsoleState {
 }
 
 /// A poisoned lock still holds consistent counters: every update is one step.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Watched {

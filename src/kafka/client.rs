@@ -29,6 +29,9 @@ use rand::seq::SliceRandom;
 use rskafka::BackoffConfig;
 use rskafka::client::error::Error as KafkaError;
 use rskafka::client::{Client, ClientBuilder};
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::retry::Backoff;
 
 /// How long rskafka may retry on its own within one call: a few seconds, so
 /// that a stale view is dropped soon (retries go on in our layer, with a fresh client).
@@ -136,6 +139,43 @@ impl SharedClient {
 }
 
 impl SharedClient {
+    /// Connects, pausing with `retry` between attempts until a broker answers;
+    /// `None` when `shutdown` comes first. A cluster that is not up yet is
+    /// normal at start: the first failure and every power-of-two-th are
+    /// logged at WARN, the others not at all.
+    pub async fn connect_until(
+        bootstrap: Vec<String>,
+        client_id: &str,
+        backoff: BackoffConfig,
+        timeout: Duration,
+        mut retry: Backoff,
+        shutdown: &CancellationToken,
+    ) -> Option<SharedClient> {
+        let mut attempts = 0u32;
+        loop {
+            let attempt =
+                SharedClient::connect(bootstrap.clone(), client_id, backoff.clone(), timeout);
+            let error = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                connected = attempt => match connected {
+                    Ok(client) => return Some(client),
+                    Err(e) => e,
+                },
+            };
+            attempts += 1;
+            if attempts == 1 || attempts.is_power_of_two() {
+                tracing::warn!(
+                    "{client_id}: Kafka at {} does not answer yet (attempt {attempts}): {error}; retrying",
+                    bootstrap.join(",")
+                );
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(retry.next_delay()) => {}
+            }
+        }
+    }
+
     /// A client bootstrapped from one broker: each is tried in random order
     /// with an equal share of the timeout, so a frozen one costs only its share.
     async fn build_from_any(&self) -> Result<Client, KafkaError> {

@@ -79,6 +79,20 @@ pub struct IngestSummary {
     pub producer: ProducerSnapshot,
 }
 
+impl std::fmt::Display for IngestSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "producer summary: generated {}, sent {}, acked {}, failed {}, retries {}",
+            self.generated,
+            self.producer.sent,
+            self.producer.acked,
+            self.producer.failed,
+            self.producer.retries
+        )
+    }
+}
+
 /// Follows the fleet's timeline until `shutdown` (or until `limit` readings, when
 /// given), sending each reading; then closes the producer, which delivers or fails
 /// everything it holds.

@@ -7,6 +7,7 @@
 //! - [`audit`]: per-device sequence ledger: duplicates removed, gaps and reordering counted.
 //! - [`reconcile`]: producer acknowledgements against consumer processing: lost, duplicated, late.
 //! - [`status`]: the status lines, and one line of alerts per interval.
+//! - [`run`]: `produce`, `consume` and `run` as library calls, with their summaries.
 //! - [`wiring`]: building the stages from the configuration.
 
 pub mod audit;
@@ -14,6 +15,7 @@ pub mod ingest;
 pub mod observer;
 pub mod process;
 pub mod reconcile;
+pub mod run;
 pub mod sink;
 pub mod sinks;
 pub mod status;

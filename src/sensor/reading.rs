@@ -9,6 +9,8 @@
 //! The field list is documented in the README and pinned by
 //! `schema/sensor-reading.schema.json`.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -115,6 +117,57 @@ impl AnomalyKind {
             AnomalyKind::MotionDetected => "motion_detected",
             AnomalyKind::LowLight => "low_light",
         }
+    }
+}
+
+/// A partial view of a reading: the fields a reader that only looks needs
+/// (the console's fleet view, the benchmark's readings file), borrowed from
+/// the record's bytes where the JSON has no escapes. It does no checks:
+/// [`crate::sensor::validate`] decides what is a reading.
+#[derive(Debug, Deserialize)]
+pub struct ReadingView<'a> {
+    /// Device.
+    #[serde(borrow)]
+    pub device_id: Cow<'a, str>,
+    /// Kind.
+    pub device_type: DeviceType,
+    /// Producer run.
+    #[serde(borrow)]
+    pub run_id: Cow<'a, str>,
+    /// Sequence within the run.
+    pub sequence: u64,
+    /// When it was taken (RFC 3339).
+    #[serde(borrow)]
+    pub timestamp: Cow<'a, str>,
+    /// Value.
+    pub value: f64,
+    /// Unit.
+    #[serde(borrow)]
+    pub unit: Cow<'a, str>,
+    /// Battery (%).
+    pub battery_level: f64,
+    /// Signal (dBm).
+    pub signal_strength: i32,
+    /// Where.
+    #[serde(borrow)]
+    pub location: LocationView<'a>,
+}
+
+/// Site and zone of a [`ReadingView`].
+#[derive(Debug, Deserialize)]
+pub struct LocationView<'a> {
+    /// Site.
+    #[serde(borrow)]
+    pub site: Cow<'a, str>,
+    /// Zone.
+    #[serde(borrow)]
+    pub zone: Cow<'a, str>,
+}
+
+impl<'a> ReadingView<'a> {
+    /// Reads the view from a record's value.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
     }
 }
 

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::kafka::consumer::OffsetReset;
 use crate::kafka::consumer::{ConsumedRecord, ConsumerSpec, GroupConsumer, RecordProcessor};
 use crate::kafka::producer::{Delivery, OutgoingRecord, Producer};
+use crate::sensor::reading::ReadingView;
 use crate::sensor::simulator::{Fleet, SimulatorSettings};
 use crate::sensor::validate::validate;
 
@@ -249,11 +250,6 @@ fn load_payloads(payload: &Payload) -> Result<Vec<KeyedPayload>, WorkerError> {
     }
 }
 
-#[derive(Deserialize)]
-struct DeviceOnly {
-    device_id: String,
-}
-
 /// The lines of a readings file, each keyed by its `device_id`.
 pub fn load_readings(path: &Path) -> Result<Vec<KeyedPayload>, WorkerError> {
     let failed = |message: String| WorkerError::Payload {
@@ -265,9 +261,9 @@ pub fn load_readings(path: &Path) -> Result<Vec<KeyedPayload>, WorkerError> {
         .lines()
         .filter(|l| !l.is_empty())
         .map(|line| {
-            let device: DeviceOnly = serde_json::from_str(line)
+            let reading = ReadingView::decode(line.as_bytes())
                 .map_err(|e| failed(format!("not a sensor reading: {e}")))?;
-            let key = device.device_id.into_bytes();
+            let key = reading.device_id.as_bytes().to_vec();
             validate(Some(&key), Some(line.as_bytes()))
                 .map_err(|r| failed(format!("not a valid reading: {}", r.detail)))?;
             Ok((key, line.as_bytes().to_vec()))

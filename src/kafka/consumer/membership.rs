@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::coordinator::{self, CoordinatorError, GroupCoordinator, GroupError};
 use crate::kafka::retry::Backoff;
+use crate::lock::lock;
 
 /// The member's identity in the group, as the last heartbeat left it.
 #[derive(Debug, Clone)]
@@ -282,8 +283,4 @@ fn refused_for_good(error: &GroupError) -> bool {
             | E::GroupMaxSizeReached
             | E::GroupIdNotFound
     )
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

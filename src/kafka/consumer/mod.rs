@@ -39,7 +39,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kafka_protocol::messages::ConsumerGroupHeartbeatRequest;
 use kafka_protocol::protocol::StrBytes;
-use rskafka::BackoffConfig;
 use rskafka::record::RecordAndOffset;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -47,8 +46,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::kafka::admin::Timeouts;
-use crate::kafka::client::SharedClient;
-use crate::kafka::retry::Backoff;
+use crate::kafka::client::{SharedClient, short_retries};
+use crate::kafka::retry::{Backoff, Deadline};
 use fetcher::FetchedBatch;
 
 /// Batches waiting for processing, across all partitions.
@@ -194,50 +193,43 @@ impl<P: RecordProcessor> GroupConsumer<P> {
             request: spec.settings.request_timeout,
         };
         let coordinator = GroupCoordinator::new(spec.bootstrap.clone(), &spec.group_id, timeouts);
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        let mut attempts = 0u32;
+        let retry = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        // rskafka's own retries stay short: retrying (with a fresh client) is decided here.
+        let Some(client) = SharedClient::connect_until(
+            spec.bootstrap.clone(),
+            "metrocloud-consumer",
+            short_retries(spec.settings.request_timeout),
+            spec.settings.request_timeout,
+            retry.clone(),
+            shutdown,
+        )
+        .await
+        else {
+            return Ok(None);
+        };
         // A topic just created reaches every broker's metadata a moment later.
-        let missing_deadline = crate::kafka::retry::Deadline::after(spec.settings.request_timeout);
-        let (client, topic_id) = loop {
+        let missing_deadline = Deadline::after(spec.settings.request_timeout);
+        let mut backoff = retry;
+        let mut attempts = 0u32;
+        let topic_id = loop {
             attempts += 1;
-            let attempt = async {
-                let metadata = coordinator
-                    .admin()
-                    .metadata(Some(&[spec.topic.as_str()]))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let topic = metadata.topic(&spec.topic).map(|t| t.id);
-                // rskafka's own retries stay short: retrying (with a fresh client) is decided here.
-                let backoff = BackoffConfig {
-                    deadline: Some(crate::kafka::client::internal_retry_deadline(
-                        spec.settings.request_timeout,
-                    )),
-                    ..BackoffConfig::default()
-                };
-                let client = SharedClient::connect(
-                    spec.bootstrap.clone(),
-                    "metrocloud-consumer",
-                    backoff,
-                    spec.settings.request_timeout,
-                )
+            match coordinator
+                .admin()
+                .metadata(Some(&[spec.topic.as_str()]))
                 .await
-                .map_err(|e| e.to_string())?;
-                Ok::<_, String>((client, topic))
-            };
-            match attempt.await {
-                Ok((_, None)) if missing_deadline.has_passed() => {
-                    return Err(ConsumerError::MissingTopic(spec.topic.clone()));
-                }
-                Ok((_, None)) => {}
-                Ok((client, Some(id))) => break (client, id),
-                Err(e) => {
-                    if attempts == 1 || attempts.is_power_of_two() {
-                        tracing::warn!(
-                            "Kafka at {} does not answer yet (attempt {attempts}): {e}; retrying",
-                            spec.bootstrap.join(",")
-                        );
+            {
+                Ok(metadata) => match metadata.topic(&spec.topic).map(|t| t.id) {
+                    Some(id) => break id,
+                    None if missing_deadline.has_passed() => {
+                        return Err(ConsumerError::MissingTopic(spec.topic.clone()));
                     }
-                }
+                    None => {}
+                },
+                Err(e) if attempts == 1 || attempts.is_power_of_two() => tracing::warn!(
+                    "cannot read the metadata of {} yet (attempt {attempts}): {e}; retrying",
+                    spec.topic
+                ),
+                Err(_) => {}
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(None),

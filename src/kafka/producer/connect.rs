@@ -17,34 +17,20 @@ pub(super) async fn connect_client(
     shutdown: &CancellationToken,
 ) -> Result<SharedClient, ProducerError> {
     let joined = bootstrap.join(",");
-    let mut backoff = Backoff::new(
+    let retry = Backoff::new(
         settings.retry_backoff,
         settings.retry_backoff_max.max(Duration::from_secs(5)),
     );
-    let mut attempts = 0u32;
-    loop {
-        let error = match SharedClient::connect(
-            bootstrap.clone(),
-            "metrocloud-producer",
-            rskafka_backoff(settings),
-            settings.request_timeout,
-        )
-        .await
-        {
-            Ok(client) => return Ok(client),
-            Err(e) => e,
-        };
-        attempts += 1;
-        if attempts == 1 || attempts.is_power_of_two() {
-            tracing::warn!(
-                "Kafka at {joined} does not answer yet (attempt {attempts}): {error}; retrying"
-            );
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Err(ProducerError::Cancelled(joined)),
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-        }
-    }
+    SharedClient::connect_until(
+        bootstrap,
+        "metrocloud-producer",
+        rskafka_backoff(settings),
+        settings.request_timeout,
+        retry,
+        shutdown,
+    )
+    .await
+    .ok_or(ProducerError::Cancelled(joined))
 }
 
 pub(super) async fn partition_count(

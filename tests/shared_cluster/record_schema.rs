@@ -1,7 +1,7 @@
 //! Readings the simulator writes to Kafka follow `schema/sensor-reading.schema.json`,
 //! and records the schema refuses are the ones the consumer dead-letters.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

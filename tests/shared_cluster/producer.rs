@@ -1,7 +1,7 @@
 //! The producer delivers every simulated reading, in device order, on Kafka's partition for
 //! its key, and delivers or fails everything it holds when asked to stop.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};

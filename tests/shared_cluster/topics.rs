@@ -1,6 +1,6 @@
 //! `topics ensure` creates the sensor topic durable, once, and refuses or reports what is not.
 
-mod common;
+use crate::common;
 
 use metrocloud::kafka::topics::{Ensured, TopicError, TopicSpec, describe_topic, ensure_topic};
 

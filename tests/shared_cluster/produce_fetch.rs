@@ -1,6 +1,6 @@
 //! Records go through rskafka to every partition of an ensured topic and come back intact.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

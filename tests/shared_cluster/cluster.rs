@@ -1,6 +1,6 @@
 //! The local cluster is a real 3-node KRaft cluster, as Kafka's own tools see it.
 
-mod common;
+use crate::common;
 
 #[tokio::test]
 async fn cluster_has_three_brokers_and_a_quorum_leader_that_kafka_metadata_quorum_confirms() {

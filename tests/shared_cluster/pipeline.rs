@@ -1,7 +1,7 @@
 //! The pipeline end to end on a real cluster: simulated readings in, every one processed
 //! once, every injected threshold anomaly alerted, every bad record dead-lettered.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -408,7 +408,7 @@ async fn a_crashed_consumers_successor_does_not_send_its_alerts_again() {
             })
             .collect()
     };
-    // The successor gets the partitions once the crashed member's session (45 s) expires.
+    // The successor gets the partitions once the crashed member's session (6 s on test clusters) expires.
     common::eventually(
         Duration::from_secs(120),
         "every acked reading processed by one or the other",

@@ -1,7 +1,7 @@
 //! Group members share the partitions, commit only what they processed, and hand
 //! partitions over without gaps; Kafka's own tools see the group and its lag.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -403,5 +403,101 @@ async fn a_crashed_member_is_replaced_and_only_its_last_commit_interval_is_read_
         "the replacement started from committed offsets"
     );
 
+    assert_group_caught_up(cluster, &group, &topic, &ends);
+}
+
+/// Takes `stall` over its first record, then remembers each record like [`Recorder`].
+struct SlowFirstBatch {
+    seen: Seen,
+    stall: Option<Duration>,
+}
+
+impl RecordProcessor for SlowFirstBatch {
+    async fn process(&mut self, record: ConsumedRecord) {
+        if let Some(stall) = self.stall.take() {
+            tokio::time::sleep(stall).await;
+        }
+        self.seen
+            .lock()
+            .unwrap()
+            .push((record.partition, record.offset));
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The group session the cluster gives consumers, as `kafka-configs` reports it.
+fn group_session(cluster: &common::TestCluster) -> Duration {
+    let output = cluster.kafka_tool(
+        "kafka-configs",
+        &[
+            "--describe",
+            "--entity-type",
+            "brokers",
+            "--entity-name",
+            "1",
+            "--all",
+        ],
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let millis = text
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("group.consumer.session.timeout.ms="))
+        .and_then(|value| value.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no group.consumer.session.timeout.ms in:\n{text}"));
+    Duration::from_millis(millis)
+}
+
+#[tokio::test]
+async fn a_batch_slower_than_the_group_session_does_not_cost_the_member_its_partitions() {
+    let cluster = common::shared();
+    let topic = common::sensor_topic(cluster, "slow-batch").await;
+    let group = format!("{topic}-group");
+    produce(cluster, &topic, 600, 17).await;
+    let session = group_session(cluster);
+    let seen: Seen = Arc::default();
+    let spec = ConsumerSpec {
+        bootstrap: cluster.bootstrap.clone(),
+        topic: topic.clone(),
+        group_id: group.clone(),
+        auto_offset_reset: OffsetReset::Earliest,
+        settings: ConsumerSettings {
+            commit_interval: Duration::from_millis(500),
+            ..ConsumerSettings::default()
+        },
+    };
+    let stop = CancellationToken::new();
+    let processor = SlowFirstBatch {
+        seen: Arc::clone(&seen),
+        // Heartbeats that waited for this batch would come too late: the group would fence the member.
+        stall: Some(session + Duration::from_secs(4)),
+    };
+    let consumer = GroupConsumer::connect(spec, processor, &stop)
+        .await
+        .expect("consumer")
+        .expect("not cancelled");
+    let stats = consumer.stats();
+    let task = tokio::spawn(consumer.run(stop.clone()));
+    common::eventually(
+        session * 3 + Duration::from_secs(60),
+        "all 600 records processed",
+        || async { seen.lock().unwrap().len() >= 600 },
+    )
+    .await;
+
+    let rejoins = stats.rejoins.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(rejoins, 0, "the member was fenced while its batch ran");
+    assert_eq!(
+        stats
+            .owned_partitions
+            .load(std::sync::atomic::Ordering::Relaxed),
+        6
+    );
+    let ends = log_ends(cluster, &topic).await;
+    assert_eq!(assert_no_gap(&seen, &ends), 0, "no record was read twice");
+    stop.cancel();
+    task.await.expect("consumer task").expect("consumer ran");
     assert_group_caught_up(cluster, &group, &topic, &ends);
 }

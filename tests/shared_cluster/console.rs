@@ -3,7 +3,7 @@
 //! end offsets, and a consumer group's committed offsets and lag. Browsing
 //! returns records newest first, and the token guards every request.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
