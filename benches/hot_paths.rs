@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use metrocloud::kafka::partitioner::partition_for_key;
-use metrocloud::pipeline::ingest::to_record;
+use metrocloud::pipeline::sources::simulator::to_record;
 use metrocloud::sensor::device::DeviceType;
 use metrocloud::sensor::reading::SensorReading;
 use metrocloud::sensor::simulator::{Fleet, SimulatorSettings};

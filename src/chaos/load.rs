@@ -27,10 +27,10 @@ use crate::config::Config;
 use crate::kafka::producer::{Delivery, ProducerStats};
 use crate::kafka::retry::{Backoff, Deadline};
 use crate::lock::lock;
-use crate::pipeline::ingest::IngestSummary;
 use crate::pipeline::observer::ProcessedLine;
 use crate::pipeline::reconcile::{AuditReport, DeliveryAudit};
 use crate::pipeline::run;
+use crate::pipeline::sources::simulator::IngestSummary;
 use crate::pipeline::wiring;
 use crate::sensor::reading::SensorReading;
 
@@ -156,7 +156,7 @@ impl Load {
         }
         let listener = {
             let observed = Arc::clone(&load.observed);
-            move |id: crate::pipeline::ingest::ReadingId, delivery: Delivery| {
+            move |id: crate::pipeline::sources::simulator::ReadingId, delivery: Delivery| {
                 let mut observed = lock(&observed);
                 match delivery {
                     Delivery::Acked { partition, offset } => {

@@ -1,6 +1,6 @@
 //! Sources through processing into sinks, and the audits that prove nothing was lost.
 //!
-//! - [`ingest`]: the simulated fleet (the source today) -> producer -> Kafka.
+//! - [`sources`]: where readings come from: the simulated fleet today -> producer -> Kafka.
 //! - [`process`]: consumed records -> validation, dedupe, alert rules -> a [`sink::Sink`].
 //! - [`sink`]: what a sink promises; [`sinks`]: the sinks, one file each.
 //! - [`observer`]: every processing outcome, for audits, the console and the processed log.
@@ -11,12 +11,12 @@
 //! - [`wiring`]: building the stages from the configuration.
 
 pub mod audit;
-pub mod ingest;
 pub mod observer;
 pub mod process;
 pub mod reconcile;
 pub mod run;
 pub mod sink;
 pub mod sinks;
+pub mod sources;
 pub mod status;
 pub mod wiring;

@@ -14,11 +14,11 @@ use crate::kafka::consumer::{ConsumerError, ConsumerSpec, GroupConsumer};
 use crate::kafka::producer::{Delivery, Producer, ProducerError};
 use crate::kafka::retry::{Backoff, Deadline};
 use crate::kafka::topics::{Ensured, TopicError, TopicSpec, ensure_topic};
-use crate::pipeline::ingest::{ReadingId, logging_listener};
 use crate::pipeline::observer::ProcessingObserver;
 use crate::pipeline::process::{ProcessingStats, ReadingProcessor};
 use crate::pipeline::sinks::kafka::history::AlertHistory;
 use crate::pipeline::sinks::kafka::{KafkaSink, counting_listener};
+use crate::pipeline::sources::simulator::{ReadingId, logging_listener};
 use crate::sensor::simulator::Fleet;
 
 /// Creates (or checks) the sensor, alert and dead-letter topics, all with the

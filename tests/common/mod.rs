@@ -239,16 +239,18 @@ pub async fn sensor_topic(cluster: &TestCluster, purpose: &str) -> String {
 pub async fn reading_producer(
     cluster: &TestCluster,
     topic: &str,
-    listener: impl Fn(metrocloud::pipeline::ingest::ReadingId, metrocloud::kafka::producer::Delivery)
-    + Send
+    listener: impl Fn(
+        metrocloud::pipeline::sources::simulator::ReadingId,
+        metrocloud::kafka::producer::Delivery,
+    ) + Send
     + Sync
     + 'static,
-) -> metrocloud::kafka::producer::Producer<metrocloud::pipeline::ingest::ReadingId> {
+) -> metrocloud::kafka::producer::Producer<metrocloud::pipeline::sources::simulator::ReadingId> {
     metrocloud::kafka::producer::Producer::connect(
         cluster.bootstrap.clone(),
         topic,
         &metrocloud::kafka::producer::ProducerSettings::default(),
-        metrocloud::pipeline::ingest::logging_listener(listener),
+        metrocloud::pipeline::sources::simulator::logging_listener(listener),
         &tokio_util::sync::CancellationToken::new(),
     )
     .await

@@ -15,7 +15,7 @@ use metrocloud::kafka::consumer::{
     ConsumedRecord, ConsumerSpec, ConsumerStats, GroupConsumer, RecordProcessor,
 };
 use metrocloud::kafka::consumer::{ConsumerSettings, OffsetReset};
-use metrocloud::pipeline::ingest::run_ingest;
+use metrocloud::pipeline::sources::simulator::run_ingest;
 use metrocloud::sensor::device::DeviceType;
 use metrocloud::sensor::simulator::{Fleet, SimulatorSettings};
 

@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use metrocloud::config::Config;
 use metrocloud::kafka::producer::Delivery;
-use metrocloud::pipeline::ingest::run_ingest;
 use metrocloud::pipeline::observer::ProcessingEvent;
 use metrocloud::pipeline::process::ProcessingStats;
+use metrocloud::pipeline::sources::simulator::run_ingest;
 use metrocloud::pipeline::wiring;
 use metrocloud::sensor::reading::AnomalyKind;
 use metrocloud::sensor::rules::{Alert, AlertKind};

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use metrocloud::kafka::partitioner::partition_for_key;
 use metrocloud::kafka::producer::{Delivery, Producer};
-use metrocloud::pipeline::ingest::{ReadingId, run_ingest};
+use metrocloud::pipeline::sources::simulator::{ReadingId, run_ingest};
 use metrocloud::sensor::device::DeviceType;
 use metrocloud::sensor::reading::SensorReading;
 use metrocloud::sensor::simulator::{Fleet, SimulatorSettings};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use metrocloud::pipeline::ingest::run_ingest;
+use metrocloud::pipeline::sources::simulator::run_ingest;
 use metrocloud::sensor::device::DeviceType;
 use metrocloud::sensor::simulator::{Fleet, SimulatorSettings};
 use metrocloud::sensor::validate::validate;

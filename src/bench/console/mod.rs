@@ -26,7 +26,7 @@ use super::usage::{peak_rss, process_cpu};
 use super::worker::Payload;
 use super::{Bench, BenchError, MIB, Readings};
 use crate::kafka::producer::Producer;
-use crate::pipeline::ingest::to_record;
+use crate::pipeline::sources::simulator::to_record;
 use crate::sensor::simulator::{Fleet, SimulatorSettings};
 
 /// Every page, and the JSON of the fleet, as a browser or a script asks for them.

@@ -1,4 +1,4 @@
-//! The ingest side: simulated readings into Kafka.
+//! The simulated fleet as a source: its readings into Kafka.
 //!
 //! The fleet's timeline is followed against the wall clock; each due reading
 //! is handed to the producer, whose full buffer makes this loop wait, so a slow
