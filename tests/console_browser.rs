@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use metrocloud::bench::browser::Browser;
+use metrocloud::bench::browser::{Browser, BrowserPrograms};
+use metrocloud::config::Config;
 use serde_json::Value;
 
 const DEVICES: usize = 24;
@@ -33,9 +34,13 @@ struct Page {
 impl Page {
     async fn start() -> Page {
         let profile = tempfile::tempdir().expect("profile dir").keep();
-        let browser = Browser::start(&profile).await.unwrap_or_else(|why| {
-            panic!("no browser: {why} (.ci/run installs Debian's chromium and chromium-driver)")
-        });
+        let config = Config::from_env().expect("configuration");
+        let programs = BrowserPrograms::from_config(&config);
+        let browser = Browser::start(&profile, &programs)
+            .await
+            .unwrap_or_else(|why| {
+                panic!("no browser: {why} (.ci/run installs Debian's chromium and chromium-driver)")
+            });
         let shots = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .parent()
             .unwrap()

@@ -7,13 +7,14 @@
 //! the style sheet and the script are all in it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use super::http::request;
+use crate::config::Config;
 
 /// A WebDriver session on headless Chromium.
 pub struct Browser {
@@ -23,10 +24,28 @@ pub struct Browser {
     profile: PathBuf,
 }
 
-fn program(variable: &str, default: &str) -> Result<PathBuf, String> {
-    let path = PathBuf::from(std::env::var(variable).unwrap_or_else(|_| default.to_string()));
+/// Where the browser and its driver are (`METROCLOUD_CHROMIUM`, `METROCLOUD_CHROMEDRIVER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowserPrograms {
+    /// Chromium.
+    pub chromium: PathBuf,
+    /// chromedriver.
+    pub chromedriver: PathBuf,
+}
+
+impl BrowserPrograms {
+    /// The programs the configuration names.
+    pub fn from_config(config: &Config) -> Self {
+        BrowserPrograms {
+            chromium: config.chromium.clone(),
+            chromedriver: config.chromedriver.clone(),
+        }
+    }
+}
+
+fn program(path: &Path, variable: &str) -> Result<PathBuf, String> {
     if path.exists() {
-        Ok(path)
+        Ok(path.to_path_buf())
     } else {
         Err(format!(
             "{} not found (install Debian's chromium and chromium-driver, or set {variable})",
@@ -38,9 +57,9 @@ fn program(variable: &str, default: &str) -> Result<PathBuf, String> {
 impl Browser {
     /// Starts chromedriver and a browser, its profile under `work_dir`; why
     /// not, when it cannot.
-    pub async fn start(work_dir: &std::path::Path) -> Result<Browser, String> {
-        let chromium = program("METROCLOUD_CHROMIUM", "/usr/bin/chromium")?;
-        let chromedriver = program("METROCLOUD_CHROMEDRIVER", "/usr/bin/chromedriver")?;
+    pub async fn start(work_dir: &Path, programs: &BrowserPrograms) -> Result<Browser, String> {
+        let chromium = program(&programs.chromium, "METROCLOUD_CHROMIUM")?;
+        let chromedriver = program(&programs.chromedriver, "METROCLOUD_CHROMEDRIVER")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?

@@ -174,6 +174,8 @@ pub struct BenchSettings {
     pub work_dir: PathBuf,
     /// Where the Kafka jars are cached.
     pub cache_dir: PathBuf,
+    /// Where the browser that times page loads is.
+    pub browser: browser::BrowserPrograms,
     /// An existing cluster to use instead of starting one.
     pub bootstrap: Option<Vec<String>>,
     /// Producer settings of both sides.
@@ -216,6 +218,7 @@ impl BenchSettings {
             binary,
             work_dir,
             cache_dir: KafkaDistribution::cache_dir(None),
+            browser: browser::BrowserPrograms::from_config(&crate::config::Config::default()),
             bootstrap: None,
             producer,
             repeats: 3,

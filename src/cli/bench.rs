@@ -82,6 +82,7 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError
         BenchSettings::full(binary, work_dir, config.producer.clone())
     };
     settings.cache_dir = KafkaDistribution::cache_dir(config.kafka_cache.as_deref());
+    settings.browser = crate::bench::browser::BrowserPrograms::from_config(config);
     if config.is_given("KAFKA_BOOTSTRAP_SERVERS") {
         settings.bootstrap = Some(config.bootstrap_strings());
     }

@@ -86,6 +86,10 @@ pub struct Config {
     pub console_addr: SocketAddr,
     /// `METROCLOUD_CONSOLE_TOKEN`: the token every console request must carry.
     pub console_token: Option<String>,
+    /// `METROCLOUD_CHROMIUM`: the browser that loads console pages in benchmarks and tests.
+    pub chromium: PathBuf,
+    /// `METROCLOUD_CHROMEDRIVER`: its driver.
+    pub chromedriver: PathBuf,
     /// The variables that were given, as opposed to left at their default.
     given: BTreeSet<&'static str>,
 }
@@ -190,6 +194,8 @@ impl Config {
             kafka_heap: String::new(),
             console_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             console_token: None,
+            chromium: PathBuf::new(),
+            chromedriver: PathBuf::new(),
             given: BTreeSet::new(),
         }
     }

@@ -30,6 +30,8 @@ pub enum Group {
     LocalCluster,
     /// The monitoring console.
     Console,
+    /// The browser that loads console pages.
+    Browser,
 }
 
 impl Group {
@@ -46,6 +48,9 @@ impl Group {
             Group::LocalCluster => "Local cluster (metrocloud cluster, run, chaos, bench)",
             Group::Console => {
                 "Console (metrocloud console, and metrocloud run unless --no-console)"
+            }
+            Group::Browser => {
+                "Browser (page load times in metrocloud bench console and the console's browser test)"
             }
         }
     }
@@ -503,6 +508,24 @@ pub static SETTINGS: &[Setting] = &[
         "Token every request must carry (Authorization: Bearer <token>, or ?token=<token> once in a browser, which sets a cookie). Unset: no token, allowed on loopback only.",
         console_token, |v| Ok::<_, Allowed>(Some(v.to_string())), show_optional,
         secret: true),
+    setting!(
+        "METROCLOUD_CHROMIUM",
+        Browser,
+        "/usr/bin/chromium",
+        "Chromium, run headless to time console pages (Debian's chromium).",
+        chromium,
+        |v| non_empty(v).map(Into::into),
+        show_path
+    ),
+    setting!(
+        "METROCLOUD_CHROMEDRIVER",
+        Browser,
+        "/usr/bin/chromedriver",
+        "chromedriver, which drives that Chromium (Debian's chromium-driver).",
+        chromedriver,
+        |v| non_empty(v).map(Into::into),
+        show_path
+    ),
 ];
 
 /// The declaration of `name`.

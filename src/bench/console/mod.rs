@@ -447,7 +447,7 @@ impl Bench<'_> {
 impl Bench<'_> {
     /// Adds each page's load time in headless Chromium, when there is one.
     async fn browser_times(&self, console: &ConsoleProcess, pages: &mut [PageTime]) {
-        let browser = match Browser::start(&self.settings.work_dir).await {
+        let browser = match Browser::start(&self.settings.work_dir, &self.settings.browser).await {
             Ok(browser) => browser,
             Err(why) => {
                 (self.say)(&format!("console: no browser load times: {why}"));
