@@ -9,7 +9,8 @@
 //! The task reports the partitions the member owns (the member tells it
 //! through a watch channel, and a change sends the next heartbeat at once, to
 //! acknowledge it) and passes on what the coordinator says: a new target
-//! assignment, a fence, a refusal. The member applies assignments itself,
+//! assignment (kept in a watch channel: only the latest matters, and
+//! publishing it never waits for the member), a fence, a refusal. The member applies assignments itself,
 //! between batches, in the order partitions must change hands: stop fetching,
 //! commit, then report the partition gone.
 
@@ -71,6 +72,7 @@ pub(super) struct Heartbeats {
     owned: watch::Sender<Vec<i32>>,
     rejoin: mpsc::Sender<()>,
     events: mpsc::Receiver<GroupEvent>,
+    target: watch::Receiver<Option<BTreeSet<i32>>>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -85,7 +87,9 @@ impl Heartbeats {
         }));
         let (owned, owned_rx) = watch::channel(Vec::new());
         let (rejoin, rejoin_rx) = mpsc::channel(1);
-        let (events_tx, events) = mpsc::channel(8);
+        // Only fences and refusals: after either the task waits or stops.
+        let (events_tx, events) = mpsc::channel(2);
+        let (target_tx, target) = watch::channel(None);
         let stop = CancellationToken::new();
         let task = tokio::spawn(
             HeartbeatTask {
@@ -94,6 +98,7 @@ impl Heartbeats {
                 owned: owned_rx,
                 rejoin: rejoin_rx,
                 events: events_tx,
+                target: target_tx,
                 stop: stop.clone(),
             }
             .run(),
@@ -103,6 +108,7 @@ impl Heartbeats {
             owned,
             rejoin,
             events,
+            target,
             stop,
             task,
         }
@@ -118,9 +124,21 @@ impl Heartbeats {
         self.owned.send_replace(partitions);
     }
 
-    /// The next thing the coordinator said.
+    /// The next thing the coordinator said: a fence or refusal, or the latest
+    /// target assignment. `None` once the task has ended. Cancel-safe.
     pub(super) async fn next_event(&mut self) -> Option<GroupEvent> {
-        self.events.recv().await
+        loop {
+            tokio::select! {
+                biased;
+                event = self.events.recv() => return event,
+                changed = self.target.changed() => {
+                    changed.ok()?;
+                    if let Some(target) = self.target.borrow_and_update().clone() {
+                        return Some(GroupEvent::Assigned(target));
+                    }
+                }
+            }
+        }
     }
 
     /// After a fence, once every partition is given up: join again as a new member epoch.
@@ -142,6 +160,7 @@ struct HeartbeatTask {
     owned: watch::Receiver<Vec<i32>>,
     rejoin: mpsc::Receiver<()>,
     events: mpsc::Sender<GroupEvent>,
+    target: watch::Sender<Option<BTreeSet<i32>>>,
     stop: CancellationToken,
 }
 
@@ -219,6 +238,8 @@ impl HeartbeatTask {
                 tracing::warn!(
                     "member {member_id} was fenced by the group ({error}); giving up its partitions and rejoining"
                 );
+                // A target of the fenced epoch must not be applied after the rejoin.
+                self.target.send_replace(None);
                 return match self.events.send(GroupEvent::Fenced).await {
                     Ok(()) => Next::Rejoin,
                     Err(_) => Next::Stop,
@@ -263,10 +284,8 @@ impl HeartbeatTask {
             .filter(|t| t.topic_id == self.group.topic_id)
             .flat_map(|t| t.partitions.iter().copied())
             .collect();
-        match self.events.send(GroupEvent::Assigned(target)).await {
-            Ok(()) => Next::After(interval),
-            Err(_) => Next::Stop,
-        }
+        self.target.send_replace(Some(target));
+        Next::After(interval)
     }
 }
 
