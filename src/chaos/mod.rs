@@ -31,9 +31,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::cluster::{
-    ClusterError, ClusterSpec, KafkaDistribution, LocalCluster, Ownership, PortPlan,
-};
+use crate::cluster::{ClusterError, ClusterSpec, KafkaDistribution, LocalCluster};
 use crate::config::Config;
 use crate::kafka::admin::AdminError;
 use crate::kafka::producer::ProducerError;
@@ -314,11 +312,8 @@ pub async fn run_scenario(
         std::process::id(),
         chrono::Utc::now().format("%H%M%S%3f")
     ));
-    let mut spec = ClusterSpec::new(dir.join("cluster"));
-    spec.ports = PortPlan::Free;
-    spec.ownership = Ownership::Supervised;
+    let mut spec = ClusterSpec::short_lived(dir.join("cluster"));
     spec.cache_dir = settings.cache_dir.clone();
-    spec.broker_overrides = crate::cluster::quick_group_sessions();
     let cluster = LocalCluster::prepare(&spec).await?;
     let say = |text: &str| {
         progress(&format!(
@@ -337,8 +332,9 @@ pub async fn run_scenario(
     }
     .execute(&dir)
     .await;
-    say("stopping the cluster");
-    let _ = cluster.down(false).await;
+    // The cluster is thrown away: no clean shutdown to wait for.
+    say("ending the cluster");
+    cluster.kill_all().await;
     let mut report = outcome?;
     report.elapsed = started.elapsed();
     if report.passed() && !settings.keep {

@@ -60,6 +60,11 @@ pub struct ClusterSpec {
     pub broker_overrides: BTreeMap<String, String>,
     /// The maximum heap of each node's JVM (`-Xmx`), kept in `cluster.json`.
     pub heap: String,
+    /// Start each JVM with the client JIT compiler only
+    /// (`-XX:TieredStopAtLevel=1`), kept in `cluster.json`: a node starts on
+    /// about half the CPU time, at some cost in peak throughput. For clusters
+    /// that live for minutes, not for benchmarks.
+    pub fast_start: bool,
 }
 
 impl ClusterSpec {
@@ -74,6 +79,20 @@ impl ClusterSpec {
             cache_dir: KafkaDistribution::cache_dir(None),
             broker_overrides: BTreeMap::new(),
             heap: node::DEFAULT_HEAP.to_string(),
+            fast_start: false,
+        }
+    }
+
+    /// A cluster that lives for minutes and ends with the process that
+    /// starts it (tests, fault injection): free ports, supervised nodes,
+    /// [`quick_group_sessions`] and [`fast_start`](Self::fast_start).
+    pub fn short_lived(dir: PathBuf) -> Self {
+        ClusterSpec {
+            ports: PortPlan::Free,
+            ownership: Ownership::Supervised,
+            broker_overrides: quick_group_sessions(),
+            fast_start: true,
+            ..ClusterSpec::new(dir)
         }
     }
 }
@@ -186,8 +205,9 @@ impl LocalCluster {
                     )));
                 }
                 let mut state = state;
-                if state.heap != spec.heap {
+                if state.heap != spec.heap || state.fast_start != spec.fast_start {
                     state.heap = spec.heap.clone();
+                    state.fast_start = spec.fast_start;
                     write_state(&spec.dir, &state)?;
                 }
                 state
@@ -199,6 +219,7 @@ impl LocalCluster {
                     nodes: plan_nodes(spec.nodes, spec.ports)?,
                     broker_overrides: spec.broker_overrides.clone(),
                     heap: spec.heap.clone(),
+                    fast_start: spec.fast_start,
                 };
                 write_state(&spec.dir, &state)?;
                 state
@@ -325,10 +346,14 @@ impl LocalCluster {
         let voters = self.voters();
         let cluster_id = self.cluster_id();
         let overrides = self.lock_state().broker_overrides.clone();
-        // Each format is a JVM start of its own: run them side by side.
+        // Each format is a JVM start of its own: skip the nodes formatted
+        // before (a restart), run the others side by side.
         let mut running = Vec::new();
         for node in nodes {
             let properties = node::write_properties(&self.dir, node, &voters, &overrides)?;
+            if node::is_formatted(&self.dir, node.id) {
+                continue;
+            }
             let mut command = node::format_command(&self.distribution, &properties, &cluster_id);
             running.push((
                 node.id,
@@ -354,8 +379,14 @@ impl LocalCluster {
     }
 
     fn launch(&self, node: &NodeSpec) -> Result<(), ClusterError> {
-        let heap = self.lock_state().heap.clone();
-        let supervisor = node::launch(&self.distribution, &self.dir, node, &heap, self.ownership)?;
+        let jvm = {
+            let state = self.lock_state();
+            node::Jvm {
+                heap: state.heap.clone(),
+                fast_start: state.fast_start,
+            }
+        };
+        let supervisor = node::launch(&self.distribution, &self.dir, node, &jvm, self.ownership)?;
         if let Some(supervisor) = supervisor {
             let previous = self
                 .supervisors
@@ -389,6 +420,16 @@ impl LocalCluster {
             std::fs::remove_dir_all(&self.dir).map_err(|e| ClusterError::io(&self.dir, e))?;
         }
         Ok(())
+    }
+
+    /// Ends every node at once (SIGKILL), for a cluster no one will start
+    /// again; its files stay to be read.
+    pub async fn kill_all(&self) {
+        for node in self.nodes() {
+            let _ = node::signal_node(&self.dir, node.id, Signal::SIGKILL);
+            self.wait_down(node.id, Duration::from_secs(10)).await;
+            self.release_supervisor(node.id);
+        }
     }
 
     /// A command running Kafka's tool `tool` with the cached jars.

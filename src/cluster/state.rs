@@ -16,6 +16,8 @@ pub(super) struct ClusterState {
     pub(super) broker_overrides: BTreeMap<String, String>,
     #[serde(default = "default_heap")]
     pub(super) heap: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) fast_start: bool,
 }
 
 pub(super) fn default_heap() -> String {

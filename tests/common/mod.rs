@@ -17,9 +17,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use metrocloud::cluster::{
-    ClusterSpec, KafkaDistribution, LocalCluster, Ownership, PortPlan, tools,
-};
+use metrocloud::cluster::{ClusterSpec, KafkaDistribution, LocalCluster, tools};
 use metrocloud::kafka::admin::{AdminClient, Timeouts};
 
 /// A cluster for tests: its bootstrap servers, and the local cluster when we started it.
@@ -129,11 +127,8 @@ pub fn dedicated() -> TestCluster {
     // Started on a thread of its own: tests call this from inside their own runtime.
     let started = std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let mut spec = ClusterSpec::new(dir);
-        spec.ports = PortPlan::Free;
-        spec.ownership = Ownership::Supervised;
         // A crashed member's partitions move on after 6 s, not Kafka's 45 s.
-        spec.broker_overrides = metrocloud::cluster::quick_group_sessions();
+        let spec = ClusterSpec::short_lived(dir);
         runtime.block_on(LocalCluster::up(&spec))
     })
     .join()
