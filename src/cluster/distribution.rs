@@ -57,6 +57,8 @@ rootLogger.appenderRef.stderr.ref = stderr
 pub struct KafkaDistribution {
     root: PathBuf,
     java: PathBuf,
+    /// The first line of `java -version`, which names the Java build.
+    java_build: String,
 }
 
 impl KafkaDistribution {
@@ -75,9 +77,13 @@ impl KafkaDistribution {
 
     /// Finds Java, then the cached jars, fetching them with Maven on first use.
     pub fn ensure(cache_dir: &Path) -> Result<Self, ClusterError> {
-        let java = find_java()?;
+        let (java, java_build) = find_java()?;
         let root = cache_dir.join(format!("kafka-{KAFKA_VERSION}"));
-        let distribution = KafkaDistribution { root, java };
+        let distribution = KafkaDistribution {
+            root,
+            java,
+            java_build,
+        };
         if !distribution.root.join("libs/.complete").exists() {
             distribution.fetch()?;
         }
@@ -95,9 +101,37 @@ impl KafkaDistribution {
         &self.java
     }
 
-    /// A `java` command with the Kafka jars on its classpath, logging as `log_config` says.
+    /// Where the class-data archive of this Java build and these jars is
+    /// (see [`archive`](super::archive)); it may not exist yet.
+    pub fn class_archive(&self) -> PathBuf {
+        let build = self
+            .java_build
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
+            .filter(|word| !word.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
+        let path = self
+            .java
+            .canonicalize()
+            .unwrap_or_else(|_| self.java.clone());
+        self.root.join("class-archives").join(format!(
+            "{build}-{:016x}.jsa",
+            fnv1a(path.as_os_str().as_encoded_bytes())
+        ))
+    }
+
+    /// A `java` command with the Kafka jars on its classpath, logging as
+    /// `log_config` says, and mapping the class-data archive when there is one.
     pub fn java_command(&self, log_config: LogConfig) -> Command {
         let mut command = Command::new(&self.java);
+        let archive = self.class_archive();
+        if archive.is_file() {
+            let mut flag = OsString::from("-XX:SharedArchiveFile=");
+            flag.push(archive);
+            // An archive Java cannot use is skipped; its warning would only
+            // clutter the output of Kafka's tools.
+            command.arg(flag).arg("-Xlog:cds*=off");
+        }
         let mut classpath = OsString::from(self.libs_dir());
         classpath.push("/*");
         let config_file = self.root.join(match log_config {
@@ -210,8 +244,9 @@ fn pom_xml() -> String {
     )
 }
 
-/// Java from `JAVA_HOME`, else from `PATH`; it must be 17 or newer.
-fn find_java() -> Result<PathBuf, ClusterError> {
+/// Java from `JAVA_HOME`, else from `PATH`, and the first line of its
+/// `java -version`; it must be 17 or newer.
+fn find_java() -> Result<(PathBuf, String), ClusterError> {
     let java = std::env::var_os("JAVA_HOME")
         .map(|home| PathBuf::from(home).join("bin/java"))
         .filter(|p| p.is_file())
@@ -227,7 +262,15 @@ fn find_java() -> Result<PathBuf, ClusterError> {
     if major < 17 {
         return Err(ClusterError::JavaTooOld { path: java, major });
     }
-    Ok(java)
+    let build = text.lines().next().unwrap_or_default().trim().to_string();
+    Ok((java, build))
+}
+
+/// The 64-bit FNV-1a hash of `bytes`: stable across builds, unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The major version in `java -version` output (`"17.0.15"` -> 17, `"1.8.0"` -> 8).
@@ -272,5 +315,39 @@ mod tests {
             Some(25)
         );
         assert_eq!(java_major_version("garbage"), None);
+    }
+
+    #[test]
+    fn each_java_build_has_a_class_archive_of_its_own() {
+        let distribution = |java: &str, build: &str| KafkaDistribution {
+            root: PathBuf::from("/cache/kafka"),
+            java: PathBuf::from(java),
+            java_build: build.to_string(),
+        };
+        let jdk17 = distribution(
+            "/no/jdk17/bin/java",
+            "openjdk version \"17.0.15\" 2025-04-15",
+        );
+        let archive = jdk17.class_archive();
+        assert_eq!(
+            archive.parent(),
+            Some(Path::new("/cache/kafka/class-archives"))
+        );
+        let name = archive.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with("openjdk-version-17.0.15-2025-04-15-"),
+            "{name}"
+        );
+        assert!(name.ends_with(".jsa"), "{name}");
+        let jdk25 = distribution(
+            "/no/jdk17/bin/java",
+            "openjdk version \"25.0.3\" 2026-04-21 LTS",
+        );
+        assert_ne!(jdk25.class_archive(), archive);
+        let elsewhere = distribution(
+            "/no/other/bin/java",
+            "openjdk version \"17.0.15\" 2025-04-15",
+        );
+        assert_ne!(elsewhere.class_archive(), archive);
     }
 }

@@ -11,6 +11,7 @@
 //! cluster by that directory alone, so `up`, `status`, `kill 2` and `down` can
 //! be separate invocations.
 
+mod archive;
 mod distribution;
 mod error;
 mod faults;
@@ -185,7 +186,11 @@ impl LocalCluster {
     pub async fn prepare(spec: &ClusterSpec) -> Result<LocalCluster, ClusterError> {
         let distribution = blocking({
             let cache = spec.cache_dir.clone();
-            move || KafkaDistribution::ensure(&cache)
+            move || {
+                let distribution = KafkaDistribution::ensure(&cache)?;
+                archive::ensure(&distribution);
+                Ok::<_, ClusterError>(distribution)
+            }
         })
         .await?;
         std::fs::create_dir_all(&spec.dir).map_err(|e| ClusterError::io(&spec.dir, e))?;

@@ -43,3 +43,26 @@ async fn cluster_has_three_brokers_and_a_quorum_leader_that_kafka_metadata_quoru
         assert_eq!(field("ClusterId"), expected);
     }
 }
+
+/// A local cluster's nodes map the class-data archive of Kafka's classes
+/// made on its first start, which lets a node start on about half the CPU.
+/// (Brokers in containers are not started by us: nothing to check there.)
+#[test]
+fn every_local_node_maps_the_class_data_archive_made_on_first_use() {
+    let cluster = common::shared();
+    let Some(local) = cluster.local.as_ref() else {
+        return;
+    };
+    let archive = local.distribution().class_archive();
+    assert!(archive.is_file(), "no class-data archive at {archive:?}");
+    let archive = archive.to_str().expect("a UTF-8 cache path");
+    for node in local.nodes() {
+        let pid = local.node_pid(node.id).expect("every node runs");
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("its memory map");
+        assert!(
+            maps.contains(archive),
+            "node {} (pid {pid}) does not map {archive}",
+            node.id
+        );
+    }
+}
