@@ -299,9 +299,13 @@ pub async fn run(
     .run(suites)
     .await;
     if let Some(cluster) = target.and_then(|t| t.owned) {
-        // Its data goes with it, unless the benchmark failed and its logs may tell why.
-        say("stopping the cluster");
-        let _ = cluster.down(outcome.is_ok()).await;
+        // Thrown away: no clean shutdown to wait for. Its files go with it,
+        // unless the benchmark failed and its logs may tell why.
+        say("ending the cluster");
+        cluster.kill_all().await;
+        if outcome.is_ok() {
+            let _ = std::fs::remove_dir_all(cluster.dir());
+        }
     }
     outcome
 }
@@ -325,6 +329,8 @@ async fn connect(
     spec.ports = PortPlan::Free;
     spec.ownership = Ownership::Supervised;
     spec.cache_dir = settings.cache_dir.clone();
+    // A smoke run measures nothing worth a warmed-up JIT.
+    spec.fast_start = settings.smoke;
     say("starting a 3-node cluster of its own");
     let (cluster, _) = LocalCluster::up(&spec)
         .await
