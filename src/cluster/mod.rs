@@ -86,12 +86,12 @@ impl ClusterSpec {
 
     /// A cluster that lives for minutes and ends with the process that
     /// starts it (tests, fault injection): free ports, supervised nodes,
-    /// [`quick_group_sessions`] and [`fast_start`](Self::fast_start).
+    /// [`short_lived_broker_settings`] and [`fast_start`](Self::fast_start).
     pub fn short_lived(dir: PathBuf) -> Self {
         ClusterSpec {
             ports: PortPlan::Free,
             ownership: Ownership::Supervised,
-            broker_overrides: quick_group_sessions(),
+            broker_overrides: short_lived_broker_settings(),
             fast_start: true,
             ..ClusterSpec::new(dir)
         }
@@ -103,7 +103,7 @@ impl ClusterSpec {
 /// partitions move on within seconds (a setting production clusters may
 /// choose too), and an offsets topic of 6 partitions instead of 50, which a
 /// new cluster creates on the first group's join in a second less.
-pub fn quick_group_sessions() -> BTreeMap<String, String> {
+pub fn short_lived_broker_settings() -> BTreeMap<String, String> {
     [
         ("group.consumer.session.timeout.ms", "6000"),
         ("group.consumer.min.session.timeout.ms", "6000"),
