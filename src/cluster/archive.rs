@@ -44,7 +44,7 @@ pub(super) fn ensure(distribution: &KafkaDistribution) {
         archive.display()
     );
     let started = Instant::now();
-    match make(distribution, &archive) {
+    match make(distribution, archive) {
         Ok(()) => tracing::info!(
             "class-data archive made in {:.1?}; Kafka's JVMs start faster from now on",
             started.elapsed()

@@ -57,8 +57,9 @@ rootLogger.appenderRef.stderr.ref = stderr
 pub struct KafkaDistribution {
     root: PathBuf,
     java: PathBuf,
-    /// The first line of `java -version`, which names the Java build.
-    java_build: String,
+    /// The class-data archive of this Java build and these jars (see
+    /// [`archive`](super::archive)); it may not exist yet.
+    class_archive: PathBuf,
 }
 
 impl KafkaDistribution {
@@ -80,11 +81,13 @@ impl KafkaDistribution {
         let (java, java_build) = find_java()?;
         let root = cache_dir.join(format!("kafka-{KAFKA_VERSION}"));
         let distribution = KafkaDistribution {
+            class_archive: class_archive_path(&root, &java, &java_build),
             root,
             java,
-            java_build,
         };
         if !distribution.root.join("libs/.complete").exists() {
+            // Archives of other jars would be refused by Java, in silence.
+            let _ = std::fs::remove_dir_all(distribution.root.join(CLASS_ARCHIVES));
             distribution.fetch()?;
         }
         distribution.write_log_configs()?;
@@ -103,31 +106,17 @@ impl KafkaDistribution {
 
     /// Where the class-data archive of this Java build and these jars is
     /// (see [`archive`](super::archive)); it may not exist yet.
-    pub fn class_archive(&self) -> PathBuf {
-        let build = self
-            .java_build
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
-            .filter(|word| !word.is_empty())
-            .collect::<Vec<_>>()
-            .join("-");
-        let path = self
-            .java
-            .canonicalize()
-            .unwrap_or_else(|_| self.java.clone());
-        self.root.join("class-archives").join(format!(
-            "{build}-{:016x}.jsa",
-            fnv1a(path.as_os_str().as_encoded_bytes())
-        ))
+    pub fn class_archive(&self) -> &Path {
+        &self.class_archive
     }
 
     /// A `java` command with the Kafka jars on its classpath, logging as
     /// `log_config` says, and mapping the class-data archive when there is one.
     pub fn java_command(&self, log_config: LogConfig) -> Command {
         let mut command = Command::new(&self.java);
-        let archive = self.class_archive();
-        if archive.is_file() {
+        if self.class_archive.is_file() {
             let mut flag = OsString::from("-XX:SharedArchiveFile=");
-            flag.push(archive);
+            flag.push(&self.class_archive);
             // An archive Java cannot use is skipped; its warning would only
             // clutter the output of Kafka's tools.
             command.arg(flag).arg("-Xlog:cds*=off");
@@ -266,6 +255,23 @@ fn find_java() -> Result<(PathBuf, String), ClusterError> {
     Ok((java, build))
 }
 
+/// The directory of the class-data archives, in a Kafka version's cache.
+const CLASS_ARCHIVES: &str = "class-archives";
+
+/// `class-archives/<java build>-<hash of the java path>.jsa` under `root`.
+fn class_archive_path(root: &Path, java: &Path, java_build: &str) -> PathBuf {
+    let build = java_build
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.'))
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    let java = java.canonicalize().unwrap_or_else(|_| java.to_path_buf());
+    root.join(CLASS_ARCHIVES).join(format!(
+        "{build}-{:016x}.jsa",
+        fnv1a(java.as_os_str().as_encoded_bytes())
+    ))
+}
+
 /// The 64-bit FNV-1a hash of `bytes`: stable across builds, unlike std's hasher.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
@@ -319,16 +325,13 @@ mod tests {
 
     #[test]
     fn each_java_build_has_a_class_archive_of_its_own() {
-        let distribution = |java: &str, build: &str| KafkaDistribution {
-            root: PathBuf::from("/cache/kafka"),
-            java: PathBuf::from(java),
-            java_build: build.to_string(),
+        let archive_of = |java: &str, build: &str| {
+            class_archive_path(Path::new("/cache/kafka"), Path::new(java), build)
         };
-        let jdk17 = distribution(
+        let archive = archive_of(
             "/no/jdk17/bin/java",
             "openjdk version \"17.0.15\" 2025-04-15",
         );
-        let archive = jdk17.class_archive();
         assert_eq!(
             archive.parent(),
             Some(Path::new("/cache/kafka/class-archives"))
@@ -339,15 +342,15 @@ mod tests {
             "{name}"
         );
         assert!(name.ends_with(".jsa"), "{name}");
-        let jdk25 = distribution(
+        let jdk25 = archive_of(
             "/no/jdk17/bin/java",
             "openjdk version \"25.0.3\" 2026-04-21 LTS",
         );
-        assert_ne!(jdk25.class_archive(), archive);
-        let elsewhere = distribution(
+        assert_ne!(jdk25, archive);
+        let elsewhere = archive_of(
             "/no/other/bin/java",
             "openjdk version \"17.0.15\" 2025-04-15",
         );
-        assert_ne!(elsewhere.class_archive(), archive);
+        assert_ne!(elsewhere, archive);
     }
 }
