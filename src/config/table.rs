@@ -252,7 +252,7 @@ pub static SETTINGS: &[Setting] = &[
         "KAFKA_PRODUCER_LINGER_MS",
         Producer,
         "5",
-        "How long a batch waits for more records before it is sent.",
+        "Longest a record waits for more to share its batch while earlier batches are in flight; on an idle partition it is sent at once.",
         producer.linger,
         |v| millis(v, 0),
         show_millis
@@ -264,6 +264,15 @@ pub static SETTINGS: &[Setting] = &[
         "A batch is sent once it holds this many bytes.",
         producer.batch_bytes,
         |v| whole(v, 1024, 64 * 1024 * 1024),
+        show
+    ),
+    setting!(
+        "KAFKA_PRODUCER_MAX_IN_FLIGHT",
+        Producer,
+        "5",
+        "Batches on their way to a partition's leader at once, 1 to 5 (the broker keeps the order of up to 5 from one producer).",
+        producer.max_in_flight,
+        |v| whole(v, 1, 5),
         show
     ),
     setting!(

@@ -1,23 +1,25 @@
-//! Gathering a partition's queued records into batches.
+//! A partition's records between `send` and the batch that carries them.
 //!
-//! A batch closes when it holds `batch_bytes` or `linger` has passed since its
-//! first record. Its records keep their share of the producer's byte budget
-//! until the batch is done, acknowledged or failed, so the budget bounds what
-//! is queued and in flight together.
+//! Records gather in arrival order; a batch takes them from the front until
+//! it holds `batch_bytes`. A batch's records keep their share of the
+//! producer's byte budget until the batch is done, acknowledged or failed,
+//! so the budget bounds what is queued, gathered and in flight together.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
-use rskafka::record::Record;
-use tokio::sync::{Semaphore, mpsc};
+use kafka_protocol::records::Record;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 pub(super) struct Pending<M> {
     pub(super) record: Record,
-    /// The record's [`OutgoingRecord::size`].
+    /// The record's [`super::OutgoingRecord::size`].
     pub(super) size: usize,
     pub(super) meta: M,
     pub(super) deadline: Instant,
+    /// When `send` queued it: the linger counts from here.
+    pub(super) gathered_at: Instant,
 }
 
 /// Buffer bytes held by a batch's records since `send` took them; given back
@@ -42,46 +44,85 @@ pub(super) struct Batch<M> {
     pub(super) _held: Held,
 }
 
-/// The next batch from `queue`: waits for a first record, then takes more until
-/// the batch holds `batch_bytes` or `linger` has passed since the first. `None`
-/// once the queue is closed and empty.
-pub(super) async fn next_batch<M>(
-    queue: &mut mpsc::UnboundedReceiver<Pending<M>>,
-    budget: &Arc<Semaphore>,
-    batch_bytes: usize,
-    linger: Duration,
-) -> Option<Batch<M>> {
-    let first = queue.recv().await?;
-    let mut bytes = first.size;
-    let mut batch = vec![first];
-    let linger_until = Instant::now() + linger;
-    while bytes < batch_bytes {
-        let next = match queue.try_recv() {
-            Ok(next) => Some(next),
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                tokio::select! {
-                    next = queue.recv() => next,
-                    _ = tokio::time::sleep_until(linger_until) => None,
-                }
-            }
-        };
-        let Some(next) = next else { break };
-        bytes += next.size;
-        batch.push(next);
+impl<M> Batch<M> {
+    /// The earliest delivery deadline of its records.
+    pub(super) fn deadline(&self) -> Instant {
+        self.records
+            .iter()
+            .map(|p| p.deadline)
+            .min()
+            .expect("a batch is never empty")
     }
-    Some(Batch {
-        records: batch,
-        _held: Held {
-            budget: Arc::clone(budget),
-            bytes,
-        },
-    })
+}
+
+/// Records taken from the queue and not yet in a batch.
+pub(super) struct Gathered<M> {
+    records: VecDeque<Pending<M>>,
+    bytes: usize,
+}
+
+impl<M> Default for Gathered<M> {
+    fn default() -> Self {
+        Gathered {
+            records: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<M> Gathered<M> {
+    pub(super) fn push(&mut self, pending: Pending<M>) {
+        self.bytes += pending.size;
+        self.records.push_back(pending);
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// When the oldest record arrived.
+    pub(super) fn oldest(&self) -> Option<Instant> {
+        self.records.front().map(|p| p.gathered_at)
+    }
+
+    /// The next batch: records from the front until it holds `batch_bytes`
+    /// (the record that reaches it included), or all of them.
+    pub(super) fn take_batch(
+        &mut self,
+        batch_bytes: usize,
+        budget: &Arc<Semaphore>,
+    ) -> Option<Batch<M>> {
+        let mut bytes = 0;
+        let mut count = 0;
+        for pending in &self.records {
+            if bytes >= batch_bytes {
+                break;
+            }
+            bytes += pending.size;
+            count += 1;
+        }
+        if count == 0 {
+            return None;
+        }
+        self.bytes -= bytes;
+        Some(Batch {
+            records: self.records.drain(..count).collect(),
+            _held: Held {
+                budget: Arc::clone(budget),
+                bytes,
+            },
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::time::Duration;
 
     use chrono::Utc;
 
@@ -102,12 +143,13 @@ mod tests {
             .try_acquire_many(size as u32)
             .expect("budget")
             .forget();
-        let (record, meta) = record.into_kafka_record();
+        let (record, meta) = record.into_wire_record();
         Pending {
             record,
             size,
             meta,
             deadline: Instant::now() + Duration::from_secs(120),
+            gathered_at: Instant::now(),
         }
     }
 
@@ -115,78 +157,45 @@ mod tests {
         batch.records.iter().map(|p| p.meta).collect()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn records_within_the_linger_share_a_batch_and_later_ones_start_the_next() {
+    #[test]
+    fn a_batch_closes_once_it_holds_batch_bytes() {
         let budget = Arc::new(Semaphore::new(100_000));
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        tx.send(pending(&budget, 10, 1)).ok();
-        let sender = {
-            let budget = Arc::clone(&budget);
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(3)).await;
-                tx.send(pending(&budget, 10, 2)).ok();
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                tx.send(pending(&budget, 10, 3)).ok();
-            })
-        };
-        let linger = Duration::from_millis(5);
-        let first = next_batch(&mut rx, &budget, 1_000_000, linger)
-            .await
-            .unwrap();
-        assert_eq!(ids(&first), [1, 2]);
-        let second = next_batch(&mut rx, &budget, 1_000_000, linger)
-            .await
-            .unwrap();
-        assert_eq!(ids(&second), [3]);
-        sender.await.unwrap();
-        assert!(
-            next_batch(&mut rx, &budget, 1_000_000, linger)
-                .await
-                .is_none(),
-            "closed and empty"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_batch_closes_once_it_holds_batch_bytes() {
-        let budget = Arc::new(Semaphore::new(100_000));
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut gathered = Gathered::default();
         for id in 0..5 {
-            tx.send(pending(&budget, 1_000, id)).ok();
+            gathered.push(pending(&budget, 1_000, id));
         }
-        drop(tx);
         // Each record is about 1,065 bytes: the third one reaches 2,500.
-        let sizes: Vec<Vec<u32>> = [
-            next_batch(&mut rx, &budget, 2_500, Duration::from_secs(1))
-                .await
-                .unwrap(),
-            next_batch(&mut rx, &budget, 2_500, Duration::from_secs(1))
-                .await
-                .unwrap(),
-        ]
-        .iter()
-        .map(ids)
-        .collect();
-        assert_eq!(sizes, [vec![0, 1, 2], vec![3, 4]]);
-        assert!(
-            next_batch(&mut rx, &budget, 2_500, Duration::from_secs(1))
-                .await
-                .is_none()
-        );
+        let first = gathered.take_batch(2_500, &budget).unwrap();
+        let second = gathered.take_batch(2_500, &budget).unwrap();
+        assert_eq!([ids(&first), ids(&second)], [vec![0, 1, 2], vec![3, 4]]);
+        assert!(gathered.take_batch(2_500, &budget).is_none());
+        assert_eq!(gathered.bytes(), 0);
     }
 
-    #[tokio::test]
-    async fn a_record_holds_its_share_of_the_buffer_until_its_batch_is_done() {
+    #[test]
+    fn records_keep_their_order_across_batches() {
+        let budget = Arc::new(Semaphore::new(100_000));
+        let mut gathered = Gathered::default();
+        for id in 0..10 {
+            gathered.push(pending(&budget, 10, id));
+        }
+        let mut order = Vec::new();
+        while let Some(batch) = gathered.take_batch(200, &budget) {
+            order.extend(ids(&batch));
+        }
+        assert_eq!(order, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_record_holds_its_share_of_the_buffer_until_its_batch_is_done() {
         let one_record = 1 + 1 + RECORD_OVERHEAD;
         let budget = Arc::new(Semaphore::new(3 * one_record));
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut gathered = Gathered::default();
         for id in 0..3 {
-            tx.send(pending(&budget, 1, id)).ok();
+            gathered.push(pending(&budget, 1, id));
         }
         assert_eq!(budget.available_permits(), 0, "a full buffer");
-        let batch = next_batch(&mut rx, &budget, 1_000_000, Duration::ZERO)
-            .await
-            .unwrap();
+        let batch = gathered.take_batch(1_000_000, &budget).unwrap();
         assert_eq!(batch.records.len(), 3);
         assert_eq!(budget.available_permits(), 0, "still held while in flight");
         drop(batch);

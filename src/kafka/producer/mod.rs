@@ -1,20 +1,29 @@
-//! Reliable delivery of records to one topic: batching, bounded buffering, retries.
+//! Reliable delivery of records to one topic: batching, bounded buffering,
+//! retries, and order kept within each partition.
 //!
-//! rskafka sends one batch to one partition; this layer decides what goes in
-//! a batch, when it is sent, and what happens when it fails.
+//! Produce requests are our own, built with `kafka-protocol` and sent over
+//! connections this module opens: rskafka's produce path takes every record as
+//! owned vectors copied into each attempt, keeps one batch in flight per
+//! partition, and has no producer id, so it cannot retry without risking a
+//! reordered or doubled partition. Fetching stays with rskafka.
 //!
 //! - **Partitioning**: a record's partition is Kafka's keyed default
 //!   ([`crate::kafka::partitioner`]), so each device's readings stay in order on one
 //!   partition.
-//! - **One writer per partition**: each partition has a task that collects
-//!   records into a batch until it holds `batch_bytes` or `linger` has passed,
-//!   sends it with `acks=all`, and only then starts the next batch. One batch
-//!   in flight per partition keeps the partition's order across retries; all
-//!   partitions are in flight at once.
+//! - **One writer per partition**, with a connection of its own to the
+//!   partition's leader (a broker answers one request per connection at a
+//!   time, so partitions sharing a connection would wait for each other's
+//!   replication). It keeps up to `max_in_flight` batches on the way, each
+//!   numbered under an idempotent producer id, so retries never reorder or
+//!   double a partition ([`writer`]).
+//! - **Adaptive linger**: a record on an idle partition goes out at once;
+//!   while batches are in flight, records gather for up to `linger` or until a
+//!   batch is full ([`linger`]).
 //! - **Bounded memory**: every record holds its size in a byte budget
 //!   (`buffer_bytes`) from [`Producer::send`] until it is acknowledged or has
 //!   failed. When the budget is spent, `send` waits: a slow or absent cluster
 //!   pushes back on whoever produces, and nothing grows without bound.
+//!   Requests are encoded into reused buffers ([`encode`]).
 //! - **Retries**: errors that can succeed later (a lost connection, a leader
 //!   change, too few in-sync replicas, a timeout) are retried with exponential
 //!   backoff and jitter, until the oldest record's delivery deadline. Errors
@@ -22,17 +31,19 @@
 //!   one [`Delivery`], reported to the caller's listener: nothing fails
 //!   silently.
 //!
-//! A request that timed out may still have been written, so a retry can store
-//! a record twice: delivery is at least once, and the consumer removes
-//! duplicates by device, run and sequence number.
-//!
-//! The pieces: [`batch`] gathers a partition's records into batches within
-//! the byte budget, [`writer`] sends one partition's batches and decides what
-//! to retry, and [`settings`] holds the knobs.
+//! The pieces: [`batch`] holds a partition's records until a batch takes
+//! them, [`linger`] decides when a batch goes, [`encode`] builds requests,
+//! [`wire`] carries them, [`answer`] reads what comes back, [`route`] finds
+//! leaders and producer ids, and [`writer`] runs one partition.
 
+mod answer;
 mod batch;
 mod connect;
+mod encode;
+mod linger;
+mod route;
 pub mod settings;
+mod wire;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -40,20 +51,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use rskafka::record::Record;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Record, TimestampType};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::kafka::admin::{AdminClient, Timeouts};
 use crate::kafka::partitioner::partition_for_key;
 use batch::Pending;
-use connect::{connect_client, partition_count};
+use connect::partition_count;
+use route::Route;
 use writer::PartitionWriter;
 
 pub use settings::{Compression, ProducerSettings};
-pub use writer::is_retriable;
 
 /// Bytes a record costs in the buffer besides its key and value.
 const RECORD_OVERHEAD: usize = 64;
@@ -86,16 +100,72 @@ impl<M> OutgoingRecord<M> {
             + RECORD_OVERHEAD
     }
 
-    /// The record as rskafka sends it, and the caller's data. Key and value
-    /// move, not copy: the producer copies a record only into each attempt.
-    pub fn into_kafka_record(self) -> (Record, M) {
+    /// The record as it goes into a batch, and the caller's data. Key,
+    /// value and headers move, not copy: the batch is encoded from them.
+    fn into_wire_record(self) -> (Record, M) {
         let record = Record {
-            key: Some(self.key),
-            value: Some(self.value),
-            headers: self.headers,
-            timestamp: self.timestamp,
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: 0,
+            timestamp: self.timestamp.timestamp_millis(),
+            key: Some(Bytes::from(self.key)),
+            value: Some(Bytes::from(self.value)),
+            headers: self
+                .headers
+                .into_iter()
+                .map(|(name, value)| (StrBytes::from_string(name), Some(Bytes::from(value))))
+                .collect(),
         };
         (record, self.meta)
+    }
+}
+
+/// Encodes Produce requests as a partition writer does, with no broker:
+/// the per-record cost of a batch, for benchmarks.
+pub struct BatchEncoding {
+    encoder: encode::Encoder,
+    shape: encode::RequestShape,
+}
+
+impl BatchEncoding {
+    /// Requests for partition 0 of `topic`.
+    pub fn new(topic: &str, compression: Compression) -> Self {
+        BatchEncoding {
+            encoder: encode::Encoder::default(),
+            shape: encode::RequestShape {
+                topic: kafka_protocol::messages::TopicName(StrBytes::from_string(
+                    topic.to_string(),
+                )),
+                partition: 0,
+                compression,
+                timeout_ms: 30_000,
+                client_id: StrBytes::from_static_str("metrocloud-producer"),
+            },
+        }
+    }
+
+    /// Encodes `records` as one numbered batch in a Produce request and
+    /// returns the request's size; its buffer is reused by the next call.
+    pub fn encode<M>(&mut self, records: impl IntoIterator<Item = OutgoingRecord<M>>) -> usize {
+        let mut batch: Vec<Record> = records
+            .into_iter()
+            .map(|r| r.into_wire_record().0)
+            .collect();
+        let identity = encode::ProducerIdentity { id: 1, epoch: 0 };
+        encode::number(batch.iter_mut(), identity, 0);
+        let request = self
+            .encoder
+            .produce_request(&self.shape, wire::MAX_PRODUCE_VERSION, batch.iter())
+            .expect("records built from OutgoingRecord always encode");
+        let size = request.len();
+        self.encoder.recycle(request);
+        size
     }
 }
 
@@ -214,9 +284,14 @@ impl<M: Send + 'static> Producer<M> {
         listener: DeliveryListener<M>,
         shutdown: &CancellationToken,
     ) -> Result<Self, ProducerError> {
-        // Used for the partition count, then for each writer's sibling with connections of its own.
-        let client = connect_client(bootstrap, settings, shutdown).await?;
-        let partitions = partition_count(&client.current().1, topic, settings, shutdown).await?;
+        let timeouts = Timeouts {
+            connect: settings
+                .request_timeout
+                .min(std::time::Duration::from_secs(5)),
+            request: settings.request_timeout,
+        };
+        let route = Arc::new(Route::new(AdminClient::new(bootstrap, timeouts), topic));
+        let partitions = partition_count(&route, topic, settings, shutdown).await?;
         let stats = Arc::new(ProducerStats::default());
         let budget = Arc::new(Semaphore::new(settings.buffer_bytes));
         let mut writers = JoinSet::new();
@@ -226,20 +301,20 @@ impl<M: Send + 'static> Producer<M> {
             let (tx, rx) = mpsc::unbounded_channel();
             queues.push(tx);
             let writer = PartitionWriter {
-                client: Arc::new(client.sibling().await),
+                route: Arc::clone(&route),
                 topic: topic.to_string(),
                 partition,
                 settings: settings.clone(),
                 listener: Arc::clone(&listener),
                 stats: Arc::clone(&stats),
                 budget: Arc::clone(&budget),
-                connection: None,
             };
             writers.spawn(writer.run(rx));
         }
         tracing::info!(
-            "producer ready: topic {topic}, {partitions} partitions, linger {:?}, batches up to {} bytes, buffer {} bytes, compression {}",
+            "producer ready: topic {topic}, {partitions} partitions, linger up to {:?}, {} batches in flight per partition, batches up to {} bytes, buffer {} bytes, compression {}",
             settings.linger,
+            settings.max_in_flight,
             settings.batch_bytes,
             settings.buffer_bytes,
             settings.compression
@@ -273,12 +348,14 @@ impl<M: Send + 'static> Producer<M> {
             .forget();
         let partition = partition_for_key(&record.key, self.partitions);
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
-        let (record, meta) = record.into_kafka_record();
+        let (record, meta) = record.into_wire_record();
+        let now = Instant::now();
         let pending = Pending {
             record,
             size,
             meta,
-            deadline: Instant::now() + self.delivery_timeout,
+            deadline: now + self.delivery_timeout,
+            gathered_at: now,
         };
         self.queues[partition as usize]
             .send(pending)

@@ -7,8 +7,11 @@ use std::time::Duration;
 /// How the producer batches, buffers and retries (`KAFKA_PRODUCER_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerSettings {
-    /// `KAFKA_PRODUCER_LINGER_MS`: how long a batch waits for more records.
+    /// `KAFKA_PRODUCER_LINGER_MS`: longest a record waits for more to share its
+    /// batch while earlier batches are in flight (see the adaptive linger).
     pub linger: Duration,
+    /// `KAFKA_PRODUCER_MAX_IN_FLIGHT`: batches on their way to a partition's leader at once (1–5).
+    pub max_in_flight: usize,
     /// `KAFKA_PRODUCER_BATCH_BYTES`: a batch is sent once it holds this many bytes.
     pub batch_bytes: usize,
     /// `KAFKA_PRODUCER_BUFFER_BYTES`: records waiting for acknowledgement, at most; a full
@@ -30,6 +33,7 @@ impl Default for ProducerSettings {
     fn default() -> Self {
         ProducerSettings {
             linger: Duration::from_millis(5),
+            max_in_flight: 5,
             batch_bytes: 512 * 1024,
             buffer_bytes: 32 * 1024 * 1024,
             compression: Compression::None,

@@ -1,51 +1,55 @@
-//! One partition's writer: sends its batches in order, one in flight, and
-//! decides which failures are worth another attempt before the deadline.
+//! One partition's writer: idempotent, several batches in flight, never out of order.
+//!
+//! The writer holds a producer id from the cluster and numbers its records:
+//! each batch carries the sequence number of its first record. The leader
+//! appends a batch only if it follows the last one it wrote for that producer,
+//! and answers a batch it already wrote with that batch's offsets instead of
+//! writing it again. That is what lets the writer keep up to `max_in_flight`
+//! batches on the way at once and still retry: a retried batch is written once
+//! and in its place, whatever happened to the first attempt's answer.
+//!
+//! Answers come back in the order the batches were sent (see [`super::wire`]).
+//! A batch acknowledged at the head of the line is delivered at once. When an
+//! answer fails, nothing new is sent: the writer waits for every answer
+//! still due, delivers what was written, pauses (backoff with jitter), and
+//! sends the rest again in the same order, on a new connection to the
+//! current leader when the old one broke or the leader moved.
+//!
+//! A batch that can never be written (too large, refused by the broker) or
+//! whose delivery deadline passes fails for good, and leaves a gap in the
+//! numbering that the leader would refuse to skip; the writer then takes a
+//! new producer id and numbers what is left from zero. So does a leader that
+//! no longer knows the producer. Only then can a batch whose first answer was
+//! lost be written twice; the consumer removes such duplicates by device, run
+//! and sequence number.
+//!
+//! Every record ends in exactly one [`Delivery`] to the caller's listener.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use rskafka::client::error::{Error as KafkaError, ProtocolError};
-use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
-use rskafka::record::Record;
-use tokio::sync::{Semaphore, mpsc};
+use bytes::Bytes;
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::batch::{Batch, Pending, next_batch};
-use super::{Compression, Delivery, DeliveryListener, ProducerSettings, ProducerStats};
-use crate::kafka::client::SharedClient;
-use crate::kafka::retry::{Backoff, Deadline};
+use super::answer::{Failure, Outcome, read_answer};
+use super::batch::{Batch, Gathered, Pending};
+use super::encode::{Encoder, ProducerIdentity, RequestShape, number};
+use super::linger::{self, Limits, Next, Pipe};
+use super::route::Route;
+use super::wire::{Pipeline, WireError};
+use super::{Delivery, DeliveryListener, ProducerSettings, ProducerStats};
+use crate::kafka::retry::Backoff;
 
-/// Whether a produce error can succeed when tried again.
-pub fn is_retriable(error: &KafkaError) -> bool {
-    match error {
-        KafkaError::Connection(_)
-        | KafkaError::Request(_)
-        | KafkaError::RetryFailed(_)
-        | KafkaError::Timeout
-        | KafkaError::InvalidResponse(_) => true,
-        KafkaError::ServerError { protocol_error, .. } => matches!(
-            protocol_error,
-            ProtocolError::NotEnoughReplicas
-                | ProtocolError::NotEnoughReplicasAfterAppend
-                | ProtocolError::RequestTimedOut
-                | ProtocolError::NotLeaderOrFollower
-                | ProtocolError::LeaderNotAvailable
-                | ProtocolError::BrokerNotAvailable
-                | ProtocolError::ReplicaNotAvailable
-                | ProtocolError::NetworkException
-                | ProtocolError::KafkaStorageError
-                | ProtocolError::UnknownTopicOrPartition
-                | ProtocolError::FencedLeaderEpoch
-                | ProtocolError::UnknownLeaderEpoch
-                | ProtocolError::ThrottlingQuotaExceeded
-                | ProtocolError::UnknownServerError
-        ),
-        _ => false,
-    }
-}
+/// Records taken from the queue in one go, at most, before the writer looks at its answers again.
+const GATHER_AT_ONCE: usize = 4_096;
 
 pub(super) struct PartitionWriter<M> {
-    pub(super) client: Arc<SharedClient>,
+    pub(super) route: Arc<Route>,
     pub(super) topic: String,
     pub(super) partition: i32,
     pub(super) settings: ProducerSettings,
@@ -53,186 +57,450 @@ pub(super) struct PartitionWriter<M> {
     pub(super) stats: Arc<ProducerStats>,
     /// The producer's buffer, given back a batch at a time.
     pub(super) budget: Arc<Semaphore>,
-    /// The leader's partition client, and the generation of the client it came from.
-    pub(super) connection: Option<(u64, Arc<PartitionClient>)>,
+}
+
+/// A batch on its way, or waiting to be sent again.
+struct Sent<M> {
+    batch: Batch<M>,
+    /// The numbering its records carry, once encoded.
+    identity: Option<ProducerIdentity>,
+    base_sequence: i32,
+    /// The encoded request, and the Produce version it was encoded for.
+    request: Option<(Bytes, i16)>,
+    answer: Option<oneshot::Receiver<Result<Bytes, WireError>>>,
+    sent_at: Instant,
+    outcome: Option<Outcome>,
+}
+
+/// What woke the writer.
+enum Event<M> {
+    Answer(usize, Option<Result<Bytes, WireError>>),
+    Record(Option<Pending<M>>),
+    Wake,
 }
 
 impl<M: Send + 'static> PartitionWriter<M> {
-    pub(super) async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Pending<M>>) {
-        while let Some(batch) = next_batch(
-            &mut queue,
-            &self.budget,
-            self.settings.batch_bytes,
-            self.settings.linger,
-        )
-        .await
-        {
-            self.deliver(batch).await;
-        }
-    }
-
-    /// Sends one batch until it is acknowledged, fails for good, or its oldest
-    /// record's deadline passes; then reports every record.
-    async fn deliver(&mut self, batch: Batch<M>) {
-        let Batch {
-            records: batch,
-            _held,
-        } = batch;
-        let deadline = batch
-            .iter()
-            .map(|p| p.deadline)
-            .min()
-            .expect("a batch is never empty");
-        let mut backoff =
-            Backoff::new(self.settings.retry_backoff, self.settings.retry_backoff_max);
-        let mut attempts = 0u32;
-        let outcome = loop {
-            attempts += 1;
-            // rskafka takes the records it sends: each attempt gets its own copy.
-            let records = batch.iter().map(|p| p.record.clone()).collect();
-            let error = match self.attempt(records).await {
-                Ok(offsets) => break Ok(offsets),
-                Err(error) => error,
-            };
-            if !is_retriable(&error) {
-                break Err(format!("{error} (not retriable)"));
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let pause = backoff.next_delay();
-            if remaining <= pause {
-                break Err(format!(
-                    "delivery deadline of {:?} passed after {attempts} attempts; last error: {error}",
-                    self.settings.delivery_timeout
-                ));
-            }
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            if attempts == 1 || attempts.is_power_of_two() {
-                tracing::warn!(
-                    "produce to {}-{} failed (attempt {attempts}, {} records): {error}; retrying for up to {:?}",
-                    self.topic,
-                    self.partition,
-                    batch.len(),
-                    remaining
-                );
-            }
-            Deadline::after(remaining).sleep(pause).await;
+    pub(super) async fn run(self, queue: mpsc::UnboundedReceiver<Pending<M>>) {
+        let backoff = Backoff::new(self.settings.retry_backoff, self.settings.retry_backoff_max);
+        let shape = RequestShape {
+            topic: TopicName(StrBytes::from_string(self.topic.clone())),
+            partition: self.partition,
+            compression: self.settings.compression,
+            timeout_ms: self
+                .settings
+                .request_timeout
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
+            client_id: StrBytes::from_static_str("metrocloud-producer"),
         };
-        match outcome {
-            Ok(offsets) => {
-                self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .acked
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                for (pending, offset) in batch.into_iter().zip(offsets) {
-                    (self.listener)(
-                        pending.meta,
-                        Delivery::Acked {
-                            partition: self.partition,
-                            offset,
-                        },
-                    );
-                }
-            }
-            Err(reason) => {
-                tracing::error!(
-                    "{} records for {}-{} failed: {reason}",
-                    batch.len(),
-                    self.topic,
-                    self.partition
-                );
-                self.stats
-                    .failed
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                for pending in batch {
-                    (self.listener)(
-                        pending.meta,
-                        Delivery::Failed {
-                            partition: self.partition,
-                            reason: reason.clone(),
-                        },
-                    );
-                }
-            }
-        }
-    }
-
-    /// One produce request, under the request timeout. A failure that can
-    /// pass drops the cached partition client and replaces the shared client
-    /// (see [`SharedClient`]): the next attempt starts with no cached
-    /// connection or metadata, which may be what failed — a frozen broker
-    /// never answers with an error, and a stale leader is asked again and again.
-    async fn attempt(&mut self, records: Vec<Record>) -> Result<Vec<i64>, KafkaError> {
-        let (generation, result) = self.produce(records).await;
-        match &result {
-            Ok(_) => {}
-            Err(error) if is_retriable(error) => {
-                self.connection = None;
-                self.client.replace(generation).await;
-            }
-            Err(_) => {}
-        }
-        result
-    }
-
-    /// Looks the leader up when needed (rskafka asks the leader itself whether
-    /// it leads), then produces; both within the request timeout. Returns the
-    /// generation of the client used.
-    async fn produce(&mut self, records: Vec<Record>) -> (u64, Result<Vec<i64>, KafkaError>) {
-        let timeout = self.settings.request_timeout;
-        let (generation, connection) = match &self.connection {
-            Some((generation, connection)) => (*generation, Arc::clone(connection)),
-            None => {
-                let (generation, client) = self.client.current();
-                let lookup = client.partition_client(
-                    self.topic.clone(),
-                    self.partition,
-                    UnknownTopicHandling::Retry,
-                );
-                let connection = match tokio::time::timeout(timeout, lookup).await {
-                    Ok(Ok(connection)) => {
-                        crate::kafka::nodelay::sweep();
-                        Arc::new(connection)
-                    }
-                    Ok(Err(e)) => return (generation, Err(e)),
-                    Err(_) => return (generation, Err(KafkaError::Timeout)),
-                };
-                self.connection = Some((generation, Arc::clone(&connection)));
-                (generation, connection)
-            }
+        let mut state = State {
+            writer: self,
+            queue,
+            queue_open: true,
+            gathered: Gathered::default(),
+            in_flight: VecDeque::new(),
+            identity: None,
+            next_sequence: 0,
+            pipeline: None,
+            encoder: Encoder::default(),
+            shape,
+            failed: false,
+            backoff,
+            rounds: 0,
         };
-        let compression = match self.settings.compression {
-            Compression::None => rskafka::client::partition::Compression::NoCompression,
-            Compression::Gzip => rskafka::client::partition::Compression::Gzip,
-            Compression::Snappy => rskafka::client::partition::Compression::Snappy,
-        };
-        let result = tokio::time::timeout(timeout, connection.produce(records, compression))
-            .await
-            .unwrap_or(Err(KafkaError::Timeout));
-        (generation, result)
+        state.run().await;
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+struct State<M> {
+    writer: PartitionWriter<M>,
+    queue: mpsc::UnboundedReceiver<Pending<M>>,
+    queue_open: bool,
+    gathered: Gathered<M>,
+    in_flight: VecDeque<Sent<M>>,
+    identity: Option<ProducerIdentity>,
+    next_sequence: i32,
+    pipeline: Option<Pipeline>,
+    encoder: Encoder,
+    shape: RequestShape,
+    /// An answer failed: nothing new is sent until every answer is in and
+    /// the failed batches went out again.
+    failed: bool,
+    backoff: Backoff,
+    /// Failed rounds in a row, for the log.
+    rounds: u32,
+}
 
-    #[test]
-    fn transient_errors_are_retried_and_permanent_ones_are_not() {
-        let server = |protocol_error| KafkaError::ServerError {
-            protocol_error,
-            error_message: None,
-            request: rskafka::client::error::RequestContext::Topic("t".into()),
-            response: None,
-            is_virtual: false,
+impl<M: Send + 'static> State<M> {
+    async fn run(&mut self) {
+        let limits = Limits {
+            batch_bytes: self.writer.settings.batch_bytes,
+            linger: self.writer.settings.linger,
+            max_in_flight: self.writer.settings.max_in_flight,
         };
-        assert!(is_retriable(&KafkaError::Timeout));
-        assert!(is_retriable(&server(ProtocolError::NotEnoughReplicas)));
-        assert!(is_retriable(&server(ProtocolError::NotLeaderOrFollower)));
-        assert!(is_retriable(&server(ProtocolError::RequestTimedOut)));
-        assert!(!is_retriable(&server(ProtocolError::MessageTooLarge)));
-        assert!(!is_retriable(&server(
-            ProtocolError::TopicAuthorizationFailed
-        )));
-        assert!(!is_retriable(&server(ProtocolError::InvalidRecord)));
+        loop {
+            if !self.queue_open && self.gathered.is_empty() && self.in_flight.is_empty() {
+                return;
+            }
+            if self.failed && self.in_flight.iter().all(|s| s.answer.is_none()) {
+                self.recover().await;
+                continue;
+            }
+            let pipe = Pipe {
+                gathered_bytes: self.gathered.bytes(),
+                oldest: self.gathered.oldest(),
+                in_flight: self.in_flight.len(),
+                recovering: self.failed,
+            };
+            let wake = match linger::next(pipe, limits, Instant::now()) {
+                Next::Send => {
+                    self.launch().await;
+                    continue;
+                }
+                Next::SendAt(at) => Some(at),
+                Next::Wait => None,
+            };
+            match self.wait(wake).await {
+                Event::Answer(index, answer) => self.answered(index, answer),
+                Event::Record(Some(pending)) => self.gather(pending),
+                Event::Record(None) => self.queue_open = false,
+                Event::Wake => {}
+            }
+        }
+    }
+
+    /// Waits for the oldest answer due, a record, or `wake`.
+    async fn wait(&mut self, wake: Option<Instant>) -> Event<M> {
+        let timeout = self.writer.settings.request_timeout;
+        let head = self
+            .in_flight
+            .iter_mut()
+            .enumerate()
+            .find_map(|(index, sent)| Some((index, sent.sent_at + timeout, sent.answer.as_mut()?)));
+        let answering = head.is_some();
+        let answer = async move {
+            let (index, due, answer) = head.expect("only polled when an answer is due");
+            match tokio::time::timeout_at(due, answer).await {
+                Ok(Ok(answer)) => Event::Answer(index, Some(answer)),
+                // The connection dropped the request: it is closed.
+                Ok(Err(_)) => Event::Answer(
+                    index,
+                    Some(Err(WireError::Closed {
+                        address: String::new(),
+                        reason: "the connection went away".to_string(),
+                    })),
+                ),
+                Err(_) => Event::Answer(index, None),
+            }
+        };
+        let receiving = self.queue_open;
+        let far = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            biased;
+            event = answer, if answering => event,
+            record = self.queue.recv(), if receiving => Event::Record(record),
+            _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => Event::Wake,
+        }
+    }
+
+    /// Takes `pending` and whatever else is queued already.
+    fn gather(&mut self, pending: Pending<M>) {
+        let mut pending = pending;
+        for _ in 0..GATHER_AT_ONCE {
+            self.gathered.push(pending);
+            match self.queue.try_recv() {
+                Ok(next) => pending = next,
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.queue_open = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Cuts the next batch from the gathered records and sends it.
+    async fn launch(&mut self) {
+        let settings = &self.writer.settings;
+        let Some(batch) = self
+            .gathered
+            .take_batch(settings.batch_bytes, &self.writer.budget)
+        else {
+            return;
+        };
+        self.in_flight.push_back(Sent {
+            batch,
+            identity: None,
+            base_sequence: 0,
+            request: None,
+            answer: None,
+            sent_at: Instant::now(),
+            outcome: None,
+        });
+        self.transmit(self.in_flight.len() - 1).await;
+    }
+
+    /// Sends the batches from `from` on, numbering and encoding those that
+    /// need it; on a failure to reach the leader they wait for the next round.
+    async fn transmit(&mut self, from: usize) {
+        let identity = match self.identity {
+            Some(identity) => identity,
+            None => match self.writer.route.new_identity().await {
+                Ok(identity) => {
+                    self.identity = Some(identity);
+                    self.next_sequence = 0;
+                    identity
+                }
+                Err(reason) => return self.not_sent(from, reason, false),
+            },
+        };
+        if !self.pipeline.as_ref().is_some_and(Pipeline::is_open) {
+            self.pipeline = None;
+            match self.connect().await {
+                Ok(pipeline) => self.pipeline = Some(pipeline),
+                Err(reason) => return self.not_sent(from, reason, true),
+            }
+        }
+        let pipeline = self.pipeline.as_ref().expect("connected above");
+        let version = pipeline.produce_version();
+        let now = Instant::now();
+        for sent in self.in_flight.range_mut(from..) {
+            if sent.identity != Some(identity) {
+                sent.identity = Some(identity);
+                sent.base_sequence = self.next_sequence;
+                let count = sent.batch.records.len() as i32;
+                self.next_sequence = self.next_sequence.wrapping_add(count);
+                number(
+                    sent.batch.records.iter_mut().map(|p| &mut p.record),
+                    identity,
+                    sent.base_sequence,
+                );
+                if let Some((old, _)) = sent.request.take() {
+                    self.encoder.recycle(old);
+                }
+            }
+            if sent.request.as_ref().is_none_or(|(_, v)| *v != version) {
+                let records = sent.batch.records.iter().map(|p| &p.record);
+                match self.encoder.produce_request(&self.shape, version, records) {
+                    Ok(request) => sent.request = Some((request, version)),
+                    Err(reason) => {
+                        sent.outcome = Some(Outcome::Failed(Failure::Permanent(reason)));
+                        self.failed = true;
+                        continue;
+                    }
+                }
+            }
+            let (request, _) = sent.request.as_ref().expect("encoded above");
+            sent.answer = Some(pipeline.send(request.clone()));
+            sent.sent_at = now;
+            sent.outcome = None;
+        }
+    }
+
+    /// A new connection to the partition's leader.
+    fn connect(&self) -> impl Future<Output = Result<Pipeline, String>> + Send + 'static {
+        let route = Arc::clone(&self.writer.route);
+        let partition = self.writer.partition;
+        let timeout = self.writer.settings.request_timeout;
+        async move {
+            let address = route.leader(partition).await?;
+            Pipeline::connect(&address, "metrocloud-producer", timeout)
+                .await
+                .map_err(|e| {
+                    route.forget(partition);
+                    e.to_string()
+                })
+        }
+    }
+
+    /// Marks the batches from `from` on as not sent this round.
+    fn not_sent(&mut self, from: usize, reason: String, moved: bool) {
+        for sent in self.in_flight.range_mut(from..) {
+            sent.answer = None;
+            sent.outcome = Some(Outcome::Failed(Failure::Retry {
+                reason: reason.clone(),
+                moved,
+            }));
+        }
+        self.failed = true;
+    }
+
+    /// Takes in the answer for `in_flight[index]` (`None`: it did not come in time).
+    fn answered(&mut self, index: usize, answer: Option<Result<Bytes, WireError>>) {
+        let partition = self.writer.partition;
+        let sent = &mut self.in_flight[index];
+        sent.answer = None;
+        let version = sent.request.as_ref().map_or(0, |(_, v)| *v);
+        let outcome = match answer {
+            None => {
+                let reason = format!(
+                    "no answer within {:?}",
+                    self.writer.settings.request_timeout
+                );
+                Outcome::Failed(Failure::Retry {
+                    reason,
+                    moved: true,
+                })
+            }
+            Some(Err(error)) => Outcome::Failed(Failure::Retry {
+                reason: error.to_string(),
+                moved: true,
+            }),
+            Some(Ok(frame)) => read_answer(frame, version, partition, index == 0),
+        };
+        match &outcome {
+            Outcome::Written(_) => {
+                self.backoff.reset();
+                self.rounds = 0;
+            }
+            Outcome::Failed(failure) => {
+                self.failed = true;
+                let moved = matches!(failure, Failure::Retry { moved: true, .. });
+                if moved {
+                    self.writer.route.forget(partition);
+                    // Later answers on this connection would wait behind the missing one.
+                    if let Some(pipeline) = self.pipeline.take() {
+                        pipeline.abandon("an answer failed or is overdue");
+                    }
+                }
+            }
+        }
+        self.in_flight[index].outcome = Some(outcome);
+        if !self.failed {
+            while let Some(Some(Outcome::Written(_))) = self.in_flight.front().map(|s| &s.outcome) {
+                let sent = self.in_flight.pop_front().expect("checked above");
+                self.written(sent);
+            }
+        }
+    }
+
+    /// After a failed answer, with every answer in: delivers what was
+    /// written, fails what cannot be, pauses, and sends the rest again.
+    async fn recover(&mut self) {
+        self.failed = false;
+        self.rounds += 1;
+        let mut renumber = false;
+        // The first failure in line is the cause; those behind it follow from it.
+        let mut cause = String::new();
+        let mut retry = VecDeque::new();
+        for sent in std::mem::take(&mut self.in_flight) {
+            match sent.outcome.clone() {
+                Some(Outcome::Written(_)) => self.written(sent),
+                Some(Outcome::Failed(Failure::Permanent(reason))) => {
+                    renumber = true;
+                    self.fail(sent, format!("{reason} (not retriable)"));
+                }
+                Some(Outcome::Failed(Failure::Renumber(reason))) => {
+                    renumber = true;
+                    if cause.is_empty() {
+                        cause = reason;
+                    }
+                    retry.push_back(sent);
+                }
+                Some(Outcome::Failed(Failure::Retry { reason, .. })) => {
+                    if cause.is_empty() {
+                        cause = reason;
+                    }
+                    retry.push_back(sent);
+                }
+                None => retry.push_back(sent),
+            }
+        }
+        if retry.is_empty() {
+            if renumber {
+                self.identity = None;
+            }
+            return;
+        }
+        let pause = self.backoff.next_delay();
+        let resume = Instant::now() + pause;
+        let delivery_timeout = self.writer.settings.delivery_timeout;
+        let (due, expired): (Vec<_>, Vec<_>) =
+            retry.into_iter().partition(|s| s.batch.deadline() > resume);
+        let rounds = self.rounds;
+        for sent in expired {
+            renumber = true;
+            let reason = format!(
+                "delivery deadline of {delivery_timeout:?} passed after {rounds} attempts; last error: {cause}"
+            );
+            self.fail(sent, reason);
+        }
+        if due.is_empty() {
+            self.identity = None;
+            return;
+        }
+        let records: usize = due.iter().map(|s| s.batch.records.len()).sum();
+        self.writer
+            .stats
+            .retries
+            .fetch_add(due.len() as u64, Ordering::Relaxed);
+        if rounds == 1 || rounds.is_power_of_two() {
+            tracing::warn!(
+                "produce to {}-{} failed (attempt {rounds}, {} batches, {records} records): {cause}; retrying{}",
+                self.writer.topic,
+                self.writer.partition,
+                due.len(),
+                if renumber {
+                    " under a new producer id"
+                } else {
+                    ""
+                }
+            );
+        }
+        if renumber {
+            self.identity = None;
+        }
+        self.in_flight = due.into();
+        tokio::time::sleep_until(resume).await;
+        self.transmit(0).await;
+    }
+
+    /// Reports a written batch's records as acknowledged.
+    fn written(&mut self, sent: Sent<M>) {
+        let Some(Outcome::Written(base_offset)) = sent.outcome else {
+            unreachable!("only written batches are reported written");
+        };
+        let stats = &self.writer.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .acked
+            .fetch_add(sent.batch.records.len() as u64, Ordering::Relaxed);
+        if let Some((request, _)) = sent.request {
+            self.encoder.recycle(request);
+        }
+        let partition = self.writer.partition;
+        let Batch { records, _held } = sent.batch;
+        for (index, pending) in records.into_iter().enumerate() {
+            let offset = if base_offset < 0 {
+                -1
+            } else {
+                base_offset + index as i64
+            };
+            (self.writer.listener)(pending.meta, Delivery::Acked { partition, offset });
+        }
+    }
+
+    /// Reports a batch's records as failed.
+    fn fail(&mut self, sent: Sent<M>, reason: String) {
+        let partition = self.writer.partition;
+        let count = sent.batch.records.len();
+        tracing::error!(
+            "{count} records for {}-{partition} failed: {reason}",
+            self.writer.topic
+        );
+        self.writer
+            .stats
+            .failed
+            .fetch_add(count as u64, Ordering::Relaxed);
+        if let Some((request, _)) = sent.request {
+            self.encoder.recycle(request);
+        }
+        for pending in sent.batch.records {
+            let delivery = Delivery::Failed {
+                partition,
+                reason: reason.clone(),
+            };
+            (self.writer.listener)(pending.meta, delivery);
+        }
     }
 }

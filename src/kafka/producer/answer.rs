@@ -1,0 +1,150 @@
+//! What a Produce answer means for the batch it answers.
+//!
+//! The broker answers each batch with an error code. Most codes say whether
+//! to try again; two say more because batches are numbered (see
+//! [`super::writer`]): a duplicate is a batch written before, by an attempt
+//! whose answer was lost, so it counts as written; a gap in the numbering
+//! behind a batch that is itself being retried only means "wait your turn",
+//! while a gap at the head of the line means the broker no longer follows
+//! this numbering, and the writer starts a new one.
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{ProduceResponse, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, HeaderVersion};
+
+/// Why a batch was not written this time.
+#[derive(Debug, Clone)]
+pub(super) enum Failure {
+    /// Worth another attempt with the same numbering; `moved` when the
+    /// leader may have changed or the connection is gone.
+    Retry { reason: String, moved: bool },
+    /// Worth another attempt under a new producer id.
+    Renumber(String),
+    /// No attempt can succeed.
+    Permanent(String),
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Outcome {
+    /// Written at this base offset (-1: written earlier, offset no longer known).
+    Written(i64),
+    Failed(Failure),
+}
+
+/// Reads a Produce answer for `partition`; `first` when no earlier batch is
+/// still unwritten (a gap in the numbering is then the broker's, not ours).
+pub(super) fn read_answer(mut frame: Bytes, version: i16, partition: i32, first: bool) -> Outcome {
+    let garbled = |e: String| {
+        Outcome::Failed(Failure::Retry {
+            reason: format!("unreadable answer: {e}"),
+            moved: true,
+        })
+    };
+    if let Err(e) = ResponseHeader::decode(&mut frame, ProduceResponse::header_version(version)) {
+        return garbled(e.to_string());
+    }
+    let response = match ProduceResponse::decode(&mut frame, version) {
+        Ok(response) => response,
+        Err(e) => return garbled(e.to_string()),
+    };
+    let Some(answer) = response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+        .find(|p| p.index == partition)
+    else {
+        return garbled(format!("no answer for partition {partition}"));
+    };
+    let detail = answer
+        .error_message
+        .as_ref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    classify(answer.error_code, answer.base_offset, first, &detail)
+}
+
+/// What a Produce error code means for the batch; see the module documentation.
+fn classify(code: i16, base_offset: i64, first: bool, detail: &str) -> Outcome {
+    use ResponseError as E;
+    let Some(error) = ResponseError::try_from_code(code) else {
+        return Outcome::Written(base_offset);
+    };
+    let reason = format!("{error}{detail}");
+    let failure = match error {
+        // Written before, by an attempt whose answer was lost, and too long ago to be answered with its offsets.
+        E::DuplicateSequenceNumber => return Outcome::Written(-1),
+        // The batch ahead of this one is not written yet: this one waits its turn.
+        E::OutOfOrderSequenceNumber if !first => Failure::Retry {
+            reason,
+            moved: false,
+        },
+        E::OutOfOrderSequenceNumber
+        | E::UnknownProducerId
+        | E::InvalidProducerEpoch
+        | E::ProducerFenced => Failure::Renumber(reason),
+        E::NotLeaderOrFollower
+        | E::LeaderNotAvailable
+        | E::UnknownTopicOrPartition
+        | E::FencedLeaderEpoch
+        | E::UnknownLeaderEpoch
+        | E::BrokerNotAvailable
+        | E::ReplicaNotAvailable
+        | E::KafkaStorageError => Failure::Retry {
+            reason,
+            moved: true,
+        },
+        error if error.is_retriable() => Failure::Retry {
+            reason,
+            moved: false,
+        },
+        _ => Failure::Permanent(reason),
+    };
+    Outcome::Failed(failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(error: ResponseError) -> i16 {
+        error.code()
+    }
+
+    fn kind(outcome: Outcome) -> &'static str {
+        match outcome {
+            Outcome::Written(_) => "written",
+            Outcome::Failed(Failure::Retry { moved: true, .. }) => "retry elsewhere",
+            Outcome::Failed(Failure::Retry { moved: false, .. }) => "retry",
+            Outcome::Failed(Failure::Renumber(_)) => "renumber",
+            Outcome::Failed(Failure::Permanent(_)) => "fail",
+        }
+    }
+
+    #[test]
+    fn a_batch_the_broker_already_wrote_counts_as_written() {
+        assert!(matches!(classify(0, 120, true, ""), Outcome::Written(120)));
+        let duplicate = classify(code(ResponseError::DuplicateSequenceNumber), -1, true, "");
+        assert_eq!(kind(duplicate), "written");
+    }
+
+    #[test]
+    fn transient_errors_are_retried_and_permanent_ones_are_not() {
+        let first = |e| kind(classify(code(e), -1, true, ""));
+        assert_eq!(first(ResponseError::NotEnoughReplicas), "retry");
+        assert_eq!(first(ResponseError::RequestTimedOut), "retry");
+        assert_eq!(first(ResponseError::NotLeaderOrFollower), "retry elsewhere");
+        assert_eq!(first(ResponseError::MessageTooLarge), "fail");
+        assert_eq!(first(ResponseError::TopicAuthorizationFailed), "fail");
+        assert_eq!(first(ResponseError::InvalidRecord), "fail");
+    }
+
+    #[test]
+    fn a_gap_behind_an_unwritten_batch_waits_but_a_gap_at_the_head_renumbers() {
+        let gap = code(ResponseError::OutOfOrderSequenceNumber);
+        assert_eq!(kind(classify(gap, -1, false, "")), "retry");
+        assert_eq!(kind(classify(gap, -1, true, "")), "renumber");
+        let forgotten = code(ResponseError::UnknownProducerId);
+        assert_eq!(kind(classify(forgotten, -1, true, "")), "renumber");
+    }
+}
