@@ -44,8 +44,16 @@ fn assert_measured(run: &Value, context: &str) {
 fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_reports() {
     let out = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
+    // This build, whatever other builds lie in the target directory.
     let output = metrocloud()
-        .args(["bench", "all", "--smoke", "--out"])
+        .args([
+            "bench",
+            "all",
+            "--smoke",
+            "--binary",
+            env!("CARGO_BIN_EXE_metrocloud"),
+            "--out",
+        ])
         .arg(out.path())
         .arg("--dir")
         .arg(work.path())
@@ -99,6 +107,36 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
             );
         }
     }
+
+    // librdkafka's kcat is the producer's second peer where it is installed;
+    // where it is not, the report says so.
+    let kcat_installed = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|dir| dir.join("kcat").is_file());
+    for comparison in producer {
+        let kcat = comparison["others"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["name"].as_str().is_some_and(|n| n.starts_with("kcat")));
+        match kcat {
+            Some(kcat) => {
+                assert!(kcat_installed);
+                let run = &kcat["runs"][0];
+                assert_measured(run, &format!("{} kcat", comparison["label"]));
+                assert_eq!(run["records"], 2_000, "{comparison}");
+            }
+            None => assert!(
+                !kcat_installed,
+                "kcat is installed but has no row: {comparison}"
+            ),
+        }
+    }
+    let notes = report["producer_notes"].to_string();
+    assert_eq!(notes.contains("kcat"), !kcat_installed, "{notes}");
+    assert_eq!(
+        report["ours_build"], "dynamic (glibc)",
+        "the build named by --binary"
+    );
 
     let e2e = &report["end_to_end"];
     let ours = e2e["ours"].as_array().unwrap();
@@ -176,8 +214,17 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
     }
 
     let markdown = std::fs::read_to_string(only_file_with_extension(out.path(), "md")).unwrap();
+    // The latency chart is written beside the report and shown in it.
+    let chart = only_file_with_extension(out.path(), "svg");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<polyline"),
+        "{svg}"
+    );
+    let chart_name = chart.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(markdown.contains(&format!("]({chart_name})")), "{markdown}");
     for heading in [
-        "### Producer: ours vs kafka-producer-perf-test",
+        "### Producer: ours (dynamic (glibc)) vs kafka-producer-perf-test",
         "### Consumer: ours vs kafka-consumer-perf-test",
         "### End to end",
         "### Simulator",

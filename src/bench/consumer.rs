@@ -22,6 +22,7 @@ impl Bench<'_> {
                 record_bytes: readings.mean_bytes,
                 ours: Vec::new(),
                 peer: Vec::new(),
+                others: Vec::new(),
             };
             for repeat in 0..self.settings.repeats {
                 for side in order(repeat) {

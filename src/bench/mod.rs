@@ -22,10 +22,13 @@
 //! afterwards. The report ([`report`]) is written as JSON and as markdown.
 
 pub mod browser;
+mod builds;
+pub mod chart;
 pub mod console;
 mod consumer;
 mod e2e;
 mod http;
+pub mod kcat;
 pub mod peer;
 mod producer;
 pub mod report;
@@ -46,6 +49,9 @@ use crate::sensor::simulator::{Fleet, SimulatorSettings};
 use report::{BenchReport, Machine};
 use usage::{BrokerCpu, Measured, run_measured};
 use worker::WorkerSpec;
+
+pub use builds::build_label;
+use builds::producer_notes;
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// The longest any single client run may take.
@@ -168,8 +174,15 @@ impl Suite {
 /// What the benchmarks are asked to do.
 #[derive(Debug, Clone)]
 pub struct BenchSettings {
-    /// This program, started as `bench-worker` for our runs.
+    /// The build of ours measured, started as `bench-worker` for our runs:
+    /// the static musl binary users deploy, when there is one.
     pub binary: PathBuf,
+    /// What that build is, e.g. "static musl" (see [`build_label`]).
+    pub binary_label: String,
+    /// Other builds of ours the producer benchmark measures too, as extra rows.
+    pub other_builds: Vec<PathBuf>,
+    /// librdkafka's `kcat`, the producer benchmark's second peer, when installed.
+    pub kcat: Option<PathBuf>,
     /// Logs, readings file and (unless given a cluster) the cluster's data.
     pub work_dir: PathBuf,
     /// Where the Kafka jars are cached.
@@ -215,7 +228,10 @@ impl BenchSettings {
     /// weigh little.
     pub fn full(binary: PathBuf, work_dir: PathBuf, producer: ProducerSettings) -> Self {
         BenchSettings {
+            binary_label: build_label(&binary),
             binary,
+            other_builds: Vec::new(),
+            kcat: kcat::find(),
             work_dir,
             cache_dir: KafkaDistribution::cache_dir(None),
             browser: browser::BrowserPrograms::from_config(&crate::config::Config::default()),
@@ -399,6 +415,8 @@ impl Bench<'_> {
                 settings.producer.batch_bytes / 1024,
                 settings.producer.compression
             ),
+            ours_build: settings.binary_label.clone(),
+            producer_notes: producer_notes(settings),
             producer: Vec::new(),
             consumer: Vec::new(),
             end_to_end: None,
@@ -470,7 +488,12 @@ impl Bench<'_> {
     }
 
     fn worker_command(&self, spec: &WorkerSpec) -> Command {
-        let mut command = Command::new(&self.settings.binary);
+        self.worker_command_of(&self.settings.binary, spec)
+    }
+
+    /// The build at `binary` running the worker described by `spec`.
+    fn worker_command_of(&self, binary: &Path, spec: &WorkerSpec) -> Command {
+        let mut command = Command::new(binary);
         command
             .arg("bench-worker")
             .arg(serde_json::to_string(spec).expect("specs serialize"))
@@ -516,7 +539,16 @@ pub fn write_report(
     let markdown = dir.join(format!("{stem}.md"));
     let text = serde_json::to_string_pretty(report).expect("reports serialize");
     std::fs::write(&json, text + "\n").map_err(|e| BenchError::io(&json, e))?;
-    std::fs::write(&markdown, report.to_markdown()).map_err(|e| BenchError::io(&markdown, e))?;
+    let mut page = report.to_markdown();
+    if let Some(svg) = report.end_to_end.as_ref().and_then(chart::latency_svg) {
+        let name = format!("{stem}-latency.svg");
+        let path = dir.join(&name);
+        std::fs::write(&path, svg).map_err(|e| BenchError::io(&path, e))?;
+        page.push_str(&format!(
+            "\n![Latency against offered rate, ours beside Kafka's producer]({name})\n"
+        ));
+    }
+    std::fs::write(&markdown, page).map_err(|e| BenchError::io(&markdown, e))?;
     Ok((json, markdown))
 }
 

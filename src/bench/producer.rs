@@ -1,17 +1,71 @@
-//! The producer benchmark: ours against `kafka-producer-perf-test`, for sensor
-//! readings and fixed-size records, in alternating order.
+//! The producer benchmark: ours against `kafka-producer-perf-test`, and
+//! beside them librdkafka (`kcat`) and any other build of ours, for sensor
+//! readings and fixed-size records, in an order that turns from one repeat
+//! to the next.
 
-use super::report::{ClientRun, Comparison};
+use std::path::PathBuf;
+
+use super::report::{ClientRun, Comparison, OtherClient};
 use super::usage::Measured;
 use super::worker::{Payload, WorkerSpec};
 
 use super::*;
+
+/// A producer the benchmark runs.
+#[derive(Debug, Clone, PartialEq)]
+enum Client {
+    /// A build of ours, through its bench worker.
+    Ours(PathBuf),
+    /// Another build of ours, as an extra row.
+    OtherBuild(PathBuf),
+    /// `kafka-producer-perf-test`, Kafka's Java producer.
+    Java,
+    /// `kcat -P`, librdkafka's producer.
+    Kcat(PathBuf),
+}
+
+impl Client {
+    fn name(&self) -> String {
+        match self {
+            Client::Ours(binary) => format!("ours, {} build", build_label(binary)),
+            Client::OtherBuild(binary) => {
+                format!(
+                    "ours, {} build at {}",
+                    build_label(binary),
+                    binary.display()
+                )
+            }
+            Client::Java => "kafka-producer-perf-test".to_string(),
+            Client::Kcat(_) => "kcat (librdkafka)".to_string(),
+        }
+    }
+}
+
+/// The clients in the order of repeat `repeat`: the list turned left by
+/// `repeat` places, so each client goes first in turn.
+fn turn(clients: &[Client], repeat: u32) -> Vec<Client> {
+    let mut turned = clients.to_vec();
+    if !turned.is_empty() {
+        turned.rotate_left(repeat as usize % clients.len());
+    }
+    turned
+}
 
 impl Bench<'_> {
     pub(super) async fn producer(
         &mut self,
         readings: &Readings,
     ) -> Result<Vec<Comparison>, BenchError> {
+        let ours = Client::Ours(self.settings.binary.clone());
+        let mut clients = vec![ours.clone(), Client::Java];
+        clients.extend(self.settings.kcat.clone().map(Client::Kcat));
+        clients.extend(
+            self.settings
+                .other_builds
+                .iter()
+                .cloned()
+                .map(Client::OtherBuild),
+        );
         let kinds = [
             (
                 readings.label(),
@@ -34,16 +88,16 @@ impl Bench<'_> {
         ];
         // A fresh cluster's brokers are slow until the JIT has compiled their
         // hot paths (a tenth of the records was not enough: the first reported
-        // run was still up to a third slower): one unreported run of each
-        // side, as long as the first reported ones, comes first.
+        // run was still up to a third slower): one unreported run of ours and
+        // Java's, as long as the first reported ones, comes first.
         let (_, _, payload, records) = &kinds[0];
         let warmup = *records;
         (self.say)(&format!(
-            "producer warm-up: {warmup} records from each side, not reported"
+            "producer warm-up: {warmup} records from ours and Kafka's, not reported"
         ));
-        for side in order(0) {
+        for client in [ours.clone(), Client::Java] {
             let topic = self.fresh_topic("warmup").await?;
-            let run = self.producer_run(side, &topic, warmup, payload, 0).await;
+            let run = self.producer_run(&client, &topic, warmup, payload, 0).await;
             self.drop_topic(&topic).await;
             run?;
         }
@@ -54,12 +108,13 @@ impl Bench<'_> {
                 record_bytes: bytes,
                 ours: Vec::new(),
                 peer: Vec::new(),
+                others: Vec::new(),
             };
             for repeat in 0..self.settings.repeats {
-                for side in order(repeat) {
+                for client in turn(&clients, repeat) {
                     let topic = self.fresh_topic("produce").await?;
                     let run = self
-                        .producer_run(side, &topic, records, &payload, repeat)
+                        .producer_run(&client, &topic, records, &payload, repeat)
                         .await;
                     self.drop_topic(&topic).await;
                     let run = run?;
@@ -67,16 +122,23 @@ impl Bench<'_> {
                         "producer {label} run {}/{}: {} {:.0} records/s, {:.2} CPU s per million records",
                         repeat + 1,
                         self.settings.repeats,
-                        match side {
-                            Side::Ours => "ours",
-                            Side::Peer => "kafka-producer-perf-test",
-                        },
+                        client.name(),
                         run.records_per_sec,
                         run.cpu_secs * 1e6 / run.records.max(1) as f64
                     ));
-                    match side {
-                        Side::Ours => row.ours.push(run),
-                        Side::Peer => row.peer.push(run),
+                    if client == ours {
+                        row.ours.push(run);
+                    } else if client == Client::Java {
+                        row.peer.push(run);
+                    } else {
+                        let name = client.name();
+                        match row.others.iter_mut().find(|o| o.name == name) {
+                            Some(other) => other.runs.push(run),
+                            None => row.others.push(OtherClient {
+                                name,
+                                runs: vec![run],
+                            }),
+                        }
                     }
                 }
             }
@@ -85,19 +147,20 @@ impl Bench<'_> {
         Ok(rows)
     }
 
-    pub(super) async fn producer_run(
+    async fn producer_run(
         &self,
-        side: Side,
+        client: &Client,
         topic: &str,
         records: u64,
         payload: &Payload,
         repeat: u32,
     ) -> Result<ClientRun, BenchError> {
         let target = self.target();
-        match side {
-            Side::Ours => {
+        let log_name = format!("{topic}-{repeat}");
+        match client {
+            Client::Ours(binary) | Client::OtherBuild(binary) => {
                 let (measured, broker_cpu, outcome) = self
-                    .produce_with_ours(topic, records, payload, &format!("{topic}-ours-{repeat}"))
+                    .produce_with(binary, topic, records, payload, &format!("{log_name}-ours"))
                     .await?;
                 Ok(ClientRun {
                     records,
@@ -109,7 +172,7 @@ impl Bench<'_> {
                     wall_secs: measured.wall.as_secs_f64(),
                 })
             }
-            Side::Peer => {
+            Client::Java => {
                 let command = peer::producer_perf(
                     &target.distribution,
                     &target.bootstrap.join(","),
@@ -123,7 +186,7 @@ impl Bench<'_> {
                     .measure(
                         command,
                         "kafka-producer-perf-test",
-                        &format!("{topic}-peer-{repeat}"),
+                        &format!("{log_name}-java"),
                     )
                     .await?;
                 let summary = peer::parse_producer_perf(&measured.stdout)?;
@@ -143,7 +206,57 @@ impl Bench<'_> {
                     wall_secs: measured.wall.as_secs_f64(),
                 })
             }
+            Client::Kcat(kcat) => {
+                let input = self.settings.work_dir.join(format!("{topic}.kcat-input"));
+                kcat::write_input(&input, payload, records)?;
+                let value_bytes = std::fs::metadata(&input)
+                    .map_err(|e| BenchError::io(&input, e))?
+                    .len()
+                    .saturating_sub(records);
+                let command = kcat::producer(
+                    kcat,
+                    &target.bootstrap.join(","),
+                    topic,
+                    &input,
+                    &self.settings.producer,
+                );
+                let measured = self
+                    .measure(command, "kcat", &format!("{log_name}-kcat"))
+                    .await;
+                let _ = std::fs::remove_file(&input);
+                let (measured, broker_cpu) = measured?;
+                let stored = self.stored_records(topic).await?;
+                if stored != records {
+                    return Err(BenchError::Lost(format!(
+                        "kcat stored {stored} of {records} records in {topic}"
+                    )));
+                }
+                let seconds = measured.wall.as_secs_f64();
+                Ok(ClientRun {
+                    records,
+                    records_per_sec: records as f64 / seconds,
+                    mib_per_sec: value_bytes as f64 / MIB / seconds,
+                    cpu_secs: measured.cpu.as_secs_f64(),
+                    peak_rss_mib: measured.peak_rss_bytes as f64 / MIB,
+                    broker_cpu_secs: broker_cpu,
+                    wall_secs: seconds,
+                })
+            }
         }
+    }
+
+    /// Records in `topic`: the sum of its partitions' end offsets.
+    async fn stored_records(&self, topic: &str) -> Result<u64, BenchError> {
+        let admin = &self.target().admin;
+        let cluster = |e: crate::kafka::admin::AdminError| {
+            BenchError::Cluster(format!("cannot count the records in {topic}: {e}"))
+        };
+        let metadata = admin.metadata(Some(&[topic])).await.map_err(cluster)?;
+        let ends = admin
+            .list_offsets(&metadata, topic, crate::kafka::admin::OffsetAt::Latest)
+            .await
+            .map_err(cluster)?;
+        Ok(ends.values().map(|&end| end.max(0) as u64).sum())
     }
 
     /// Our producer writing `records` records to `topic`, every one acknowledged.
@@ -154,12 +267,28 @@ impl Bench<'_> {
         payload: &Payload,
         log_name: &str,
     ) -> Result<(Measured, Option<f64>, worker::ProduceOutcome), BenchError> {
-        let command = self.worker_command(&WorkerSpec::Produce {
-            bootstrap: self.target().bootstrap.clone(),
-            topic: topic.to_string(),
-            records,
-            payload: payload.clone(),
-        });
+        self.produce_with(&self.settings.binary, topic, records, payload, log_name)
+            .await
+    }
+
+    /// The build at `binary` writing `records` records to `topic`, every one acknowledged.
+    async fn produce_with(
+        &self,
+        binary: &Path,
+        topic: &str,
+        records: u64,
+        payload: &Payload,
+        log_name: &str,
+    ) -> Result<(Measured, Option<f64>, worker::ProduceOutcome), BenchError> {
+        let command = self.worker_command_of(
+            binary,
+            &WorkerSpec::Produce {
+                bootstrap: self.target().bootstrap.clone(),
+                topic: topic.to_string(),
+                records,
+                payload: payload.clone(),
+            },
+        );
         let (measured, broker_cpu) = self.measure(command, "our producer", log_name).await?;
         let outcome: worker::ProduceOutcome = parse_worker(&measured.stdout)?;
         if outcome.acked != records {
@@ -169,5 +298,22 @@ impl Bench<'_> {
             )));
         }
         Ok((measured, broker_cpu, outcome))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_client_goes_first_in_turn() {
+        let clients = [
+            Client::Ours(PathBuf::from("a")),
+            Client::Java,
+            Client::Kcat(PathBuf::from("k")),
+        ];
+        let firsts: Vec<Client> = (0..3).map(|r| turn(&clients, r)[0].clone()).collect();
+        assert_eq!(firsts, clients);
+        assert_eq!(turn(&clients, 3), clients);
     }
 }

@@ -54,6 +54,18 @@ pub struct Comparison {
     pub ours: Vec<ClientRun>,
     /// The peer's runs.
     pub peer: Vec<ClientRun>,
+    /// Other clients measured beside them (another build of ours, librdkafka).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<OtherClient>,
+}
+
+/// The runs of a client besides ours and the main peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct OtherClient {
+    /// What it is, e.g. "kcat (librdkafka 2.0.2)".
+    pub name: String,
+    /// Its runs.
+    pub runs: Vec<ClientRun>,
 }
 
 /// Means of a list of runs.
@@ -213,6 +225,11 @@ pub struct BenchReport {
     pub smoke: bool,
     /// Producer settings of both sides: linger, batch, compression.
     pub producer_settings: String,
+    /// The build measured as ours, e.g. "static musl".
+    pub ours_build: String,
+    /// Notes on the producer benchmark, e.g. a peer that is not installed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub producer_notes: Vec<String>,
     /// Producer runs per record kind.
     pub producer: Vec<Comparison>,
     /// Consumer runs.
@@ -273,10 +290,20 @@ impl BenchReport {
         );
         if !self.producer.is_empty() {
             out.push_str(&format!(
-                "\n### Producer: ours vs kafka-producer-perf-test ({})\n\n",
-                self.producer_settings
+                "\n### Producer: ours ({}) vs kafka-producer-perf-test ({})\n\n",
+                self.ours_build, self.producer_settings
             ));
             out.push_str(&comparison_table(&self.producer));
+            if self.producer.iter().any(|r| !r.others.is_empty()) {
+                out.push_str(&format!(
+                    "\nOther producers on the same cluster in the same run, beside ours ({}):\n\n",
+                    self.ours_build
+                ));
+                out.push_str(&others_table(&self.producer, "ours"));
+            }
+            for note in &self.producer_notes {
+                out.push_str(&format!("\n{note}\n"));
+            }
         }
         if !self.consumer.is_empty() {
             out.push_str("\n### Consumer: ours vs kafka-consumer-perf-test (pre-filled topic, new group)\n\n");
@@ -434,6 +461,31 @@ fn console_tables(c: &super::console::ConsoleSection) -> String {
     out
 }
 
+/// Ours (the build measured as ours) beside every other client, per kind of record.
+fn others_table(rows: &[Comparison], ours_name: &str) -> String {
+    let mut out = format!(
+        "| records | client | rec/s | {ours_name} ÷ it | CPU s/M rec | {ours_name} CPU ÷ its | peak RSS MiB |\n\
+         |---|---|---:|---:|---:|---:|---:|\n"
+    );
+    for row in rows.iter().filter(|r| !r.others.is_empty()) {
+        let ours = means(&row.ours);
+        for other in &row.others {
+            let it = means(&other.runs);
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {:.2} | {} | {:.0} |\n",
+                row.label,
+                other.name,
+                thousands(it.records_per_sec),
+                ratio(ours.records_per_sec, it.records_per_sec),
+                it.cpu_per_million,
+                ratio(ours.cpu_per_million, it.cpu_per_million),
+                it.peak_rss_mib,
+            ));
+        }
+    }
+    out
+}
+
 fn comparison_table(rows: &[Comparison]) -> String {
     let mut out = String::from(
         "| records | ours rec/s | peer rec/s | ratio | ours MiB/s | peer MiB/s | ours CPU s/M rec | peer CPU s/M rec | CPU ratio | ours peak RSS MiB | peer peak RSS MiB | broker CPU s/M rec (ours / peer) |\n\
@@ -485,11 +537,17 @@ mod tests {
             machine: Machine::here(true),
             smoke: false,
             producer_settings: "acks=all".to_string(),
+            ours_build: "static musl".to_string(),
+            producer_notes: vec![],
             producer: vec![Comparison {
                 label: "100 B".to_string(),
                 record_bytes: 100,
                 ours: vec![run(120_000.0, 2.0), run(100_000.0, 4.0)],
                 peer: vec![run(100_000.0, 9.0)],
+                others: vec![OtherClient {
+                    name: "kcat (librdkafka)".to_string(),
+                    runs: vec![run(220_000.0, 1.5)],
+                }],
             }],
             consumer: vec![],
             end_to_end: None,
@@ -504,6 +562,14 @@ mod tests {
         assert!(row.contains("| 110,000 | 100,000 | 1.10x |"), "{row}");
         assert!(row.contains("| 3.00 | 9.00 | 0.33x |"), "{row}");
         assert!(row.contains("| 4.00 / 4.00 |"), "{row}");
+        let other = table
+            .lines()
+            .find(|l| l.starts_with("| 100 B | kcat (librdkafka)"))
+            .expect("a row for the other client");
+        assert!(
+            other.contains("| 220,000 | 0.50x | 1.50 | 2.00x |"),
+            "{other}"
+        );
     }
 
     #[test]

@@ -33,6 +33,30 @@ pub(crate) struct BenchArgs {
     /// Where logs, readings and the cluster's data go [default: <temp dir>/metrocloud-bench].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// The build of ours to measure [default: the static musl build, this
+    /// program if it is one, else target/x86_64-unknown-linux-musl/release/metrocloud
+    /// beside it when that exists, else this program].
+    #[arg(long, value_name = "PATH")]
+    binary: Option<PathBuf>,
+    /// Another build of ours the producer benchmark measures, as an extra row
+    /// (repeatable) [default: this program, when it is not the build measured].
+    #[arg(long = "also", value_name = "PATH")]
+    also: Vec<PathBuf>,
+}
+
+/// The static musl build of this program: itself when it is one, else the
+/// one cargo puts beside a `target/<profile>/` build.
+fn static_build(this: &std::path::Path) -> Option<PathBuf> {
+    if bench::build_label(this) == "static musl" {
+        return Some(this.to_path_buf());
+    }
+    let name = this.file_name()?;
+    let target = this.parent()?.parent()?;
+    let candidate = target
+        .join("x86_64-unknown-linux-musl")
+        .join("release")
+        .join(name);
+    (bench::build_label(&candidate) == "static musl").then_some(candidate)
 }
 
 pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError> {
@@ -69,8 +93,30 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError
             "--e2e-seconds must be above 0 and at most 3600".to_string(),
         ));
     }
-    let binary = std::env::current_exe()
+    let this = std::env::current_exe()
         .map_err(|e| CliError::Failed(format!("cannot find this program's path: {e}")))?;
+    for path in args.binary.iter().chain(&args.also) {
+        if !path.is_file() {
+            return Err(CliError::Usage(format!("{} is not a file", path.display())));
+        }
+    }
+    let binary = args
+        .binary
+        .clone()
+        .or_else(|| static_build(&this))
+        .unwrap_or_else(|| this.clone());
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    if args.binary.is_none() && binary != this && modified(&binary) < modified(&this) {
+        println!(
+            "warning: {} was built before this program; rebuild it (cargo build --release --target x86_64-unknown-linux-musl) or name the build to measure with --binary",
+            binary.display()
+        );
+    }
+    let also = if args.binary.is_none() && args.also.is_empty() && binary != this {
+        vec![this.clone()]
+    } else {
+        args.also.clone()
+    };
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let work_dir = args
         .dir
@@ -81,6 +127,17 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError
     } else {
         BenchSettings::full(binary, work_dir, config.producer.clone())
     };
+    settings.other_builds = also;
+    println!(
+        "ours: {} ({}){}",
+        settings.binary.display(),
+        settings.binary_label,
+        settings
+            .other_builds
+            .iter()
+            .map(|b| format!("; also {} ({})", b.display(), bench::build_label(b)))
+            .collect::<String>()
+    );
     settings.cache_dir = KafkaDistribution::cache_dir(config.kafka_cache.as_deref());
     settings.browser = crate::bench::browser::BrowserPrograms::from_config(config);
     if config.is_given("KAFKA_BOOTSTRAP_SERVERS") {
@@ -99,9 +156,10 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError
     let report = bench::run(&settings, &suites, &|line| println!("{line}"))
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    let markdown = report.to_markdown();
     let (json, md) = bench::write_report(&report, &args.out, &format!("metrocloud-bench-{stamp}"))
         .map_err(|e| CliError::Failed(e.to_string()))?;
+    let markdown = std::fs::read_to_string(&md)
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", md.display())))?;
     println!("\n{markdown}");
     println!("report: {} and {}", json.display(), md.display());
     println!("client logs: {}", settings.work_dir.display());
