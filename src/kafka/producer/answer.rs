@@ -32,36 +32,61 @@ pub(super) enum Outcome {
     Failed(Failure),
 }
 
-/// Reads a Produce answer for `partition`; `first` when no earlier batch is
-/// still unwritten (a gap in the numbering is then the broker's, not ours).
-pub(super) fn read_answer(mut frame: Bytes, version: i16, partition: i32, first: bool) -> Outcome {
-    let garbled = |e: String| {
-        Outcome::Failed(Failure::Retry {
-            reason: format!("unreadable answer: {e}"),
-            moved: true,
+/// One partition's part of a Produce answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PartitionAnswer {
+    pub(super) error_code: i16,
+    pub(super) base_offset: i64,
+    pub(super) message: Option<String>,
+}
+
+/// A partition's answer, or why none came (the connection failed, the
+/// answer was overdue or unreadable).
+pub(super) type Answer = Result<PartitionAnswer, String>;
+
+/// Each partition's part of a Produce answer, in the order they came.
+pub(super) fn partition_answers(
+    mut frame: Bytes,
+    version: i16,
+) -> Result<Vec<(i32, PartitionAnswer)>, String> {
+    ResponseHeader::decode(&mut frame, ProduceResponse::header_version(version))
+        .and_then(|_| ProduceResponse::decode(&mut frame, version))
+        .map_err(|e| format!("unreadable answer: {e}"))
+        .map(|response| {
+            response
+                .responses
+                .into_iter()
+                .flat_map(|t| t.partition_responses)
+                .map(|p| {
+                    let answer = PartitionAnswer {
+                        error_code: p.error_code,
+                        base_offset: p.base_offset,
+                        message: p.error_message.map(|m| m.to_string()),
+                    };
+                    (p.index, answer)
+                })
+                .collect()
         })
-    };
-    if let Err(e) = ResponseHeader::decode(&mut frame, ProduceResponse::header_version(version)) {
-        return garbled(e.to_string());
+}
+
+/// What an answer means for its batch; `first` when no earlier batch of the
+/// partition is still unwritten (a gap in the numbering is then the
+/// broker's, not ours).
+pub(super) fn outcome(answer: Answer, first: bool) -> Outcome {
+    match answer {
+        Ok(answer) => {
+            let detail = answer
+                .message
+                .as_ref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
+            classify(answer.error_code, answer.base_offset, first, &detail)
+        }
+        Err(reason) => Outcome::Failed(Failure::Retry {
+            reason,
+            moved: true,
+        }),
     }
-    let response = match ProduceResponse::decode(&mut frame, version) {
-        Ok(response) => response,
-        Err(e) => return garbled(e.to_string()),
-    };
-    let Some(answer) = response
-        .responses
-        .iter()
-        .flat_map(|t| &t.partition_responses)
-        .find(|p| p.index == partition)
-    else {
-        return garbled(format!("no answer for partition {partition}"));
-    };
-    let detail = answer
-        .error_message
-        .as_ref()
-        .map(|m| format!(": {m}"))
-        .unwrap_or_default();
-    classify(answer.error_code, answer.base_offset, first, &detail)
 }
 
 /// What a Produce error code means for the batch; see the module documentation.

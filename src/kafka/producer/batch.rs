@@ -55,10 +55,17 @@ impl<M> Batch<M> {
     }
 }
 
-/// Records taken from the queue and not yet in a batch.
+/// Record lists kept for the next batches, at most.
+const SPARE_LISTS: usize = 8;
+
+/// Records taken from the queue and not yet in a batch, and the emptied
+/// record lists of finished batches, used again: a batch of a few thousand
+/// records needs a list of a few hundred kilobytes, which an allocator may
+/// map and unmap every time.
 pub(super) struct Gathered<M> {
     records: VecDeque<Pending<M>>,
     bytes: usize,
+    spare: Vec<Vec<Pending<M>>>,
 }
 
 impl<M> Default for Gathered<M> {
@@ -66,6 +73,7 @@ impl<M> Default for Gathered<M> {
         Gathered {
             records: VecDeque::new(),
             bytes: 0,
+            spare: Vec::new(),
         }
     }
 }
@@ -89,6 +97,14 @@ impl<M> Gathered<M> {
         self.records.front().map(|p| p.gathered_at)
     }
 
+    /// Keeps a finished batch's emptied record list for a later batch.
+    pub(super) fn give_back(&mut self, mut records: Vec<Pending<M>>) {
+        records.clear();
+        if self.spare.len() < SPARE_LISTS && records.capacity() > 0 {
+            self.spare.push(records);
+        }
+    }
+
     /// The next batch: records from the front until it holds `batch_bytes`
     /// (the record that reaches it included), or all of them.
     pub(super) fn take_batch(
@@ -109,8 +125,10 @@ impl<M> Gathered<M> {
             return None;
         }
         self.bytes -= bytes;
+        let mut records = self.spare.pop().unwrap_or_default();
+        records.extend(self.records.drain(..count));
         Some(Batch {
-            records: self.records.drain(..count).collect(),
+            records,
             _held: Held {
                 budget: Arc::clone(budget),
                 bytes,
@@ -184,6 +202,23 @@ mod tests {
             order.extend(ids(&batch));
         }
         assert_eq!(order, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_finished_batchs_list_carries_the_next_batch_and_none_of_its_records() {
+        let budget = Arc::new(Semaphore::new(100_000));
+        let mut gathered = Gathered::default();
+        for id in 0..3 {
+            gathered.push(pending(&budget, 10, id));
+        }
+        let mut first = gathered.take_batch(1_000_000, &budget).unwrap();
+        let list = std::mem::take(&mut first.records);
+        let at = list.as_ptr();
+        gathered.give_back(list);
+        gathered.push(pending(&budget, 10, 7));
+        let second = gathered.take_batch(1_000_000, &budget).unwrap();
+        assert_eq!(second.records.as_ptr(), at, "the same list, used again");
+        assert_eq!(ids(&second), [7]);
     }
 
     #[test]

@@ -1,15 +1,16 @@
-//! Turning a batch of records into a Produce request, in buffers that are reused.
+//! Turning records into record batches, and batches into Produce requests,
+//! in buffers that are reused.
 //!
 //! The record batch and the request around it come from `kafka-protocol`'s
-//! encoders. What this file adds is where the bytes go: a batch is encoded
-//! into a scratch buffer kept by the writer, and the request into a buffer
-//! taken from a small pool and given back once the request is acknowledged.
-//! A writer that keeps five requests in flight settles on about six buffers
-//! of a batch's size and allocates nothing more for its requests; the
-//! allocator (musl's in the static build) is not asked to map and unmap a
-//! large buffer for every request.
+//! encoders. What this file adds is where the bytes go: each batch, and each
+//! request, is encoded into a buffer taken from a small pool and given back
+//! once nothing holds it any more (the batch once it is acknowledged, the
+//! request once it is written). A partition writer with five batches in
+//! flight settles on about six buffers of a batch's size and allocates
+//! nothing more for them; the allocator (musl's in the static build) is not
+//! asked to map and unmap a large buffer for every request.
 //!
-//! A buffer is cleared before it is used again, and the request's bytes are
+//! A buffer is cleared before it is used again, and what is handed out is
 //! exactly what was encoded into it this time, so a reused buffer never
 //! carries one batch's bytes into the next.
 
@@ -33,12 +34,10 @@ pub(super) struct ProducerIdentity {
     pub(super) epoch: i16,
 }
 
-/// Where a request goes and how it is acknowledged.
+/// What every Produce request of a producer carries besides its batches.
 #[derive(Debug, Clone)]
 pub(super) struct RequestShape {
     pub(super) topic: TopicName,
-    pub(super) partition: i32,
-    pub(super) compression: Compression,
     /// How long the broker may wait for the in-sync replicas.
     pub(super) timeout_ms: i32,
     pub(super) client_id: StrBytes,
@@ -58,20 +57,17 @@ pub(super) fn number<'a>(
     }
 }
 
-/// Encodes Produce requests into reused buffers; see the module documentation.
+/// Encodes batches and requests into reused buffers; see the module documentation.
 #[derive(Default)]
 pub(super) struct Encoder {
-    scratch: BytesMut,
     pool: Vec<BytesMut>,
 }
 
 impl Encoder {
-    /// One Produce request (`acks=all`) carrying `records` as one batch;
-    /// they are numbered already ([`number`]).
-    pub(super) fn produce_request<'a, I>(
+    /// `records`, numbered already ([`number`]), as one record batch.
+    pub(super) fn record_batch<'a, I>(
         &mut self,
-        shape: &RequestShape,
-        version: i16,
+        compression: Compression,
         records: I,
     ) -> Result<Bytes, String>
     where
@@ -79,16 +75,37 @@ impl Encoder {
     {
         let options = RecordEncodeOptions {
             version: 2,
-            compression: match shape.compression {
+            compression: match compression {
                 Compression::None => WireCompression::None,
                 Compression::Gzip => WireCompression::Gzip,
                 Compression::Snappy => WireCompression::Snappy,
             },
         };
-        self.scratch.clear();
-        RecordBatchEncoder::encode(&mut self.scratch, records, &options)
-            .map_err(|e| format!("cannot encode a record batch: {e}"))?;
-        let batch = std::mem::take(&mut self.scratch).freeze();
+        let mut buffer = self.buffer();
+        match RecordBatchEncoder::encode(&mut buffer, records, &options) {
+            Ok(()) => Ok(buffer.freeze()),
+            Err(e) => {
+                self.recycle(buffer.freeze());
+                Err(format!("cannot encode a record batch: {e}"))
+            }
+        }
+    }
+
+    /// One Produce request (`acks=all`) carrying one batch for each of `batches`' partitions.
+    pub(super) fn produce_request(
+        &mut self,
+        shape: &RequestShape,
+        version: i16,
+        batches: &[(i32, Bytes)],
+    ) -> Result<Bytes, String> {
+        let partitions = batches
+            .iter()
+            .map(|(partition, batch)| {
+                PartitionProduceData::default()
+                    .with_index(*partition)
+                    .with_records(Some(batch.clone()))
+            })
+            .collect();
         let request = ProduceRequest::default()
             .with_transactional_id(None)
             .with_acks(-1)
@@ -96,30 +113,16 @@ impl Encoder {
             .with_topic_data(vec![
                 TopicProduceData::default()
                     .with_name(shape.topic.clone())
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(shape.partition)
-                            .with_records(Some(batch)),
-                    ]),
+                    .with_partition_data(partitions),
             ]);
         let header = RequestHeader::default()
             .with_request_api_key(ApiKey::Produce as i16)
             .with_request_api_version(version)
             .with_client_id(Some(shape.client_id.clone()));
-        let mut message = self.pool.pop().unwrap_or_default();
-        message.clear();
+        let mut message = self.buffer();
         let encoded = header
             .encode(&mut message, ProduceRequest::header_version(version))
             .and_then(|_| request.encode(&mut message, version));
-        // The request held the batch's only other handle: the scratch buffer comes back whole.
-        let batch = request
-            .topic_data
-            .into_iter()
-            .flat_map(|t| t.partition_data)
-            .find_map(|p| p.records);
-        if let Some(Ok(scratch)) = batch.map(Bytes::try_into_mut) {
-            self.scratch = scratch;
-        }
         match encoded {
             Ok(()) => Ok(message.freeze()),
             Err(e) => {
@@ -129,10 +132,17 @@ impl Encoder {
         }
     }
 
-    /// Gives a request's buffer back once nothing else holds it.
-    pub(super) fn recycle(&mut self, request: Bytes) {
+    /// An empty buffer, from the pool when it has one.
+    fn buffer(&mut self) -> BytesMut {
+        let mut buffer = self.pool.pop().unwrap_or_default();
+        buffer.clear();
+        buffer
+    }
+
+    /// Gives a batch's or a request's buffer back once nothing else holds it.
+    pub(super) fn recycle(&mut self, bytes: Bytes) {
         if self.pool.len() < POOLED_BUFFERS
-            && let Ok(buffer) = request.try_into_mut()
+            && let Ok(buffer) = bytes.try_into_mut()
         {
             self.pool.push(buffer);
         }
@@ -156,8 +166,6 @@ mod tests {
     fn shape() -> RequestShape {
         RequestShape {
             topic: TopicName(StrBytes::from_static_str("readings")),
-            partition: 3,
-            compression: Compression::None,
             timeout_ms: 30_000,
             client_id: StrBytes::from_static_str("test"),
         }
@@ -184,33 +192,36 @@ mod tests {
             .collect()
     }
 
-    /// A request for `values`, numbered from `base_sequence`.
-    fn request(
+    /// A batch of `values`, numbered from `base_sequence`.
+    fn batch(
         encoder: &mut Encoder,
-        shape: &RequestShape,
-        version: i16,
+        compression: Compression,
         identity: ProducerIdentity,
         base_sequence: i32,
         values: &[&str],
     ) -> Bytes {
-        let mut batch = records(values);
-        number(batch.iter_mut(), identity, base_sequence);
-        encoder
-            .produce_request(shape, version, batch.iter())
-            .unwrap()
+        let mut records = records(values);
+        number(records.iter_mut(), identity, base_sequence);
+        encoder.record_batch(compression, records.iter()).unwrap()
     }
 
-    /// The records a request carries, as a broker would read them.
-    fn carried(request: &Bytes, version: i16) -> Vec<Record> {
+    /// Each partition's records in a request, as a broker would read them.
+    fn carried(request: &Bytes, version: i16) -> Vec<(i32, Vec<Record>)> {
         let mut bytes = request.clone();
         RequestHeader::decode(&mut bytes, ProduceRequest::header_version(version)).unwrap();
         let request = ProduceRequest::decode(&mut bytes, version).unwrap();
         assert!(!bytes.has_remaining(), "nothing after the request");
-        let mut batch = request.topic_data[0].partition_data[0]
-            .records
-            .clone()
-            .unwrap();
-        RecordBatchDecoder::decode(&mut batch).unwrap().records
+        request.topic_data[0]
+            .partition_data
+            .iter()
+            .map(|p| {
+                let mut batch = p.records.clone().unwrap();
+                (
+                    p.index,
+                    RecordBatchDecoder::decode(&mut batch).unwrap().records,
+                )
+            })
+            .collect()
     }
 
     fn values(records: &[Record]) -> Vec<String> {
@@ -220,70 +231,90 @@ mod tests {
             .collect()
     }
 
+    const ID: ProducerIdentity = ProducerIdentity { id: 42, epoch: 7 };
+
     #[test]
-    fn a_request_carries_its_records_numbered_from_the_base_sequence() {
+    fn a_request_carries_each_partitions_batch_numbered_from_its_base_sequence() {
         let mut encoder = Encoder::default();
-        let identity = ProducerIdentity { id: 42, epoch: 7 };
-        let request = request(&mut encoder, &shape(), 12, identity, 10, &["a", "b", "c"]);
+        let first = batch(&mut encoder, Compression::None, ID, 10, &["a", "b", "c"]);
+        let second = batch(&mut encoder, Compression::None, ID, 0, &["d"]);
+        let request = encoder
+            .produce_request(&shape(), 12, &[(3, first), (5, second)])
+            .unwrap();
         let read = carried(&request, 12);
-        assert_eq!(values(&read), ["a", "b", "c"]);
+        assert_eq!(read.len(), 2);
+        let (partition, records) = &read[0];
+        assert_eq!(
+            (*partition, values(records)),
+            (3, vec!["a".into(), "b".into(), "c".into()])
+        );
         assert!(
-            read.iter()
+            records
+                .iter()
                 .all(|r| r.producer_id == 42 && r.producer_epoch == 7)
         );
-        let sequences: Vec<i32> = read.iter().map(|r| r.sequence).collect();
+        let sequences: Vec<i32> = records.iter().map(|r| r.sequence).collect();
         assert_eq!(sequences, [10, 11, 12]);
+        assert_eq!((read[1].0, values(&read[1].1)), (5, vec!["d".to_string()]));
     }
 
     #[test]
     fn a_reused_buffer_never_carries_one_batchs_bytes_into_the_next() {
         let mut encoder = Encoder::default();
-        let identity = ProducerIdentity { id: 1, epoch: 0 };
         let long: Vec<String> = (0..200)
             .map(|i| format!("long-record-{i:04}-{}", "x".repeat(100)))
             .collect();
         let long: Vec<&str> = long.iter().map(String::as_str).collect();
-        let first = request(&mut encoder, &shape(), 12, identity, 0, &long);
-        let first_len = first.len();
-        let first_at = first.as_ptr();
+        let first = batch(&mut encoder, Compression::None, ID, 0, &long);
+        let (first_len, first_at) = (first.len(), first.as_ptr());
         encoder.recycle(first);
         assert_eq!(
             encoder.pooled(),
             1,
-            "an acknowledged request's buffer is kept"
+            "an acknowledged batch's buffer is kept"
         );
-        let second = request(&mut encoder, &shape(), 12, identity, 200, &["short"]);
+        let second = batch(&mut encoder, Compression::None, ID, 200, &["short"]);
         assert_eq!(second.as_ptr(), first_at, "the same buffer, used again");
         assert!(second.len() < first_len / 10);
-        let read = carried(&second, 12);
-        assert_eq!(values(&read), ["short"], "only the second batch's record");
-        assert_eq!(read[0].sequence, 200);
+        let request = encoder
+            .produce_request(&shape(), 12, &[(0, second)])
+            .unwrap();
+        let read = carried(&request, 12);
+        assert_eq!(
+            values(&read[0].1),
+            ["short"],
+            "only the second batch's record"
+        );
+        assert_eq!(read[0].1[0].sequence, 200);
     }
 
     #[test]
     fn a_buffer_still_held_elsewhere_is_not_reused() {
         let mut encoder = Encoder::default();
-        let identity = ProducerIdentity { id: 1, epoch: 0 };
-        let first = request(&mut encoder, &shape(), 12, identity, 0, &["a"]);
+        let first = batch(&mut encoder, Compression::None, ID, 0, &["a"]);
         let in_flight = first.clone();
         encoder.recycle(first);
-        assert_eq!(encoder.pooled(), 0, "the connection still writes it");
-        let second = request(&mut encoder, &shape(), 12, identity, 1, &["b"]);
-        assert_eq!(values(&carried(&in_flight, 12)), ["a"], "untouched");
-        assert_eq!(values(&carried(&second, 12)), ["b"]);
+        assert_eq!(encoder.pooled(), 0, "the batch is still on its way");
+        let second = batch(&mut encoder, Compression::None, ID, 1, &["b"]);
+        let request = encoder
+            .produce_request(&shape(), 12, &[(0, in_flight), (1, second)])
+            .unwrap();
+        let read = carried(&request, 12);
+        assert_eq!(values(&read[0].1), ["a"], "untouched");
+        assert_eq!(values(&read[1].1), ["b"]);
     }
 
     #[test]
     fn compressed_batches_read_back_the_same() {
         let mut encoder = Encoder::default();
-        let identity = ProducerIdentity { id: 5, epoch: 1 };
         for compression in [Compression::Gzip, Compression::Snappy] {
-            let shape = RequestShape {
-                compression,
-                ..shape()
-            };
-            let request = request(&mut encoder, &shape, 9, identity, 0, &["x", "y"]);
-            assert_eq!(values(&carried(&request, 9)), ["x", "y"], "{compression}");
+            let batch = batch(&mut encoder, compression, ID, 0, &["x", "y"]);
+            let request = encoder.produce_request(&shape(), 9, &[(0, batch)]).unwrap();
+            assert_eq!(
+                values(&carried(&request, 9)[0].1),
+                ["x", "y"],
+                "{compression}"
+            );
             encoder.recycle(request);
         }
     }

@@ -10,12 +10,12 @@
 //! - **Partitioning**: a record's partition is Kafka's keyed default
 //!   ([`crate::kafka::partitioner`]), so each device's readings stay in order on one
 //!   partition.
-//! - **One writer per partition**, with a connection of its own to the
-//!   partition's leader (a broker answers one request per connection at a
-//!   time, so partitions sharing a connection would wait for each other's
-//!   replication). It keeps up to `max_in_flight` batches on the way, each
-//!   numbered under an idempotent producer id, so retries never reorder or
-//!   double a partition ([`writer`]).
+//! - **One writer per partition** keeps up to `max_in_flight` batches on the
+//!   way, each numbered under an idempotent producer id, so retries never
+//!   reorder or double a partition ([`writer`]).
+//! - **One sender per broker** puts the ready batches of every partition the
+//!   broker leads into one request, up to `max_in_flight` requests on its
+//!   connection: brokers pay per request, not per byte ([`sender`]).
 //! - **Adaptive linger**: a record on an idle partition goes out at once;
 //!   while batches are in flight, records gather for up to `linger` or until a
 //!   batch is full ([`linger`]).
@@ -33,8 +33,8 @@
 //!
 //! The pieces: [`batch`] holds a partition's records until a batch takes
 //! them, [`linger`] decides when a batch goes, [`encode`] builds requests,
-//! [`wire`] carries them, [`answer`] reads what comes back, [`route`] finds
-//! leaders and producer ids, and [`writer`] runs one partition.
+//! [`sender`] and [`wire`] carry them, [`answer`] reads what comes back,
+//! [`route`] finds leaders and producer ids, and [`writer`] runs one partition.
 
 mod answer;
 mod batch;
@@ -42,6 +42,7 @@ mod connect;
 mod encode;
 mod linger;
 mod route;
+mod sender;
 pub mod settings;
 mod wire;
 mod writer;
@@ -65,6 +66,7 @@ use crate::kafka::partitioner::partition_for_key;
 use batch::Pending;
 use connect::partition_count;
 use route::Route;
+use sender::{SenderSettings, Senders};
 use writer::PartitionWriter;
 
 pub use settings::{Compression, ProducerSettings};
@@ -126,11 +128,12 @@ impl<M> OutgoingRecord<M> {
     }
 }
 
-/// Encodes Produce requests as a partition writer does, with no broker:
-/// the per-record cost of a batch, for benchmarks.
+/// Encodes Produce requests as the producer does, with no broker: the
+/// per-record cost of a batch, for benchmarks.
 pub struct BatchEncoding {
     encoder: encode::Encoder,
     shape: encode::RequestShape,
+    compression: Compression,
 }
 
 impl BatchEncoding {
@@ -142,16 +145,15 @@ impl BatchEncoding {
                 topic: kafka_protocol::messages::TopicName(StrBytes::from_string(
                     topic.to_string(),
                 )),
-                partition: 0,
-                compression,
                 timeout_ms: 30_000,
                 client_id: StrBytes::from_static_str("metrocloud-producer"),
             },
+            compression,
         }
     }
 
     /// Encodes `records` as one numbered batch in a Produce request and
-    /// returns the request's size; its buffer is reused by the next call.
+    /// returns the request's size; its buffers are reused by the next call.
     pub fn encode<M>(&mut self, records: impl IntoIterator<Item = OutgoingRecord<M>>) -> usize {
         let mut batch: Vec<Record> = records
             .into_iter()
@@ -159,12 +161,21 @@ impl BatchEncoding {
             .collect();
         let identity = encode::ProducerIdentity { id: 1, epoch: 0 };
         encode::number(batch.iter_mut(), identity, 0);
+        let encoded = self
+            .encoder
+            .record_batch(self.compression, batch.iter())
+            .expect("records built from OutgoingRecord always encode");
         let request = self
             .encoder
-            .produce_request(&self.shape, wire::MAX_PRODUCE_VERSION, batch.iter())
-            .expect("records built from OutgoingRecord always encode");
+            .produce_request(
+                &self.shape,
+                wire::MAX_PRODUCE_VERSION,
+                &[(0, encoded.clone())],
+            )
+            .expect("a batch always fits a request");
         let size = request.len();
         self.encoder.recycle(request);
+        self.encoder.recycle(encoded);
         size
     }
 }
@@ -292,6 +303,17 @@ impl<M: Send + 'static> Producer<M> {
         };
         let route = Arc::new(Route::new(AdminClient::new(bootstrap, timeouts), topic));
         let partitions = partition_count(&route, topic, settings, shutdown).await?;
+        let senders = Arc::new(Senders::new(SenderSettings {
+            shape: encode::RequestShape {
+                topic: kafka_protocol::messages::TopicName(StrBytes::from_string(
+                    topic.to_string(),
+                )),
+                timeout_ms: settings.request_timeout.as_millis().min(i32::MAX as u128) as i32,
+                client_id: StrBytes::from_static_str("metrocloud-producer"),
+            },
+            max_in_flight: settings.max_in_flight,
+            request_timeout: settings.request_timeout,
+        }));
         let stats = Arc::new(ProducerStats::default());
         let budget = Arc::new(Semaphore::new(settings.buffer_bytes));
         let mut writers = JoinSet::new();
@@ -302,6 +324,7 @@ impl<M: Send + 'static> Producer<M> {
             queues.push(tx);
             let writer = PartitionWriter {
                 route: Arc::clone(&route),
+                senders: Arc::clone(&senders),
                 topic: topic.to_string(),
                 partition,
                 settings: settings.clone(),

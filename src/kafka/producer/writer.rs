@@ -31,17 +31,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::TopicName;
-use kafka_protocol::protocol::StrBytes;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::answer::{Failure, Outcome, read_answer};
+use super::answer::{Answer, Failure, Outcome, outcome};
 use super::batch::{Batch, Gathered, Pending};
-use super::encode::{Encoder, ProducerIdentity, RequestShape, number};
+use super::encode::{Encoder, ProducerIdentity, number};
 use super::linger::{self, Limits, Next, Pipe};
 use super::route::Route;
-use super::wire::{Pipeline, WireError};
+use super::sender::Senders;
 use super::{Delivery, DeliveryListener, ProducerSettings, ProducerStats};
 use crate::kafka::retry::Backoff;
 
@@ -50,6 +48,8 @@ const GATHER_AT_ONCE: usize = 4_096;
 
 pub(super) struct PartitionWriter<M> {
     pub(super) route: Arc<Route>,
+    /// The brokers' senders, which carry the batches.
+    pub(super) senders: Arc<Senders>,
     pub(super) topic: String,
     pub(super) partition: i32,
     pub(super) settings: ProducerSettings,
@@ -65,16 +65,16 @@ struct Sent<M> {
     /// The numbering its records carry, once encoded.
     identity: Option<ProducerIdentity>,
     base_sequence: i32,
-    /// The encoded request, and the Produce version it was encoded for.
-    request: Option<(Bytes, i16)>,
-    answer: Option<oneshot::Receiver<Result<Bytes, WireError>>>,
+    /// The encoded record batch.
+    encoded: Option<Bytes>,
+    answer: Option<oneshot::Receiver<Answer>>,
     sent_at: Instant,
     outcome: Option<Outcome>,
 }
 
 /// What woke the writer.
 enum Event<M> {
-    Answer(usize, Option<Result<Bytes, WireError>>),
+    Answer(usize, Option<Answer>),
     Record(Option<Pending<M>>),
     Wake,
 }
@@ -82,17 +82,6 @@ enum Event<M> {
 impl<M: Send + 'static> PartitionWriter<M> {
     pub(super) async fn run(self, queue: mpsc::UnboundedReceiver<Pending<M>>) {
         let backoff = Backoff::new(self.settings.retry_backoff, self.settings.retry_backoff_max);
-        let shape = RequestShape {
-            topic: TopicName(StrBytes::from_string(self.topic.clone())),
-            partition: self.partition,
-            compression: self.settings.compression,
-            timeout_ms: self
-                .settings
-                .request_timeout
-                .as_millis()
-                .min(i32::MAX as u128) as i32,
-            client_id: StrBytes::from_static_str("metrocloud-producer"),
-        };
         let mut state = State {
             writer: self,
             queue,
@@ -101,9 +90,7 @@ impl<M: Send + 'static> PartitionWriter<M> {
             in_flight: VecDeque::new(),
             identity: None,
             next_sequence: 0,
-            pipeline: None,
             encoder: Encoder::default(),
-            shape,
             failed: false,
             backoff,
             rounds: 0,
@@ -120,9 +107,7 @@ struct State<M> {
     in_flight: VecDeque<Sent<M>>,
     identity: Option<ProducerIdentity>,
     next_sequence: i32,
-    pipeline: Option<Pipeline>,
     encoder: Encoder,
-    shape: RequestShape,
     /// An answer failed: nothing new is sent until every answer is in and
     /// the failed batches went out again.
     failed: bool,
@@ -171,7 +156,9 @@ impl<M: Send + 'static> State<M> {
 
     /// Waits for the oldest answer due, a record, or `wake`.
     async fn wait(&mut self, wake: Option<Instant>) -> Event<M> {
-        let timeout = self.writer.settings.request_timeout;
+        // The broker's sender gives up on a request after the request timeout;
+        // this limit only guards against an answer that never comes at all.
+        let timeout = self.writer.settings.request_timeout * 2 + Duration::from_secs(5);
         let head = self
             .in_flight
             .iter_mut()
@@ -182,13 +169,9 @@ impl<M: Send + 'static> State<M> {
             let (index, due, answer) = head.expect("only polled when an answer is due");
             match tokio::time::timeout_at(due, answer).await {
                 Ok(Ok(answer)) => Event::Answer(index, Some(answer)),
-                // The connection dropped the request: it is closed.
                 Ok(Err(_)) => Event::Answer(
                     index,
-                    Some(Err(WireError::Closed {
-                        address: String::new(),
-                        reason: "the connection went away".to_string(),
-                    })),
+                    Some(Err("the broker's sender went away".to_string())),
                 ),
                 Err(_) => Event::Answer(index, None),
             }
@@ -232,7 +215,7 @@ impl<M: Send + 'static> State<M> {
             batch,
             identity: None,
             base_sequence: 0,
-            request: None,
+            encoded: None,
             answer: None,
             sent_at: Instant::now(),
             outcome: None,
@@ -241,7 +224,7 @@ impl<M: Send + 'static> State<M> {
     }
 
     /// Sends the batches from `from` on, numbering and encoding those that
-    /// need it; on a failure to reach the leader they wait for the next round.
+    /// need it; when the leader cannot be found they wait for the next round.
     async fn transmit(&mut self, from: usize) {
         let identity = match self.identity {
             Some(identity) => identity,
@@ -254,15 +237,12 @@ impl<M: Send + 'static> State<M> {
                 Err(reason) => return self.not_sent(from, reason, false),
             },
         };
-        if !self.pipeline.as_ref().is_some_and(Pipeline::is_open) {
-            self.pipeline = None;
-            match self.connect().await {
-                Ok(pipeline) => self.pipeline = Some(pipeline),
-                Err(reason) => return self.not_sent(from, reason, true),
-            }
-        }
-        let pipeline = self.pipeline.as_ref().expect("connected above");
-        let version = pipeline.produce_version();
+        let partition = self.writer.partition;
+        let leader = match self.writer.route.leader(partition).await {
+            Ok(leader) => leader,
+            Err(reason) => return self.not_sent(from, reason, true),
+        };
+        let compression = self.writer.settings.compression;
         let now = Instant::now();
         for sent in self.in_flight.range_mut(from..) {
             if sent.identity != Some(identity) {
@@ -275,14 +255,14 @@ impl<M: Send + 'static> State<M> {
                     identity,
                     sent.base_sequence,
                 );
-                if let Some((old, _)) = sent.request.take() {
+                if let Some(old) = sent.encoded.take() {
                     self.encoder.recycle(old);
                 }
             }
-            if sent.request.as_ref().is_none_or(|(_, v)| *v != version) {
+            if sent.encoded.is_none() {
                 let records = sent.batch.records.iter().map(|p| &p.record);
-                match self.encoder.produce_request(&self.shape, version, records) {
-                    Ok(request) => sent.request = Some((request, version)),
+                match self.encoder.record_batch(compression, records) {
+                    Ok(encoded) => sent.encoded = Some(encoded),
                     Err(reason) => {
                         sent.outcome = Some(Outcome::Failed(Failure::Permanent(reason)));
                         self.failed = true;
@@ -290,26 +270,10 @@ impl<M: Send + 'static> State<M> {
                     }
                 }
             }
-            let (request, _) = sent.request.as_ref().expect("encoded above");
-            sent.answer = Some(pipeline.send(request.clone()));
+            let encoded = sent.encoded.clone().expect("encoded above");
+            sent.answer = Some(self.writer.senders.submit(&leader, partition, encoded));
             sent.sent_at = now;
             sent.outcome = None;
-        }
-    }
-
-    /// A new connection to the partition's leader.
-    fn connect(&self) -> impl Future<Output = Result<Pipeline, String>> + Send + 'static {
-        let route = Arc::clone(&self.writer.route);
-        let partition = self.writer.partition;
-        let timeout = self.writer.settings.request_timeout;
-        async move {
-            let address = route.leader(partition).await?;
-            Pipeline::connect(&address, "metrocloud-producer", timeout)
-                .await
-                .map_err(|e| {
-                    route.forget(partition);
-                    e.to_string()
-                })
         }
     }
 
@@ -325,29 +289,13 @@ impl<M: Send + 'static> State<M> {
         self.failed = true;
     }
 
-    /// Takes in the answer for `in_flight[index]` (`None`: it did not come in time).
-    fn answered(&mut self, index: usize, answer: Option<Result<Bytes, WireError>>) {
+    /// Takes in the answer for `in_flight[index]` (`None`: it never came).
+    fn answered(&mut self, index: usize, answer: Option<Answer>) {
         let partition = self.writer.partition;
-        let sent = &mut self.in_flight[index];
-        sent.answer = None;
-        let version = sent.request.as_ref().map_or(0, |(_, v)| *v);
-        let outcome = match answer {
-            None => {
-                let reason = format!(
-                    "no answer within {:?}",
-                    self.writer.settings.request_timeout
-                );
-                Outcome::Failed(Failure::Retry {
-                    reason,
-                    moved: true,
-                })
-            }
-            Some(Err(error)) => Outcome::Failed(Failure::Retry {
-                reason: error.to_string(),
-                moved: true,
-            }),
-            Some(Ok(frame)) => read_answer(frame, version, partition, index == 0),
-        };
+        self.in_flight[index].answer = None;
+        let answer =
+            answer.unwrap_or_else(|| Err("no answer from the broker's sender".to_string()));
+        let outcome = outcome(answer, index == 0);
         match &outcome {
             Outcome::Written(_) => {
                 self.backoff.reset();
@@ -355,13 +303,8 @@ impl<M: Send + 'static> State<M> {
             }
             Outcome::Failed(failure) => {
                 self.failed = true;
-                let moved = matches!(failure, Failure::Retry { moved: true, .. });
-                if moved {
+                if matches!(failure, Failure::Retry { moved: true, .. }) {
                     self.writer.route.forget(partition);
-                    // Later answers on this connection would wait behind the missing one.
-                    if let Some(pipeline) = self.pipeline.take() {
-                        pipeline.abandon("an answer failed or is overdue");
-                    }
                 }
             }
         }
@@ -465,12 +408,12 @@ impl<M: Send + 'static> State<M> {
         stats
             .acked
             .fetch_add(sent.batch.records.len() as u64, Ordering::Relaxed);
-        if let Some((request, _)) = sent.request {
-            self.encoder.recycle(request);
+        if let Some(encoded) = sent.encoded {
+            self.encoder.recycle(encoded);
         }
         let partition = self.writer.partition;
-        let Batch { records, _held } = sent.batch;
-        for (index, pending) in records.into_iter().enumerate() {
+        let Batch { mut records, _held } = sent.batch;
+        for (index, pending) in records.drain(..).enumerate() {
             let offset = if base_offset < 0 {
                 -1
             } else {
@@ -478,6 +421,7 @@ impl<M: Send + 'static> State<M> {
             };
             (self.writer.listener)(pending.meta, Delivery::Acked { partition, offset });
         }
+        self.gathered.give_back(records);
     }
 
     /// Reports a batch's records as failed.
@@ -492,15 +436,17 @@ impl<M: Send + 'static> State<M> {
             .stats
             .failed
             .fetch_add(count as u64, Ordering::Relaxed);
-        if let Some((request, _)) = sent.request {
-            self.encoder.recycle(request);
+        if let Some(encoded) = sent.encoded {
+            self.encoder.recycle(encoded);
         }
-        for pending in sent.batch.records {
+        let Batch { mut records, _held } = sent.batch;
+        for pending in records.drain(..) {
             let delivery = Delivery::Failed {
                 partition,
                 reason: reason.clone(),
             };
             (self.writer.listener)(pending.meta, delivery);
         }
+        self.gathered.give_back(records);
     }
 }
