@@ -5,10 +5,13 @@
 //!
 //! - nothing in flight for the partition: send now; there is no answer to
 //!   wait for, and a lone record should not sit out the linger;
-//! - a full batch: send now;
-//! - batches in flight: gather until the oldest gathered record has waited
+//! - a full batch: send now, while there is an in-flight slot;
+//! - one batch in flight: gather until the oldest gathered record has waited
 //!   the linger, or an answer frees the pipe (then the rule is asked again);
-//! - every in-flight slot taken: wait for an answer.
+//! - two or more in flight: the broker's sender carries one request at a
+//!   time ([`super::sender`]), so a batch already waits for the next one;
+//!   another batch would only follow it one request later. Records gather
+//!   into a bigger batch until an answer comes.
 //!
 //! Under light load every record goes out at once; under heavy load batches
 //! fill while earlier ones are acknowledged, which is when batching is worth
@@ -62,6 +65,9 @@ pub(super) fn next(pipe: Pipe, limits: Limits, now: Instant) -> Next {
     if pipe.in_flight == 0 || pipe.gathered_bytes >= limits.batch_bytes {
         return Next::Send;
     }
+    if pipe.in_flight >= 2 {
+        return Next::Wait;
+    }
     let due = oldest + limits.linger;
     if now >= due {
         Next::Send
@@ -98,14 +104,20 @@ mod tests {
     }
 
     #[test]
-    fn with_batches_in_flight_records_gather_until_the_linger_has_passed() {
-        let (pipe, now) = pipe(80, 2);
+    fn with_a_batch_in_flight_records_gather_until_the_linger_has_passed() {
+        let (pipe, now) = pipe(80, 1);
         assert_eq!(next(pipe, LIMITS, now), Next::SendAt(now + LIMITS.linger));
         assert_eq!(
             next(pipe, LIMITS, now + Duration::from_millis(4)),
             Next::SendAt(now + LIMITS.linger)
         );
         assert_eq!(next(pipe, LIMITS, now + LIMITS.linger), Next::Send);
+    }
+
+    #[test]
+    fn with_a_batch_already_waiting_for_the_next_request_records_gather_until_an_answer() {
+        let (pipe, now) = pipe(80, 2);
+        assert_eq!(next(pipe, LIMITS, now + Duration::from_secs(1)), Next::Wait);
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //!   way, each numbered under an idempotent producer id, so retries never
 //!   reorder or double a partition ([`writer`]).
 //! - **One sender per broker** puts the ready batches of every partition the
-//!   broker leads into one request, up to `max_in_flight` requests on its
-//!   connection: brokers pay per request, not per byte ([`sender`]).
+//!   broker leads into one request, one request at a time on its connection:
+//!   brokers pay per request more than per byte, and work one request per
+//!   connection at a time anyway ([`sender`]).
 //! - **Adaptive linger**: a record on an idle partition goes out at once;
 //!   while batches are in flight, records gather for up to `linger` or until a
 //!   batch is full ([`linger`]).
@@ -311,7 +312,6 @@ impl<M: Send + 'static> Producer<M> {
                 timeout_ms: settings.request_timeout.as_millis().min(i32::MAX as u128) as i32,
                 client_id: StrBytes::from_static_str("metrocloud-producer"),
             },
-            max_in_flight: settings.max_in_flight,
             request_timeout: settings.request_timeout,
         }));
         let stats = Arc::new(ProducerStats::default());

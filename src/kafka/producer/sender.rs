@@ -6,8 +6,14 @@
 //! time on requests, not on bytes. So each broker gets one sender: it takes
 //! the batches the partition writers have ready for partitions that broker
 //! leads, puts one batch per partition into a request (Kafka allows no more),
-//! and keeps up to `max_in_flight` requests on its connection. While the
-//! connection is full, ready batches wait and go together in the next request.
+//! and sends it. While that request is on its way, batches that become ready
+//! wait and go together in the next one. A broker reads a connection's next
+//! request only once it has answered the one before, so a second request in
+//! flight would wait at the broker instead of gathering batches here. With
+//! three brokers sharing two cores, `metrocloud bench e2e` gave a median of
+//! 20 ms at 1,000 readings/s and 59 ms at 50,000 with up to five requests in
+//! flight, and 3.2 ms and 14.5 ms with one (Kafka's producer in the same
+//! runs: 9 and 32 ms, then 5 and 6 ms: the machine was busier in the first).
 //!
 //! A broker answers the requests of one connection in order, and the sender
 //! keeps each partition's batches in the order its writer handed them over,
@@ -44,7 +50,6 @@ struct Ready {
 #[derive(Debug, Clone)]
 pub(super) struct SenderSettings {
     pub(super) shape: RequestShape,
-    pub(super) max_in_flight: usize,
     pub(super) request_timeout: Duration,
 }
 
@@ -117,7 +122,7 @@ async fn run(
         if !open && waiting.is_empty() && in_flight.is_empty() {
             return;
         }
-        if !waiting.is_empty() && in_flight.len() < settings.max_in_flight {
+        if !waiting.is_empty() && in_flight.is_empty() {
             let request = next_request(&mut waiting);
             if !pipeline.as_ref().is_some_and(Pipeline::is_open) {
                 pipeline = None;
