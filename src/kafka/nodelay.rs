@@ -1,4 +1,5 @@
-//! TCP_NODELAY on the connections rskafka opens, which it leaves without it.
+//! TCP_NODELAY on the connections rskafka opens (the consumer's fetches),
+//! which it leaves without it.
 //!
 //! rskafka sends a request as two writes, the 4-byte frame length and then the
 //! frame, on a socket that keeps Nagle's algorithm on. Nagle holds the second
@@ -7,9 +8,11 @@
 //! response. Under a steady load this put 70 ms into every produce request:
 //! end-to-end latency at 10,000 readings/s went from a 73 ms median to
 //! 7 ms once Nagle was off. Kafka's Java client turns Nagle off on every
-//! connection; our admin connections do too.
+//! connection; our producer and admin connections set it when they connect.
 //!
-//! rskafka offers no hook on its sockets, so this module sets TCP_NODELAY on
+//! rskafka 0.6 opens its sockets with a plain `TcpStream::connect` and its
+//! `ClientBuilder` offers no hook on them (only a SOCKS5 proxy, TLS and SASL),
+//! so short of a fork of rskafka this module sets TCP_NODELAY on
 //! every socket of the process: at once after our layer opens connections
 //! ([`sweep`]), and every [`SWEEP_INTERVAL`] from a background thread for the
 //! connections rskafka opens on its own (a leader's, a reconnect). Every TCP

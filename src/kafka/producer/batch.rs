@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use kafka_protocol::records::Record;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 pub(super) struct Pending<M> {
@@ -95,6 +95,23 @@ impl<M> Gathered<M> {
     /// When the oldest record arrived.
     pub(super) fn oldest(&self) -> Option<Instant> {
         self.records.front().map(|p| p.gathered_at)
+    }
+
+    /// Takes up to `limit` records that are already queued; `false` once the
+    /// queue is closed and empty.
+    pub(super) fn take_queued(
+        &mut self,
+        queue: &mut mpsc::UnboundedReceiver<Pending<M>>,
+        limit: usize,
+    ) -> bool {
+        for _ in 0..limit {
+            match queue.try_recv() {
+                Ok(pending) => self.push(pending),
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
     }
 
     /// Keeps a finished batch's emptied record list for a later batch.
@@ -188,6 +205,28 @@ mod tests {
         assert_eq!([ids(&first), ids(&second)], [vec![0, 1, 2], vec![3, 4]]);
         assert!(gathered.take_batch(2_500, &budget).is_none());
         assert_eq!(gathered.bytes(), 0);
+    }
+
+    #[test]
+    fn every_queued_record_taken_is_gathered_whatever_the_limit() {
+        let budget = Arc::new(Semaphore::new(100_000));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for id in 0..10 {
+            tx.send(pending(&budget, 10, id)).ok();
+        }
+        let mut gathered = Gathered::default();
+        assert!(gathered.take_queued(&mut rx, 4));
+        assert!(gathered.take_queued(&mut rx, 4));
+        let first = gathered.take_batch(1_000_000, &budget).unwrap();
+        assert_eq!(
+            ids(&first),
+            (0..8).collect::<Vec<_>>(),
+            "none dropped at the limit"
+        );
+        drop(tx);
+        assert!(!gathered.take_queued(&mut rx, 4), "closed once empty");
+        let rest = gathered.take_batch(1_000_000, &budget).unwrap();
+        assert_eq!(ids(&rest), [8, 9]);
     }
 
     #[test]

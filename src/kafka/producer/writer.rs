@@ -188,17 +188,9 @@ impl<M: Send + 'static> State<M> {
 
     /// Takes `pending` and whatever else is queued already.
     fn gather(&mut self, pending: Pending<M>) {
-        let mut pending = pending;
-        for _ in 0..GATHER_AT_ONCE {
-            self.gathered.push(pending);
-            match self.queue.try_recv() {
-                Ok(next) => pending = next,
-                Err(mpsc::error::TryRecvError::Empty) => return,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    self.queue_open = false;
-                    return;
-                }
-            }
+        self.gathered.push(pending);
+        if !self.gathered.take_queued(&mut self.queue, GATHER_AT_ONCE) {
+            self.queue_open = false;
         }
     }
 
