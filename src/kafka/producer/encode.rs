@@ -43,6 +43,17 @@ pub(super) struct RequestShape {
     pub(super) client_id: StrBytes,
 }
 
+impl RequestShape {
+    /// Requests to `topic` from client `client_id`, waiting up to `timeout` for the in-sync replicas.
+    pub(super) fn new(topic: &str, timeout: std::time::Duration, client_id: &'static str) -> Self {
+        RequestShape {
+            topic: TopicName(StrBytes::from_string(topic.to_string())),
+            timeout_ms: timeout.as_millis().min(i32::MAX as u128) as i32,
+            client_id: StrBytes::from_static_str(client_id),
+        }
+    }
+}
+
 /// Numbers `records` as one batch of `identity` starting at `base_sequence`.
 pub(super) fn number<'a>(
     records: impl Iterator<Item = &'a mut Record>,
@@ -164,30 +175,22 @@ mod tests {
     use super::*;
 
     fn shape() -> RequestShape {
-        RequestShape {
-            topic: TopicName(StrBytes::from_static_str("readings")),
-            timeout_ms: 30_000,
-            client_id: StrBytes::from_static_str("test"),
-        }
+        RequestShape::new("readings", std::time::Duration::from_secs(30), "test")
     }
 
+    /// Records as the producer queues them: key "device", one value each.
     fn records(values: &[&str]) -> Vec<Record> {
         values
             .iter()
-            .map(|v| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: kafka_protocol::records::TimestampType::Creation,
-                offset: 0,
-                sequence: 0,
-                timestamp: 1_700_000_000_000,
-                key: Some(Bytes::from_static(b"device")),
-                value: Some(Bytes::copy_from_slice(v.as_bytes())),
-                headers: Default::default(),
+            .map(|v| {
+                let record = crate::kafka::producer::OutgoingRecord {
+                    key: b"device".to_vec(),
+                    value: v.as_bytes().to_vec(),
+                    headers: Default::default(),
+                    timestamp: chrono::Utc::now(),
+                    meta: (),
+                };
+                record.into_wire_record().0
             })
             .collect()
     }

@@ -72,6 +72,9 @@ use writer::PartitionWriter;
 
 pub use settings::{Compression, ProducerSettings};
 
+/// How the producer names itself to the brokers.
+const CLIENT_ID: &str = "metrocloud-producer";
+
 /// Bytes a record costs in the buffer besides its key and value.
 const RECORD_OVERHEAD: usize = 64;
 
@@ -142,13 +145,7 @@ impl BatchEncoding {
     pub fn new(topic: &str, compression: Compression) -> Self {
         BatchEncoding {
             encoder: encode::Encoder::default(),
-            shape: encode::RequestShape {
-                topic: kafka_protocol::messages::TopicName(StrBytes::from_string(
-                    topic.to_string(),
-                )),
-                timeout_ms: 30_000,
-                client_id: StrBytes::from_static_str("metrocloud-producer"),
-            },
+            shape: encode::RequestShape::new(topic, Duration::from_secs(30), CLIENT_ID),
             compression,
         }
     }
@@ -305,13 +302,7 @@ impl<M: Send + 'static> Producer<M> {
         let route = Arc::new(Route::new(AdminClient::new(bootstrap, timeouts), topic));
         let partitions = partition_count(&route, topic, settings, shutdown).await?;
         let senders = Arc::new(Senders::new(SenderSettings {
-            shape: encode::RequestShape {
-                topic: kafka_protocol::messages::TopicName(StrBytes::from_string(
-                    topic.to_string(),
-                )),
-                timeout_ms: settings.request_timeout.as_millis().min(i32::MAX as u128) as i32,
-                client_id: StrBytes::from_static_str("metrocloud-producer"),
-            },
+            shape: encode::RequestShape::new(topic, settings.request_timeout, CLIENT_ID),
             request_timeout: settings.request_timeout,
         }));
         let stats = Arc::new(ProducerStats::default());

@@ -126,8 +126,12 @@ async fn run(
             let request = next_request(&mut waiting);
             if !pipeline.as_ref().is_some_and(Pipeline::is_open) {
                 pipeline = None;
-                match Pipeline::connect(&address, "metrocloud-producer", settings.request_timeout)
-                    .await
+                match Pipeline::connect(
+                    &address,
+                    &settings.shape.client_id,
+                    settings.request_timeout,
+                )
+                .await
                 {
                     Ok(connected) => pipeline = Some(connected),
                     Err(e) => {
