@@ -20,6 +20,7 @@
 //!
 //! [`logging`], [`shutdown`] and [`lock`] are plumbing every layer may use.
 
+pub mod intern;
 pub mod lock;
 
 pub mod kafka;

@@ -18,6 +18,7 @@ pub mod kinds;
 pub mod quality;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -25,6 +26,7 @@ pub use alert::{Alert, SourceRecord};
 pub use kinds::{AlertKind, AlertSettings, Severity, THRESHOLDS, threshold_breach};
 pub use quality::AlertQuality;
 
+use crate::intern::Interner;
 use crate::sensor::device::DeviceType;
 use crate::sensor::reading::SensorReading;
 use alert::{alert_time, new_alert_id};
@@ -50,26 +52,41 @@ pub struct RuleCounters {
 
 #[derive(Debug)]
 struct Episode {
+    kind: AlertKind,
     last_sent: DateTime<Utc>,
     repeats: u64,
 }
 
+/// What the rules remember of one device: its last reading and its open
+/// episodes. One entry per device, found with one lookup per reading; a
+/// large fleet costs about a hundred bytes a device here.
 #[derive(Debug)]
-struct LastSeen {
+struct DeviceState {
     device_type: DeviceType,
     reading_time: DateTime<Utc>,
     seen_at: tokio::time::Instant,
-    run_id: String,
+    /// Shared by every device of the same run.
+    run_id: Arc<str>,
     sequence: u64,
     silent_alerted: bool,
+    /// Open episodes, one per kind at most; empty (and unallocated) for a
+    /// device in its normal range.
+    episodes: Vec<Episode>,
+}
+
+impl DeviceState {
+    fn close(&mut self, kind: AlertKind) {
+        self.episodes.retain(|episode| episode.kind != kind);
+    }
 }
 
 /// The rules with their open episodes; see the module documentation.
 #[derive(Debug)]
 pub struct AlertRules {
     settings: AlertSettings,
-    episodes: HashMap<(String, AlertKind), Episode>,
-    last_seen: HashMap<String, LastSeen>,
+    devices: HashMap<String, DeviceState>,
+    /// Run ids, each stored once however many devices carry it.
+    runs: Interner,
     counters: RuleCounters,
 }
 
@@ -78,8 +95,8 @@ impl AlertRules {
     pub fn new(settings: AlertSettings) -> Self {
         AlertRules {
             settings,
-            episodes: HashMap::new(),
-            last_seen: HashMap::new(),
+            devices: HashMap::new(),
+            runs: Interner::new(),
             counters: RuleCounters::default(),
         }
     }
@@ -94,97 +111,49 @@ impl AlertRules {
         self.counters
     }
 
+    /// Devices remembered.
+    pub fn devices(&self) -> usize {
+        self.devices.len()
+    }
+
     /// Forgets devices for which `forget` is true (their partition moved away).
     pub fn forget(&mut self, mut forget: impl FnMut(&str) -> bool) {
-        self.last_seen.retain(|device, _| !forget(device));
-        self.episodes.retain(|(device, _), _| !forget(device));
+        self.devices.retain(|device, _| !forget(device));
+        self.runs.drop_unused();
     }
 
     /// Applies the rules to one (new, valid) reading, once.
     pub fn on_reading(&mut self, reading: &SensorReading, source: SourceRecord) -> Evaluation {
-        self.last_seen.insert(
-            reading.device_id.clone(),
-            LastSeen {
-                device_type: reading.device_type,
-                reading_time: reading.timestamp,
-                seen_at: tokio::time::Instant::now(),
-                run_id: reading.run_id.clone(),
-                sequence: reading.sequence,
-                silent_alerted: false,
-            },
-        );
-        let mut alerts = Vec::new();
-        let breach = threshold_breach(&self.settings, reading);
-        // A reading back on the normal side closes the episodes of the other threshold kinds.
-        for kind in THRESHOLDS.iter().map(|rule| rule.kind) {
-            if breach.map(|(k, _)| k) != Some(kind) {
-                self.episodes.remove(&(reading.device_id.clone(), kind));
+        let AlertRules {
+            settings,
+            devices,
+            runs,
+            counters,
+        } = self;
+        let now = tokio::time::Instant::now();
+        // The device's id is copied only the first time it is seen.
+        match devices.get_mut(reading.device_id.as_str()) {
+            Some(state) => {
+                if *state.run_id != *reading.run_id {
+                    state.run_id = runs.get(&reading.run_id);
+                }
+                evaluate(settings, counters, state, reading, now, source)
+            }
+            None => {
+                let state = devices
+                    .entry(reading.device_id.clone())
+                    .or_insert(DeviceState {
+                        device_type: reading.device_type,
+                        reading_time: reading.timestamp,
+                        seen_at: now,
+                        run_id: runs.get(&reading.run_id),
+                        sequence: reading.sequence,
+                        silent_alerted: false,
+                        episodes: Vec::new(),
+                    });
+                evaluate(settings, counters, state, reading, now, source)
             }
         }
-        if let Some((kind, threshold)) = breach {
-            alerts.extend(self.episode(reading, kind, reading.value, threshold, &source));
-        }
-        if reading.battery_level < self.settings.battery_low {
-            let threshold = self.settings.battery_low;
-            alerts.extend(self.episode(
-                reading,
-                AlertKind::LowBattery,
-                reading.battery_level,
-                threshold,
-                &source,
-            ));
-        } else {
-            self.episodes
-                .remove(&(reading.device_id.clone(), AlertKind::LowBattery));
-        }
-        Evaluation {
-            alerts,
-            threshold_fired: breach.is_some(),
-        }
-    }
-
-    fn episode(
-        &mut self,
-        reading: &SensorReading,
-        kind: AlertKind,
-        value: f64,
-        threshold: f64,
-        source: &SourceRecord,
-    ) -> Option<Alert> {
-        let key = (reading.device_id.clone(), kind);
-        let cooldown =
-            chrono::Duration::from_std(self.settings.cooldown).unwrap_or(chrono::Duration::MAX);
-        let repeats = match self.episodes.get_mut(&key) {
-            Some(episode) if reading.timestamp - episode.last_sent < cooldown => {
-                episode.repeats += 1;
-                self.counters.suppressed += 1;
-                return None;
-            }
-            Some(episode) => episode.repeats,
-            None => 0,
-        };
-        self.episodes.insert(
-            key,
-            Episode {
-                last_sent: reading.timestamp,
-                repeats: 0,
-            },
-        );
-        self.counters.sent += 1;
-        Some(Alert {
-            alert_id: new_alert_id(),
-            device_id: reading.device_id.clone(),
-            device_type: reading.device_type,
-            kind,
-            severity: kind.severity(),
-            value,
-            threshold,
-            reading_time: alert_time(reading.timestamp),
-            run_id: reading.run_id.clone(),
-            sequence: reading.sequence,
-            source: Some(source.clone()),
-            repeats_suppressed: repeats,
-        })
     }
 
     /// Alerts for devices that have sent nothing for longer than the silence limit
@@ -193,7 +162,7 @@ impl AlertRules {
         let limit = self.settings.silence;
         let now = tokio::time::Instant::now();
         let mut alerts = Vec::new();
-        for (device_id, seen) in &mut self.last_seen {
+        for (device_id, seen) in &mut self.devices {
             let silent_for = now.duration_since(seen.seen_at);
             if seen.silent_alerted || silent_for < limit {
                 continue;
@@ -209,13 +178,109 @@ impl AlertRules {
                 value: silent_for.as_secs_f64().round(),
                 threshold: limit.as_secs_f64(),
                 reading_time: alert_time(seen.reading_time),
-                run_id: seen.run_id.clone(),
+                run_id: seen.run_id.to_string(),
                 sequence: seen.sequence,
                 source: None,
                 repeats_suppressed: 0,
             });
         }
         alerts
+    }
+}
+
+/// The rules applied to `reading` of the device whose state is `state`.
+fn evaluate(
+    settings: &AlertSettings,
+    counters: &mut RuleCounters,
+    state: &mut DeviceState,
+    reading: &SensorReading,
+    now: tokio::time::Instant,
+    source: SourceRecord,
+) -> Evaluation {
+    state.device_type = reading.device_type;
+    state.reading_time = reading.timestamp;
+    state.seen_at = now;
+    state.sequence = reading.sequence;
+    state.silent_alerted = false;
+
+    let breach = threshold_breach(settings, reading);
+    // A reading back on the normal side closes the episodes of the other threshold kinds.
+    for kind in THRESHOLDS.iter().map(|rule| rule.kind) {
+        if breach.map(|(k, _)| k) != Some(kind) {
+            state.close(kind);
+        }
+    }
+    let mut fired = Vec::new();
+    if let Some((kind, threshold)) = breach {
+        fired.push((kind, reading.value, threshold));
+    }
+    if reading.battery_level < settings.battery_low {
+        fired.push((
+            AlertKind::LowBattery,
+            reading.battery_level,
+            settings.battery_low,
+        ));
+    } else {
+        state.close(AlertKind::LowBattery);
+    }
+    let cooldown = chrono::Duration::from_std(settings.cooldown).unwrap_or(chrono::Duration::MAX);
+    let mut alerts = Vec::new();
+    for (kind, value, threshold) in fired {
+        let Some(repeats) = episode(state, kind, reading.timestamp, cooldown) else {
+            counters.suppressed += 1;
+            continue;
+        };
+        counters.sent += 1;
+        alerts.push(Alert {
+            alert_id: new_alert_id(),
+            device_id: reading.device_id.clone(),
+            device_type: reading.device_type,
+            kind,
+            severity: kind.severity(),
+            value,
+            threshold,
+            reading_time: alert_time(reading.timestamp),
+            run_id: reading.run_id.clone(),
+            sequence: reading.sequence,
+            source: Some(source.clone()),
+            repeats_suppressed: repeats,
+        });
+    }
+    Evaluation {
+        alerts,
+        threshold_fired: breach.is_some(),
+    }
+}
+
+/// Opens or continues `device`'s episode of `kind` for a reading taken at
+/// `taken`: the repeats to report when an alert is due (a new episode, or a
+/// reminder after the cooldown), `None` when the reading is counted on the
+/// open episode instead.
+fn episode(
+    device: &mut DeviceState,
+    kind: AlertKind,
+    taken: DateTime<Utc>,
+    cooldown: chrono::Duration,
+) -> Option<u64> {
+    match device.episodes.iter_mut().find(|e| e.kind == kind) {
+        Some(open) if taken - open.last_sent < cooldown => {
+            open.repeats += 1;
+            None
+        }
+        Some(open) => {
+            let repeats = open.repeats;
+            open.last_sent = taken;
+            open.repeats = 0;
+            Some(repeats)
+        }
+        None => {
+            device.episodes.push(Episode {
+                kind,
+                last_sent: taken,
+                repeats: 0,
+            });
+            Some(0)
+        }
     }
 }
 
