@@ -9,6 +9,9 @@
 //! processed?
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::intern::Interner;
 
 /// Sorted, disjoint, inclusive ranges of sequence numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -123,7 +126,10 @@ pub struct AuditReport {
 /// Acknowledgements against processing, per device and run; see the module documentation.
 #[derive(Debug, Default)]
 pub struct DeliveryAudit {
-    devices: HashMap<(String, String), DeviceRun>,
+    /// Per device, its runs (one, unless the fleet restarted).
+    devices: HashMap<String, Vec<(Arc<str>, DeviceRun)>>,
+    /// Run ids, each stored once however many devices carry it.
+    runs: Interner,
     duplicates: u64,
     out_of_order: u64,
 }
@@ -134,10 +140,22 @@ impl DeliveryAudit {
         DeliveryAudit::default()
     }
 
+    /// The entry of `device_id` in `run_id`. Called twice per reading (acked,
+    /// then processed), so it copies nothing for a device and run already known.
     fn device(&mut self, device_id: &str, run_id: &str) -> &mut DeviceRun {
-        self.devices
-            .entry((device_id.to_string(), run_id.to_string()))
-            .or_default()
+        if !self.devices.contains_key(device_id) {
+            self.devices
+                .insert(device_id.to_string(), Vec::with_capacity(1));
+        }
+        let runs = self.devices.get_mut(device_id).expect("inserted above");
+        let index = match runs.iter().position(|(run, _)| **run == *run_id) {
+            Some(index) => index,
+            None => {
+                runs.push((self.runs.get(run_id), DeviceRun::default()));
+                runs.len() - 1
+            }
+        };
+        &mut runs[index].1
     }
 
     /// The producer saw this reading acknowledged.
@@ -171,7 +189,7 @@ impl DeliveryAudit {
             out_of_order: self.out_of_order,
             ..AuditReport::default()
         };
-        for device in self.devices.values() {
+        for device in self.devices.values().flatten().map(|(_, run)| run) {
             report.acked += device.acked.len();
             report.failed += device.failed;
             report.consumed += device.processed.len();
