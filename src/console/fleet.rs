@@ -18,13 +18,13 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
+pub use super::recent::{RECENT_VALUES, RecentValues};
+use crate::intern::Interner;
 use crate::pipeline::audit::{DeviceAudit, SequenceLedger, Verdict};
 use crate::sensor::device::DeviceType;
 use crate::sensor::reading::{LocationView, ReadingView, SensorReading};
 use crate::sensor::rules::Alert;
 
-/// Values kept per device for its chart.
-pub const RECENT_VALUES: usize = 24;
 /// Alerts kept for the feed.
 pub const KEPT_ALERTS: usize = 1_000;
 /// Dead letters kept with their bytes and headers.
@@ -77,13 +77,13 @@ pub struct DeviceRecord {
     /// Last value.
     pub value: f64,
     /// Its unit.
-    pub unit: String,
+    pub unit: Arc<str>,
     /// Last battery level (%).
     pub battery: f64,
     /// Last signal strength (dBm).
     pub signal: i32,
     /// Site and zone of the last reading.
-    pub location: String,
+    pub location: Arc<str>,
     /// When the last reading was taken (ms since the epoch).
     pub reading_time_ms: i64,
     /// When Kafka got the last reading (record timestamp, ms since the epoch).
@@ -93,8 +93,8 @@ pub struct DeviceRecord {
     /// Repeats the pipeline removed before the console saw them (when it
     /// feeds the console directly; see [`FleetState::repeat_removed`]).
     pub repeats_removed: u32,
-    /// The last values, oldest first.
-    pub recent: VecDeque<f32>,
+    /// The last values.
+    pub recent: RecentValues,
 }
 
 impl DeviceRecord {
@@ -106,6 +106,7 @@ impl DeviceRecord {
         verdict: Verdict,
         reading_ms: i64,
         seen_ms: i64,
+        labels: &mut Interner,
     ) {
         self.readings += 1;
         if verdict == Verdict::Duplicate || reading_ms < self.reading_time_ms {
@@ -113,17 +114,14 @@ impl DeviceRecord {
         }
         self.device_type = reading.device_type;
         self.value = reading.value;
-        if self.unit != reading.unit {
-            self.unit = reading.unit.to_string();
+        if *self.unit != *reading.unit {
+            self.unit = labels.get(&reading.unit);
         }
         self.battery = reading.battery_level;
         self.signal = reading.signal_strength;
         self.reading_time_ms = reading_ms;
         self.last_seen_ms = self.last_seen_ms.max(seen_ms);
-        if self.recent.len() == RECENT_VALUES {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(reading.value as f32);
+        self.recent.push(reading.value as f32);
     }
 }
 
@@ -213,6 +211,8 @@ pub struct WatchCounters {
 #[derive(Debug)]
 pub struct FleetState {
     devices: BTreeMap<String, DeviceRecord>,
+    /// Units and locations, shared by the devices that report them.
+    labels: Interner,
     ledger: SequenceLedger,
     alerts: VecDeque<AlertEntry>,
     alert_hour: HourCount,
@@ -227,6 +227,7 @@ impl Default for FleetState {
     fn default() -> Self {
         FleetState {
             devices: BTreeMap::new(),
+            labels: Interner::new(),
             ledger: SequenceLedger::new(MAX_DEVICES),
             alerts: VecDeque::new(),
             alert_hour: HourCount::default(),
@@ -296,7 +297,7 @@ impl FleetState {
             .observe(&reading.device_id, &reading.run_id, reading.sequence);
         // One lookup for a device already known, the common case.
         if let Some(device) = self.devices.get_mut(reading.device_id.as_ref()) {
-            device.update(reading, verdict, reading_ms, seen_ms);
+            device.update(reading, verdict, reading_ms, seen_ms, &mut self.labels);
             return;
         }
         if self.devices.len() >= MAX_DEVICES {
@@ -305,17 +306,20 @@ impl FleetState {
         let mut device = DeviceRecord {
             device_type: reading.device_type,
             value: reading.value,
-            unit: reading.unit.to_string(),
+            unit: self.labels.get(&reading.unit),
             battery: reading.battery_level,
             signal: reading.signal_strength,
-            location: format!("{}/{}", reading.location.site, reading.location.zone),
+            location: self.labels.get(&format!(
+                "{}/{}",
+                reading.location.site, reading.location.zone
+            )),
             reading_time_ms: 0,
             last_seen_ms: 0,
             readings: 0,
             repeats_removed: 0,
-            recent: VecDeque::with_capacity(RECENT_VALUES),
+            recent: RecentValues::default(),
         };
-        device.update(reading, verdict, reading_ms, seen_ms);
+        device.update(reading, verdict, reading_ms, seen_ms, &mut self.labels);
         self.devices.insert(reading.device_id.to_string(), device);
     }
 
@@ -454,10 +458,10 @@ impl FleetState {
             device_type: record.device_type,
             presence: Presence::of(quiet_ms, interval),
             value: record.value,
-            unit: record.unit.clone(),
+            unit: record.unit.to_string(),
             battery: record.battery,
             signal: record.signal,
-            location: record.location.clone(),
+            location: record.location.to_string(),
             last_reading: chrono::DateTime::from_timestamp_millis(record.reading_time_ms)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
                 .unwrap_or_default(),
@@ -466,7 +470,7 @@ impl FleetState {
             gaps: audit.missing,
             duplicates: audit.duplicates + record.repeats_removed,
             out_of_order: audit.out_of_order,
-            recent: record.recent.iter().copied().collect(),
+            recent: record.recent.iter().collect(),
         }
     }
 

@@ -25,6 +25,7 @@ pub mod follow;
 pub mod messages;
 pub mod metrics;
 mod pages;
+mod recent;
 mod server;
 mod views;
 
