@@ -50,8 +50,14 @@ use crate::kafka::client::{SharedClient, short_retries};
 use crate::kafka::retry::{Backoff, Deadline};
 use fetcher::FetchedBatch;
 
-/// Batches waiting for processing, across all partitions.
-const QUEUE_BATCHES: usize = 16;
+/// Batches waiting for processing, across all partitions. A batch holds up to
+/// `KAFKA_CONSUMER_FETCH_MAX_BYTES` of records, and decoded records take about
+/// three times their size on the wire, so this bounds a lagging consumer's
+/// memory (each fetcher also holds the batch it waits to queue). Six keep one
+/// batch ready per partition of a six-partition topic: with sixteen, a
+/// consumer behind its topic held some 60 MB of fetched records more, and
+/// processed no faster.
+const QUEUE_BATCHES: usize = 6;
 
 /// One record handed to the processor.
 #[derive(Debug, Clone)]
