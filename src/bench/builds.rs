@@ -27,16 +27,43 @@ pub(super) fn producer_notes(settings: &BenchSettings) -> Vec<String> {
 }
 
 /// What kind of build the program at `path` is: "static musl" for a static
-/// executable (no ELF interpreter), else "dynamic (glibc)".
+/// executable (no ELF interpreter), else "dynamic (glibc)"; a build for
+/// another processor says which, and that it runs under qemu.
 pub fn build_label(path: &Path) -> String {
-    match std::fs::read(path)
-        .ok()
-        .and_then(|elf| has_interpreter(&elf))
-    {
-        Some(false) => "static musl".to_string(),
-        Some(true) => "dynamic (glibc)".to_string(),
-        None => "unknown build".to_string(),
+    let elf = std::fs::read(path).ok();
+    let kind = match elf.as_deref().and_then(has_interpreter) {
+        Some(false) => "static musl",
+        Some(true) => "dynamic (glibc)",
+        None => return "unknown build".to_string(),
+    };
+    match elf.as_deref().and_then(foreign_arch) {
+        Some(arch) => format!("{kind} {arch} (under qemu, relative figures only)"),
+        None => kind.to_string(),
     }
+}
+
+/// The emulator that runs the program at `path` when it is built for
+/// another processor than this one (`qemu-aarch64` for an aarch64 build on
+/// x86_64); `None` for a native program.
+pub fn emulator(path: &Path) -> Option<String> {
+    let elf = std::fs::read(path).ok()?;
+    foreign_arch(&elf).map(|arch| format!("qemu-{arch}"))
+}
+
+/// The processor a 64-bit little-endian ELF file is built for, when it is
+/// not this one.
+fn foreign_arch(elf: &[u8]) -> Option<&'static str> {
+    const EM_X86_64: u16 = 62;
+    const EM_AARCH64: u16 = 183;
+    if elf.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let arch = match u16::from_le_bytes(elf.get(0x12..0x14)?.try_into().ok()?) {
+        EM_X86_64 => "x86_64",
+        EM_AARCH64 => "aarch64",
+        _ => return None,
+    };
+    (arch != std::env::consts::ARCH).then_some(arch)
 }
 
 /// Whether a 64-bit little-endian ELF file names a program interpreter
@@ -59,4 +86,53 @@ fn has_interpreter(elf: &[u8]) -> Option<bool> {
         }
     }
     Some(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first bytes of a 64-bit little-endian ELF executable for `machine`
+    /// with no program headers.
+    fn elf_header(machine: u16) -> Vec<u8> {
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[0x12..0x14].copy_from_slice(&machine.to_le_bytes());
+        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf
+    }
+
+    #[test]
+    fn a_build_for_another_processor_is_named_and_run_under_qemu() {
+        let other = if std::env::consts::ARCH == "aarch64" {
+            62
+        } else {
+            183
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrocloud");
+        std::fs::write(&path, elf_header(other)).unwrap();
+        let label = build_label(&path);
+        assert!(label.starts_with("static musl "), "{label}");
+        assert!(label.contains("under qemu"), "{label}");
+        let emulator = emulator(&path).expect("a foreign build needs an emulator");
+        assert!(emulator.starts_with("qemu-"), "{emulator}");
+    }
+
+    #[test]
+    fn this_processors_builds_run_as_they_are() {
+        let this = std::env::current_exe().unwrap();
+        assert_eq!(emulator(&this), None);
+        assert_eq!(build_label(&this), "dynamic (glibc)");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_program_is_an_unknown_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("script.sh");
+        std::fs::write(&path, "#!/bin/sh\n").unwrap();
+        assert_eq!(build_label(&path), "unknown build");
+        assert_eq!(emulator(&path), None);
+    }
 }

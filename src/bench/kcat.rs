@@ -22,10 +22,7 @@ use crate::kafka::producer::ProducerSettings;
 
 /// The `kcat` program on the `PATH`, if there is one.
 pub fn find() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("kcat"))
-        .find(|candidate| candidate.is_file())
+    crate::cluster::which("kcat")
 }
 
 /// `kcat` sending every line of `input` to `topic`.

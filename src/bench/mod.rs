@@ -50,8 +50,8 @@ use report::{BenchReport, Machine};
 use usage::{BrokerCpu, Measured, run_measured};
 use worker::WorkerSpec;
 
-pub use builds::build_label;
 use builds::producer_notes;
+pub use builds::{build_label, emulator};
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// The longest any single client run may take.
@@ -493,7 +493,14 @@ impl Bench<'_> {
 
     /// The build at `binary` running the worker described by `spec`.
     fn worker_command_of(&self, binary: &Path, spec: &WorkerSpec) -> Command {
-        let mut command = Command::new(binary);
+        let mut command = match builds::emulator(binary) {
+            Some(emulator) => {
+                let mut command = Command::new(emulator);
+                command.arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .arg("bench-worker")
             .arg(serde_json::to_string(spec).expect("specs serialize"))

@@ -99,6 +99,14 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError
         if !path.is_file() {
             return Err(CliError::Usage(format!("{} is not a file", path.display())));
         }
+        if let Some(emulator) = bench::emulator(path)
+            && crate::cluster::which(&emulator).is_none()
+        {
+            return Err(CliError::Usage(format!(
+                "{} is built for another processor and needs {emulator}, which is not installed (Debian: apt-get install qemu-user)",
+                path.display()
+            )));
+        }
     }
     let binary = args
         .binary

@@ -21,6 +21,7 @@ mod ports;
 mod state;
 pub mod tools;
 
+pub(crate) use distribution::which;
 pub use distribution::{KAFKA_VERSION, KafkaDistribution, LogConfig};
 pub use error::ClusterError;
 pub use node::{NodeSpec, Ownership, ProcessState};
