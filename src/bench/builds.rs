@@ -18,6 +18,14 @@ pub(super) fn producer_notes(settings: &BenchSettings) -> Vec<String> {
             settings.binary.display()
         ));
     }
+    for build in &settings.other_builds {
+        if let Some(emulator) = emulator(build) {
+            notes.push(format!(
+                "The build at {} ran under {emulator} (emulated, on this machine's processor): its figures only show that nothing in it is pathological, not its speed on its own hardware.",
+                build.display()
+            ));
+        }
+    }
     if settings.kcat.is_none() {
         notes.push(
             "kcat (librdkafka) is not installed here, so its rows are left out (Debian: `apt-get install kcat`).".to_string(),
@@ -37,7 +45,7 @@ pub fn build_label(path: &Path) -> String {
         None => return "unknown build".to_string(),
     };
     match elf.as_deref().and_then(foreign_arch) {
-        Some(arch) => format!("{kind} {arch} (under qemu, relative figures only)"),
+        Some(arch) => format!("{kind} {arch} (qemu)"),
         None => kind.to_string(),
     }
 }
@@ -115,7 +123,7 @@ mod tests {
         std::fs::write(&path, elf_header(other)).unwrap();
         let label = build_label(&path);
         assert!(label.starts_with("static musl "), "{label}");
-        assert!(label.contains("under qemu"), "{label}");
+        assert!(label.ends_with("(qemu)"), "{label}");
         let emulator = emulator(&path).expect("a foreign build needs an emulator");
         assert!(emulator.starts_with("qemu-"), "{emulator}");
     }
