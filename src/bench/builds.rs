@@ -51,11 +51,18 @@ pub fn build_label(path: &Path) -> String {
 }
 
 /// The emulator that runs the program at `path` when it is built for
-/// another processor than this one (`qemu-aarch64` for an aarch64 build on
-/// x86_64); `None` for a native program.
+/// another processor than this one: `qemu-aarch64` (Debian's qemu-user) for
+/// an aarch64 build on x86_64, or `qemu-aarch64-static` (qemu-user-static)
+/// when only that one is installed; `None` for a native program.
 pub fn emulator(path: &Path) -> Option<String> {
     let elf = std::fs::read(path).ok()?;
-    foreign_arch(&elf).map(|arch| format!("qemu-{arch}"))
+    let arch = foreign_arch(&elf)?;
+    let dynamic = format!("qemu-{arch}");
+    let fixed = format!("{dynamic}-static");
+    if crate::cluster::which(&dynamic).is_none() && crate::cluster::which(&fixed).is_some() {
+        return Some(fixed);
+    }
+    Some(dynamic)
 }
 
 /// The processor a 64-bit little-endian ELF file is built for, when it is

@@ -103,7 +103,7 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError
             && crate::cluster::which(&emulator).is_none()
         {
             return Err(CliError::Usage(format!(
-                "{} is built for another processor and needs {emulator}, which is not installed (Debian: apt-get install qemu-user)",
+                "{} is built for another processor and needs {emulator}, which is not installed (Debian: apt-get install qemu-user, or qemu-user-static)",
                 path.display()
             )));
         }
