@@ -4,8 +4,11 @@
 //!   load of `metrocloud chaos`).
 //! - [`consume`]: Kafka through processing into the sinks (`metrocloud consume`).
 //! - [`run`]: both in one process, reconciled by the delivery audit
-//!   (`metrocloud run`): after the producer stops, the consumer is given
-//!   [`CATCH_UP`] to process every acknowledged reading before it stops too.
+//!   (`metrocloud run`): after the producer stops, the consumer goes on until
+//!   it has processed every acknowledged reading, as long as it keeps making
+//!   progress ([`CatchUp`]): a consumer that fell behind under full load is
+//!   given the time to finish rather than reported as having lost readings
+//!   that are safe in Kafka. A second signal stops it at once.
 //!
 //! Each makes sure the topics exist first, waiting for a cluster that is not
 //! up yet, and returns `None` when shut down before the cluster answered. Each
@@ -37,8 +40,58 @@ use crate::pipeline::wiring::{self, ProcessingStartError};
 use crate::sensor::simulator::Fleet;
 use crate::sensor::validate::RejectReason;
 
-/// How long `run` waits, after the producer stopped, for the consumer to catch up.
-pub const CATCH_UP: Duration = Duration::from_secs(60);
+/// How long `run` goes on waiting, after the producer stopped, once the
+/// consumer has processed nothing more: it is stuck (no broker answers, say).
+pub const CATCH_UP_STALL: Duration = Duration::from_secs(30);
+/// How often the catch-up says how much is left.
+const CATCH_UP_PROGRESS: Duration = Duration::from_secs(5);
+
+/// The wait for the consumer after the producer stopped: it goes on while
+/// acknowledged readings are unprocessed and the number of them keeps falling.
+#[derive(Debug)]
+pub struct CatchUp {
+    stall: Duration,
+    fewest: u64,
+    fewest_at: Instant,
+}
+
+/// What the catch-up makes of the readings still unprocessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUpStep {
+    /// Every acknowledged reading was processed.
+    Done,
+    /// Still making progress (or not stalled for long): wait.
+    Wait,
+    /// Nothing more was processed for the stall limit: stop waiting.
+    Stalled,
+}
+
+impl CatchUp {
+    /// A catch-up starting at `now` that gives up after `stall` without progress.
+    pub fn new(now: Instant, stall: Duration) -> Self {
+        CatchUp {
+            stall,
+            fewest: u64::MAX,
+            fewest_at: now,
+        }
+    }
+
+    /// The step to take with `unprocessed` acknowledged readings left at `now`.
+    pub fn step(&mut self, unprocessed: u64, now: Instant) -> CatchUpStep {
+        if unprocessed == 0 {
+            return CatchUpStep::Done;
+        }
+        if unprocessed < self.fewest {
+            self.fewest = unprocessed;
+            self.fewest_at = now;
+        }
+        if now.duration_since(self.fewest_at) >= self.stall {
+            CatchUpStep::Stalled
+        } else {
+            CatchUpStep::Wait
+        }
+    }
+}
 
 /// Why the pipeline could not run.
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +267,7 @@ impl RunSummary {
         let lost = self.delivery.lost;
         (failed + lost + undelivered > 0).then(|| {
             format!(
-                "{failed} readings failed, {lost} acknowledged readings were not processed, {undelivered} alerts or dead letters were not delivered"
+                "{failed} readings failed, {lost} acknowledged readings were not processed (they stay in Kafka for the consumer group's next member), {undelivered} alerts or dead letters were not delivered"
             )
         })
     }
@@ -319,8 +372,29 @@ where
     status.abort();
     let ingest = ingest?;
     // Let the consumer process what was acknowledged before stopping it.
-    let deadline = Instant::now() + CATCH_UP;
-    while lock(&audit).report().lost > 0 && Instant::now() < deadline {
+    let started = Instant::now();
+    let mut catch_up = CatchUp::new(started, CATCH_UP_STALL);
+    let mut said_at = started;
+    loop {
+        let unprocessed = lock(&audit).report().lost;
+        let now = Instant::now();
+        match catch_up.step(unprocessed, now) {
+            CatchUpStep::Done => break,
+            CatchUpStep::Stalled => {
+                tracing::warn!(
+                    "the consumer processed nothing for {CATCH_UP_STALL:?}: stopping with {unprocessed} acknowledged readings unprocessed (they stay in Kafka for the group's next consumer)"
+                );
+                break;
+            }
+            CatchUpStep::Wait => {}
+        }
+        if now.duration_since(said_at) >= CATCH_UP_PROGRESS {
+            said_at = now;
+            tracing::info!(
+                "catching up: {unprocessed} acknowledged readings still to process after {:.0?} (signal again to stop now)",
+                now.duration_since(started)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop_consumer.cancel();
@@ -350,4 +424,51 @@ fn audit_observer(run_id: Arc<str>, audit: Arc<Mutex<DeliveryAudit>>) -> Process
             lock(&audit).processed(&reading.device_id, &reading.run_id, reading.sequence);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STALL: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_consumer_that_keeps_making_progress_is_waited_for_however_long_it_takes() {
+        let start = Instant::now();
+        let mut catch_up = CatchUp::new(start, STALL);
+        // Ten minutes of a slow consumer: a thousand fewer every 20 s.
+        for step in 0..30u64 {
+            let now = start + Duration::from_secs(20 * step);
+            assert_eq!(catch_up.step(30_000 - 1_000 * step, now), CatchUpStep::Wait);
+        }
+        assert_eq!(
+            catch_up.step(0, start + Duration::from_secs(600)),
+            CatchUpStep::Done
+        );
+    }
+
+    #[test]
+    fn a_consumer_that_processes_nothing_for_the_stall_limit_is_given_up_on() {
+        let start = Instant::now();
+        let mut catch_up = CatchUp::new(start, STALL);
+        assert_eq!(catch_up.step(500, start), CatchUpStep::Wait);
+        assert_eq!(
+            catch_up.step(400, start + Duration::from_secs(10)),
+            CatchUpStep::Wait
+        );
+        assert_eq!(
+            catch_up.step(400, start + Duration::from_secs(39)),
+            CatchUpStep::Wait
+        );
+        assert_eq!(
+            catch_up.step(400, start + Duration::from_secs(40)),
+            CatchUpStep::Stalled
+        );
+    }
+
+    #[test]
+    fn nothing_left_to_process_ends_the_catch_up_at_once() {
+        let start = Instant::now();
+        assert_eq!(CatchUp::new(start, STALL).step(0, start), CatchUpStep::Done);
+    }
 }
