@@ -22,11 +22,13 @@
 
 mod coordinator;
 pub mod fetcher;
+pub mod headers;
 mod membership;
 mod partitions;
 pub mod settings;
 
 pub use coordinator::{CoordinatorError, GroupCoordinator, GroupError};
+pub use headers::Headers;
 use membership::{GroupEvent, GroupSpec, Heartbeats, Identity};
 pub use settings::{ConsumerSettings, OffsetReset};
 
@@ -36,17 +38,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use kafka_protocol::messages::ConsumerGroupHeartbeatRequest;
 use kafka_protocol::protocol::StrBytes;
-use rskafka::record::RecordAndOffset;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::kafka::admin::Timeouts;
-use crate::kafka::client::{SharedClient, short_retries};
 use crate::kafka::retry::{Backoff, Deadline};
 use fetcher::FetchedBatch;
 
@@ -69,12 +70,12 @@ pub struct ConsumedRecord {
     pub partition: i32,
     /// Offset in the partition.
     pub offset: i64,
-    /// Key, if any.
-    pub key: Option<Vec<u8>>,
-    /// Value, if any.
-    pub value: Option<Vec<u8>>,
+    /// Key, if any (a slice of the fetch response: no copy).
+    pub key: Option<Bytes>,
+    /// Value, if any (a slice of the fetch response: no copy).
+    pub value: Option<Bytes>,
     /// Headers.
-    pub headers: BTreeMap<String, Vec<u8>>,
+    pub headers: Headers,
     /// Record timestamp.
     pub timestamp: DateTime<Utc>,
 }
@@ -170,7 +171,8 @@ pub struct GroupConsumer<P> {
     topic_id: uuid::Uuid,
     processor: P,
     coordinator: GroupCoordinator,
-    client: Arc<SharedClient>,
+    /// Time limits of the fetchers' requests.
+    timeouts: Timeouts,
     member_id: String,
     /// The heartbeat task, while the member runs.
     heartbeats: Option<Heartbeats>,
@@ -201,19 +203,6 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         };
         let coordinator = GroupCoordinator::new(spec.bootstrap.clone(), &spec.group_id, timeouts);
         let retry = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        // rskafka's own retries stay short: retrying (with a fresh client) is decided here.
-        let Some(client) = SharedClient::connect_until(
-            spec.bootstrap.clone(),
-            "metrocloud-consumer",
-            short_retries(spec.settings.request_timeout),
-            spec.settings.request_timeout,
-            retry.clone(),
-            shutdown,
-        )
-        .await
-        else {
-            return Ok(None);
-        };
         // A topic just created reaches every broker's metadata a moment later.
         let missing_deadline = Deadline::after(spec.settings.request_timeout);
         let mut backoff = retry;
@@ -249,7 +238,7 @@ impl<P: RecordProcessor> GroupConsumer<P> {
             topic_id,
             processor,
             coordinator,
-            client: Arc::new(client),
+            timeouts,
             member_id: random_member_id(),
             heartbeats: None,
             pending: None,
@@ -393,22 +382,11 @@ impl<P: RecordProcessor> GroupConsumer<P> {
             return;
         }
         for record in batch.records {
-            let RecordAndOffset { record, offset } = record;
-            if offset < owned.position {
+            if record.offset < owned.position {
                 continue;
             }
-            owned.position = offset + 1;
-            self.processor
-                .process(ConsumedRecord {
-                    topic: Arc::clone(&self.topic),
-                    partition: batch.partition,
-                    offset,
-                    key: record.key,
-                    value: record.value,
-                    headers: record.headers,
-                    timestamp: record.timestamp,
-                })
-                .await;
+            owned.position = record.offset + 1;
+            self.processor.process(record).await;
             self.stats.processed.fetch_add(1, Ordering::Relaxed);
         }
         self.update_lag();

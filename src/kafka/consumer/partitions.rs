@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
-use rskafka::client::partition::UnknownTopicHandling;
 use tokio_util::sync::CancellationToken;
 
 use super::fetcher::{self, FetcherSpec};
@@ -51,15 +50,15 @@ impl<P: RecordProcessor> GroupConsumer<P> {
             let stop = CancellationToken::new();
             let high_watermark = Arc::new(AtomicI64::new(start));
             let spec = FetcherSpec {
-                client: Arc::clone(&self.client),
-                topic: self.spec.topic.clone(),
+                bootstrap: self.spec.bootstrap.clone(),
+                timeouts: self.timeouts,
+                topic: Arc::clone(&self.topic),
                 partition,
                 fetcher_id: self.next_fetcher_id,
                 start,
                 reset: self.spec.auto_offset_reset,
                 max_bytes: self.spec.settings.fetch_max_bytes,
                 max_wait: self.spec.settings.fetch_max_wait,
-                request_timeout: self.spec.settings.request_timeout,
                 queue: self.queue_tx.clone(),
                 high_watermark: Arc::clone(&high_watermark),
                 stop: stop.clone(),
@@ -80,25 +79,15 @@ impl<P: RecordProcessor> GroupConsumer<P> {
     }
 
     pub(super) async fn reset_position(&self, partition: i32) -> Option<i64> {
-        let (generation, client) = self.client.current();
-        let lookup = client.partition_client(
-            self.spec.topic.clone(),
+        let admin = self.coordinator.admin();
+        match fetcher::reset_offset(
+            admin,
+            &self.spec.topic,
             partition,
-            UnknownTopicHandling::Retry,
-        );
-        let timeout = self.spec.settings.request_timeout;
-        let client = match tokio::time::timeout(timeout, lookup).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => {
-                tracing::warn!("cannot reach partition {partition}: {e}");
-                return None;
-            }
-            Err(_) => {
-                self.client.replace(generation).await;
-                return None;
-            }
-        };
-        match fetcher::reset_offset(&client, self.spec.auto_offset_reset, timeout).await {
+            self.spec.auto_offset_reset,
+        )
+        .await
+        {
             Ok(offset) => Some(offset),
             Err(e) => {
                 tracing::warn!(

@@ -88,7 +88,7 @@ pub fn dead_letter_record(letter: DeadLetter) -> OutgoingRecord<()> {
         detail,
         refused_at,
     } = letter;
-    let mut headers = record.headers;
+    let mut headers = record.headers.to_map();
     let mut add = |name: &str, value: Vec<u8>| headers.insert(name.to_string(), value);
     add(DLQ_REASON, reason.as_str().as_bytes().to_vec());
     add(DLQ_DETAIL, detail.into_bytes());
@@ -105,8 +105,8 @@ pub fn dead_letter_record(letter: DeadLetter) -> OutgoingRecord<()> {
             .into_bytes(),
     );
     OutgoingRecord {
-        key: record.key.unwrap_or_default(),
-        value: record.value.unwrap_or_default(),
+        key: record.key.map(|key| key.to_vec()).unwrap_or_default(),
+        value: record.value.map(|value| value.to_vec()).unwrap_or_default(),
         headers,
         timestamp: record.timestamp,
         meta: (),
