@@ -322,3 +322,112 @@ pub async fn run_fetcher(spec: FetcherSpec) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    fn record(offset: i64, value: &str, control: bool) -> Record {
+        let mut headers = IndexMap::new();
+        headers.insert(
+            StrBytes::from_static_str("schema"),
+            Some(Bytes::from_static(b"1")),
+        );
+        Record {
+            transactional: false,
+            control,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset,
+            sequence: -1,
+            timestamp: 1_700_000_000_000 + offset,
+            key: Some(Bytes::from(format!("key-{offset}"))),
+            value: Some(Bytes::from(value.to_string())),
+            headers,
+        }
+    }
+
+    /// One record batch per slice of `records`, as a broker returns them.
+    fn answer(batches: &[&[Record]], compression: Compression) -> BytesMut {
+        let mut buffer = BytesMut::new();
+        for records in batches {
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression,
+            };
+            RecordBatchEncoder::encode(&mut buffer, records.iter(), &options).unwrap();
+        }
+        buffer
+    }
+
+    fn values(records: &[ConsumedRecord]) -> Vec<(i64, String)> {
+        records
+            .iter()
+            .map(|r| {
+                let value = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
+                (r.offset, value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_of_compressed_batches_come_out_in_order_with_key_headers_and_time() {
+        let topic: Arc<str> = Arc::from("readings");
+        for compression in [Compression::None, Compression::Gzip, Compression::Snappy] {
+            let first = [record(10, "a", false), record(11, "b", false)];
+            let second = [record(12, "c", false)];
+            let data = answer(&[&first, &second], compression).freeze();
+            let (records, next) = decode_records(data, &topic, 3, 10).unwrap();
+            assert_eq!(
+                values(&records),
+                [(10, "a".into()), (11, "b".into()), (12, "c".into())],
+                "{compression:?}"
+            );
+            assert_eq!(next, Some(13));
+            let last = &records[2];
+            assert_eq!((&*last.topic, last.partition), ("readings", 3));
+            assert_eq!(last.key.as_deref(), Some(&b"key-12"[..]));
+            assert_eq!(last.headers.get("schema"), Some(&b"1"[..]));
+            assert_eq!(last.timestamp.timestamp_millis(), 1_700_000_000_012);
+        }
+    }
+
+    #[test]
+    fn records_before_the_position_and_control_records_are_skipped_but_passed() {
+        let topic: Arc<str> = Arc::from("readings");
+        let batch = [record(5, "old", false), record(6, "new", false)];
+        let marker = [record(7, "commit marker", true)];
+        let data = answer(&[&batch, &marker], Compression::None).freeze();
+        let (records, next) = decode_records(data, &topic, 0, 6).unwrap();
+        assert_eq!(values(&records), [(6, "new".into())]);
+        assert_eq!(next, Some(8), "the position moves past the control record");
+    }
+
+    #[test]
+    fn a_batch_cut_off_at_the_end_of_the_answer_is_left_for_the_next_fetch() {
+        let topic: Arc<str> = Arc::from("readings");
+        let whole = [record(0, "whole", false)];
+        let cut = [record(1, "cut", false)];
+        let mut data = answer(&[&whole, &cut], Compression::None);
+        data.truncate(data.len() - 5);
+        let (records, next) = decode_records(data.freeze(), &topic, 0, 0).unwrap();
+        assert_eq!(values(&records), [(0, "whole".into())]);
+        assert_eq!(next, Some(1));
+    }
+
+    #[test]
+    fn an_empty_answer_has_no_records_and_leaves_the_position() {
+        let topic: Arc<str> = Arc::from("readings");
+        let (records, next) = decode_records(Bytes::new(), &topic, 0, 42).unwrap();
+        assert!(records.is_empty());
+        assert_eq!(next, None);
+    }
+}
