@@ -1,4 +1,5 @@
-//! An rskafka client shared by many tasks, replaced when it stops answering.
+//! An rskafka client shared by many tasks, replaced when it stops answering
+//! (the console's topic readers and the alert history read through it).
 //!
 //! rskafka keeps one cached connection to an arbitrary broker for metadata
 //! lookups, and each partition client keeps its leader's connection; it puts
@@ -29,9 +30,6 @@ use rand::seq::SliceRandom;
 use rskafka::BackoffConfig;
 use rskafka::client::error::Error as KafkaError;
 use rskafka::client::{Client, ClientBuilder};
-use tokio_util::sync::CancellationToken;
-
-use crate::kafka::retry::Backoff;
 
 /// How long rskafka may retry on its own within one call: a few seconds, so
 /// that a stale view is dropped soon (retries go on in our layer, with a fresh client).
@@ -87,26 +85,6 @@ impl SharedClient {
         })
     }
 
-    /// Another client to the same cluster, with connections of its own: one
-    /// for each partition's writer or fetcher, so that no request waits behind
-    /// another partition's (see the module documentation). When no broker
-    /// answers now, it starts as this client's current one and is replaced
-    /// at its first failure.
-    pub async fn sibling(&self) -> SharedClient {
-        let client = match self.build_from_any().await {
-            Ok(client) => Arc::new(client),
-            Err(_) => self.current().1,
-        };
-        SharedClient {
-            bootstrap: self.bootstrap.clone(),
-            client_id: self.client_id.clone(),
-            backoff: self.backoff.clone(),
-            timeout: self.timeout,
-            current: Mutex::new((0, client)),
-            replacing: tokio::sync::Mutex::new(()),
-        }
-    }
-
     /// The client in use, with its generation (to name when asking for a replacement).
     pub fn current(&self) -> (u64, Arc<Client>) {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
@@ -139,43 +117,6 @@ impl SharedClient {
 }
 
 impl SharedClient {
-    /// Connects, pausing with `retry` between attempts until a broker answers;
-    /// `None` when `shutdown` comes first. A cluster that is not up yet is
-    /// normal at start: the first failure and every power-of-two-th are
-    /// logged at WARN, the others not at all.
-    pub async fn connect_until(
-        bootstrap: Vec<String>,
-        client_id: &str,
-        backoff: BackoffConfig,
-        timeout: Duration,
-        mut retry: Backoff,
-        shutdown: &CancellationToken,
-    ) -> Option<SharedClient> {
-        let mut attempts = 0u32;
-        loop {
-            let attempt =
-                SharedClient::connect(bootstrap.clone(), client_id, backoff.clone(), timeout);
-            let error = tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                connected = attempt => match connected {
-                    Ok(client) => return Some(client),
-                    Err(e) => e,
-                },
-            };
-            attempts += 1;
-            if attempts == 1 || attempts.is_power_of_two() {
-                tracing::warn!(
-                    "{client_id}: Kafka at {} does not answer yet (attempt {attempts}): {error}; retrying",
-                    bootstrap.join(",")
-                );
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(retry.next_delay()) => {}
-            }
-        }
-    }
-
     /// A client bootstrapped from one broker: each is tried in random order
     /// with an equal share of the timeout, so a frozen one costs only its share.
     async fn build_from_any(&self) -> Result<Client, KafkaError> {
