@@ -214,10 +214,14 @@ pub fn decode_records(
     let mut next: Option<i64> = None;
     while data.len() >= LENGTH_END {
         let length = i32::from_be_bytes([data[8], data[9], data[10], data[11]]);
-        let Ok(length) = usize::try_from(length) else {
+        // Anything shorter than a batch header up to its last offset delta is not a batch.
+        let Some(length) = usize::try_from(length)
+            .ok()
+            .filter(|&l| LENGTH_END + l >= 27)
+        else {
             return Err(format!("a record batch of length {length}"));
         };
-        if data.len() < LENGTH_END + length || LENGTH_END + length < 27 {
+        if data.len() < LENGTH_END + length {
             break;
         }
         let mut batch = data.split_to(LENGTH_END + length);
@@ -421,6 +425,14 @@ mod tests {
         let (records, next) = decode_records(data.freeze(), &topic, 0, 0).unwrap();
         assert_eq!(values(&records), [(0, "whole".into())]);
         assert_eq!(next, Some(1));
+    }
+
+    #[test]
+    fn a_batch_whose_length_cannot_hold_its_header_is_an_error_not_an_empty_answer() {
+        let topic: Arc<str> = Arc::from("readings");
+        let mut data = answer(&[&[record(0, "a", false)]], Compression::None);
+        data[8..12].copy_from_slice(&3i32.to_be_bytes());
+        assert!(decode_records(data.freeze(), &topic, 0, 0).is_err());
     }
 
     #[test]
