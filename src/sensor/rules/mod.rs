@@ -111,11 +111,6 @@ impl AlertRules {
         self.counters
     }
 
-    /// Devices remembered.
-    pub fn devices(&self) -> usize {
-        self.devices.len()
-    }
-
     /// Forgets devices for which `forget` is true (their partition moved away).
     pub fn forget(&mut self, mut forget: impl FnMut(&str) -> bool) {
         self.devices.retain(|device, _| !forget(device));
