@@ -55,8 +55,12 @@ pub fn build_label(path: &Path) -> String {
 /// an aarch64 build on x86_64, or `qemu-aarch64-static` (qemu-user-static)
 /// when only that one is installed; `None` for a native program.
 pub fn emulator(path: &Path) -> Option<String> {
-    let elf = std::fs::read(path).ok()?;
-    let arch = foreign_arch(&elf)?;
+    // The ELF header alone says which processor: no need to read the program.
+    let mut header = [0u8; 0x14];
+    std::fs::File::open(path)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut header))
+        .ok()?;
+    let arch = foreign_arch(&header)?;
     let dynamic = format!("qemu-{arch}");
     let fixed = format!("{dynamic}-static");
     if crate::cluster::which(&dynamic).is_none() && crate::cluster::which(&fixed).is_some() {
