@@ -451,19 +451,17 @@ mod tests {
     fn a_consumer_that_processes_nothing_for_the_stall_limit_is_given_up_on() {
         let start = Instant::now();
         let mut catch_up = CatchUp::new(start, STALL);
-        assert_eq!(catch_up.step(500, start), CatchUpStep::Wait);
-        assert_eq!(
-            catch_up.step(400, start + Duration::from_secs(10)),
-            CatchUpStep::Wait
-        );
-        assert_eq!(
-            catch_up.step(400, start + Duration::from_secs(39)),
-            CatchUpStep::Wait
-        );
-        assert_eq!(
-            catch_up.step(400, start + Duration::from_secs(40)),
-            CatchUpStep::Stalled
-        );
+        // (seconds after the start, readings left, what the catch-up does)
+        let steps = [
+            (0, 500, CatchUpStep::Wait),
+            (10, 400, CatchUpStep::Wait),
+            (39, 400, CatchUpStep::Wait),
+            (40, 400, CatchUpStep::Stalled),
+        ];
+        for (seconds, left, expected) in steps {
+            let now = start + Duration::from_secs(seconds);
+            assert_eq!(catch_up.step(left, now), expected, "at {seconds} s");
+        }
     }
 
     #[test]
