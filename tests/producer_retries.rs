@@ -7,6 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::Utc;
 use metrocloud::kafka::producer::{Delivery, OutgoingRecord, Producer, ProducerSettings};
 use metrocloud::kafka::topics::{TopicSpec, ensure_topic};
@@ -77,8 +78,8 @@ async fn batches_retried_while_the_followers_were_frozen_are_stored_once_and_in_
     let sending = tokio::spawn(async move {
         for id in 0..RECORDS {
             let record = OutgoingRecord {
-                key: b"device-1".to_vec(),
-                value: format!("{id:08}").into_bytes(),
+                key: Bytes::from_static(b"device-1"),
+                value: Bytes::from(format!("{id:08}")),
                 headers: Default::default(),
                 timestamp: Utc::now(),
                 meta: id,

@@ -7,7 +7,9 @@
 //! exists as configured. It has settings of its own and imports nothing from
 //! the layers above it, so it could be a crate of its own.
 //!
-//! - [`producer`]: batching, bounded buffering and retries around rskafka.
+//! - [`producer`]: batching, bounded buffering, retries and an idempotent
+//!   producer id, over our own Produce requests.
+//! - [`headers`]: a record's headers, the same type produced and fetched.
 //! - [`consumer`]: a consumer group member (KIP-848) that commits after processing.
 //! - [`admin`]: cluster requests rskafka lacks (topic configs, quorum, full metadata, groups).
 //! - [`client`]: the shared rskafka client, replaced when a frozen broker hangs it.
@@ -20,6 +22,7 @@ pub mod admin;
 mod broker;
 pub mod client;
 pub mod consumer;
+pub mod headers;
 pub mod nodelay;
 pub mod partitioner;
 pub mod producer;
@@ -27,3 +30,4 @@ pub mod retry;
 pub mod topics;
 
 pub use broker::BrokerAddress;
+pub use headers::Headers;

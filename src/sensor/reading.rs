@@ -195,7 +195,7 @@ fn from_rfc3339<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<U
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn example() -> SensorReading {

@@ -1,18 +1,19 @@
 //! The end-to-end worker: produce at a fixed rate and consume in the same
 //! process, timing each reading from its send to its validation.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::Utc;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::kafka::Headers;
 use crate::kafka::consumer::{ConsumedRecord, GroupConsumer, RecordProcessor};
 use crate::kafka::producer::{Delivery, OutgoingRecord, Producer};
 use crate::sensor::validate::validate;
@@ -102,7 +103,7 @@ pub(super) async fn end_to_end(
     let producer = Producer::connect(bootstrap, topic, &config.producer, listener, &never)
         .await
         .map_err(|e| WorkerError::Kafka(e.to_string()))?;
-    let record = |i: u64, headers: BTreeMap<String, Vec<u8>>, sent: Option<u64>| {
+    let record = |i: u64, headers: Headers, sent: Option<u64>| {
         let (key, value) = &payloads[(i % payloads.len() as u64) as usize];
         OutgoingRecord {
             key: key.clone(),
@@ -125,7 +126,7 @@ pub(super) async fn end_to_end(
     }
     let warmup_records = payloads.len().min(200) as u64;
     for i in 0..warmup_records {
-        let warmup = BTreeMap::from([(WARMUP_HEADER.to_string(), Vec::new())]);
+        let warmup = Headers::one(WARMUP_HEADER, Bytes::new());
         producer
             .send(record(i, warmup, None))
             .await
@@ -145,7 +146,7 @@ pub(super) async fn end_to_end(
         let due = (elapsed.as_secs_f64() * f64::from(rate)) as u64;
         while sent < due {
             let now = clock.elapsed().as_nanos() as u64;
-            let headers = BTreeMap::from([(SENT_HEADER.to_string(), now.to_string().into_bytes())]);
+            let headers = Headers::one(SENT_HEADER, now.to_string());
             producer
                 .send(record(sent, headers, Some(now)))
                 .await

@@ -10,18 +10,19 @@
 
 mod e2e;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::kafka::Headers;
 use crate::kafka::consumer::OffsetReset;
 use crate::kafka::consumer::{ConsumedRecord, ConsumerSpec, GroupConsumer, RecordProcessor};
 use crate::kafka::producer::{Delivery, OutgoingRecord, Producer};
@@ -235,15 +236,15 @@ fn json<T: Serialize>(value: &T) -> String {
 }
 
 /// A record's key and value.
-pub type KeyedPayload = (Vec<u8>, Vec<u8>);
+pub type KeyedPayload = (Bytes, Bytes);
 
 /// Keys and values to send, in turn.
 fn load_payloads(payload: &Payload) -> Result<Vec<KeyedPayload>, WorkerError> {
     match payload {
         Payload::Size(size) => {
-            let value: Vec<u8> = (0..*size).map(|i| b'A' + (i % 26) as u8).collect();
+            let value: Bytes = (0..*size).map(|i| b'A' + (i % 26) as u8).collect();
             Ok((0..1_000)
-                .map(|i| (format!("device-{i:06}").into_bytes(), value.clone()))
+                .map(|i| (Bytes::from(format!("device-{i:06}")), value.clone()))
                 .collect())
         }
         Payload::Readings(path) => load_readings(path),
@@ -266,7 +267,7 @@ pub fn load_readings(path: &Path) -> Result<Vec<KeyedPayload>, WorkerError> {
             let key = reading.device_id.as_bytes().to_vec();
             validate(Some(&key), Some(line.as_bytes()))
                 .map_err(|r| failed(format!("not a valid reading: {}", r.detail)))?;
-            Ok((key, line.as_bytes().to_vec()))
+            Ok((Bytes::from(key), Bytes::copy_from_slice(line.as_bytes())))
         })
         .collect::<Result<_, WorkerError>>()?;
     if payloads.is_empty() {
@@ -307,7 +308,7 @@ async fn produce(
             .send(OutgoingRecord {
                 key: key.clone(),
                 value: value.clone(),
-                headers: BTreeMap::new(),
+                headers: Headers::new(),
                 timestamp: Utc::now(),
                 meta: (),
             })

@@ -32,9 +32,9 @@ use kafka_protocol::records::RecordBatchDecoder;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::headers::Headers;
 use super::{ConsumedRecord, OffsetReset};
 use crate::kafka::admin::{AdminClient, BrokerConnection, OffsetAt, Timeouts};
+use crate::kafka::headers::Headers;
 use crate::kafka::retry::Backoff;
 
 /// The client id fetch connections give.

@@ -22,17 +22,17 @@
 
 mod coordinator;
 pub mod fetcher;
-pub mod headers;
 mod membership;
 mod partitions;
 pub mod settings;
 
 pub use coordinator::{CoordinatorError, GroupCoordinator, GroupError};
-pub use headers::Headers;
 use membership::{GroupEvent, GroupSpec, Heartbeats, Identity};
 pub use settings::{ConsumerSettings, OffsetReset};
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use crate::kafka::headers::Headers;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

@@ -156,9 +156,9 @@ impl<M> Gathered<M> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
+    use bytes::Bytes;
     use chrono::Utc;
 
     use super::*;
@@ -167,9 +167,9 @@ mod tests {
     /// A record as `send` queues it, its size taken from `budget`.
     fn pending(budget: &Arc<Semaphore>, value_bytes: usize, id: u32) -> Pending<u32> {
         let record = OutgoingRecord {
-            key: b"k".to_vec(),
-            value: vec![b'x'; value_bytes],
-            headers: BTreeMap::new(),
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from(vec![b'x'; value_bytes]),
+            headers: Default::default(),
             timestamp: Utc::now(),
             meta: id,
         };

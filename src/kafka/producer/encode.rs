@@ -184,8 +184,8 @@ mod tests {
             .iter()
             .map(|v| {
                 let record = crate::kafka::producer::OutgoingRecord {
-                    key: b"device".to_vec(),
-                    value: v.as_bytes().to_vec(),
+                    key: Bytes::from_static(b"device"),
+                    value: Bytes::copy_from_slice(v.as_bytes()),
                     headers: Default::default(),
                     timestamp: chrono::Utc::now(),
                     meta: (),

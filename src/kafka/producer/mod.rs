@@ -48,14 +48,12 @@ pub mod settings;
 mod wire;
 mod writer;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Record, TimestampType};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -63,6 +61,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::admin::{AdminClient, Timeouts};
+use crate::kafka::headers::Headers;
 use crate::kafka::partitioner::partition_for_key;
 use batch::Pending;
 use connect::partition_count;
@@ -81,12 +80,14 @@ const RECORD_OVERHEAD: usize = 64;
 /// A record to send, with the caller's own data to get back with its delivery.
 #[derive(Debug, Clone)]
 pub struct OutgoingRecord<M> {
-    /// Record key; decides the partition.
-    pub key: Vec<u8>,
+    /// Record key; decides the partition. Shared, not copied, until the
+    /// record is encoded into its batch: a caller sending the same bytes
+    /// again and again clones a `Bytes` and pays no copy.
+    pub key: Bytes,
     /// Record value.
-    pub value: Vec<u8>,
+    pub value: Bytes,
     /// Record headers.
-    pub headers: BTreeMap<String, Vec<u8>>,
+    pub headers: Headers,
     /// Record timestamp.
     pub timestamp: DateTime<Utc>,
     /// Whatever the caller needs to know which record a delivery is about.
@@ -96,14 +97,7 @@ pub struct OutgoingRecord<M> {
 impl<M> OutgoingRecord<M> {
     /// Bytes the record holds in the producer's buffer.
     pub fn size(&self) -> usize {
-        self.key.len()
-            + self.value.len()
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
-            + RECORD_OVERHEAD
+        self.key.len() + self.value.len() + self.headers.byte_len() + RECORD_OVERHEAD
     }
 
     /// The record as it goes into a batch, and the caller's data. Key,
@@ -120,13 +114,9 @@ impl<M> OutgoingRecord<M> {
             offset: 0,
             sequence: 0,
             timestamp: self.timestamp.timestamp_millis(),
-            key: Some(Bytes::from(self.key)),
-            value: Some(Bytes::from(self.value)),
-            headers: self
-                .headers
-                .into_iter()
-                .map(|(name, value)| (StrBytes::from_string(name), Some(Bytes::from(value))))
-                .collect(),
+            key: Some(self.key),
+            value: Some(self.value),
+            headers: self.headers.into_wire(),
         };
         (record, self.meta)
     }

@@ -6,17 +6,18 @@
 //! simulator stops first and the producer then delivers everything it holds:
 //! every reading generated ends acknowledged or counted as failed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::kafka::Headers;
 use crate::kafka::producer::{
     Delivery, DeliveryListener, OutgoingRecord, Producer, ProducerError, ProducerSnapshot,
 };
-use crate::sensor::reading::SensorReading;
+use crate::sensor::reading::{SCHEMA_VERSION, SensorReading};
 use crate::sensor::simulator::Fleet;
 
 /// Header naming the record layout version.
@@ -33,15 +34,25 @@ pub struct ReadingId {
     pub sequence: u64,
 }
 
+/// The schema header's value: the current version's is written once, not
+/// once per reading.
+fn schema_header(version: u32) -> Bytes {
+    if version == SCHEMA_VERSION {
+        Bytes::from_static(CURRENT_SCHEMA)
+    } else {
+        Bytes::from(version.to_string())
+    }
+}
+
+/// [`SCHEMA_VERSION`] as the schema header writes it.
+const CURRENT_SCHEMA: &[u8] = b"1";
+
 /// Turns a reading into the record that carries it.
 pub fn to_record(reading: &SensorReading, run_id: &Arc<str>) -> OutgoingRecord<ReadingId> {
     OutgoingRecord {
-        key: reading.key().to_vec(),
-        value: reading.to_json(),
-        headers: BTreeMap::from([(
-            SCHEMA_HEADER.to_string(),
-            reading.schema_version.to_string().into_bytes(),
-        )]),
+        key: Bytes::copy_from_slice(reading.key()),
+        value: Bytes::from(reading.to_json()),
+        headers: Headers::one(SCHEMA_HEADER, schema_header(reading.schema_version)),
         timestamp: reading.timestamp,
         meta: ReadingId {
             device_id: reading.device_id.clone(),
@@ -132,4 +143,31 @@ pub async fn run_ingest(
         generated,
         producer: snapshot,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sensor::reading::tests::example;
+
+    #[test]
+    fn a_readings_record_is_keyed_by_its_device_and_names_its_schema() {
+        let reading = example();
+        let record = to_record(&reading, &Arc::from("run-1"));
+        assert_eq!(&record.key[..], b"temperature-000042");
+        assert_eq!(record.value, reading.to_json());
+        assert_eq!(
+            record.headers.get(SCHEMA_HEADER),
+            Some(SCHEMA_VERSION.to_string().as_bytes())
+        );
+        assert_eq!(record.meta.sequence, 17);
+    }
+
+    #[test]
+    fn an_older_schema_version_is_named_as_it_is() {
+        let mut reading = example();
+        reading.schema_version = 7;
+        let record = to_record(&reading, &Arc::from("run-1"));
+        assert_eq!(record.headers.get(SCHEMA_HEADER), Some(&b"7"[..]));
+    }
 }

@@ -10,12 +10,14 @@
 
 pub mod history;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
 
+use crate::kafka::Headers;
 use crate::kafka::producer::{Delivery, DeliveryListener, OutgoingRecord, Producer};
 use crate::pipeline::sink::{DeadLetter, Sink, SinkError};
 use crate::sensor::rules::Alert;
@@ -88,25 +90,19 @@ pub fn dead_letter_record(letter: DeadLetter) -> OutgoingRecord<()> {
         detail,
         refused_at,
     } = letter;
-    let mut headers = record.headers.to_map();
-    let mut add = |name: &str, value: Vec<u8>| headers.insert(name.to_string(), value);
-    add(DLQ_REASON, reason.as_str().as_bytes().to_vec());
-    add(DLQ_DETAIL, detail.into_bytes());
-    add(DLQ_SOURCE_TOPIC, record.topic.as_bytes().to_vec());
-    add(
-        DLQ_SOURCE_PARTITION,
-        record.partition.to_string().into_bytes(),
-    );
-    add(DLQ_SOURCE_OFFSET, record.offset.to_string().into_bytes());
-    add(
+    let mut headers = record.headers;
+    headers.insert(DLQ_REASON, reason.as_str());
+    headers.insert(DLQ_DETAIL, detail);
+    headers.insert(DLQ_SOURCE_TOPIC, record.topic.to_string());
+    headers.insert(DLQ_SOURCE_PARTITION, record.partition.to_string());
+    headers.insert(DLQ_SOURCE_OFFSET, record.offset.to_string());
+    headers.insert(
         DLQ_FAILED_AT,
-        refused_at
-            .to_rfc3339_opts(SecondsFormat::Millis, true)
-            .into_bytes(),
+        refused_at.to_rfc3339_opts(SecondsFormat::Millis, true),
     );
     OutgoingRecord {
-        key: record.key.map(|key| key.to_vec()).unwrap_or_default(),
-        value: record.value.map(|value| value.to_vec()).unwrap_or_default(),
+        key: record.key.unwrap_or_default(),
+        value: record.value.unwrap_or_default(),
         headers,
         timestamp: record.timestamp,
         meta: (),
@@ -116,9 +112,9 @@ pub fn dead_letter_record(letter: DeadLetter) -> OutgoingRecord<()> {
 impl Sink for KafkaSink {
     async fn alert(&mut self, alert: Alert) {
         let record = OutgoingRecord {
-            key: alert.device_id.clone().into_bytes(),
-            value: alert.to_json(),
-            headers: BTreeMap::new(),
+            key: Bytes::from(alert.device_id.clone()),
+            value: Bytes::from(alert.to_json()),
+            headers: Headers::new(),
             timestamp: Utc::now(),
             meta: (),
         };
