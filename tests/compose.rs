@@ -65,6 +65,19 @@ fn text(yaml: &Yaml) -> String {
     }
 }
 
+/// A service's image, with `${VARIABLE:-default}` read as its default.
+fn image_of(service: &Yaml) -> String {
+    let image = text(&service["image"]);
+    match image
+        .strip_prefix("${")
+        .and_then(|rest| rest.strip_suffix('}'))
+        .and_then(|inner| inner.split_once(":-"))
+    {
+        Some((_, default)) => default.to_string(),
+        None => image,
+    }
+}
+
 fn env(service: &Yaml, name: &str) -> String {
     let value = &service["environment"][name];
     assert!(!value.is_badvalue(), "{name} is not set in {service:?}");
@@ -189,7 +202,7 @@ fn every_image_is_pinned_to_a_version_and_kafka_is_4_x() {
     let compose = compose();
     let services = compose["services"].as_hash().unwrap();
     for (name, service) in services {
-        let image = text(&service["image"]);
+        let image = image_of(service);
         let (repository, tag) = image
             .rsplit_once(':')
             .unwrap_or_else(|| panic!("{image} has no tag"));
@@ -201,6 +214,11 @@ fn every_image_is_pinned_to_a_version_and_kafka_is_4_x() {
         );
         if repository == "apache/kafka" {
             assert!(tag.starts_with("4."), "Kafka 4.x: {image}");
+            let local = repo_file("docker/build-images.sh");
+            assert!(
+                local.contains(&format!("kafka_version={tag}\n")),
+                "the local Kafka image is the same version as {image}"
+            );
         }
     }
 }
@@ -227,6 +245,26 @@ fn every_long_running_service_has_a_healthcheck_and_ours_need_no_shell() {
             test,
             ["CMD", "/metrocloud", "health"],
             "{name}: exec form, no shell"
+        );
+    }
+    // A broker's healthcheck asks the broker at the address its PLAINTEXT
+    // listener is bound to: its own host name (localhost would be refused).
+    for name in ["kafka1", "kafka2", "kafka3", "kafka4"] {
+        let broker = service(&compose, name);
+        // Compose reads `$$` as a literal `$`, for the shell.
+        let test = text(&broker["healthcheck"]["test"][1]).replace("$$", "$");
+        assert!(
+            test.contains("--bootstrap-server $(hostname):9092"),
+            "{name}: {test}"
+        );
+        let hostname = text(&broker["hostname"]);
+        assert!(
+            listeners(&env(broker, "KAFKA_LISTENERS")).iter().any(
+                |(listener, host, port)| listener == "PLAINTEXT"
+                    && *host == hostname
+                    && *port == 9092
+            ),
+            "{name} listens on {hostname}:9092"
         );
     }
     // The healthcheck's subcommand exists in the binary the image holds.

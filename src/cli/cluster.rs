@@ -67,6 +67,10 @@ pub(crate) enum ClusterCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fetch Kafka's jars on first use and print the directory that holds them.
+    Jars,
+    /// List the tools `cluster tool` runs: script name and main class, a line each.
+    Tools,
 }
 
 pub(crate) async fn run(
@@ -195,6 +199,17 @@ pub(crate) async fn run(
                 Some(code) => Err(CliError::Status(u8::try_from(code).unwrap_or(1))),
                 None => Err(CliError::Status(1)),
             }
+        }
+        ClusterCommand::Jars => {
+            let distribution = KafkaDistribution::ensure(&cache).map_err(failed)?;
+            println!("{}", distribution.libs_dir().display());
+            Ok(())
+        }
+        ClusterCommand::Tools => {
+            for tool in tools::KAFKA_TOOLS {
+                println!("{} {}", tool.name, tool.main_class);
+            }
+            Ok(())
         }
     }
 }

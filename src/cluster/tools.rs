@@ -99,6 +99,11 @@ pub const KAFKA_TOOLS: &[KafkaTool] = &[
         "org.apache.kafka.tools.EndToEndLatency",
         false,
     ),
+    tool(
+        "kafka-broker-api-versions",
+        "org.apache.kafka.tools.BrokerApiVersionsCommand",
+        true,
+    ),
     tool("kafka-storage", "kafka.tools.StorageTool", false),
     tool("kafka-dump-log", "kafka.tools.DumpLogSegments", false),
 ];

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Builds the images, brings the Compose stack up, checks that it works and
+# takes it down again; exits non-zero at the first thing that fails.
+#
+#   docker/check.sh [--amd64 BIN] [--arm64 BIN]
+#
+# Checked: the scratch image's binary (--version, a bad setting exits 2
+# naming it, the arm64 image under qemu when binfmt runs it); three brokers,
+# topic setup, producer, consumer, the console and the scale profile's
+# fourth broker, all healthy; readings flowing (offsets grow, and Kafka's
+# own kafka-consumer-groups shows our group's lag back at 0); `health` from
+# a container of its own; one broker stopped while the pipeline runs, with
+# nothing acknowledged lost; then `down -v`. Kafka UI is left out: its
+# image comes from a registry.
+#
+# The local Kafka image is used (KAFKA_IMAGE=metrocloud-kafka:4.1.1) unless
+# KAFKA_IMAGE is set. Compose v2 (`docker compose`) is used when present,
+# else the standalone docker-compose.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+amd64_args=()
+arm64=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --amd64) amd64_args=(--amd64 "$2"); shift 2 ;;
+    --arm64) arm64=$2; shift 2 ;;
+    *) echo "usage: $0 [--amd64 BIN] [--arm64 BIN]" >&2; exit 2 ;;
+  esac
+done
+
+started=$(date +%s)
+step() { printf '\n--- %s (%ds)\n' "$*" "$(( $(date +%s) - started ))"; }
+fail() {
+  echo "error: $*" >&2
+  exit 1
+}
+
+if docker compose version >/dev/null 2>&1; then
+  compose_cmd=(docker compose)
+elif command -v docker-compose >/dev/null; then
+  compose_cmd=(docker-compose)
+else
+  fail "neither 'docker compose' nor docker-compose: install one (Debian: apt-get install docker-compose)"
+fi
+export KAFKA_IMAGE=${KAFKA_IMAGE:-metrocloud-kafka:4.1.1}
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-metrocloud}
+export METROCLOUD_CONSOLE_TOKEN=${METROCLOUD_CONSOLE_TOKEN:-check-$$}
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+image=metrocloud:$version
+compose() { "${compose_cmd[@]}" -f docker/compose.yaml --profile console --profile scale "$@"; }
+services=(kafka1 kafka2 kafka3 kafka4 topic-setup kafka-producer kafka-consumer metrocloud-console)
+
+step "images"
+build_args=("${amd64_args[@]}")
+[ -z "$arm64" ] || build_args+=(--arm64 "$arm64")
+[[ "$KAFKA_IMAGE" == metrocloud-kafka:* ]] || build_args+=(--no-kafka)
+docker/build-images.sh "${build_args[@]}"
+docker image inspect "$KAFKA_IMAGE" >/dev/null 2>&1 ||
+  fail "no image $KAFKA_IMAGE: pull it, or build the local one with docker/build-images.sh"
+
+step "the scratch image's binary"
+docker run --rm "$image" --version
+set +e
+message=$(docker run --rm -e KAFKA_PARTITIONS=0 "$image" config 2>&1 >/dev/null)
+status=$?
+set -e
+[ "$status" -eq 2 ] || fail "a bad setting gave exit status $status, not 2"
+grep -q KAFKA_PARTITIONS <<<"$message" || fail "the error does not name the setting: $message"
+echo "a bad setting: exit status 2, naming it: $(head -n 1 <<<"$message")"
+if [ -n "$arm64" ]; then
+  if docker run --rm --platform linux/arm64 "$image-arm64" --version; then
+    arch=$(docker image inspect -f '{{.Architecture}}' "$image-arm64")
+    echo "the $arch image runs under qemu (binfmt)"
+  else
+    fail "the arm64 image does not run: is qemu-user-static's binfmt handler registered?"
+  fi
+fi
+
+cleanup() {
+  status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "--- the stack's last log lines, after a failure"
+    compose logs --tail 30 "${services[@]}" 2>&1 | tail -n 150 || true
+  fi
+  compose down -v --remove-orphans >/dev/null 2>&1 || true
+  exit "$status"
+}
+trap cleanup EXIT
+
+for port in 29092 29093 29094 29095 8081; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    fail "port $port on this machine is taken, and the stack publishes it: stop what listens there (a local cluster: metrocloud cluster down)"
+  fi
+done
+
+step "up: ${services[*]} (Kafka from $KAFKA_IMAGE)"
+compose down -v --remove-orphans >/dev/null 2>&1 || true
+compose up -d --no-build "${services[@]}"
+
+step "healthy"
+health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1" 2>/dev/null; }
+deadline=$(( $(date +%s) + 240 ))
+for service in kafka1 kafka2 kafka3 kafka4 kafka-producer kafka-consumer metrocloud-console; do
+  until [ "$(health "$service")" = healthy ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "$service is $(health "$service"), not healthy, after 4 minutes"
+    sleep 3
+  done
+  echo "$service: healthy"
+done
+[ "$(docker inspect -f '{{.State.ExitCode}}' topic-setup)" = 0 ] || fail "topic-setup did not exit 0"
+echo "topic-setup: exited 0"
+
+kafka_tool() { docker exec kafka1 "/opt/kafka/bin/$1.sh" --bootstrap-server kafka1:9092 "${@:2}"; }
+end_offsets() { kafka_tool kafka-get-offsets --topic iot-sensor-data | awk -F: '{ sum += $3 } END { print sum + 0 }'; }
+group_lag() { kafka_tool kafka-consumer-groups --describe --group iot-data-consumer 2>/dev/null |
+  awk '$2 == "iot-sensor-data" && $6 ~ /^[0-9]+$/ { lag += $6; rows++ } END { print (rows ? lag : "none") }'; }
+
+step "readings flow"
+before=$(end_offsets)
+sleep 10
+after=$(end_offsets)
+[ "$after" -gt "$before" ] || fail "the topic's end offsets did not grow in 10 s ($before, then $after)"
+echo "end offsets of iot-sensor-data: $before, 10 s later $after"
+
+step "health from a container of its own, on the stack's network"
+network=$(docker inspect -f '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}' kafka1)
+docker run --rm --network "$network" -e KAFKA_BOOTSTRAP_SERVERS=kafka1:9092,kafka2:9092,kafka3:9092 "$image" health
+if [ -n "$arm64" ]; then
+  docker run --rm --platform linux/arm64 --network "$network" \
+    -e KAFKA_BOOTSTRAP_SERVERS=kafka1:9092,kafka2:9092,kafka3:9092 "$image-arm64" health
+  echo "the arm64 image's health check passed under qemu"
+fi
+
+step "a broker stopped while the pipeline runs"
+docker stop kafka2 >/dev/null
+before=$(end_offsets)
+sleep 20
+after=$(end_offsets)
+[ "$after" -gt "$before" ] || fail "nothing was written in 20 s with kafka2 stopped ($before, then $after)"
+echo "with kafka2 stopped: end offsets $before, 20 s later $after"
+docker start kafka2 >/dev/null
+deadline=$(( $(date +%s) + 120 ))
+until [ "$(health kafka2)" = healthy ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "kafka2 did not come back healthy in 2 minutes"
+  sleep 3
+done
+echo "kafka2: healthy again"
+
+step "the producer stopped: everything it had acknowledged is consumed"
+# A clean stop delivers what the producer holds and prints its summary.
+docker stop -t 60 kafka-producer >/dev/null
+summary=$(docker logs kafka-producer 2>&1 | grep 'producer summary' | tail -n 1)
+[ -n "$summary" ] || fail "the producer printed no summary when stopped"
+echo "$summary"
+acked=$(sed -n 's/.* acked \([0-9]*\).*/\1/p' <<<"$summary")
+failed=$(sed -n 's/.* failed \([0-9]*\).*/\1/p' <<<"$summary")
+[ "$failed" = 0 ] || fail "the producer failed $failed readings"
+deadline=$(( $(date +%s) + 90 ))
+until [ "$(group_lag)" = 0 ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "the group's lag did not come back to 0 in 90 s (last: $(group_lag))"
+  sleep 2
+done
+echo "kafka-consumer-groups (in kafka1): group iot-data-consumer, lag 0 on every partition"
+described=$(kafka_tool kafka-consumer-groups --describe --group iot-data-consumer 2>/dev/null)
+head -n 4 <<<"$described"
+# The consumer's status line (every 5 s) counts unique readings and the
+# sequence numbers its delivery audit found missing.
+sleep 6
+line=$(docker logs kafka-consumer 2>/dev/null | grep 'consumer: ' | tail -n 1)
+echo "$line"
+readings=$(sed -n 's/.* readings \([0-9]*\).*/\1/p' <<<"$line")
+gaps=$(sed -n 's/.* gaps \([0-9]*\).*/\1/p' <<<"$line")
+[ "$gaps" = 0 ] || fail "the consumer's audit shows $gaps missing readings"
+[ "$readings" -ge "$acked" ] || fail "$acked readings acknowledged, $readings consumed"
+echo "acknowledged $acked, consumed $readings unique readings, 0 missing"
+
+step "down -v"
+trap - EXIT
+compose down -v --remove-orphans
+echo "docker/check.sh: all checks passed in $(( $(date +%s) - started )) s"
