@@ -5,7 +5,7 @@
 //! [`LocalCluster`], on free ports in a directory under the target dir, and
 //! shares it between its tests. Its JVMs are supervised: they end when the
 //! test process ends, however it ends. With the `testcontainers` feature, the
-//! cluster is three `apache/kafka` containers instead (where Docker runs).
+//! cluster is three Kafka containers instead (`KAFKA_IMAGE`, where Docker runs).
 //!
 //! Tests that break the cluster on purpose take a [`dedicated`] one.
 
@@ -277,19 +277,31 @@ where
 }
 
 #[cfg(feature = "testcontainers")]
-mod docker {
-    //! Three `apache/kafka` containers in KRaft combined mode, like `docker/`.
+pub mod docker {
+    //! Three Kafka containers in KRaft combined mode, like `docker/`, from
+    //! `KAFKA_IMAGE` (default `apache/kafka:4.1.1`; where nothing can be
+    //! pulled, `docker/build-images.sh` builds `metrocloud-kafka:4.1.1`).
+    //!
+    //! The shared cluster lives until the test process ends, where no
+    //! destructor runs: every container and network is labelled with the
+    //! process id, a watcher removes them once that process is gone, and
+    //! whatever a killed watcher left is removed before new ones start.
 
     use std::net::TcpListener;
+    use std::process::Command;
     use std::time::Duration;
 
     use testcontainers::core::{ContainerPort, WaitFor};
     use testcontainers::runners::AsyncRunner;
     use testcontainers::{GenericImage, ImageExt};
 
+    use metrocloud::cluster::short_lived_broker_settings;
+
     use super::TestCluster;
 
-    const IMAGE: (&str, &str) = ("apache/kafka", "4.1.1");
+    const DEFAULT_IMAGE: &str = "apache/kafka:4.1.1";
+    /// The label every container and network of these tests carries: the test process's id.
+    const LABEL: &str = "metrocloud.test.pid";
 
     pub fn start() -> TestCluster {
         std::thread::spawn(|| {
@@ -300,9 +312,103 @@ mod docker {
         .expect("container start thread")
     }
 
+    /// The `KAFKA_*` variable that sets broker setting `name` (the official image's convention).
+    pub fn variable_for(name: &str) -> String {
+        let name: String = name
+            .chars()
+            .map(|c| match c {
+                '.' => "_".to_string(),
+                '_' => "__".to_string(),
+                '-' => "___".to_string(),
+                c => c.to_ascii_uppercase().to_string(),
+            })
+            .collect();
+        format!("KAFKA_{name}")
+    }
+
+    /// `docker` with `args`, its standard output; panics, naming what is missing, when it fails.
+    fn docker(args: &[&str]) -> String {
+        let output = Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("these tests need a Docker engine, and there is no docker command: {e}")
+            });
+        assert!(
+            output.status.success(),
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Removes the containers and networks of test processes that have ended.
+    fn remove_leftovers() {
+        let filter = format!("label={LABEL}");
+        let format = format!("{{{{.ID}}}} {{{{.Label \"{LABEL}\"}}}}");
+        for (kind, list) in [
+            (
+                "container",
+                vec!["ps", "-a", "--filter", &filter, "--format", &format],
+            ),
+            (
+                "network",
+                vec!["network", "ls", "--filter", &filter, "--format", &format],
+            ),
+        ] {
+            for line in docker(&list).lines() {
+                let Some((id, pid)) = line.split_once(' ') else {
+                    continue;
+                };
+                if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    continue;
+                }
+                let _ = Command::new("docker").args([kind, "rm", "-f", id]).output();
+            }
+        }
+    }
+
+    /// Starts a shell that waits for this process to end, then removes its
+    /// containers and `network`.
+    fn watch(pid: &str, network: &str) {
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             docker ps -aq --filter label={LABEL}={pid} | xargs -r docker rm -f; \
+             docker network rm {network}"
+        );
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the containers' watcher");
+    }
+
     async fn start_async() -> TestCluster {
+        let image = std::env::var("KAFKA_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_string());
+        let (repository, tag) = image
+            .rsplit_once(':')
+            .unwrap_or_else(|| panic!("KAFKA_IMAGE={image} has no tag"));
+        docker(&["info", "--format", "{{.ServerVersion}}"]);
+        assert!(
+            !docker(&["image", "ls", "-q", &image]).trim().is_empty(),
+            "no image {image} on this engine: pull it, or build the local one with \
+             docker/build-images.sh and set KAFKA_IMAGE=metrocloud-kafka:4.1.1"
+        );
+        remove_leftovers();
+        let pid = std::process::id().to_string();
         let run: u32 = rand::random();
         let network = format!("metrocloud-test-{run:08x}");
+        docker(&[
+            "network",
+            "create",
+            "--label",
+            &format!("{LABEL}={pid}"),
+            &network,
+        ]);
+        watch(&pid, &network);
         let host_ports: Vec<u16> = (0..3)
             .map(|_| TcpListener::bind(("127.0.0.1", 0)).expect("free port"))
             .collect::<Vec<_>>()
@@ -319,11 +425,12 @@ mod docker {
         let mut containers = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let host_port = host_ports[i];
-            let container = GenericImage::new(IMAGE.0, IMAGE.1)
+            let mut request = GenericImage::new(repository, tag)
                 .with_exposed_port(ContainerPort::Tcp(19092))
                 .with_wait_for(WaitFor::Nothing)
                 .with_network(network.clone())
                 .with_container_name(name.clone())
+                .with_labels([(LABEL, pid.clone())])
                 .with_mapped_port(host_port, ContainerPort::Tcp(19092))
                 .with_env_var("CLUSTER_ID", "TWV0cm9DbG91ZFRlc3RzMQ")
                 .with_env_var("KAFKA_NODE_ID", (i + 1).to_string())
@@ -343,16 +450,22 @@ mod docker {
                 )
                 .with_env_var("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
                 .with_env_var("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT")
+                .with_env_var("KAFKA_LOG_DIRS", "/var/lib/kafka/data")
+                .with_env_var("KAFKA_HEAP_OPTS", "-Xms256m -Xmx512m")
                 .with_env_var("KAFKA_DEFAULT_REPLICATION_FACTOR", "3")
                 .with_env_var("KAFKA_MIN_INSYNC_REPLICAS", "2")
                 .with_env_var("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "3")
                 .with_env_var("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "3")
                 .with_env_var("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "2")
                 .with_env_var("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
-                .with_env_var("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
-                .start()
-                .await
-                .expect("start apache/kafka container");
+                .with_env_var("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0");
+            // The same short group sessions as the local test clusters.
+            for (setting, value) in short_lived_broker_settings() {
+                request = request.with_env_var(variable_for(&setting), value);
+            }
+            let container = request.start().await.unwrap_or_else(|e| {
+                panic!("cannot start a {image} container (is a Docker engine running?): {e}")
+            });
             containers.push(container);
         }
         let cluster = TestCluster {
@@ -371,6 +484,10 @@ mod docker {
                 .is_ok_and(|m| m.brokers.len() == 3)
         })
         .await;
+        eprintln!(
+            "test cluster: 3 {image} containers at {}",
+            cluster.bootstrap.join(",")
+        );
         cluster
     }
 }
