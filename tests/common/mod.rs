@@ -377,13 +377,13 @@ pub mod docker {
              docker ps -aq --filter label={LABEL}={pid} | xargs -r docker rm -f; \
              docker network rm {network}"
         );
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
+        // In the background of a shell that exits at once: the watcher is
+        // nobody's child here, and nothing is left to wait for.
+        let started = Command::new("sh")
+            .args(["-c", &format!("({script}) </dev/null >/dev/null 2>&1 &")])
+            .status()
             .expect("start the containers' watcher");
+        assert!(started.success(), "the containers' watcher did not start");
     }
 
     async fn start_async() -> TestCluster {
