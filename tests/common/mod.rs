@@ -314,16 +314,16 @@ pub mod docker {
 
     /// The `KAFKA_*` variable that sets broker setting `name` (the official image's convention).
     pub fn variable_for(name: &str) -> String {
-        let name: String = name
-            .chars()
-            .map(|c| match c {
-                '.' => "_".to_string(),
-                '_' => "__".to_string(),
-                '-' => "___".to_string(),
-                c => c.to_ascii_uppercase().to_string(),
-            })
-            .collect();
-        format!("KAFKA_{name}")
+        let mut variable = String::from("KAFKA_");
+        for c in name.chars() {
+            match c {
+                '.' => variable.push('_'),
+                '_' => variable.push_str("__"),
+                '-' => variable.push_str("___"),
+                c => variable.push(c.to_ascii_uppercase()),
+            }
+        }
+        variable
     }
 
     /// `docker` with `args`, its standard output; panics, naming what is missing, when it fails.

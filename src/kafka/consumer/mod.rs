@@ -31,8 +31,6 @@ use membership::{GroupEvent, GroupSpec, Heartbeats, Identity};
 pub use settings::{ConsumerSettings, OffsetReset};
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use crate::kafka::headers::Headers;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -48,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::kafka::admin::Timeouts;
+use crate::kafka::headers::Headers;
 use crate::kafka::retry::{Backoff, Deadline};
 use fetcher::FetchedBatch;
 

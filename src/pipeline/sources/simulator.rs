@@ -6,7 +6,7 @@
 //! simulator stops first and the producer then delivers everything it holds:
 //! every reading generated ends acknowledged or counted as failed.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,18 +34,16 @@ pub struct ReadingId {
     pub sequence: u64,
 }
 
-/// The schema header's value: the current version's is written once, not
-/// once per reading.
+/// The schema header's value: the current version's is made once and
+/// shared, not written out again for every reading.
 fn schema_header(version: u32) -> Bytes {
+    static CURRENT: LazyLock<Bytes> = LazyLock::new(|| Bytes::from(SCHEMA_VERSION.to_string()));
     if version == SCHEMA_VERSION {
-        Bytes::from_static(CURRENT_SCHEMA)
+        CURRENT.clone()
     } else {
         Bytes::from(version.to_string())
     }
 }
-
-/// [`SCHEMA_VERSION`] as the schema header writes it.
-const CURRENT_SCHEMA: &[u8] = b"1";
 
 /// Turns a reading into the record that carries it.
 pub fn to_record(reading: &SensorReading, run_id: &Arc<str>) -> OutgoingRecord<ReadingId> {
