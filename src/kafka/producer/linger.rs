@@ -13,6 +13,9 @@
 //!   another batch would only follow it one request later. Records gather
 //!   into a bigger batch until an answer comes.
 //!
+//! - a numbering the leader has not acknowledged yet (see [`super::writer`]):
+//!   one batch at a time, until the first is written.
+//!
 //! Under light load every record goes out at once; under heavy load batches
 //! fill while earlier ones are acknowledged, which is when batching is worth
 //! having. The linger only bounds how long a record can wait behind requests
@@ -44,6 +47,9 @@ pub(super) struct Pipe {
     pub(super) in_flight: usize,
     /// Whether earlier batches are being retried: nothing new goes out meanwhile.
     pub(super) recovering: bool,
+    /// Whether the leader has acknowledged a batch of the writer's current
+    /// numbering; until then one batch goes out at a time.
+    pub(super) confirmed: bool,
 }
 
 /// The limits the decision applies.
@@ -59,7 +65,12 @@ pub(super) fn next(pipe: Pipe, limits: Limits, now: Instant) -> Next {
     let Some(oldest) = pipe.oldest else {
         return Next::Wait;
     };
-    if pipe.gathered_bytes == 0 || pipe.recovering || pipe.in_flight >= limits.max_in_flight {
+    let max_in_flight = if pipe.confirmed {
+        limits.max_in_flight
+    } else {
+        1
+    };
+    if pipe.gathered_bytes == 0 || pipe.recovering || pipe.in_flight >= max_in_flight {
         return Next::Wait;
     }
     if pipe.in_flight == 0 || pipe.gathered_bytes >= limits.batch_bytes {
@@ -93,6 +104,7 @@ mod tests {
             oldest: (gathered_bytes > 0).then_some(now),
             in_flight,
             recovering: false,
+            confirmed: true,
         };
         (pipe, now)
     }
@@ -137,6 +149,17 @@ mod tests {
         let (mut pipe, now) = pipe(5_000, 0);
         pipe.recovering = true;
         assert_eq!(next(pipe, LIMITS, now), Next::Wait);
+    }
+
+    #[test]
+    fn until_the_leader_acknowledges_the_numbering_one_batch_goes_out_at_a_time() {
+        let (mut pipe, now) = pipe(5_000, 0);
+        pipe.confirmed = false;
+        assert_eq!(next(pipe, LIMITS, now), Next::Send);
+        pipe.in_flight = 1;
+        assert_eq!(next(pipe, LIMITS, now + Duration::from_secs(1)), Next::Wait);
+        pipe.confirmed = true;
+        assert_eq!(next(pipe, LIMITS, now), Next::Send);
     }
 
     #[test]

@@ -15,6 +15,15 @@
 //! sends the rest again in the same order, on a new connection to the
 //! current leader when the old one broke or the leader moved.
 //!
+//! The leader checks the numbering only for a producer it has heard from:
+//! one with no state on the partition yet (a new producer id, or one the
+//! broker forgot after a long silence) has its first batch taken whatever its
+//! number. So while no batch of the current numbering has been acknowledged,
+//! the writer keeps one batch on the way, not several: otherwise a first batch
+//! refused as "not the leader" by a broker that learns a moment later that it
+//! leads could be overtaken by the second. Once one batch is acknowledged with
+//! acks=all, every replica that can become leader holds the producer's state.
+//!
 //! A batch that can never be written (too large, refused by the broker) or
 //! whose delivery deadline passes fails for good, and leaves a gap in the
 //! numbering that the leader would refuse to skip; the writer then takes a
@@ -45,6 +54,11 @@ use crate::kafka::retry::Backoff;
 
 /// Records taken from the queue in one go, at most, before the writer looks at its answers again.
 const GATHER_AT_ONCE: usize = 4_096;
+
+/// How long an acknowledged numbering counts as known to the leader without
+/// another acknowledgement. Brokers forget an idle producer after
+/// `producer.id.expiration.ms` (a day by default).
+const NUMBERING_REMEMBERED: Duration = Duration::from_secs(600);
 
 pub(super) struct PartitionWriter<M> {
     pub(super) route: Arc<Route>,
@@ -90,6 +104,7 @@ impl<M: Send + 'static> PartitionWriter<M> {
             in_flight: VecDeque::new(),
             identity: None,
             next_sequence: 0,
+            acknowledged: None,
             encoder: Encoder::default(),
             failed: false,
             backoff,
@@ -107,6 +122,8 @@ struct State<M> {
     in_flight: VecDeque<Sent<M>>,
     identity: Option<ProducerIdentity>,
     next_sequence: i32,
+    /// When the leader last acknowledged a batch of the current numbering.
+    acknowledged: Option<Instant>,
     encoder: Encoder,
     /// An answer failed: nothing new is sent until every answer is in and
     /// the failed batches went out again.
@@ -131,11 +148,16 @@ impl<M: Send + 'static> State<M> {
                 self.recover().await;
                 continue;
             }
+            if let Some(held) = self.held_back() {
+                self.transmit(held).await;
+                continue;
+            }
             let pipe = Pipe {
                 gathered_bytes: self.gathered.bytes(),
                 oldest: self.gathered.oldest(),
                 in_flight: self.in_flight.len(),
                 recovering: self.failed,
+                confirmed: self.confirmed(),
             };
             let wake = match linger::next(pipe, limits, Instant::now()) {
                 Next::Send => {
@@ -152,6 +174,26 @@ impl<M: Send + 'static> State<M> {
                 Event::Wake => {}
             }
         }
+    }
+
+    /// Whether the leader is known to hold the current numbering.
+    fn confirmed(&self) -> bool {
+        self.acknowledged
+            .is_some_and(|at| at.elapsed() < NUMBERING_REMEMBERED)
+    }
+
+    /// The first batch held back while the numbering was unconfirmed, once it
+    /// may go: the numbering is confirmed, or nothing else is on the way.
+    fn held_back(&self) -> Option<usize> {
+        if self.failed {
+            return None;
+        }
+        let held = self
+            .in_flight
+            .iter()
+            .position(|s| s.answer.is_none() && s.outcome.is_none())?;
+        let awaiting = self.in_flight.iter().any(|s| s.answer.is_some());
+        (!awaiting || self.confirmed()).then_some(held)
     }
 
     /// Waits for the oldest answer due, a record, or `wake`.
@@ -217,6 +259,7 @@ impl<M: Send + 'static> State<M> {
 
     /// Sends the batches from `from` on, numbering and encoding those that
     /// need it; when the leader cannot be found they wait for the next round.
+    /// Under an unconfirmed numbering only the first goes; the rest are held back.
     async fn transmit(&mut self, from: usize) {
         let identity = match self.identity {
             Some(identity) => identity,
@@ -224,6 +267,7 @@ impl<M: Send + 'static> State<M> {
                 Ok(identity) => {
                     self.identity = Some(identity);
                     self.next_sequence = 0;
+                    self.acknowledged = None;
                     identity
                 }
                 Err(reason) => return self.not_sent(from, reason, false),
@@ -236,7 +280,13 @@ impl<M: Send + 'static> State<M> {
         };
         let compression = self.writer.settings.compression;
         let now = Instant::now();
-        for sent in self.in_flight.range_mut(from..) {
+        let confirmed = self.confirmed();
+        for (position, sent) in self.in_flight.range_mut(from..).enumerate() {
+            sent.outcome = None;
+            if position > 0 && !confirmed {
+                sent.answer = None;
+                continue;
+            }
             if sent.identity != Some(identity) {
                 sent.identity = Some(identity);
                 sent.base_sequence = self.next_sequence;
@@ -265,7 +315,6 @@ impl<M: Send + 'static> State<M> {
             let encoded = sent.encoded.clone().expect("encoded above");
             sent.answer = Some(self.writer.senders.submit(&leader, partition, encoded));
             sent.sent_at = now;
-            sent.outcome = None;
         }
     }
 
@@ -292,6 +341,9 @@ impl<M: Send + 'static> State<M> {
             Outcome::Written(_) => {
                 self.backoff.reset();
                 self.rounds = 0;
+                if self.in_flight[index].identity == self.identity {
+                    self.acknowledged = Some(Instant::now());
+                }
             }
             Outcome::Failed(failure) => {
                 self.failed = true;
