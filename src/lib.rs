@@ -8,6 +8,8 @@
 //!   sensors.
 //! - [`sensor`]: the domain: device types, the reading and its decoder,
 //!   validation, the simulator, and the alert rules.
+//! - [`store`]: readings kept in Parquet files, each exactly once, for
+//!   querying after Kafka's retention. It knows readings, not Kafka's clients.
 //! - [`config`]: the environment, validated once, into the settings of the
 //!   layers below.
 //! - [`pipeline`]: sources through processing into sinks, the audits, and the
@@ -25,6 +27,7 @@ pub mod lock;
 
 pub mod kafka;
 pub mod sensor;
+pub mod store;
 
 pub mod config;
 pub mod logging;

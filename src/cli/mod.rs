@@ -57,6 +57,10 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         processed_log: Option<PathBuf>,
     },
+    /// Kafka into Parquet files under METROCLOUD_DATA_DIR, each reading exactly
+    /// once, in a consumer group of its own (METROCLOUD_STORE_GROUP_ID). Ctrl-C
+    /// closes the open files, commits, and stops.
+    Store,
     /// Print the effective configuration (from the environment and defaults).
     Config {
         /// Print `.env.example` instead: every variable with its help and default.
@@ -199,6 +203,7 @@ async fn run(command: Command, config: Config) -> Result<(), CliError> {
         Command::Consume { processed_log } => {
             pipeline::consume(config, processed_log, crate::shutdown::on_signals()).await
         }
+        Command::Store => pipeline::store(config, crate::shutdown::on_signals()).await,
         Command::Config { example, markdown } => {
             if example {
                 print!("{}", crate::config::env_example());

@@ -1,4 +1,4 @@
-//! `metrocloud run`, `metrocloud produce`, `metrocloud consume` (and the thin
+//! `metrocloud run`, `metrocloud produce`, `metrocloud consume`, `metrocloud store` (and the thin
 //! `metrocloud-producer` / `metrocloud-consumer` binaries): the pipeline's
 //! own calls ([`crate::pipeline::run`]), their summaries printed.
 
@@ -57,6 +57,17 @@ pub(crate) async fn consume(
         None => None,
     };
     if let Some(summary) = run::consume(&config, observer, shutdown)
+        .await
+        .map_err(failed)?
+    {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+/// Kafka -> Parquet files until shut down.
+pub(crate) async fn store(config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
+    if let Some(summary) = crate::pipeline::store::store(&config, shutdown)
         .await
         .map_err(failed)?
     {

@@ -25,6 +25,7 @@ use crate::kafka::topics::TopicSpec;
 use crate::sensor::device::DeviceType;
 use crate::sensor::rules::AlertSettings;
 use crate::sensor::simulator::SimulatorSettings;
+use crate::store::StoreSettings;
 pub use table::{Group, SETTINGS, Setting};
 pub use values::topic_name as topic_name_rule;
 
@@ -76,6 +77,8 @@ pub struct Config {
     pub alerts: AlertSettings,
     /// `RUST_LOG`: a tracing filter that overrides `LOG_LEVEL`.
     pub rust_log: Option<String>,
+    /// `METROCLOUD_STORE*`, `METROCLOUD_DATA_DIR`: the storage stage.
+    pub store: StoreSettings,
     /// `METROCLOUD_CLUSTER_DIR`: the local cluster's directory; unset, the XDG default.
     pub cluster_dir: Option<PathBuf>,
     /// `METROCLOUD_KAFKA_CACHE`: where Kafka's jars are cached; unset, the XDG default.
@@ -189,6 +192,7 @@ impl Config {
             dlq_topic: String::new(),
             alerts: AlertSettings::default(),
             rust_log: None,
+            store: StoreSettings::default(),
             cluster_dir: None,
             kafka_cache: None,
             kafka_heap: String::new(),

@@ -26,6 +26,8 @@ pub enum Group {
     Startup,
     /// Alert rules and the topics of alerts and dead letters.
     Alerts,
+    /// The storage stage and its files.
+    Storage,
     /// The local cluster of `metrocloud cluster`, `run`, `chaos` and `bench`.
     LocalCluster,
     /// The monitoring console.
@@ -45,6 +47,7 @@ impl Group {
             Group::Consumer => "Consumer (group, commits, fetches)",
             Group::Startup => "Start-up",
             Group::Alerts => "Alerts and dead letters",
+            Group::Storage => "Storage (metrocloud store, and metrocloud run)",
             Group::LocalCluster => "Local cluster (metrocloud cluster, run, chaos, bench)",
             Group::Console => {
                 "Console (metrocloud console, and metrocloud run unless --no-console)"
@@ -476,6 +479,51 @@ pub static SETTINGS: &[Setting] = &[
         rust_log,
         |v| optional_text(v),
         show_optional
+    ),
+    setting!(
+        "METROCLOUD_STORE",
+        Storage,
+        "parquet",
+        "Whether metrocloud run also stores readings: parquet, or off (metrocloud store always stores).",
+        store.enabled,
+        |v| store_kind(v),
+        |on: &bool| (if *on { "parquet" } else { "off" }).to_string()
+    ),
+    setting!(
+        "METROCLOUD_DATA_DIR",
+        Storage,
+        "data",
+        "Folder of the stored readings: readings/date=YYYY-MM-DD/hour=HH/<topic>+<partition>+<first offset>.parquet.",
+        store.data_dir,
+        |v| non_empty(v).map(Into::into),
+        show_path
+    ),
+    setting!(
+        "METROCLOUD_STORE_GROUP_ID",
+        Storage,
+        "iot-storage",
+        "Consumer group of the storage stage, apart from processing's.",
+        store.group_id,
+        |v| non_empty(v),
+        show
+    ),
+    setting!(
+        "METROCLOUD_STORE_ROLL_ROWS",
+        Storage,
+        "1000000",
+        "A partition's open files are closed and committed once they hold this many readings together.",
+        store.roll_rows,
+        |v| whole(v, 1, 100_000_000),
+        show
+    ),
+    setting!(
+        "METROCLOUD_STORE_ROLL_SEC",
+        Storage,
+        "60",
+        "... or once the oldest reading they hold has waited this many seconds.",
+        store.roll_after,
+        |v| whole(v, 1, 86_400).map(std::time::Duration::from_secs),
+        show_seconds
     ),
     setting!(
         "METROCLOUD_CLUSTER_DIR",

@@ -44,6 +44,15 @@ pub fn seconds(given: &str, max: u64) -> Result<Duration, Allowed> {
     whole(given, 0, max).map(Duration::from_secs)
 }
 
+/// `parquet` (on) or `off`.
+pub fn store_kind(given: &str) -> Result<bool, Allowed> {
+    match given.trim() {
+        "parquet" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("parquet or off".to_string()),
+    }
+}
+
 /// A finite number.
 pub fn number(given: &str) -> Result<f64, Allowed> {
     let value: f64 = parsed(given, "a number")?;

@@ -6,6 +6,7 @@
 //! - [`observer`]: every processing outcome, for audits, the console and the processed log.
 //! - [`audit`]: per-device sequence ledger: duplicates removed, gaps and reordering counted.
 //! - [`reconcile`]: producer acknowledgements against consumer processing: lost, duplicated, late.
+//! - [`store`]: the storage stage: the sensor topic into the Parquet store, its own group.
 //! - [`status`]: the status lines, and one line of alerts per interval.
 //! - [`run`]: `produce`, `consume` and `run` as library calls, with their summaries.
 //! - [`wiring`]: building the stages from the configuration.
@@ -19,4 +20,5 @@ pub mod sink;
 pub mod sinks;
 pub mod sources;
 pub mod status;
+pub mod store;
 pub mod wiring;

@@ -36,6 +36,7 @@ use crate::pipeline::process::ProcessingStats;
 use crate::pipeline::reconcile::{AuditReport, DeliveryAudit};
 use crate::pipeline::sources::simulator::{IngestSummary, ReadingId, run_ingest};
 use crate::pipeline::status::{processing_line, run_line, spawn_status};
+use crate::pipeline::store::{self, StorageStats, StoreSummary, storage_consumer};
 use crate::pipeline::wiring::{self, ProcessingStartError};
 use crate::sensor::simulator::Fleet;
 use crate::sensor::validate::RejectReason;
@@ -105,6 +106,9 @@ pub enum PipelineError {
     /// The processing side could not start.
     #[error(transparent)]
     Start(#[from] ProcessingStartError),
+    /// The storage stage could not start.
+    #[error(transparent)]
+    Storage(#[from] crate::pipeline::store::StorageStartError),
     /// The consumer stopped for good.
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
@@ -256,6 +260,8 @@ pub struct RunSummary {
     pub sequences: AuditTotals,
     /// Counters of processing.
     pub stats: Arc<ProcessingStats>,
+    /// The storage stage's, when it ran.
+    pub storage: Option<StoreSummary>,
 }
 
 impl RunSummary {
@@ -293,6 +299,9 @@ impl fmt::Display for RunSummary {
             self.sequences.missing,
             stats.delivery_failures.load(Ordering::Relaxed),
         )?;
+        if let Some(storage) = &self.storage {
+            writeln!(f, "{storage}")?;
+        }
         let quality = stats.alert_quality();
         write!(
             f,
@@ -339,6 +348,13 @@ where
     };
     let consumer_stats = consumer.stats();
     let consumer_task = tokio::spawn(consumer.run(stop_consumer.clone()));
+    let storage_stats = Arc::new(StorageStats::default());
+    let storage_task = match config.store.enabled {
+        true => storage_consumer(config, &storage_stats, &stop_consumer)
+            .await?
+            .map(|storage| tokio::spawn(storage.run(stop_consumer.clone()))),
+        false => None,
+    };
     let listener = {
         let audit = Arc::clone(&audit);
         move |id: ReadingId, delivery: Delivery| match delivery {
@@ -403,6 +419,14 @@ where
         .map_err(|e| PipelineError::ConsumerTask(e.to_string()))??;
     let sequences = processor.audit();
     processor.close().await;
+    let storage = match storage_task {
+        Some(task) => {
+            task.await
+                .map_err(|e| PipelineError::ConsumerTask(e.to_string()))??;
+            Some(store::summary(&storage_stats))
+        }
+        None => None,
+    };
     if let Some(task) = attached {
         let _ = task.await;
     }
@@ -412,6 +436,7 @@ where
         delivery,
         sequences,
         stats,
+        storage,
     }))
 }
 

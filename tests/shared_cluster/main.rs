@@ -14,4 +14,5 @@ mod pipeline;
 mod produce_fetch;
 mod producer;
 mod record_schema;
+mod store;
 mod topics;

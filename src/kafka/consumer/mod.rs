@@ -96,6 +96,30 @@ pub trait RecordProcessor: Send {
         async {}
     }
 
+    /// How far `partition`'s records are durable, given that everything before
+    /// `position` was processed: the offset the consumer may commit. A
+    /// processor that keeps records before making them durable in batches (a
+    /// file store) answers the first record it still holds.
+    fn committable(&self, partition: i32, position: i64) -> i64 {
+        let _ = partition;
+        position
+    }
+
+    /// These offsets are committed now.
+    fn committed(&mut self, offsets: &[(i32, i64)]) {
+        let _ = offsets;
+    }
+
+    /// Whether the processor has durable records it wants committed before the
+    /// commit interval is up (asked after each fetched batch).
+    fn commit_wanted(&self) -> bool {
+        false
+    }
+
+    /// The member is stopping: the flushes that follow should make durable
+    /// everything they can.
+    fn stopping(&mut self) {}
+
     /// These partitions moved to another member; forget what was kept about them.
     fn partitions_revoked(&mut self, partitions: &[i32]) {
         let _ = partitions;
@@ -303,12 +327,19 @@ impl<P: RecordProcessor> GroupConsumer<P> {
                     self.commit(None).await;
                     next_commit = Instant::now() + self.spec.settings.commit_interval;
                 }
-                Some(batch) = self.queue_rx.recv() => self.process(batch).await,
+                Some(batch) = self.queue_rx.recv() => {
+                    self.process(batch).await;
+                    if self.processor.commit_wanted() {
+                        self.commit(None).await;
+                        next_commit = Instant::now() + self.spec.settings.commit_interval;
+                    }
+                }
             }
         };
         // After a processing failure `commit` commits nothing: the partitions go
         // back uncommitted and their next owner reads the records again.
         self.draining = true;
+        self.processor.stopping();
         self.stop_fetchers(None).await;
         self.commit(None).await;
         self.leave().await;
@@ -401,21 +432,33 @@ impl<P: RecordProcessor> GroupConsumer<P> {
     }
 
     /// Commits the processed position of `partitions` (all owned when `None`)
-    /// once the processor has made its effects durable.
+    /// once the processor has made its effects durable, as far as it says
+    /// they are. While stopping, a processor whose flush left records
+    /// uncommitted gets a second round.
     async fn commit(&mut self, partitions: Option<&[i32]>) {
-        let offsets: Vec<(i32, i64)> = self
+        let rounds = if self.draining { 2 } else { 1 };
+        for _ in 0..rounds {
+            if !self.commit_once(partitions).await {
+                return;
+            }
+        }
+    }
+
+    /// One flush and commit; true when it committed and records remain uncommitted.
+    async fn commit_once(&mut self, partitions: Option<&[i32]>) -> bool {
+        let chosen: Vec<i32> = self
             .owned
             .iter()
             .filter(|(p, _)| partitions.is_none_or(|list| list.contains(p)))
             .filter(|(_, owned)| owned.committed != Some(owned.position))
-            .map(|(&p, owned)| (p, owned.position))
+            .map(|(&p, _)| p)
             .collect();
         let identity = self.identity();
-        if offsets.is_empty() || identity.epoch <= 0 {
-            return;
+        if chosen.is_empty() || identity.epoch <= 0 {
+            return false;
         }
         if self.failure.is_some() {
-            return;
+            return false;
         }
         // While running, waiting for the processor's effects (alerts, dead
         // letters) is bounded by one heartbeat interval: a cluster that is slow
@@ -431,15 +474,26 @@ impl<P: RecordProcessor> GroupConsumer<P> {
             Ok(Err(error)) => {
                 tracing::error!("{error}; committing nothing more");
                 self.failure = Some(error);
-                return;
+                return false;
             }
             Err(_) => {
                 tracing::info!(
-                    "alerts or dead letters not acknowledged within {:?}; commit of {offsets:?} postponed",
+                    "processing's effects not durable within {:?}; commit of partitions {chosen:?} postponed",
                     identity.interval
                 );
-                return;
+                return false;
             }
+        }
+        let offsets: Vec<(i32, i64)> = chosen
+            .iter()
+            .filter_map(|p| {
+                let owned = &self.owned[p];
+                let offset = self.processor.committable(*p, owned.position);
+                (owned.committed != Some(offset)).then_some((*p, offset))
+            })
+            .collect();
+        if offsets.is_empty() {
+            return false;
         }
         match self
             .coordinator
@@ -452,14 +506,21 @@ impl<P: RecordProcessor> GroupConsumer<P> {
             .await
         {
             Ok(()) => {
-                for (partition, offset) in offsets {
+                let mut remaining = false;
+                for &(partition, offset) in &offsets {
                     if let Some(owned) = self.owned.get_mut(&partition) {
                         owned.committed = Some(offset);
+                        remaining |= offset < owned.position;
                     }
                 }
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.processor.committed(&offsets);
+                remaining
             }
-            Err(e) => tracing::warn!("commit of {offsets:?} failed: {e}; the next commit retries"),
+            Err(e) => {
+                tracing::warn!("commit of {offsets:?} failed: {e}; the next commit retries");
+                false
+            }
         }
     }
 

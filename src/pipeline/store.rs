@@ -1,0 +1,232 @@
+//! The storage stage: the sensor topic into the Parquet store, under a
+//! consumer group of its own.
+//!
+//! Storing runs apart from processing (its own group, `iot-storage` by
+//! default), so a slow disk never holds up alerts and a broken alert topic
+//! never holds up storage. The [`StoreProcessor`] tells the consumer how far
+//! each partition is durable ([`RecordProcessor::committable`]): offsets are
+//! committed up to the first record still in an open file, never past it,
+//! and the store rolls a partition again only once its last roll is
+//! committed (see [`crate::store`] for why that makes every reading stored
+//! exactly once across crashes and replays).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::kafka::consumer::{
+    ConsumedRecord, ConsumerError, ConsumerSpec, ConsumerStats, GroupConsumer, RecordProcessor,
+};
+use crate::pipeline::run::{PipelineError, topics_ready};
+use crate::pipeline::status::spawn_status;
+use crate::sensor::validate::validate;
+use crate::store::columns::Origin;
+use crate::store::{ParquetStore, StoreError, StoreStats};
+
+/// Counters of the storage stage besides the store's own.
+#[derive(Debug, Default)]
+pub struct StorageStats {
+    /// Records that are not valid readings, left out (processing puts them in
+    /// the dead-letter topic).
+    pub invalid: AtomicU64,
+    /// The store's.
+    pub store: Arc<StoreStats>,
+}
+
+/// Feeds consumed readings to the store; see the module documentation.
+pub struct StoreProcessor {
+    store: ParquetStore,
+    stats: Arc<StorageStats>,
+    /// The first error of the store: nothing more is taken or committed.
+    failure: Option<String>,
+    stopping: bool,
+}
+
+impl StoreProcessor {
+    /// A processor writing into `store`.
+    pub fn new(store: ParquetStore, stats: Arc<StorageStats>) -> Self {
+        StoreProcessor {
+            store,
+            stats,
+            failure: None,
+            stopping: false,
+        }
+    }
+
+    fn failed(&mut self, error: StoreError) {
+        if self.failure.is_none() {
+            self.failure = Some(format!("storage stopped: {error}"));
+        }
+    }
+}
+
+impl RecordProcessor for StoreProcessor {
+    async fn process(&mut self, record: ConsumedRecord) {
+        if self.failure.is_some() {
+            return;
+        }
+        let Ok(reading) = validate(record.key.as_deref(), record.value.as_deref()) else {
+            self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let origin = Origin {
+            partition: record.partition,
+            offset: record.offset,
+        };
+        if let Err(error) = self.store.append(&reading, origin) {
+            self.failed(error);
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        if self.failure.is_none()
+            && let Err(error) = self.store.roll(self.stopping)
+        {
+            self.failed(error);
+        }
+        match &self.failure {
+            Some(failure) => Err(failure.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn committable(&self, partition: i32, position: i64) -> i64 {
+        self.store.held_from(partition).unwrap_or(position)
+    }
+
+    fn committed(&mut self, offsets: &[(i32, i64)]) {
+        for &(partition, offset) in offsets {
+            self.store.committed(partition, offset);
+        }
+    }
+
+    fn commit_wanted(&self) -> bool {
+        self.store.roll_due()
+    }
+
+    fn stopping(&mut self) {
+        self.stopping = true;
+    }
+
+    fn partitions_revoked(&mut self, partitions: &[i32]) {
+        self.store.forget(partitions);
+    }
+}
+
+/// Why the storage stage could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageStartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The consumer could not start.
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+}
+
+/// The storage stage's group member, or `None` if shut down while connecting.
+pub async fn storage_consumer(
+    config: &Config,
+    stats: &Arc<StorageStats>,
+    shutdown: &CancellationToken,
+) -> Result<Option<GroupConsumer<StoreProcessor>>, StorageStartError> {
+    let store = ParquetStore::open(&config.store, &config.topic, Arc::clone(&stats.store))?;
+    tracing::info!(
+        "storing readings of {} as Parquet under {} (group {}; files roll at {} readings or {:?})",
+        config.topic,
+        store.root().display(),
+        config.store.group_id,
+        config.store.roll_rows,
+        config.store.roll_after
+    );
+    let processor = StoreProcessor::new(store, Arc::clone(stats));
+    let spec = ConsumerSpec {
+        bootstrap: config.bootstrap_strings(),
+        topic: config.topic.clone(),
+        group_id: config.store.group_id.clone(),
+        auto_offset_reset: config.auto_offset_reset,
+        settings: config.consumer.clone(),
+    };
+    Ok(GroupConsumer::connect(spec, processor, shutdown).await?)
+}
+
+/// What the storage stage did, for its closing line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSummary {
+    /// Readings in files renamed into place.
+    pub stored: u64,
+    /// Files renamed into place.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Records left out as not valid readings.
+    pub invalid: u64,
+}
+
+impl std::fmt::Display for StoreSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "storage summary: {} readings stored in {} Parquet files ({} bytes, {:.1} bytes per reading), {} invalid records left out",
+            self.stored,
+            self.files,
+            self.bytes,
+            self.bytes as f64 / self.stored.max(1) as f64,
+            self.invalid
+        )
+    }
+}
+
+/// The summary of the storage stage's counters.
+pub fn summary(stats: &StorageStats) -> StoreSummary {
+    let store = &stats.store;
+    StoreSummary {
+        stored: store.stored.load(Ordering::Relaxed),
+        files: store.files.load(Ordering::Relaxed),
+        bytes: store.bytes.load(Ordering::Relaxed),
+        invalid: stats.invalid.load(Ordering::Relaxed),
+    }
+}
+
+/// Stores readings until `shutdown`, with a status line every few seconds.
+pub async fn store(
+    config: &Config,
+    shutdown: CancellationToken,
+) -> Result<Option<StoreSummary>, PipelineError> {
+    if !topics_ready(config, &shutdown).await? {
+        return Ok(None);
+    }
+    let stats = Arc::new(StorageStats::default());
+    let Some(consumer) = storage_consumer(config, &stats, &shutdown).await? else {
+        return Ok(None);
+    };
+    let consumer_stats = consumer.stats();
+    let status = spawn_status(shutdown.clone(), None, {
+        let store_stats = Arc::clone(&stats.store);
+        move |elapsed, previous| storage_line(&store_stats, &consumer_stats, elapsed, previous)
+    });
+    let outcome = consumer.run(shutdown).await;
+    status.abort();
+    outcome?;
+    Ok(Some(summary(&stats)))
+}
+
+/// One status line: readings stored, their rate since the last line, files and lag.
+pub fn storage_line(
+    store: &StoreStats,
+    consumer: &ConsumerStats,
+    elapsed: f64,
+    previous: u64,
+) -> (String, u64) {
+    let stored = store.stored.load(Ordering::Relaxed);
+    let rate = (stored - previous.min(stored)) as f64 / elapsed.max(1e-9);
+    let line = format!(
+        "stored {stored} readings ({rate:.0}/s) in {} files, {} partitions owned, lag {}",
+        store.files.load(Ordering::Relaxed),
+        consumer.owned_partitions.load(Ordering::Relaxed),
+        consumer.lag.load(Ordering::Relaxed)
+    );
+    (line, stored)
+}

@@ -1,0 +1,198 @@
+//! The Parquet schema of a stored reading, and readings gathered column by column.
+//!
+//! Parquet keeps each column together, so readings are taken apart into one
+//! vector per column as they arrive and written a row group at a time. Every
+//! field of the reading has a typed column (strings as UTF-8, the event time
+//! as a UTC timestamp in milliseconds), and two more say where the reading
+//! came from in Kafka, which is also what proves each record is stored once.
+//! The date and hour a reading belongs to are not columns: they are the
+//! Hive-style folders the file lives in ([`super::layout`]).
+
+use std::sync::{Arc, LazyLock};
+
+use parquet::data_type::{
+    BoolType, ByteArray, ByteArrayType, DataType, DoubleType, Int32Type, Int64Type,
+};
+use parquet::file::writer::SerializedRowGroupWriter;
+use parquet::schema::parser::parse_message_type;
+use parquet::schema::types::Type;
+
+use crate::sensor::reading::SensorReading;
+
+/// The schema, in Parquet's message notation; the README shows it too.
+pub const SCHEMA: &str = "
+message sensor_reading {
+  REQUIRED BYTE_ARRAY device_id (STRING);
+  REQUIRED BYTE_ARRAY device_type (STRING);
+  REQUIRED BYTE_ARRAY run_id (STRING);
+  REQUIRED INT64 seq;
+  REQUIRED INT64 event_time (TIMESTAMP(MILLIS,true));
+  REQUIRED DOUBLE value;
+  REQUIRED BYTE_ARRAY unit (STRING);
+  REQUIRED BYTE_ARRAY site (STRING);
+  REQUIRED BYTE_ARRAY zone (STRING);
+  REQUIRED DOUBLE latitude;
+  REQUIRED DOUBLE longitude;
+  REQUIRED DOUBLE battery_level;
+  REQUIRED INT32 signal_strength;
+  REQUIRED BYTE_ARRAY firmware_version (STRING);
+  REQUIRED BYTE_ARRAY status (STRING);
+  REQUIRED BOOLEAN is_anomaly;
+  OPTIONAL BYTE_ARRAY anomaly_kind (STRING);
+  REQUIRED INT32 schema_version;
+  REQUIRED INT32 kafka_partition;
+  REQUIRED INT64 kafka_offset;
+}
+";
+
+/// The parsed [`SCHEMA`].
+pub fn schema() -> Arc<Type> {
+    static PARSED: LazyLock<Arc<Type>> =
+        LazyLock::new(|| Arc::new(parse_message_type(SCHEMA).expect("the schema parses")));
+    Arc::clone(&PARSED)
+}
+
+/// Where a reading was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Kafka partition.
+    pub partition: i32,
+    /// Offset in the partition.
+    pub offset: i64,
+}
+
+/// Readings taken apart into columns, waiting to be written as a row group.
+#[derive(Debug, Default)]
+pub struct Columns {
+    device_id: Vec<ByteArray>,
+    device_type: Vec<ByteArray>,
+    run_id: Vec<ByteArray>,
+    seq: Vec<i64>,
+    event_time: Vec<i64>,
+    value: Vec<f64>,
+    unit: Vec<ByteArray>,
+    site: Vec<ByteArray>,
+    zone: Vec<ByteArray>,
+    latitude: Vec<f64>,
+    longitude: Vec<f64>,
+    battery_level: Vec<f64>,
+    signal_strength: Vec<i32>,
+    firmware_version: Vec<ByteArray>,
+    status: Vec<ByteArray>,
+    is_anomaly: Vec<bool>,
+    /// Definition levels of `anomaly_kind`: 1 where present.
+    anomaly_defined: Vec<i16>,
+    anomaly_kind: Vec<ByteArray>,
+    schema_version: Vec<i32>,
+    kafka_partition: Vec<i32>,
+    kafka_offset: Vec<i64>,
+}
+
+fn text(value: &str) -> ByteArray {
+    ByteArray::from(value)
+}
+
+fn status_name(reading: &SensorReading) -> &'static str {
+    use crate::sensor::reading::DeviceStatus;
+    match reading.status {
+        DeviceStatus::Ok => "ok",
+        DeviceStatus::LowBattery => "low_battery",
+        DeviceStatus::WeakSignal => "weak_signal",
+    }
+}
+
+impl Columns {
+    /// Readings gathered.
+    pub fn len(&self) -> usize {
+        self.seq.len()
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.seq.is_empty()
+    }
+
+    /// Adds one reading.
+    pub fn push(&mut self, reading: &SensorReading, origin: Origin) {
+        self.device_id.push(text(&reading.device_id));
+        self.device_type.push(text(reading.device_type.as_str()));
+        self.run_id.push(text(&reading.run_id));
+        self.seq.push(reading.sequence as i64);
+        self.event_time.push(reading.timestamp.timestamp_millis());
+        self.value.push(reading.value);
+        self.unit.push(text(&reading.unit));
+        self.site.push(text(&reading.location.site));
+        self.zone.push(text(&reading.location.zone));
+        self.latitude.push(reading.location.latitude);
+        self.longitude.push(reading.location.longitude);
+        self.battery_level.push(reading.battery_level);
+        self.signal_strength.push(reading.signal_strength);
+        self.firmware_version.push(text(&reading.firmware_version));
+        self.status.push(text(status_name(reading)));
+        self.is_anomaly.push(reading.is_anomaly);
+        match reading.anomaly_kind {
+            Some(kind) => {
+                self.anomaly_defined.push(1);
+                self.anomaly_kind.push(text(kind.as_str()));
+            }
+            None => self.anomaly_defined.push(0),
+        }
+        self.schema_version.push(reading.schema_version as i32);
+        self.kafka_partition.push(origin.partition);
+        self.kafka_offset.push(origin.offset);
+    }
+
+    /// Writes the gathered readings as the row group `group`'s columns, in
+    /// [`SCHEMA`]'s order, and empties the columns.
+    pub fn write<W: std::io::Write + Send>(
+        &mut self,
+        group: &mut SerializedRowGroupWriter<'_, W>,
+    ) -> parquet::errors::Result<()> {
+        let mut next = 0;
+        while let Some(mut column) = group.next_column()? {
+            match next {
+                0 => write::<ByteArrayType, _>(&mut column, &self.device_id, None)?,
+                1 => write::<ByteArrayType, _>(&mut column, &self.device_type, None)?,
+                2 => write::<ByteArrayType, _>(&mut column, &self.run_id, None)?,
+                3 => write::<Int64Type, _>(&mut column, &self.seq, None)?,
+                4 => write::<Int64Type, _>(&mut column, &self.event_time, None)?,
+                5 => write::<DoubleType, _>(&mut column, &self.value, None)?,
+                6 => write::<ByteArrayType, _>(&mut column, &self.unit, None)?,
+                7 => write::<ByteArrayType, _>(&mut column, &self.site, None)?,
+                8 => write::<ByteArrayType, _>(&mut column, &self.zone, None)?,
+                9 => write::<DoubleType, _>(&mut column, &self.latitude, None)?,
+                10 => write::<DoubleType, _>(&mut column, &self.longitude, None)?,
+                11 => write::<DoubleType, _>(&mut column, &self.battery_level, None)?,
+                12 => write::<Int32Type, _>(&mut column, &self.signal_strength, None)?,
+                13 => write::<ByteArrayType, _>(&mut column, &self.firmware_version, None)?,
+                14 => write::<ByteArrayType, _>(&mut column, &self.status, None)?,
+                15 => write::<BoolType, _>(&mut column, &self.is_anomaly, None)?,
+                16 => write::<ByteArrayType, _>(
+                    &mut column,
+                    &self.anomaly_kind,
+                    Some(&self.anomaly_defined),
+                )?,
+                17 => write::<Int32Type, _>(&mut column, &self.schema_version, None)?,
+                18 => write::<Int32Type, _>(&mut column, &self.kafka_partition, None)?,
+                19 => write::<Int64Type, _>(&mut column, &self.kafka_offset, None)?,
+                _ => unreachable!("the schema has 20 columns"),
+            }
+            column.close()?;
+            next += 1;
+        }
+        *self = Columns::default();
+        Ok(())
+    }
+}
+
+fn write<T, V>(
+    column: &mut parquet::file::writer::SerializedColumnWriter<'_>,
+    values: &[V],
+    defined: Option<&[i16]>,
+) -> parquet::errors::Result<()>
+where
+    T: DataType<T = V>,
+{
+    column.typed::<T>().write_batch(values, defined, None)?;
+    Ok(())
+}

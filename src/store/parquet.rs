@@ -1,0 +1,319 @@
+//! The Parquet store: open files per Kafka partition, rolled together; see [`super`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parquet::basic::Compression;
+use parquet::file::properties::{WriterProperties, WriterVersion};
+use parquet::file::writer::SerializedFileWriter;
+
+use super::columns::{Columns, Origin, schema};
+use super::layout::{self, Hour};
+use super::{StoreError, StoreSettings};
+use crate::sensor::reading::SensorReading;
+
+/// Readings per row group: a few MB of columns per open file in memory.
+const ROW_GROUP_ROWS: usize = 32_768;
+
+/// Counters of the store, shared with status lines.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Readings in files renamed into place.
+    pub stored: AtomicU64,
+    /// Files renamed into place.
+    pub files: AtomicU64,
+    /// Bytes of those files.
+    pub bytes: AtomicU64,
+    /// Rolls: partitions whose open files were closed together.
+    pub rolls: AtomicU64,
+}
+
+/// One file being written.
+struct OpenFile {
+    folder: PathBuf,
+    name: String,
+    temporary: PathBuf,
+    writer: SerializedFileWriter<File>,
+    columns: Columns,
+}
+
+impl OpenFile {
+    fn write_row_group(&mut self) -> Result<(), StoreError> {
+        let temporary = &self.temporary;
+        let parquet = |source| StoreError::Parquet {
+            path: temporary.clone(),
+            source,
+        };
+        let mut group = self.writer.next_row_group().map_err(parquet)?;
+        self.columns.write(&mut group).map_err(parquet)?;
+        group.close().map_err(parquet)?;
+        Ok(())
+    }
+}
+
+/// What a partition holds in open files.
+struct Held {
+    first: i64,
+    last: i64,
+    rows: u64,
+    since: Instant,
+    files: BTreeMap<Hour, OpenFile>,
+}
+
+/// Readings of one topic kept in Parquet files under a data folder; see [`super`].
+pub struct ParquetStore {
+    root: PathBuf,
+    topic: String,
+    roll_rows: u64,
+    roll_after: Duration,
+    properties: Arc<WriterProperties>,
+    held: HashMap<i32, Held>,
+    /// Per partition, the offset after its last roll, until a commit reaches it.
+    uncommitted: HashMap<i32, i64>,
+    stats: Arc<StoreStats>,
+    /// Held for the store's life: one writer per folder.
+    _lock: File,
+}
+
+impl ParquetStore {
+    /// Opens the store of `topic` under `settings.data_dir`, taking its lock and
+    /// removing files a stopped writer left half written.
+    pub fn open(
+        settings: &StoreSettings,
+        topic: &str,
+        stats: Arc<StoreStats>,
+    ) -> Result<ParquetStore, StoreError> {
+        let root = settings.data_dir.join(layout::READINGS);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        fs::create_dir_all(&root).map_err(io(&root))?;
+        let lock_path = root.join(".lock");
+        let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { path: lock_path }),
+            Err(TryLockError::Error(source)) => {
+                return Err(StoreError::Io {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+        for leftover in layout::leftovers(&root).map_err(io(&root))? {
+            fs::remove_file(&leftover).map_err(io(&leftover))?;
+            tracing::info!(
+                "removed {} (never committed; read again)",
+                leftover.display()
+            );
+        }
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_writer_version(WriterVersion::PARQUET_1_0)
+            .set_created_by(format!("metrocloud {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(ParquetStore {
+            root,
+            topic: topic.to_string(),
+            roll_rows: settings.roll_rows.max(1),
+            roll_after: settings.roll_after,
+            properties: Arc::new(properties),
+            held: HashMap::new(),
+            uncommitted: HashMap::new(),
+            stats,
+            _lock: lock,
+        })
+    }
+
+    /// The folder the files go under (`<data dir>/readings`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Adds a reading read from `origin`, to the open file of its partition and hour.
+    pub fn append(&mut self, reading: &SensorReading, origin: Origin) -> Result<(), StoreError> {
+        let held = self.held.entry(origin.partition).or_insert_with(|| Held {
+            first: origin.offset,
+            last: origin.offset,
+            rows: 0,
+            since: Instant::now(),
+            files: BTreeMap::new(),
+        });
+        let hour = Hour::of(reading.timestamp);
+        let file = match held.files.entry(hour) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let name = layout::file_name(&self.topic, origin.partition, origin.offset);
+                entry.insert(open_file(&self.root, hour, name, &self.properties)?)
+            }
+        };
+        file.columns.push(reading, origin);
+        if file.columns.len() >= ROW_GROUP_ROWS {
+            file.write_row_group()?;
+        }
+        held.last = origin.offset;
+        held.rows += 1;
+        Ok(())
+    }
+
+    /// The offset of the first record `partition` holds in open files: the
+    /// consumer commits no further. `None` when everything read is stored.
+    pub fn held_from(&self, partition: i32) -> Option<i64> {
+        self.held.get(&partition).map(|held| held.first)
+    }
+
+    /// Whether a partition is due to roll and free to.
+    pub fn roll_due(&self) -> bool {
+        self.held
+            .iter()
+            .any(|(partition, held)| self.may_roll(*partition) && self.is_due(held))
+    }
+
+    fn is_due(&self, held: &Held) -> bool {
+        held.rows >= self.roll_rows || held.since.elapsed() >= self.roll_after
+    }
+
+    fn may_roll(&self, partition: i32) -> bool {
+        !self.uncommitted.contains_key(&partition)
+    }
+
+    /// Rolls every partition that is due (every one, with `everything`) and
+    /// whose previous roll is committed.
+    pub fn roll(&mut self, everything: bool) -> Result<(), StoreError> {
+        let ready: Vec<i32> = self
+            .held
+            .iter()
+            .filter(|(partition, held)| {
+                self.may_roll(**partition) && (everything || self.is_due(held))
+            })
+            .map(|(partition, _)| *partition)
+            .collect();
+        for partition in ready {
+            let held = self.held.remove(&partition).expect("listed above");
+            self.uncommitted.insert(partition, held.last + 1);
+            self.roll_partition(held)?;
+        }
+        Ok(())
+    }
+
+    fn roll_partition(&mut self, held: Held) -> Result<(), StoreError> {
+        let mut folders = BTreeSet::new();
+        let mut files = held.files.into_values();
+        while let Some(file) = files.next() {
+            folders.insert(file.folder.clone());
+            match close_file(file) {
+                Ok(bytes) => {
+                    self.stats.files.fetch_add(1, Ordering::Relaxed);
+                    self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    // Their records are read again; the half-written files can go.
+                    for rest in files {
+                        let _ = fs::remove_file(&rest.temporary);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        for folder in folders {
+            layout::sync_folder(&folder).map_err(|source| StoreError::Io {
+                path: folder.clone(),
+                source,
+            })?;
+        }
+        self.stats.stored.fetch_add(held.rows, Ordering::Relaxed);
+        self.stats.rolls.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `partition` is committed up to `offset`: a roll that ends there or before is safe.
+    pub fn committed(&mut self, partition: i32, offset: i64) {
+        if self
+            .uncommitted
+            .get(&partition)
+            .is_some_and(|end| offset >= *end)
+        {
+            self.uncommitted.remove(&partition);
+        }
+    }
+
+    /// `partitions` moved to another writer: what they hold is dropped (the
+    /// next owner reads it again from the last commit).
+    pub fn forget(&mut self, partitions: &[i32]) {
+        for partition in partitions {
+            self.uncommitted.remove(partition);
+            if let Some(held) = self.held.remove(partition) {
+                for file in held.files.into_values() {
+                    let _ = fs::remove_file(&file.temporary);
+                }
+            }
+        }
+    }
+}
+
+fn open_file(
+    root: &Path,
+    hour: Hour,
+    name: String,
+    properties: &Arc<WriterProperties>,
+) -> Result<OpenFile, StoreError> {
+    let folder = root.join(hour.folder());
+    layout::create_folder(root, &hour.folder()).map_err(|source| StoreError::Io {
+        path: folder.clone(),
+        source,
+    })?;
+    let temporary = folder.join(layout::temporary_name(&name));
+    let file = File::create(&temporary).map_err(|source| StoreError::Io {
+        path: temporary.clone(),
+        source,
+    })?;
+    let writer =
+        SerializedFileWriter::new(file, schema(), Arc::clone(properties)).map_err(|source| {
+            StoreError::Parquet {
+                path: temporary.clone(),
+                source,
+            }
+        })?;
+    Ok(OpenFile {
+        folder,
+        name,
+        temporary,
+        writer,
+        columns: Columns::default(),
+    })
+}
+
+/// Writes the last row group and the footer, flushes the file to disk and
+/// renames it into place; returns its size. On failure the half-written file is removed.
+fn close_file(mut file: OpenFile) -> Result<u64, StoreError> {
+    let temporary = file.temporary.clone();
+    let finished = (|| {
+        if !file.columns.is_empty() {
+            file.write_row_group()?;
+        }
+        let written = file
+            .writer
+            .into_inner()
+            .map_err(|source| StoreError::Parquet {
+                path: temporary.clone(),
+                source,
+            })?;
+        let io = |source| StoreError::Io {
+            path: temporary.clone(),
+            source,
+        };
+        written.sync_all().map_err(io)?;
+        let bytes = written.metadata().map_err(io)?.len();
+        fs::rename(&temporary, file.folder.join(&file.name)).map_err(io)?;
+        Ok(bytes)
+    })();
+    if finished.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    finished
+}
