@@ -501,3 +501,62 @@ async fn a_batch_slower_than_the_group_session_does_not_cost_the_member_its_part
     task.await.expect("consumer task").expect("consumer ran");
     assert_group_caught_up(cluster, &group, &topic, &ends);
 }
+
+/// Loses an effect in its first flush; would report every later flush durable.
+struct LosesOnce {
+    flushes: u32,
+}
+
+impl RecordProcessor for LosesOnce {
+    async fn process(&mut self, _record: ConsumedRecord) {}
+
+    async fn flush(&mut self) -> Result<(), String> {
+        self.flushes += 1;
+        match self.flushes {
+            1 => Err("an effect was lost".to_string()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn after_an_effect_is_lost_the_member_stops_and_commits_nothing_even_on_its_way_out() {
+    let cluster = common::shared();
+    let topic = common::sensor_topic(cluster, "lost").await;
+    let group = common::unique_topic("group");
+    produce(cluster, &topic, 600, 7).await;
+    let spec = ConsumerSpec {
+        bootstrap: cluster.bootstrap.clone(),
+        topic: topic.clone(),
+        group_id: group.clone(),
+        auto_offset_reset: OffsetReset::Earliest,
+        settings: ConsumerSettings {
+            commit_interval: Duration::from_millis(500),
+            ..ConsumerSettings::default()
+        },
+    };
+    let stop = CancellationToken::new();
+    let consumer = GroupConsumer::connect(spec, LosesOnce { flushes: 0 }, &stop)
+        .await
+        .expect("consumer")
+        .expect("not cancelled");
+    let outcome = tokio::time::timeout(Duration::from_secs(60), consumer.run(stop)).await;
+    let error = outcome
+        .expect("the member stops by itself")
+        .err()
+        .expect("with an error");
+    assert!(error.to_string().contains("an effect was lost"), "{error}");
+
+    // The next member of the group is given every record again.
+    let seen: Seen = Arc::default();
+    let next = member(cluster, &topic, &group, &seen).await;
+    common::eventually(
+        Duration::from_secs(60),
+        "600 records read again",
+        || async { seen.lock().unwrap().len() >= 600 },
+    )
+    .await;
+    next.stop().await;
+    let ends = log_ends(cluster, &topic).await;
+    assert_eq!(assert_no_gap(&seen, &ends), 0);
+}

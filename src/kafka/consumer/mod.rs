@@ -304,7 +304,7 @@ impl<P: RecordProcessor> GroupConsumer<P> {
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let outcome = loop {
-            if let Some(error) = self.failure.take() {
+            if let Some(error) = self.failure.clone() {
                 break Err(ConsumerError::Processing(error));
             }
             let heartbeats = self.heartbeats.as_mut().expect("started above");
