@@ -36,7 +36,7 @@ use crate::pipeline::process::ProcessingStats;
 use crate::pipeline::reconcile::{AuditReport, DeliveryAudit};
 use crate::pipeline::sources::simulator::{IngestSummary, ReadingId, run_ingest};
 use crate::pipeline::status::{processing_line, run_line, spawn_status};
-use crate::pipeline::store::{self, StorageStats, StoreSummary, storage_consumer};
+use crate::pipeline::store::{self, StorageStats, StoreSummary};
 use crate::pipeline::wiring::{self, ProcessingStartError};
 use crate::sensor::simulator::Fleet;
 use crate::sensor::validate::RejectReason;
@@ -349,12 +349,20 @@ where
     let consumer_stats = consumer.stats();
     let consumer_task = tokio::spawn(consumer.run(stop_consumer.clone()));
     let storage_stats = Arc::new(StorageStats::default());
-    let storage_task = match config.store.enabled {
-        true => storage_consumer(config, &storage_stats, &stop_consumer)
-            .await?
-            .map(|storage| tokio::spawn(storage.run(stop_consumer.clone()))),
-        false => None,
-    };
+    let storage_task = config.store.enabled.then(|| {
+        let (config, stats, stop) = (
+            config.clone(),
+            Arc::clone(&storage_stats),
+            stop_consumer.clone(),
+        );
+        tokio::spawn(async move {
+            let stored = store::run_storage(&config, &stats, stop).await;
+            if let Err(error) = &stored {
+                tracing::error!("storing stopped: {error}");
+            }
+            stored
+        })
+    });
     let listener = {
         let audit = Arc::clone(&audit);
         move |id: ReadingId, delivery: Delivery| match delivery {

@@ -10,8 +10,9 @@
 //! committed (see [`crate::store`] for why that makes every reading stored
 //! exactly once across crashes and replays).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +20,8 @@ use crate::config::Config;
 use crate::kafka::consumer::{
     ConsumedRecord, ConsumerError, ConsumerSpec, ConsumerStats, GroupConsumer, RecordProcessor,
 };
+use crate::kafka::retry::Backoff;
+use crate::lock::lock;
 use crate::pipeline::run::{PipelineError, topics_ready};
 use crate::pipeline::status::spawn_status;
 use crate::sensor::validate::validate;
@@ -33,6 +36,8 @@ pub struct StorageStats {
     pub invalid: AtomicU64,
     /// The store's.
     pub store: Arc<StoreStats>,
+    /// The current member's.
+    pub consumer: Mutex<Arc<ConsumerStats>>,
 }
 
 /// Feeds consumed readings to the store; see the module documentation.
@@ -57,7 +62,7 @@ impl StoreProcessor {
 
     fn failed(&mut self, error: StoreError) {
         if self.failure.is_none() {
-            self.failure = Some(format!("storage stopped: {error}"));
+            self.failure = Some(format!("storing stopped: {error}"));
         }
     }
 }
@@ -190,6 +195,47 @@ pub fn summary(stats: &StorageStats) -> StoreSummary {
     }
 }
 
+/// Runs the storage stage until `shutdown`. When the store fails (a full
+/// disk, a folder that cannot be written), the member stops without
+/// committing past what is on disk, and a new one starts after a pause,
+/// reading again from the last commit: storing resumes once the cause is gone.
+/// A store that cannot be opened at the start is an error.
+pub async fn run_storage(
+    config: &Config,
+    stats: &Arc<StorageStats>,
+    shutdown: CancellationToken,
+) -> Result<(), PipelineError> {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut first = true;
+    loop {
+        let started = match storage_consumer(config, stats, &shutdown).await {
+            Ok(Some(consumer)) => Ok(consumer),
+            Ok(None) => return Ok(()),
+            Err(StorageStartError::Store(error)) if !first => Err(error.to_string()),
+            Err(error) => return Err(error.into()),
+        };
+        first = false;
+        match started {
+            Ok(consumer) => {
+                *lock(&stats.consumer) = consumer.stats();
+                match consumer.run(shutdown.clone()).await {
+                    Ok(_) => return Ok(()),
+                    // The member logged why; nothing past the files on disk was committed.
+                    Err(ConsumerError::Processing(_)) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            Err(reason) => tracing::error!("storing stopped: {reason}"),
+        }
+        let pause = backoff.next_delay();
+        tracing::warn!("storing again in {pause:?}, from the last commit");
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
 /// Stores readings until `shutdown`, with a status line every few seconds.
 pub async fn store(
     config: &Config,
@@ -199,27 +245,20 @@ pub async fn store(
         return Ok(None);
     }
     let stats = Arc::new(StorageStats::default());
-    let Some(consumer) = storage_consumer(config, &stats, &shutdown).await? else {
-        return Ok(None);
-    };
-    let consumer_stats = consumer.stats();
     let status = spawn_status(shutdown.clone(), None, {
-        let store_stats = Arc::clone(&stats.store);
-        move |elapsed, previous| storage_line(&store_stats, &consumer_stats, elapsed, previous)
+        let stats = Arc::clone(&stats);
+        move |elapsed, previous| storage_line(&stats, elapsed, previous)
     });
-    let outcome = consumer.run(shutdown).await;
+    let outcome = run_storage(config, &stats, shutdown).await;
     status.abort();
     outcome?;
     Ok(Some(summary(&stats)))
 }
 
 /// One status line: readings stored, their rate since the last line, files and lag.
-pub fn storage_line(
-    store: &StoreStats,
-    consumer: &ConsumerStats,
-    elapsed: f64,
-    previous: u64,
-) -> (String, u64) {
+pub fn storage_line(stats: &StorageStats, elapsed: f64, previous: u64) -> (String, u64) {
+    let store = &stats.store;
+    let consumer = lock(&stats.consumer).clone();
     let stored = store.stored.load(Ordering::Relaxed);
     let rate = (stored - previous.min(stored)) as f64 / elapsed.max(1e-9);
     let line = format!(

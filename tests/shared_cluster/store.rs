@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use metrocloud::config::Config;
 use metrocloud::pipeline::sources::simulator::run_ingest;
-use metrocloud::pipeline::store::{StorageStats, storage_consumer};
+use metrocloud::pipeline::store::{StorageStats, run_storage, storage_consumer};
 use metrocloud::pipeline::wiring;
 use metrocloud::store::layout;
 
@@ -201,4 +201,49 @@ async fn a_member_killed_mid_way_leaves_nothing_doubled_or_missing_after_the_nex
             .unwrap()
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn storing_stops_without_committing_while_its_folder_cannot_be_written_and_resumes_after() {
+    let cluster = common::shared();
+    let data = tempfile::tempdir().unwrap();
+    let config = config(cluster, data.path(), "1000000");
+    produce(&config, 1_000).await;
+
+    // A file where the date folders of the readings (event time: now) would go.
+    let root = data.path().join(layout::READINGS);
+    std::fs::create_dir_all(&root).unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let blockers: Vec<_> = [today.pred_opt().unwrap(), today, today.succ_opt().unwrap()]
+        .iter()
+        .map(|day| root.join(format!("date={}", day.format("%Y-%m-%d"))))
+        .collect();
+    for blocker in &blockers {
+        std::fs::write(blocker, b"not a folder").unwrap();
+    }
+
+    let stats = Arc::new(StorageStats::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let (config, stats, stop) = (config.clone(), Arc::clone(&stats), stop.clone());
+        async move { run_storage(&config, &stats, stop).await }
+    });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(stats.store.stored.load(Ordering::Relaxed), 0);
+    assert!(stored_origins(data.path()).is_empty());
+    assert!(
+        !task.is_finished(),
+        "the stage waits for the folder, it does not give up"
+    );
+
+    for blocker in &blockers {
+        std::fs::remove_file(blocker).unwrap();
+    }
+    common::eventually(Duration::from_secs(90), "1,000 readings stored", || async {
+        stored_origins(data.path()).len() >= 1_000
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap().expect("storage ran");
+    assert_each_once(&stored_origins(data.path()), 1_000);
 }
