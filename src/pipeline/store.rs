@@ -262,8 +262,9 @@ pub fn storage_line(stats: &StorageStats, elapsed: f64, previous: u64) -> (Strin
     let stored = store.stored.load(Ordering::Relaxed);
     let rate = (stored - previous.min(stored)) as f64 / elapsed.max(1e-9);
     let line = format!(
-        "stored {stored} readings ({rate:.0}/s) in {} files, {} partitions owned, lag {}",
+        "stored {stored} readings ({rate:.0}/s) in {} files, {} held in open files, {} partitions owned, lag {}",
         store.files.load(Ordering::Relaxed),
+        store.held.load(Ordering::Relaxed),
         consumer.owned_partitions.load(Ordering::Relaxed),
         consumer.lag.load(Ordering::Relaxed)
     );

@@ -8,6 +8,7 @@
 //! The date and hour a reading belongs to are not columns: they are the
 //! Hive-style folders the file lives in ([`super::layout`]).
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use parquet::data_type::{
@@ -86,7 +87,13 @@ pub struct Columns {
     schema_version: Vec<i32>,
     kafka_partition: Vec<i32>,
     kafka_offset: Vec<i64>,
+    /// Values of the columns with few distinct ones (type, unit, site, ...),
+    /// shared instead of copied for every reading.
+    shared: HashMap<String, ByteArray>,
 }
+
+/// Distinct values shared at most; beyond, values are copied.
+const SHARED_VALUES: usize = 4_096;
 
 fn text(value: &str) -> ByteArray {
     ByteArray::from(value)
@@ -112,28 +119,48 @@ impl Columns {
         self.seq.is_empty()
     }
 
+    /// `value` as a column value, shared with earlier readings when it repeats.
+    fn shared(&mut self, value: &str) -> ByteArray {
+        if let Some(known) = self.shared.get(value) {
+            return known.clone();
+        }
+        let made = text(value);
+        if self.shared.len() < SHARED_VALUES {
+            self.shared.insert(value.to_string(), made.clone());
+        }
+        made
+    }
+
     /// Adds one reading.
     pub fn push(&mut self, reading: &SensorReading, origin: Origin) {
         self.device_id.push(text(&reading.device_id));
-        self.device_type.push(text(reading.device_type.as_str()));
-        self.run_id.push(text(&reading.run_id));
+        let value = self.shared(reading.device_type.as_str());
+        self.device_type.push(value);
+        let value = self.shared(&reading.run_id);
+        self.run_id.push(value);
         self.seq.push(reading.sequence as i64);
         self.event_time.push(reading.timestamp.timestamp_millis());
         self.value.push(reading.value);
-        self.unit.push(text(&reading.unit));
-        self.site.push(text(&reading.location.site));
-        self.zone.push(text(&reading.location.zone));
+        let value = self.shared(&reading.unit);
+        self.unit.push(value);
+        let value = self.shared(&reading.location.site);
+        self.site.push(value);
+        let value = self.shared(&reading.location.zone);
+        self.zone.push(value);
         self.latitude.push(reading.location.latitude);
         self.longitude.push(reading.location.longitude);
         self.battery_level.push(reading.battery_level);
         self.signal_strength.push(reading.signal_strength);
-        self.firmware_version.push(text(&reading.firmware_version));
-        self.status.push(text(status_name(reading)));
+        let value = self.shared(&reading.firmware_version);
+        self.firmware_version.push(value);
+        let value = self.shared(status_name(reading));
+        self.status.push(value);
         self.is_anomaly.push(reading.is_anomaly);
         match reading.anomaly_kind {
             Some(kind) => {
                 self.anomaly_defined.push(1);
-                self.anomaly_kind.push(text(kind.as_str()));
+                let value = self.shared(kind.as_str());
+                self.anomaly_kind.push(value);
             }
             None => self.anomaly_defined.push(0),
         }
@@ -180,7 +207,11 @@ impl Columns {
             column.close()?;
             next += 1;
         }
-        *self = Columns::default();
+        let shared = std::mem::take(&mut self.shared);
+        *self = Columns {
+            shared,
+            ..Columns::default()
+        };
         Ok(())
     }
 }

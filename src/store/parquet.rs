@@ -16,14 +16,18 @@ use super::layout::{self, Hour};
 use super::{StoreError, StoreSettings};
 use crate::sensor::reading::SensorReading;
 
-/// Readings per row group: a few MB of columns per open file in memory.
-const ROW_GROUP_ROWS: usize = 32_768;
+/// Readings per row group: what an open file holds in memory at most, about
+/// 250 bytes a reading (`metrocloud store` over 2.1 million readings in six
+/// partitions peaked at 190 MB resident with 32,768).
+const ROW_GROUP_ROWS: usize = 16_384;
 
 /// Counters of the store, shared with status lines.
 #[derive(Debug, Default)]
 pub struct StoreStats {
-    /// Readings in files renamed into place.
+    /// Readings in files renamed into place (a file rewritten after a restart counts again).
     pub stored: AtomicU64,
+    /// Readings in open files, not yet renamed into place or committed.
+    pub held: AtomicU64,
     /// Files renamed into place.
     pub files: AtomicU64,
     /// Bytes of those files.
@@ -158,6 +162,7 @@ impl ParquetStore {
         }
         held.last = origin.offset;
         held.rows += 1;
+        self.stats.held.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -195,6 +200,7 @@ impl ParquetStore {
             .collect();
         for partition in ready {
             let held = self.held.remove(&partition).expect("listed above");
+            self.stats.held.fetch_sub(held.rows, Ordering::Relaxed);
             self.uncommitted.insert(partition, held.last + 1);
             self.roll_partition(held)?;
         }
@@ -248,11 +254,20 @@ impl ParquetStore {
         for partition in partitions {
             self.uncommitted.remove(partition);
             if let Some(held) = self.held.remove(partition) {
+                self.stats.held.fetch_sub(held.rows, Ordering::Relaxed);
                 for file in held.files.into_values() {
                     let _ = fs::remove_file(&file.temporary);
                 }
             }
         }
+    }
+}
+
+impl Drop for ParquetStore {
+    /// What open files held is read again by the next store; it is no longer held.
+    fn drop(&mut self) {
+        let held: u64 = self.held.values().map(|held| held.rows).sum();
+        self.stats.held.fetch_sub(held, Ordering::Relaxed);
     }
 }
 
