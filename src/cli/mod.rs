@@ -10,6 +10,7 @@ mod chaos;
 mod cluster;
 mod console;
 mod health;
+mod history;
 mod pipeline;
 mod topics;
 
@@ -61,6 +62,9 @@ enum Command {
     /// once, in a consumer group of its own (METROCLOUD_STORE_GROUP_ID). Ctrl-C
     /// closes the open files, commits, and stops.
     Store,
+    /// A device's stored readings, oldest first (from the Parquet files under
+    /// METROCLOUD_DATA_DIR; the last 24 hours unless --from/--to say otherwise).
+    History(history::HistoryArgs),
     /// Print the effective configuration (from the environment and defaults).
     Config {
         /// Print `.env.example` instead: every variable with its help and default.
@@ -204,6 +208,7 @@ async fn run(command: Command, config: Config) -> Result<(), CliError> {
             pipeline::consume(config, processed_log, crate::shutdown::on_signals()).await
         }
         Command::Store => pipeline::store(config, crate::shutdown::on_signals()).await,
+        Command::History(args) => history::run(args, &config),
         Command::Config { example, markdown } => {
             if example {
                 print!("{}", crate::config::env_example());

@@ -23,6 +23,7 @@
 //! `METROCLOUD_STORE_ROLL_SEC`, and when the stage stops.
 
 pub mod columns;
+pub mod history;
 pub mod layout;
 pub mod parquet;
 #[cfg(test)]
@@ -71,8 +72,8 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
-    /// The Parquet encoder refused.
-    #[error("cannot write Parquet file {path}: {source}")]
+    /// The Parquet encoder or decoder refused.
+    #[error("Parquet file {path}: {source}")]
     Parquet {
         /// The file.
         path: PathBuf,

@@ -248,3 +248,49 @@ fn a_folder_that_cannot_be_written_is_named_in_the_error() {
         "{error}"
     );
 }
+
+#[test]
+fn history_reads_back_one_devices_readings_inside_the_window_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    for offset in 0..120i64 {
+        let mut reading = reading(offset as u64, offset); // one a minute from 21:30
+        if offset % 2 == 1 {
+            reading.device_id = "humidity-000007".to_string();
+        }
+        store
+            .append(
+                &reading,
+                Origin {
+                    partition: 0,
+                    offset,
+                },
+            )
+            .unwrap();
+    }
+    store.roll(true).unwrap();
+
+    let at = |text| chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+    let found = super::history::device_history(
+        dir.path(),
+        "temperature-000042",
+        at("2026-12-01T21:50:00Z"),
+        at("2026-12-01T22:10:00Z"),
+    )
+    .unwrap();
+    let sequences: Vec<i64> = found.iter().map(|r| r.seq).collect();
+    assert_eq!(sequences, (20..40).step_by(2).collect::<Vec<_>>());
+    assert!(found.windows(2).all(|w| w[0].event_time < w[1].event_time));
+    assert_eq!(found[0].origin, (0, 20));
+    assert_eq!(found[0].unit, "°C");
+    assert_eq!(found.iter().filter(|r| r.anomaly_kind.is_some()).count(), 0);
+
+    let none = super::history::device_history(
+        dir.path(),
+        "light-000001",
+        at("2026-12-01T00:00:00Z"),
+        at("2026-12-02T00:00:00Z"),
+    )
+    .unwrap();
+    assert!(none.is_empty());
+}
