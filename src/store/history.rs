@@ -76,7 +76,7 @@ pub fn device_history(
         }
         hour += TimeDelta::hours(1);
     }
-    found.sort_by(|a, b| (a.event_time, a.seq).cmp(&(b.event_time, b.seq)));
+    found.sort_by_key(|r| (r.event_time, r.seq));
     Ok(found)
 }
 
