@@ -141,3 +141,11 @@ fn a_pipeline_started_before_its_cluster_waits_and_then_works() {
     assert_held(&report, "each consumer logged that it waits for Kafka");
     assert_held(&report, "producer and consumers still waiting after");
 }
+
+#[test]
+fn a_storage_stage_killed_with_files_open_stores_every_acknowledged_reading_once() {
+    let report = run(Scenario::StorageKill);
+    assert_held(&report, "the storage stage renamed files into place");
+    assert_held(&report, "every acknowledged reading stored");
+    assert_held(&report, "no reading stored twice");
+}

@@ -11,13 +11,12 @@
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -195,32 +194,16 @@ impl Load {
         let n = self.consumers.len();
         let log = self.dir.join(format!("consumer-{n}.processed"));
         let output = self.dir.join(format!("consumer-{n}.log"));
-        let out = std::fs::File::create(&output).map_err(|e| ChaosError::io(&output, e))?;
-        let err = out.try_clone().map_err(|e| ChaosError::io(&output, e))?;
-        let mut command = Command::new(&self.binary);
-        command
-            .arg("consume")
-            .arg("--processed-log")
-            .arg(&log)
-            .env_remove("RUST_LOG")
-            .envs(self.config.to_env_lines())
-            .env("LOG_LEVEL", "INFO")
-            .env("ENVIRONMENT", "development")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the
-        // consumer when this process ends, so no consumer outlives a scenario.
-        unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(std::io::Error::from)
-            });
-        }
-        let child = command
-            .spawn()
-            .map_err(|e| ChaosError::io(&self.binary, e))?;
+        let child = super::stages::spawn_stage(
+            &self.binary,
+            &[
+                "consume".as_ref(),
+                "--processed-log".as_ref(),
+                log.as_os_str(),
+            ],
+            &self.config,
+            &output,
+        )?;
         self.consumers.push(ConsumerProcess { child, output });
         lock(&self.cursors).push(LogCursor {
             path: log,
@@ -407,6 +390,16 @@ impl Load {
     }
 
     /// The longest time between two acknowledgements.
+    /// The scenario's folder: logs, processed logs, stored files.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every acknowledged reading by where it was acknowledged: (partition, offset) -> (device, sequence).
+    pub(super) fn acked_at(&self) -> HashMap<(i32, i64), (String, u64)> {
+        lock(&self.observed).acked_at.clone()
+    }
+
     pub(super) fn longest_stall(&self) -> Duration {
         lock(&self.observed).longest_stall
     }

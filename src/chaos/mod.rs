@@ -5,7 +5,8 @@
 //! consumer group members as separate `metrocloud consume` processes. While
 //! the load runs, the scenario breaks something the way it breaks in
 //! production (a SIGKILLed leader, a frozen broker, two brokers gone, the whole
-//! cluster restarted, a consumer crashed, a cluster that is not there yet),
+//! cluster restarted, a consumer crashed, a cluster that is not there yet, the
+//! storage stage killed with files open),
 //! then heals it. The verdict comes from [`DeliveryAudit`]: every reading the
 //! producer saw acknowledged must have been processed by some member and must
 //! still be in the topic; repeats must stay within what at-least-once
@@ -23,6 +24,7 @@
 mod load;
 mod report;
 mod run;
+mod stages;
 
 pub use report::render_table;
 
@@ -58,11 +60,13 @@ pub enum Scenario {
     FullRestart,
     /// Start the producer and consumers before the cluster exists.
     LateCluster,
+    /// SIGKILL the storage stage while it has files open; start it again.
+    StorageKill,
 }
 
 impl Scenario {
     /// Every scenario, in the order `metrocloud chaos` runs them.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::LeaderKill,
         Scenario::ControllerKill,
         Scenario::RollingRestart,
@@ -71,6 +75,7 @@ impl Scenario {
         Scenario::ConsumerKill,
         Scenario::FullRestart,
         Scenario::LateCluster,
+        Scenario::StorageKill,
     ];
 
     /// The name on the command line and in the table.
@@ -84,6 +89,7 @@ impl Scenario {
             Scenario::ConsumerKill => "consumer-kill",
             Scenario::FullRestart => "full-restart",
             Scenario::LateCluster => "late-cluster",
+            Scenario::StorageKill => "storage-kill",
         }
     }
 
@@ -329,6 +335,7 @@ pub async fn run_scenario(
         spec: &spec,
         say: &say,
         checks: Vec::new(),
+        store: None,
     }
     .execute(&dir)
     .await;

@@ -1,7 +1,7 @@
 //! One scenario's run: a cluster of its own, load, the fault, recovery, and
 //! the checks judged by the delivery audit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::cluster::{ClusterSpec, LocalCluster};
 use crate::config::Config;
 use load::Load;
+use stages::{StoreProcess, audit_store};
 
 use super::*;
 
@@ -21,6 +22,8 @@ pub(super) struct Run<'a> {
     pub(super) spec: &'a ClusterSpec,
     pub(super) say: &'a (dyn Fn(&str) + Sync),
     pub(super) checks: Vec<Check>,
+    /// The storage stage, in the scenarios that run one.
+    pub(super) store: Option<StoreProcess>,
 }
 
 impl Run<'_> {
@@ -45,6 +48,9 @@ impl Run<'_> {
         }
         let mut load =
             Load::start(config.clone(), dir, &settings.binary, settings.consumers).await?;
+        if self.scenario == Scenario::StorageKill {
+            self.start_store(&config, dir)?;
+        }
         (self.say)(&format!(
             "load started: {} readings/s from {} devices, {} consumer processes",
             settings.rate, settings.devices, settings.consumers
@@ -103,6 +109,9 @@ impl Run<'_> {
             settings.settle
         ));
         load.stop_consumers(Duration::from_secs(30)).await?;
+        if self.store.is_some() {
+            self.judge_store(&load, dir).await?;
+        }
         let missing_from_topic = load.acked_missing_from_topic().await?;
         let audit = load.audit();
         self.check(
@@ -285,8 +294,84 @@ impl Run<'_> {
                 load.mark(Instant::now());
                 self.wait_replicated(load).await?;
             }
+            Scenario::StorageKill => {
+                let data = stages::data_dir(load.dir());
+                let storing = wait_until(load, Duration::from_secs(60), || async {
+                    audit_store(&data, &HashMap::new()).is_ok_and(|a| a.rows > 0)
+                })
+                .await?;
+                self.check(
+                    storing,
+                    "the storage stage renamed files into place".to_string(),
+                );
+                let store = self.store.as_mut().expect("started with the load");
+                store.kill().await?;
+                load.mark(Instant::now());
+                (self.say)("SIGKILL the storage process (its open files half written)");
+                load.run_for(Duration::from_secs(2)).await?;
+                self.start_store(config, load.dir())?;
+                (self.say)("storage process started again; it reads from its last commit");
+            }
             Scenario::LateCluster => {}
         }
+        Ok(())
+    }
+
+    /// Starts (or starts again) the storage stage; its output goes to `store.log`.
+    fn start_store(&mut self, config: &Config, dir: &Path) -> Result<(), ChaosError> {
+        let output = dir.join(format!("store-{}.log", usize::from(self.store.is_some())));
+        let data = stages::data_dir(dir);
+        self.store = Some(StoreProcess::start(
+            &self.settings.binary,
+            config,
+            &data,
+            &output,
+        )?);
+        Ok(())
+    }
+
+    /// Once the storage stage has stored every acknowledged reading (or the
+    /// settle time passed), stops it and checks its files against the acknowledgements.
+    async fn judge_store(&mut self, load: &Load, dir: &Path) -> Result<(), ChaosError> {
+        let data = stages::data_dir(dir);
+        let acked = load.acked_at();
+        wait_until(load, self.settings.settle, || async {
+            audit_store(&data, &acked).is_ok_and(|a| a.missing == 0)
+        })
+        .await?;
+        let stopped = match self.store.as_mut() {
+            Some(store) => store.stop(Duration::from_secs(30)).await,
+            None => false,
+        };
+        self.check(
+            stopped,
+            "the storage process stopped cleanly on SIGTERM".to_string(),
+        );
+        let restarted = std::fs::read_to_string(dir.join("store-1.log")).unwrap_or_default();
+        let removed = restarted.matches("never committed; read again").count();
+        self.check(
+            removed > 0,
+            format!(
+                "the restarted storage process removed {removed} half-written files the kill left"
+            ),
+        );
+        let audit = audit_store(&data, &acked)?;
+        self.check(
+            audit.missing == 0,
+            format!(
+                "every acknowledged reading stored: {} rows for {} acknowledged, {} missing",
+                audit.rows,
+                acked.len(),
+                audit.missing
+            ),
+        );
+        self.check(
+            audit.offsets_twice == 0 && audit.readings_twice == 0,
+            format!(
+                "no reading stored twice: {} offsets and {} device/sequence pairs twice",
+                audit.offsets_twice, audit.readings_twice
+            ),
+        );
         Ok(())
     }
 

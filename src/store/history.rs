@@ -138,3 +138,50 @@ fn read_file(
     }
     Ok(())
 }
+
+/// Where one stored reading came from, and which reading it is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StoredKey {
+    /// Kafka partition.
+    pub partition: i32,
+    /// Offset in the partition.
+    pub offset: i64,
+    /// The device.
+    pub device_id: String,
+    /// Its sequence number.
+    pub seq: i64,
+}
+
+/// Every stored reading's key, from every file under `data_dir` (for audits).
+pub fn stored_keys(data_dir: &Path) -> Result<Vec<StoredKey>, StoreError> {
+    let root = data_dir.join(layout::READINGS);
+    let mut keys = Vec::new();
+    let files = layout::stored_files(&root).map_err(|source| StoreError::Io {
+        path: root.clone(),
+        source,
+    })?;
+    for path in files {
+        let parquet = |source| StoreError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(&path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let reader = SerializedFileReader::new(file).map_err(parquet)?;
+        for row in reader
+            .get_row_iter(Some(PROJECTION.clone()))
+            .map_err(parquet)?
+        {
+            let row = row.map_err(parquet)?;
+            keys.push(StoredKey {
+                partition: row.get_int(7).map_err(parquet)?,
+                offset: row.get_long(8).map_err(parquet)?,
+                device_id: row.get_string(0).map_err(parquet)?.clone(),
+                seq: row.get_long(1).map_err(parquet)?,
+            });
+        }
+    }
+    Ok(keys)
+}
