@@ -48,7 +48,7 @@ build() {
   fi
 }
 
-# One scratch image: the binary alone is the build context.
+# One scratch image: the binary (and an empty data folder) is the build context.
 scratch_image() {
   local binary=$1 platform=$2 tag=$3 context
   [ -x "$binary" ] || missing "no static binary at $binary: build it with cargo build --release --target <arch>-unknown-linux-musl"
@@ -58,6 +58,9 @@ scratch_image() {
   esac
   context=$(mktemp -d)
   cp "$binary" "$context/metrocloud"
+  # The storage stage's folder, owned by the image's user, so that a named
+  # volume mounted there starts writable.
+  mkdir "$context/data"
   echo "==> $tag ($platform) from $binary"
   build --platform "$platform" -f docker/prebuilt.Dockerfile -t "$tag" "$context"
   rm -rf "$context"

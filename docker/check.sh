@@ -6,11 +6,13 @@
 #
 # Checked: the scratch image's binary (--version, a bad setting exits 2
 # naming it, the arm64 image under qemu when binfmt runs it); three brokers,
-# topic setup, producer, consumer, the console and the scale profile's
+# topic setup, producer, consumer, storage, the console and the scale profile's
 # fourth broker, all healthy; readings flowing (offsets grow, and Kafka's
 # own kafka-consumer-groups shows our group's lag back at 0); `health` from
 # a container of its own; one broker killed while the pipeline runs, and
-# started again, with nothing acknowledged lost; then `down -v`. Kafka UI is left out: its
+# started again, with nothing acknowledged lost; the storage stage stopped
+# and its Parquet files read from its volume with pyarrow (every acknowledged
+# reading, no offset twice); then `down -v`. Kafka UI is left out: its
 # image comes from a registry.
 #
 # The local Kafka image is used (KAFKA_IMAGE=metrocloud-kafka:4.1.1) unless
@@ -49,7 +51,7 @@ export METROCLOUD_CONSOLE_TOKEN=${METROCLOUD_CONSOLE_TOKEN:-check-$$}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 image=metrocloud:$version
 compose() { "${compose_cmd[@]}" -f docker/compose.yaml --profile console --profile scale "$@"; }
-services=(kafka1 kafka2 kafka3 kafka4 topic-setup kafka-producer kafka-consumer metrocloud-console)
+services=(kafka1 kafka2 kafka3 kafka4 topic-setup kafka-producer kafka-consumer metrocloud-store metrocloud-console)
 
 step "images"
 build_args=("${amd64_args[@]}")
@@ -109,7 +111,7 @@ compose up -d --no-build "${services[@]}"
 step "healthy"
 health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1" 2>/dev/null; }
 deadline=$(( $(date +%s) + 240 ))
-for service in kafka1 kafka2 kafka3 kafka4 kafka-producer kafka-consumer metrocloud-console; do
+for service in kafka1 kafka2 kafka3 kafka4 kafka-producer kafka-consumer metrocloud-store metrocloud-console; do
   until [ "$(health "$service")" = healthy ]; do
     [ "$(date +%s)" -lt "$deadline" ] || fail "$service is $(health "$service"), not healthy, after 4 minutes"
     sleep 3
@@ -134,7 +136,7 @@ end_offsets() {
     sleep 2
   done
 }
-group_lag() { kafka_tool kafka-consumer-groups --describe --group iot-data-consumer 2>/dev/null |
+group_lag() { kafka_tool kafka-consumer-groups --describe --group "${1:-iot-data-consumer}" 2>/dev/null |
   awk '$2 == "iot-sensor-data" && $6 ~ /^[0-9]+$/ { lag += $6; rows++ } END { print (rows ? lag : "none") }'; }
 
 step "readings flow"
@@ -195,6 +197,32 @@ gaps=$(sed -n 's/.* gaps \([0-9]*\).*/\1/p' <<<"$line")
 [ "$gaps" = 0 ] || fail "the consumer's audit shows $gaps missing readings"
 [ "$readings" -ge "$acked" ] || fail "$acked readings acknowledged, $readings consumed"
 echo "acknowledged $acked, consumed $readings unique readings, 0 missing"
+
+step "the storage stage stopped: every reading in its Parquet files once, read by pyarrow"
+deadline=$(( $(date +%s) + 90 ))
+until [ "$(group_lag iot-storage)" = 0 ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "group iot-storage's lag did not come back to 0 in 90 s (last: $(group_lag iot-storage))"
+  sleep 2
+done
+echo "kafka-consumer-groups (in kafka1): group iot-storage, lag 0 on every partition"
+# A clean stop closes the open files and commits.
+docker stop -t 60 metrocloud-store >/dev/null
+stored_line=$(docker logs metrocloud-store 2>&1 | grep 'storage summary' | tail -n 1)
+[ -n "$stored_line" ] || fail "the storage stage printed no summary when stopped"
+echo "$stored_line"
+volume=$(docker volume inspect -f '{{.Mountpoint}}' "${COMPOSE_PROJECT_NAME}_store-data")
+counted=$(python3 - "$volume/readings" <<'PY'
+import sys, pyarrow.dataset as ds, pyarrow.compute as pc
+table = ds.dataset(sys.argv[1], format="parquet", partitioning="hive").to_table(
+    columns=["kafka_partition", "kafka_offset"])
+pairs = set(zip(table["kafka_partition"].to_pylist(), table["kafka_offset"].to_pylist()))
+print(table.num_rows, len(pairs))
+PY
+) || fail "pyarrow could not read the stored files in $volume"
+read -r rows unique <<<"$counted"
+[ "$rows" = "$unique" ] || fail "$rows rows stored but only $unique distinct offsets: a record stored twice"
+[ "$rows" -ge "$acked" ] || fail "$acked readings acknowledged, $rows stored"
+echo "pyarrow: $rows rows in the store's files, $unique distinct (partition, offset), $acked acknowledged"
 
 step "down -v"
 trap - EXIT

@@ -431,7 +431,7 @@ fn the_scale_profile_adds_a_fourth_broker_outside_the_quorum() {
 }
 
 #[test]
-fn the_image_is_the_static_binary_alone_in_scratch_run_by_a_non_root_user() {
+fn the_image_is_the_static_binary_and_its_data_folder_in_scratch_run_by_a_non_root_user() {
     let dockerfile = repo_file("docker/Dockerfile");
     let stages: Vec<&str> = dockerfile
         .lines()
@@ -443,7 +443,13 @@ fn the_image_is_the_static_binary_alone_in_scratch_run_by_a_non_root_user() {
         .lines()
         .filter(|l| l.starts_with("COPY"))
         .collect();
-    assert_eq!(copies, ["COPY --from=build /metrocloud /metrocloud"]);
+    assert_eq!(
+        copies,
+        [
+            "COPY --from=build /metrocloud /metrocloud",
+            "COPY --from=build --chown=65532:65532 /data /data"
+        ]
+    );
     let user = last_stage
         .lines()
         .find_map(|l| l.strip_prefix("USER "))
@@ -470,4 +476,20 @@ fn the_image_is_the_static_binary_alone_in_scratch_run_by_a_non_root_user() {
         "the build stage uses the pinned toolchain {pinned}: {}",
         stages[0]
     );
+}
+
+#[test]
+fn the_storage_stage_keeps_its_files_in_a_named_volume_that_outlives_its_container() {
+    let compose = compose();
+    let store = service(&compose, "metrocloud-store");
+    assert_eq!(store["command"][0].as_str(), Some("store"));
+    let data_dir = env(store, "METROCLOUD_DATA_DIR");
+    let mount = store["volumes"][0].as_str().expect("a volume");
+    let (volume, path) = mount.split_once(':').expect("volume:path");
+    assert_eq!(path, data_dir, "the files go where the volume is mounted");
+    assert!(
+        !compose["volumes"][volume].is_badvalue(),
+        "{volume} is a named volume"
+    );
+    assert!(store["profiles"].is_badvalue(), "it always runs");
 }

@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("kafka", 1),
     ("sensor", 2),
     ("cluster", 2),
+    ("store", 2),
     ("config", 3),
     ("logging", 4),
     ("pipeline", 4),

@@ -67,10 +67,7 @@ pub(crate) async fn consume(
 
 /// Kafka -> Parquet files until shut down.
 pub(crate) async fn store(config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
-    if let Some(summary) = crate::pipeline::store::store(&config, shutdown)
-        .await
-        .map_err(failed)?
-    {
+    if let Some(summary) = run::store(&config, shutdown).await.map_err(failed)? {
         println!("{summary}");
     }
     Ok(())

@@ -8,6 +8,7 @@
 //! valid values. A bad value is reported with the variable, the value given
 //! and what is allowed, and the binaries exit with status 2 for it.
 
+mod group;
 pub mod table;
 mod values;
 
@@ -163,6 +164,15 @@ impl Config {
             if given.is_some() {
                 config.given.insert(setting.name);
             }
+        }
+        if config.store.kind == crate::store::StoreKind::Postgres
+            && config.store.postgres_url.is_none()
+        {
+            return Err(ConfigError::Invalid {
+                variable: "METROCLOUD_POSTGRES_URL",
+                value: String::new(),
+                allowed: "a PostgreSQL URL (postgresql://user:password@host:5432/db), since METROCLOUD_STORE=postgres".to_string(),
+            });
         }
         Ok(config)
     }

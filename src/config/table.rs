@@ -7,57 +7,8 @@
 //! entry here and one field in [`Config`].
 
 use super::Config;
+pub use super::group::Group;
 use super::values::*;
-
-/// The sections of `.env.example` and of the README's table, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Group {
-    /// The cluster, the sensor topic and the consumer group.
-    Kafka,
-    /// The simulated fleet.
-    Simulator,
-    /// Log output.
-    Logging,
-    /// Batching, buffering and retries.
-    Producer,
-    /// Group membership, commits and fetches.
-    Consumer,
-    /// Waiting for a cluster at start.
-    Startup,
-    /// Alert rules and the topics of alerts and dead letters.
-    Alerts,
-    /// The storage stage and its files.
-    Storage,
-    /// The local cluster of `metrocloud cluster`, `run`, `chaos` and `bench`.
-    LocalCluster,
-    /// The monitoring console.
-    Console,
-    /// The browser that loads console pages.
-    Browser,
-}
-
-impl Group {
-    /// The section's heading.
-    pub fn title(self) -> &'static str {
-        match self {
-            Group::Kafka => "Kafka",
-            Group::Simulator => "IoT simulator",
-            Group::Logging => "Logging",
-            Group::Producer => "Producer (batching, buffering, retries)",
-            Group::Consumer => "Consumer (group, commits, fetches)",
-            Group::Startup => "Start-up",
-            Group::Alerts => "Alerts and dead letters",
-            Group::Storage => "Storage (metrocloud store, and metrocloud run)",
-            Group::LocalCluster => "Local cluster (metrocloud cluster, run, chaos, bench)",
-            Group::Console => {
-                "Console (metrocloud console, and metrocloud run unless --no-console)"
-            }
-            Group::Browser => {
-                "Browser (page load times in metrocloud bench console and the console's browser test)"
-            }
-        }
-    }
-}
 
 /// One environment variable; see the module documentation.
 pub struct Setting {
@@ -484,11 +435,14 @@ pub static SETTINGS: &[Setting] = &[
         "METROCLOUD_STORE",
         Storage,
         "parquet",
-        "Whether metrocloud run also stores readings: parquet, or off (metrocloud store always stores).",
-        store.enabled,
+        "Where readings are stored: parquet (files under METROCLOUD_DATA_DIR), postgres (METROCLOUD_POSTGRES_URL), or off (metrocloud run does not store).",
+        store.kind,
         |v| store_kind(v),
-        |on: &bool| (if *on { "parquet" } else { "off" }).to_string()
+        show_store_kind
     ),
+    setting!("METROCLOUD_POSTGRES_URL", Storage, "",
+        "PostgreSQL connection URL when METROCLOUD_STORE=postgres: postgresql://user:password@host:5432/db (never printed: it may hold a password).",
+        store.postgres_url, |v| optional_text(v), show_optional, secret: true),
     setting!(
         "METROCLOUD_DATA_DIR",
         Storage,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::kafka::BrokerAddress;
 use crate::sensor::device::DeviceType;
+use crate::store::StoreKind;
 
 /// What a parser says when a value is refused: what the variable allows.
 pub type Allowed = String;
@@ -44,13 +45,24 @@ pub fn seconds(given: &str, max: u64) -> Result<Duration, Allowed> {
     whole(given, 0, max).map(Duration::from_secs)
 }
 
-/// `parquet` (on) or `off`.
-pub fn store_kind(given: &str) -> Result<bool, Allowed> {
+/// `parquet`, `postgres` or `off`.
+pub fn store_kind(given: &str) -> Result<StoreKind, Allowed> {
     match given.trim() {
-        "parquet" => Ok(true),
-        "off" => Ok(false),
-        _ => Err("parquet or off".to_string()),
+        "parquet" => Ok(StoreKind::Parquet),
+        "postgres" => Ok(StoreKind::Postgres),
+        "off" => Ok(StoreKind::Off),
+        _ => Err("parquet, postgres or off".to_string()),
     }
+}
+
+/// How [`store_kind`] reads it.
+pub fn show_store_kind(kind: &StoreKind) -> String {
+    match kind {
+        StoreKind::Parquet => "parquet",
+        StoreKind::Postgres => "postgres",
+        StoreKind::Off => "off",
+    }
+    .to_string()
 }
 
 /// A finite number.

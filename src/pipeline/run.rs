@@ -106,9 +106,9 @@ pub enum PipelineError {
     /// The processing side could not start.
     #[error(transparent)]
     Start(#[from] ProcessingStartError),
-    /// The storage stage could not start.
+    /// The storage stage could not start, or stopped for good.
     #[error(transparent)]
-    Storage(#[from] crate::pipeline::store::StorageStartError),
+    Storage(#[from] crate::pipeline::store::StorageError),
     /// The consumer stopped for good.
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
@@ -249,6 +249,25 @@ pub async fn consume(
     Ok(Some(summary))
 }
 
+/// Stores readings until `shutdown`, with a status line every few seconds.
+pub async fn store(
+    config: &Config,
+    shutdown: CancellationToken,
+) -> Result<Option<StoreSummary>, PipelineError> {
+    if !topics_ready(config, &shutdown).await? {
+        return Ok(None);
+    }
+    let stats = Arc::new(StorageStats::default());
+    let status = spawn_status(shutdown.clone(), None, {
+        let stats = Arc::clone(&stats);
+        move |elapsed, previous| store::storage_line(&stats, elapsed, previous)
+    });
+    let outcome = store::run_storage(config, &stats, shutdown).await;
+    status.abort();
+    outcome?;
+    Ok(Some(store::summary(&stats)))
+}
+
 /// What `run` did.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -349,7 +368,8 @@ where
     let consumer_stats = consumer.stats();
     let consumer_task = tokio::spawn(consumer.run(stop_consumer.clone()));
     let storage_stats = Arc::new(StorageStats::default());
-    let storage_task = config.store.enabled.then(|| {
+    let storing = config.store.kind != crate::store::StoreKind::Off;
+    let storage_task = storing.then(|| {
         let (config, stats, stop) = (
             config.clone(),
             Arc::clone(&storage_stats),

@@ -22,11 +22,9 @@ use crate::kafka::consumer::{
 };
 use crate::kafka::retry::Backoff;
 use crate::lock::lock;
-use crate::pipeline::run::{PipelineError, topics_ready};
-use crate::pipeline::status::spawn_status;
 use crate::sensor::validate::validate;
 use crate::store::columns::Origin;
-use crate::store::{ParquetStore, StoreError, StoreStats};
+use crate::store::{ReadingStore, StoreError, StoreStats};
 
 /// Counters of the storage stage besides the store's own.
 #[derive(Debug, Default)]
@@ -42,7 +40,7 @@ pub struct StorageStats {
 
 /// Feeds consumed readings to the store; see the module documentation.
 pub struct StoreProcessor {
-    store: ParquetStore,
+    store: ReadingStore,
     stats: Arc<StorageStats>,
     /// The first error of the store: nothing more is taken or committed.
     failure: Option<String>,
@@ -51,7 +49,7 @@ pub struct StoreProcessor {
 
 impl StoreProcessor {
     /// A processor writing into `store`.
-    pub fn new(store: ParquetStore, stats: Arc<StorageStats>) -> Self {
+    pub fn new(store: ReadingStore, stats: Arc<StorageStats>) -> Self {
         StoreProcessor {
             store,
             stats,
@@ -80,14 +78,14 @@ impl RecordProcessor for StoreProcessor {
             partition: record.partition,
             offset: record.offset,
         };
-        if let Err(error) = self.store.append(&reading, origin) {
+        if let Err(error) = self.store.append(reading, origin) {
             self.failed(error);
         }
     }
 
     async fn flush(&mut self) -> Result<(), String> {
         if self.failure.is_none()
-            && let Err(error) = self.store.roll(self.stopping)
+            && let Err(error) = self.store.make_durable(self.stopping).await
         {
             self.failed(error);
         }
@@ -108,7 +106,7 @@ impl RecordProcessor for StoreProcessor {
     }
 
     fn commit_wanted(&self) -> bool {
-        self.store.roll_due()
+        self.store.due()
     }
 
     fn stopping(&mut self) {
@@ -118,6 +116,17 @@ impl RecordProcessor for StoreProcessor {
     fn partitions_revoked(&mut self, partitions: &[i32]) {
         self.store.forget(partitions);
     }
+}
+
+/// Why the storage stage stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// It could not start.
+    #[error(transparent)]
+    Start(#[from] StorageStartError),
+    /// Its consumer stopped for good.
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
 }
 
 /// Why the storage stage could not start.
@@ -137,14 +146,22 @@ pub async fn storage_consumer(
     stats: &Arc<StorageStats>,
     shutdown: &CancellationToken,
 ) -> Result<Option<GroupConsumer<StoreProcessor>>, StorageStartError> {
-    let store = ParquetStore::open(&config.store, &config.topic, Arc::clone(&stats.store))?;
+    let timeout = config.consumer.request_timeout;
+    let Some(store) = ReadingStore::open(
+        &config.store,
+        &config.topic,
+        Arc::clone(&stats.store),
+        timeout,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
     tracing::info!(
-        "storing readings of {} as Parquet under {} (group {}; files roll at {} readings or {:?})",
+        "storing readings of {} in {} (group {})",
         config.topic,
-        store.root().display(),
-        config.store.group_id,
-        config.store.roll_rows,
-        config.store.roll_after
+        store.describe(),
+        config.store.group_id
     );
     let processor = StoreProcessor::new(store, Arc::clone(stats));
     let spec = ConsumerSpec {
@@ -204,7 +221,7 @@ pub async fn run_storage(
     config: &Config,
     stats: &Arc<StorageStats>,
     shutdown: CancellationToken,
-) -> Result<(), PipelineError> {
+) -> Result<(), StorageError> {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut first = true;
     loop {
@@ -234,25 +251,6 @@ pub async fn run_storage(
             _ = tokio::time::sleep(pause) => {}
         }
     }
-}
-
-/// Stores readings until `shutdown`, with a status line every few seconds.
-pub async fn store(
-    config: &Config,
-    shutdown: CancellationToken,
-) -> Result<Option<StoreSummary>, PipelineError> {
-    if !topics_ready(config, &shutdown).await? {
-        return Ok(None);
-    }
-    let stats = Arc::new(StorageStats::default());
-    let status = spawn_status(shutdown.clone(), None, {
-        let stats = Arc::clone(&stats);
-        move |elapsed, previous| storage_line(&stats, elapsed, previous)
-    });
-    let outcome = run_storage(config, &stats, shutdown).await;
-    status.abort();
-    outcome?;
-    Ok(Some(summary(&stats)))
 }
 
 /// One status line: readings stored, their rate since the last line, files and lag.

@@ -99,7 +99,7 @@ fn text(value: &str) -> ByteArray {
     ByteArray::from(value)
 }
 
-fn status_name(reading: &SensorReading) -> &'static str {
+pub(super) fn status_name(reading: &SensorReading) -> &'static str {
     use crate::sensor::reading::DeviceStatus;
     match reading.status {
         DeviceStatus::Ok => "ok",

@@ -26,6 +26,7 @@ pub mod columns;
 pub mod history;
 pub mod layout;
 pub mod parquet;
+pub mod postgres;
 #[cfg(test)]
 mod tests;
 
@@ -33,12 +34,31 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::parquet::{ParquetStore, StoreStats};
+pub use self::postgres::PostgresStore;
+
+use std::sync::Arc;
+
+use crate::sensor::reading::SensorReading;
+use columns::Origin;
+
+/// Where the storage stage keeps readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Parquet files under the data folder (the default).
+    Parquet,
+    /// A PostgreSQL table.
+    Postgres,
+    /// Nowhere: `metrocloud run` does not store.
+    Off,
+}
 
 /// What the storage stage is configured with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreSettings {
-    /// Whether `metrocloud run` stores readings.
-    pub enabled: bool,
+    /// Where readings are kept (and whether `metrocloud run` stores them).
+    pub kind: StoreKind,
+    /// The PostgreSQL connection URL, for [`StoreKind::Postgres`].
+    pub postgres_url: Option<String>,
     /// The folder the store's files go under.
     pub data_dir: PathBuf,
     /// The storage stage's consumer group.
@@ -52,7 +72,8 @@ pub struct StoreSettings {
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
-            enabled: true,
+            kind: StoreKind::Parquet,
+            postgres_url: None,
             data_dir: PathBuf::from("data"),
             group_id: "iot-storage".to_string(),
             roll_rows: 1_000_000,
@@ -80,6 +101,16 @@ pub enum StoreError {
         /// Why.
         source: ::parquet::errors::ParquetError,
     },
+    /// PostgreSQL refused or did not answer.
+    #[error("PostgreSQL {server} (METROCLOUD_POSTGRES_URL): cannot {what}: {reason}")]
+    Postgres {
+        /// `user@host:port/db`, never the password.
+        server: String,
+        /// What was being done.
+        what: String,
+        /// The server's message, or why there was none.
+        reason: String,
+    },
     /// Another storage stage writes to the same folder.
     #[error(
         "{path} is locked by another metrocloud store writing to the same folder (METROCLOUD_DATA_DIR)"
@@ -88,4 +119,97 @@ pub enum StoreError {
         /// The lock file.
         path: PathBuf,
     },
+}
+
+/// The store the storage stage writes to: one of the kinds above.
+pub enum ReadingStore {
+    /// Parquet files.
+    Parquet(ParquetStore),
+    /// A PostgreSQL table.
+    Postgres(PostgresStore),
+}
+
+impl ReadingStore {
+    /// Opens the configured store of `topic`'s readings (`None` when storing is off).
+    pub async fn open(
+        settings: &StoreSettings,
+        topic: &str,
+        stats: Arc<StoreStats>,
+        timeout: std::time::Duration,
+    ) -> Result<Option<ReadingStore>, StoreError> {
+        Ok(match settings.kind {
+            StoreKind::Parquet => Some(ReadingStore::Parquet(ParquetStore::open(
+                settings, topic, stats,
+            )?)),
+            StoreKind::Postgres => {
+                let url = settings.postgres_url.as_deref().unwrap_or_default();
+                Some(ReadingStore::Postgres(
+                    PostgresStore::connect(url, timeout, stats).await?,
+                ))
+            }
+            StoreKind::Off => None,
+        })
+    }
+
+    /// Where the readings go, for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            ReadingStore::Parquet(store) => {
+                format!("Parquet files under {}", store.root().display())
+            }
+            ReadingStore::Postgres(store) => {
+                format!("PostgreSQL {}, table sensor_readings", store.server())
+            }
+        }
+    }
+
+    /// Takes a reading read from `origin`.
+    pub fn append(&mut self, reading: SensorReading, origin: Origin) -> Result<(), StoreError> {
+        match self {
+            ReadingStore::Parquet(store) => store.append(&reading, origin),
+            ReadingStore::Postgres(store) => {
+                store.append(reading, origin);
+                Ok(())
+            }
+        }
+    }
+
+    /// The first offset of `partition` not durable yet; the consumer commits no further.
+    pub fn held_from(&self, partition: i32) -> Option<i64> {
+        match self {
+            ReadingStore::Parquet(store) => store.held_from(partition),
+            ReadingStore::Postgres(store) => store.held_from(partition),
+        }
+    }
+
+    /// Whether the store wants to make readings durable before the commit interval is up.
+    pub fn due(&self) -> bool {
+        match self {
+            ReadingStore::Parquet(store) => store.roll_due(),
+            ReadingStore::Postgres(store) => store.write_due(),
+        }
+    }
+
+    /// Makes durable what is due (everything, with `everything`).
+    pub async fn make_durable(&mut self, everything: bool) -> Result<(), StoreError> {
+        match self {
+            ReadingStore::Parquet(store) => store.roll(everything),
+            ReadingStore::Postgres(store) => store.write().await,
+        }
+    }
+
+    /// `partition` is committed up to `offset`.
+    pub fn committed(&mut self, partition: i32, offset: i64) {
+        if let ReadingStore::Parquet(store) = self {
+            store.committed(partition, offset);
+        }
+    }
+
+    /// `partitions` moved to another member: what they hold is dropped.
+    pub fn forget(&mut self, partitions: &[i32]) {
+        match self {
+            ReadingStore::Parquet(store) => store.forget(partitions),
+            ReadingStore::Postgres(store) => store.forget(partitions),
+        }
+    }
 }

@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::OnceLock;

@@ -15,4 +15,5 @@ mod produce_fetch;
 mod producer;
 mod record_schema;
 mod store;
+mod store_postgres;
 mod topics;

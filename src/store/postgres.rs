@@ -1,0 +1,350 @@
+//! PostgreSQL, for teams that outgrow files: readings in a table partitioned by day.
+//!
+//! Readings gather in memory and are written at every flush, in one
+//! transaction: binary `COPY` into a temporary table (the fastest way into
+//! PostgreSQL), then `INSERT … ON CONFLICT DO NOTHING` into `sensor_readings`.
+//! The key is the reading itself (device, run, sequence, and the event time,
+//! which a partitioned table's key must hold), so a replay after a crash
+//! inserts nothing twice, and the consumer commits only after the transaction
+//! did. A device's sequence starts again at 0 in each simulator run, so the
+//! run is part of the key.
+//!
+//! `sensor_readings` is partitioned by range of event time (declarative
+//! partitioning), one partition a day (`sensor_readings_20261202`), made when
+//! the first reading of the day arrives: old days can be detached or dropped
+//! whole. Every call has a time limit.
+
+use std::collections::{BTreeSet, HashMap};
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::{NaiveDate, TimeDelta};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls};
+
+use super::columns::Origin;
+use super::{StoreError, StoreStats};
+use crate::sensor::reading::SensorReading;
+
+/// Readings gathered before the store asks for an early flush.
+const BATCH_ROWS: usize = 50_000;
+
+const CREATE_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS sensor_readings (
+    device_id        text             NOT NULL,
+    run_id           text             NOT NULL,
+    seq              bigint           NOT NULL,
+    event_time       timestamptz      NOT NULL,
+    device_type      text             NOT NULL,
+    value            double precision NOT NULL,
+    unit             text             NOT NULL,
+    site             text             NOT NULL,
+    zone             text             NOT NULL,
+    latitude         double precision NOT NULL,
+    longitude        double precision NOT NULL,
+    battery_level    double precision NOT NULL,
+    signal_strength  integer          NOT NULL,
+    firmware_version text             NOT NULL,
+    status           text             NOT NULL,
+    is_anomaly       boolean          NOT NULL,
+    anomaly_kind     text,
+    kafka_partition  integer          NOT NULL,
+    kafka_offset     bigint           NOT NULL,
+    PRIMARY KEY (device_id, run_id, seq, event_time)
+) PARTITION BY RANGE (event_time)";
+
+/// The columns in `COPY` order, with their types.
+const COLUMNS: [(&str, Type); 19] = [
+    ("device_id", Type::TEXT),
+    ("run_id", Type::TEXT),
+    ("seq", Type::INT8),
+    ("event_time", Type::TIMESTAMPTZ),
+    ("device_type", Type::TEXT),
+    ("value", Type::FLOAT8),
+    ("unit", Type::TEXT),
+    ("site", Type::TEXT),
+    ("zone", Type::TEXT),
+    ("latitude", Type::FLOAT8),
+    ("longitude", Type::FLOAT8),
+    ("battery_level", Type::FLOAT8),
+    ("signal_strength", Type::INT4),
+    ("firmware_version", Type::TEXT),
+    ("status", Type::TEXT),
+    ("is_anomaly", Type::BOOL),
+    ("anomaly_kind", Type::TEXT),
+    ("kafka_partition", Type::INT4),
+    ("kafka_offset", Type::INT8),
+];
+
+/// Readings kept in a PostgreSQL table; see the module documentation.
+pub struct PostgresStore {
+    client: Client,
+    /// The server, for messages: `user@host:port/db`, never the password.
+    server: String,
+    timeout: Duration,
+    rows: Vec<(SensorReading, Origin)>,
+    /// Per partition, the offset of the first reading gathered and not written.
+    first: HashMap<i32, i64>,
+    /// Days whose partition exists.
+    days: BTreeSet<NaiveDate>,
+    stats: Arc<StoreStats>,
+}
+
+/// `user@host:port/db` of a connection URL: what messages may show.
+pub fn describe(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(config) => {
+            let host = match config.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+                #[cfg(unix)]
+                Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+                None => "localhost".to_string(),
+            };
+            let port = config.get_ports().first().copied().unwrap_or(5432);
+            format!(
+                "{}@{host}:{port}/{}",
+                config.get_user().unwrap_or("?"),
+                config.get_dbname().unwrap_or("?")
+            )
+        }
+        Err(_) => "an unreadable URL".to_string(),
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` and makes sure the table exists.
+    pub async fn connect(
+        url: &str,
+        timeout: Duration,
+        stats: Arc<StoreStats>,
+    ) -> Result<PostgresStore, StoreError> {
+        let server = describe(url);
+        let refused = |what: &str, reason: String| StoreError::Postgres {
+            server: server.clone(),
+            what: what.to_string(),
+            reason,
+        };
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| refused("read the URL", e.to_string()))?;
+        let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+            .await
+            .map_err(|_| refused("connect", format!("no answer within {timeout:?}")))?
+            .map_err(|e| refused("connect", reason(&e)))?;
+        let watched = server.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!("connection to PostgreSQL {watched} ended: {e}");
+            }
+        });
+        let store = PostgresStore {
+            client,
+            server,
+            timeout,
+            rows: Vec::new(),
+            first: HashMap::new(),
+            days: BTreeSet::new(),
+            stats,
+        };
+        store
+            .within(
+                "create sensor_readings",
+                store.client.batch_execute(CREATE_TABLE),
+            )
+            .await?;
+        Ok(store)
+    }
+
+    /// The server, for messages.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    async fn within<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        let refused = |reason| StoreError::Postgres {
+            server: self.server.clone(),
+            what: what.to_string(),
+            reason,
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| refused(format!("no answer within {:?}", self.timeout)))?
+            .map_err(|e| refused(reason(&e)))
+    }
+
+    /// Takes a reading read from `origin`; it is written at the next [`PostgresStore::write`].
+    pub fn append(&mut self, reading: SensorReading, origin: Origin) {
+        self.first.entry(origin.partition).or_insert(origin.offset);
+        self.rows.push((reading, origin));
+        self.stats.held.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The offset of the first reading of `partition` not written yet.
+    pub fn held_from(&self, partition: i32) -> Option<i64> {
+        self.first.get(&partition).copied()
+    }
+
+    /// Whether enough is gathered to write before the commit interval is up.
+    pub fn write_due(&self) -> bool {
+        self.rows.len() >= BATCH_ROWS
+    }
+
+    /// Drops what `partitions` gathered: their next owner reads it again.
+    pub fn forget(&mut self, partitions: &[i32]) {
+        let before = self.rows.len();
+        self.rows
+            .retain(|(_, origin)| !partitions.contains(&origin.partition));
+        for partition in partitions {
+            self.first.remove(partition);
+        }
+        let dropped = (before - self.rows.len()) as u64;
+        self.stats.held.fetch_sub(dropped, Ordering::Relaxed);
+    }
+
+    /// Writes everything gathered in one transaction; on failure nothing is
+    /// written and everything stays gathered.
+    pub async fn write(&mut self) -> Result<(), StoreError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let days: BTreeSet<NaiveDate> = self
+            .rows
+            .iter()
+            .map(|(r, _)| r.timestamp.date_naive())
+            .collect();
+        for day in days.difference(&self.days.clone()) {
+            self.create_partition(*day).await?;
+            self.days.insert(*day);
+        }
+        let inserted = self.insert().await?;
+        let rows = self.rows.len() as u64;
+        self.stats.stored.fetch_add(inserted, Ordering::Relaxed);
+        self.stats.held.fetch_sub(rows, Ordering::Relaxed);
+        self.stats.rolls.fetch_add(1, Ordering::Relaxed);
+        if inserted < rows {
+            tracing::info!(
+                "{} readings were in PostgreSQL already (read again after a restart); not inserted twice",
+                rows - inserted
+            );
+        }
+        self.rows.clear();
+        self.first.clear();
+        Ok(())
+    }
+
+    async fn create_partition(&self, day: NaiveDate) -> Result<(), StoreError> {
+        let next = day + TimeDelta::days(1);
+        let statement = format!(
+            "CREATE TABLE IF NOT EXISTS sensor_readings_{} PARTITION OF sensor_readings \
+             FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')",
+            day.format("%Y%m%d")
+        );
+        self.within(
+            "create a day's partition",
+            self.client.batch_execute(&statement),
+        )
+        .await
+    }
+
+    /// COPY into a temporary table, then insert what is new; returns how many were.
+    async fn insert(&mut self) -> Result<u64, StoreError> {
+        let names: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
+        let types: Vec<Type> = COLUMNS.iter().map(|(_, kind)| kind.clone()).collect();
+        let (server, timeout) = (self.server.clone(), self.timeout);
+        let refused = |what: &str, e: tokio_postgres::Error| StoreError::Postgres {
+            server: server.clone(),
+            what: what.to_string(),
+            reason: reason(&e),
+        };
+        let work = async {
+            let transaction = self
+                .client
+                .transaction()
+                .await
+                .map_err(|e| refused("begin", e))?;
+            transaction
+                .batch_execute(
+                    "CREATE TEMPORARY TABLE incoming (LIKE sensor_readings) ON COMMIT DROP",
+                )
+                .await
+                .map_err(|e| refused("create the staging table", e))?;
+            let copy = format!(
+                "COPY incoming ({}) FROM STDIN (FORMAT binary)",
+                names.join(", ")
+            );
+            let sink = transaction
+                .copy_in(&copy)
+                .await
+                .map_err(|e| refused("copy", e))?;
+            let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+            for (reading, origin) in &self.rows {
+                let seq = reading.sequence as i64;
+                let status = super::columns::status_name(reading);
+                let anomaly = reading.anomaly_kind.map(|kind| kind.as_str());
+                let values: [&(dyn ToSql + Sync); 19] = [
+                    &reading.device_id,
+                    &reading.run_id,
+                    &seq,
+                    &reading.timestamp,
+                    &reading.device_type.as_str(),
+                    &reading.value,
+                    &reading.unit,
+                    &reading.location.site,
+                    &reading.location.zone,
+                    &reading.location.latitude,
+                    &reading.location.longitude,
+                    &reading.battery_level,
+                    &reading.signal_strength,
+                    &reading.firmware_version,
+                    &status,
+                    &reading.is_anomaly,
+                    &anomaly,
+                    &origin.partition,
+                    &origin.offset,
+                ];
+                writer
+                    .as_mut()
+                    .write(&values)
+                    .await
+                    .map_err(|e| refused("copy", e))?;
+            }
+            writer.finish().await.map_err(|e| refused("copy", e))?;
+            let inserted = transaction
+                .execute(
+                    "INSERT INTO sensor_readings SELECT * FROM incoming ON CONFLICT DO NOTHING",
+                    &[],
+                )
+                .await
+                .map_err(|e| refused("insert", e))?;
+            transaction
+                .commit()
+                .await
+                .map_err(|e| refused("commit", e))?;
+            Ok(inserted)
+        };
+        // A write takes longer than one call: its limit grows with the rows.
+        let limit = timeout + Duration::from_millis(self.rows.len() as u64 / 10);
+        tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| StoreError::Postgres {
+                server: self.server.clone(),
+                what: "write".to_string(),
+                reason: format!("no answer within {limit:?}"),
+            })?
+    }
+}
+
+/// The server's own message when there is one (wrong password, no such database), else the client's.
+fn reason(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
+}
