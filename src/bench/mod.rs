@@ -27,9 +27,11 @@ pub mod chart;
 pub mod console;
 mod consumer;
 mod e2e;
+mod error;
 mod http;
 pub mod kcat;
 pub mod peer;
+pub mod postgres;
 mod producer;
 pub mod report;
 mod simulator;
@@ -52,82 +54,11 @@ use worker::WorkerSpec;
 
 use builds::producer_notes;
 pub use builds::{build_label, emulator};
+pub use error::BenchError;
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// The longest any single client run may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
-
-/// Why a benchmark could not be run.
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    /// A file could not be written or read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A client process could not be started.
-    #[error("cannot start {what}: {source}")]
-    Spawn {
-        /// Which client.
-        what: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A client ran past its deadline and was killed.
-    #[error("{what} did not finish within {after:?} and was killed (its log: {})", log.display())]
-    Timeout {
-        /// Which client.
-        what: String,
-        /// Its deadline.
-        after: Duration,
-        /// Its standard error.
-        log: PathBuf,
-    },
-    /// A client failed.
-    #[error("{what} failed ({status}); the end of {}:\n{tail}", log.display())]
-    ChildFailed {
-        /// Which client.
-        what: String,
-        /// Its exit status.
-        status: String,
-        /// Its standard error.
-        log: PathBuf,
-        /// The last lines of it.
-        tail: String,
-    },
-    /// A Kafka tool printed something other than its summary.
-    #[error("could not read the summary of {tool}; it ended with:\n{tail}")]
-    Unparsed {
-        /// The tool.
-        tool: String,
-        /// Its last lines.
-        tail: String,
-    },
-    /// Our worker printed something other than its outcome.
-    #[error("could not read the worker's outcome: {0}")]
-    Worker(String),
-    /// The cluster could not be started, or a topic created.
-    #[error("cluster: {0}")]
-    Cluster(String),
-    /// A run lost records: its figures would be meaningless.
-    #[error("{0}")]
-    Lost(String),
-    /// The console did not answer as it should.
-    #[error("console: {0}")]
-    Console(String),
-}
-
-impl BenchError {
-    fn io(path: &Path, source: std::io::Error) -> BenchError {
-        BenchError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-}
 
 /// A benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
