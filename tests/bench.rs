@@ -213,6 +213,17 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
         }
     }
 
+    // Storage: every load made all 4,000 readings durable, ours into both stores and psql's.
+    let loads = report["storage"]["runs"].as_array().expect("storage runs");
+    let loaders: std::collections::BTreeSet<&str> =
+        loads.iter().map(|r| r["who"].as_str().unwrap()).collect();
+    assert_eq!(loaders.len(), 3, "{loaders:?}");
+    for load in loads {
+        assert_eq!(load["rows"], 4_000, "{load}");
+        assert!(load["rows_per_sec"].as_f64().unwrap() > 0.0, "{load}");
+        assert!(load["bytes_per_reading"].as_f64().unwrap() > 0.0, "{load}");
+    }
+
     let markdown = std::fs::read_to_string(only_file_with_extension(out.path(), "md")).unwrap();
     // The latency chart is written beside the report and shown in it.
     let chart = only_file_with_extension(out.path(), "svg");
@@ -231,6 +242,7 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
         "### Console: pages with 1,000 devices",
         "### Console: our producer without and with a console",
         "### Console: end to end at 500 readings/s",
+        "### Storage: a pre-filled topic of 4000 distinct readings",
     ] {
         assert!(
             markdown.contains(heading),

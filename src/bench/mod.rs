@@ -16,6 +16,8 @@
 //!   reading (HDR histogram) at fixed offered rates, then the highest rate the
 //!   pipeline sustains; `kafka-e2e-latency` (one record in flight) beside it.
 //! - **simulator**: CPU and peak memory of 10k and 100k devices at 1 Hz.
+//! - **storage**: a pre-filled topic into Parquet and PostgreSQL by our
+//!   storage stage, beside `psql \copy` of the same rows.
 //!
 //! Every client, ours or Kafka's, is a child process of its own ([`worker`],
 //! [`peer`]); [`usage`] measures it. Each run gets a fresh topic, deleted
@@ -35,6 +37,7 @@ pub mod postgres;
 mod producer;
 pub mod report;
 mod simulator;
+pub mod storage;
 pub mod usage;
 pub mod worker;
 
@@ -73,16 +76,19 @@ pub enum Suite {
     Simulator,
     /// Console page times with a large fleet, and its cost to the producer.
     Console,
+    /// A pre-filled topic into Parquet and PostgreSQL, beside `psql \copy`.
+    Storage,
 }
 
 impl Suite {
     /// All, in the order they run.
-    pub const ALL: [Suite; 5] = [
+    pub const ALL: [Suite; 6] = [
         Suite::Producer,
         Suite::Consumer,
         Suite::EndToEnd,
         Suite::Simulator,
         Suite::Console,
+        Suite::Storage,
     ];
 
     /// The name on the command line.
@@ -93,6 +99,7 @@ impl Suite {
             Suite::EndToEnd => "e2e",
             Suite::Simulator => "simulator",
             Suite::Console => "console",
+            Suite::Storage => "storage",
         }
     }
 
@@ -132,6 +139,8 @@ pub struct BenchSettings {
     pub producer_records: [u64; 3],
     /// Records in the consumer's pre-filled topic.
     pub consumer_records: u64,
+    /// Distinct readings in the storage benchmark's topic.
+    pub storage_records: u64,
     /// Offered rates whose latency is always measured.
     pub e2e_rates: Vec<u32>,
     /// Seconds each rate is offered.
@@ -172,6 +181,7 @@ impl BenchSettings {
             smoke: false,
             producer_records: [1_000_000, 2_000_000, 400_000],
             consumer_records: 2_000_000,
+            storage_records: 500_000,
             e2e_rates: vec![1_000, 10_000, 50_000],
             e2e_seconds: 15.0,
             e2e_max_rate: 400_000,
@@ -192,6 +202,7 @@ impl BenchSettings {
             smoke: true,
             producer_records: [2_000, 2_000, 2_000],
             consumer_records: 4_000,
+            storage_records: 4_000,
             e2e_rates: vec![500],
             e2e_seconds: 2.0,
             e2e_max_rate: 500,
@@ -353,6 +364,7 @@ impl Bench<'_> {
             end_to_end: None,
             simulator: Vec::new(),
             console: None,
+            storage: None,
         };
         let readings = self.write_readings()?;
         for suite in suites {
@@ -362,6 +374,7 @@ impl Bench<'_> {
                 Suite::EndToEnd => report.end_to_end = Some(self.end_to_end(&readings).await?),
                 Suite::Simulator => report.simulator = self.simulator().await?,
                 Suite::Console => report.console = Some(self.console(&readings).await?),
+                Suite::Storage => report.storage = Some(self.storage().await?),
             }
         }
         Ok(report)

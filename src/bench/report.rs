@@ -240,6 +240,9 @@ pub struct BenchReport {
     pub simulator: Vec<SimulatorRun>,
     /// Console page times and its cost to the producer.
     pub console: Option<super::console::ConsoleSection>,
+    /// Storage loads.
+    #[serde(default)]
+    pub storage: Option<super::storage::StorageSection>,
 }
 
 fn ratio(ours: f64, peer: f64) -> String {
@@ -380,6 +383,9 @@ impl BenchReport {
         }
         if let Some(console) = &self.console {
             out.push_str(&console_tables(console));
+        }
+        if let Some(storage) = &self.storage {
+            out.push_str(&super::storage::storage_table(storage));
         }
         out
     }
@@ -553,6 +559,7 @@ mod tests {
             end_to_end: None,
             simulator: vec![],
             console: None,
+            storage: None,
         };
         let table = report.to_markdown();
         let row = table

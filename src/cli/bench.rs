@@ -12,7 +12,7 @@ use crate::config::Config;
 /// What `metrocloud bench` is asked for.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Benchmarks to run, in order [default: all]: producer, consumer, e2e, simulator, console, all.
+    /// Benchmarks to run, in order [default: all]: producer, consumer, e2e, simulator, console, storage, all.
     #[arg(value_name = "BENCHMARK")]
     benchmarks: Vec<String>,
     /// Seconds instead of minutes: tiny counts that only show everything works.
@@ -21,7 +21,7 @@ pub(crate) struct BenchArgs {
     /// Runs of each side per comparison (the order alternates).
     #[arg(long)]
     repeats: Option<u32>,
-    /// Records per producer run and in the consumer's topic, for every record size.
+    /// Records per producer run, in the consumer's topic, and in the storage benchmark's.
     #[arg(long)]
     records: Option<u64>,
     /// Seconds each end-to-end rate is offered.
@@ -68,7 +68,7 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError
         }
         let suite = Suite::from_name(name).ok_or_else(|| {
             CliError::Usage(format!(
-                "unknown benchmark {name:?}; known: producer, consumer, e2e, simulator, console, all"
+                "unknown benchmark {name:?}; known: producer, consumer, e2e, simulator, console, storage, all"
             ))
         })?;
         suites.push(suite);
@@ -157,6 +157,7 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError
     if let Some(records) = args.records {
         settings.producer_records = [records; 3];
         settings.consumer_records = records;
+        settings.storage_records = records;
     }
     if let Some(seconds) = args.e2e_seconds {
         settings.e2e_seconds = seconds;

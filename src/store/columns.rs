@@ -99,7 +99,8 @@ fn text(value: &str) -> ByteArray {
     ByteArray::from(value)
 }
 
-pub(super) fn status_name(reading: &SensorReading) -> &'static str {
+/// The status as records and stores name it.
+pub fn status_name(reading: &SensorReading) -> &'static str {
     use crate::sensor::reading::DeviceStatus;
     match reading.status {
         DeviceStatus::Ok => "ok",

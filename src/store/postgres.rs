@@ -32,7 +32,8 @@ use crate::sensor::reading::SensorReading;
 /// Readings gathered before the store asks for an early flush.
 const BATCH_ROWS: usize = 50_000;
 
-const CREATE_TABLE: &str = "
+/// The table, partitioned by range of event time.
+pub const CREATE_TABLE: &str = "
 CREATE TABLE IF NOT EXISTS sensor_readings (
     device_id        text             NOT NULL,
     run_id           text             NOT NULL,
@@ -240,12 +241,7 @@ impl PostgresStore {
     }
 
     async fn create_partition(&self, day: NaiveDate) -> Result<(), StoreError> {
-        let next = day + TimeDelta::days(1);
-        let statement = format!(
-            "CREATE TABLE IF NOT EXISTS sensor_readings_{} PARTITION OF sensor_readings \
-             FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')",
-            day.format("%Y%m%d")
-        );
+        let statement = partition_of(day);
         self.within(
             "create a day's partition",
             self.client.batch_execute(&statement),
@@ -255,7 +251,7 @@ impl PostgresStore {
 
     /// COPY into a temporary table, then insert what is new; returns how many were.
     async fn insert(&mut self) -> Result<u64, StoreError> {
-        let names: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
+        let names = column_names();
         let types: Vec<Type> = COLUMNS.iter().map(|(_, kind)| kind.clone()).collect();
         let (server, timeout) = (self.server.clone(), self.timeout);
         let refused = |what: &str, e: tokio_postgres::Error| StoreError::Postgres {
@@ -339,6 +335,21 @@ impl PostgresStore {
                 reason: format!("no answer within {limit:?}"),
             })?
     }
+}
+
+/// The statement that makes `day`'s partition, unless it exists.
+pub fn partition_of(day: NaiveDate) -> String {
+    let next = day + TimeDelta::days(1);
+    format!(
+        "CREATE TABLE IF NOT EXISTS sensor_readings_{} PARTITION OF sensor_readings \
+         FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')",
+        day.format("%Y%m%d")
+    )
+}
+
+/// The table's columns in `COPY` order.
+pub fn column_names() -> Vec<&'static str> {
+    COLUMNS.iter().map(|(name, _)| *name).collect()
 }
 
 /// The server's own message when there is one (wrong password, no such database), else the client's.

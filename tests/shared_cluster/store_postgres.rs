@@ -176,7 +176,10 @@ async fn a_wrong_password_or_an_absent_server_is_named_and_the_password_never_sh
         .to_string();
     assert!(error.contains("METROCLOUD_POSTGRES_URL"), "{error}");
     assert!(error.contains("cannot connect"), "{error}");
-    assert!(!error.contains(metrocloud::bench::postgres::PASSWORD), "{error}");
+    assert!(
+        !error.contains(metrocloud::bench::postgres::PASSWORD),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 //! its work, and prints one line of JSON with what it measured.
 
 mod e2e;
+mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::sensor::simulator::{Fleet, SimulatorSettings};
 use crate::sensor::validate::validate;
 
 use e2e::end_to_end;
+pub use store::{StoreOutcome, StoreTarget, parquet_bytes};
 /// The header carrying, in an end-to-end run, when the record was handed to the
 /// producer: nanoseconds since the worker's start.
 const SENT_HEADER: &str = "bench_sent_ns";
@@ -79,6 +81,19 @@ pub enum WorkerSpec {
         seconds: f64,
         /// Sensor readings, one JSON object per line.
         readings: PathBuf,
+    },
+    /// Store the first `records` readings of `topic` in a new group, then stop.
+    Store {
+        /// Bootstrap servers.
+        bootstrap: Vec<String>,
+        /// A pre-filled topic.
+        topic: String,
+        /// A group with no committed offsets.
+        group: String,
+        /// Readings to store.
+        records: u64,
+        /// Where.
+        target: StoreTarget,
     },
     /// Run the simulated fleet at one reading per device per second, encoding
     /// every reading as it would be sent, without Kafka.
@@ -227,6 +242,13 @@ pub async fn run(spec: &str, config: &Config) -> Result<String, WorkerError> {
             readings,
         } => json(&end_to_end(config, bootstrap, &topic, &group, rate, seconds, &readings).await?),
         WorkerSpec::Simulate { devices, seconds } => json(&simulate(devices, seconds).await),
+        WorkerSpec::Store {
+            bootstrap,
+            topic,
+            group,
+            records,
+            target,
+        } => json(&store::store(config, &bootstrap, &topic, &group, records, &target).await?),
     };
     Ok(line)
 }
