@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, TimeDelta};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
@@ -249,92 +250,109 @@ impl PostgresStore {
         .await
     }
 
-    /// COPY into a temporary table, then insert what is new; returns how many were.
+    /// Writes the gathered rows in one transaction; returns how many were new.
+    ///
+    /// First straight into the table with binary `COPY`, as fast as
+    /// PostgreSQL loads. If a row is there already (read again after a
+    /// restart), that transaction is rolled back and the rows go through a
+    /// temporary table and `INSERT … ON CONFLICT DO NOTHING` instead.
     async fn insert(&mut self) -> Result<u64, StoreError> {
-        let names = column_names();
-        let types: Vec<Type> = COLUMNS.iter().map(|(_, kind)| kind.clone()).collect();
-        let (server, timeout) = (self.server.clone(), self.timeout);
-        let refused = |what: &str, e: tokio_postgres::Error| StoreError::Postgres {
-            server: server.clone(),
-            what: what.to_string(),
-            reason: reason(&e),
-        };
-        let work = async {
-            let transaction = self
-                .client
-                .transaction()
-                .await
-                .map_err(|e| refused("begin", e))?;
-            transaction
-                .batch_execute(
-                    "CREATE TEMPORARY TABLE incoming (LIKE sensor_readings) ON COMMIT DROP",
-                )
-                .await
-                .map_err(|e| refused("create the staging table", e))?;
-            let copy = format!(
-                "COPY incoming ({}) FROM STDIN (FORMAT binary)",
-                names.join(", ")
-            );
-            let sink = transaction
-                .copy_in(&copy)
-                .await
-                .map_err(|e| refused("copy", e))?;
-            let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-            for (reading, origin) in &self.rows {
-                let seq = reading.sequence as i64;
-                let status = super::columns::status_name(reading);
-                let anomaly = reading.anomaly_kind.map(|kind| kind.as_str());
-                let values: [&(dyn ToSql + Sync); 19] = [
-                    &reading.device_id,
-                    &reading.run_id,
-                    &seq,
-                    &reading.timestamp,
-                    &reading.device_type.as_str(),
-                    &reading.value,
-                    &reading.unit,
-                    &reading.location.site,
-                    &reading.location.zone,
-                    &reading.location.latitude,
-                    &reading.location.longitude,
-                    &reading.battery_level,
-                    &reading.signal_strength,
-                    &reading.firmware_version,
-                    &status,
-                    &reading.is_anomaly,
-                    &anomaly,
-                    &origin.partition,
-                    &origin.offset,
-                ];
-                writer
-                    .as_mut()
-                    .write(&values)
-                    .await
-                    .map_err(|e| refused("copy", e))?;
-            }
-            writer.finish().await.map_err(|e| refused("copy", e))?;
-            let inserted = transaction
-                .execute(
-                    "INSERT INTO sensor_readings SELECT * FROM incoming ON CONFLICT DO NOTHING",
-                    &[],
-                )
-                .await
-                .map_err(|e| refused("insert", e))?;
-            transaction
-                .commit()
-                .await
-                .map_err(|e| refused("commit", e))?;
-            Ok(inserted)
-        };
-        // A write takes longer than one call: its limit grows with the rows.
-        let limit = timeout + Duration::from_millis(self.rows.len() as u64 / 10);
-        tokio::time::timeout(limit, work)
+        let limit = self.timeout + Duration::from_millis(self.rows.len() as u64 / 10);
+        let direct = tokio::time::timeout(limit, copy(&mut self.client, &self.rows, false))
             .await
-            .map_err(|_| StoreError::Postgres {
-                server: self.server.clone(),
-                what: "write".to_string(),
-                reason: format!("no answer within {limit:?}"),
-            })?
+            .unwrap_or(Err(("write", None)));
+        let outcome = match direct {
+            Err((_, Some(error))) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                tracing::info!(
+                    "some of {} readings are in PostgreSQL already (read again after a restart): inserting only the new ones",
+                    self.rows.len()
+                );
+                tokio::time::timeout(limit, copy(&mut self.client, &self.rows, true))
+                    .await
+                    .unwrap_or(Err(("write", None)))
+            }
+            other => other,
+        };
+        outcome.map_err(|(what, error)| StoreError::Postgres {
+            server: self.server.clone(),
+            what: what.to_string(),
+            reason: error.map_or_else(|| format!("no answer within {limit:?}"), |e| reason(&e)),
+        })
     }
+}
+
+/// One transaction: `COPY` into the table, or (`staged`) into a temporary
+/// table and from there what is new. Fails with what it was doing.
+async fn copy(
+    client: &mut Client,
+    rows: &[(SensorReading, Origin)],
+    staged: bool,
+) -> Result<u64, (&'static str, Option<tokio_postgres::Error>)> {
+    let names = column_names().join(", ");
+    let types: Vec<Type> = COLUMNS.iter().map(|(_, kind)| kind.clone()).collect();
+    let failed = |what: &'static str| move |e| (what, Some(e));
+    let transaction = client.transaction().await.map_err(failed("begin"))?;
+    let target = if staged {
+        transaction
+            .batch_execute("CREATE TEMPORARY TABLE incoming (LIKE sensor_readings) ON COMMIT DROP")
+            .await
+            .map_err(failed("create the staging table"))?;
+        "incoming"
+    } else {
+        "sensor_readings"
+    };
+    let sink = transaction
+        .copy_in(&format!(
+            "COPY {target} ({names}) FROM STDIN (FORMAT binary)"
+        ))
+        .await
+        .map_err(failed("copy"))?;
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    for (reading, origin) in rows {
+        let seq = reading.sequence as i64;
+        let status = super::columns::status_name(reading);
+        let anomaly = reading.anomaly_kind.map(|kind| kind.as_str());
+        let values: [&(dyn ToSql + Sync); 19] = [
+            &reading.device_id,
+            &reading.run_id,
+            &seq,
+            &reading.timestamp,
+            &reading.device_type.as_str(),
+            &reading.value,
+            &reading.unit,
+            &reading.location.site,
+            &reading.location.zone,
+            &reading.location.latitude,
+            &reading.location.longitude,
+            &reading.battery_level,
+            &reading.signal_strength,
+            &reading.firmware_version,
+            &status,
+            &reading.is_anomaly,
+            &anomaly,
+            &origin.partition,
+            &origin.offset,
+        ];
+        writer
+            .as_mut()
+            .write(&values)
+            .await
+            .map_err(failed("copy"))?;
+    }
+    let copied = writer.finish().await.map_err(failed("copy"))?;
+    let inserted = if staged {
+        transaction
+            .execute(
+                "INSERT INTO sensor_readings SELECT * FROM incoming ON CONFLICT DO NOTHING",
+                &[],
+            )
+            .await
+            .map_err(failed("insert"))?
+    } else {
+        copied
+    };
+    transaction.commit().await.map_err(failed("commit"))?;
+    Ok(inserted)
 }
 
 /// The statement that makes `day`'s partition, unless it exists.
