@@ -149,3 +149,11 @@ fn a_storage_stage_killed_with_files_open_stores_every_acknowledged_reading_once
     assert_held(&report, "every acknowledged reading stored");
     assert_held(&report, "no reading stored twice");
 }
+
+#[test]
+fn a_postgres_server_restarted_under_load_keeps_every_acknowledged_reading_once() {
+    let report = run(Scenario::PostgresRestart);
+    assert_held(&report, "the storage stage wrote rows into PostgreSQL");
+    assert_held(&report, "every acknowledged reading stored");
+    assert_held(&report, "no reading stored twice");
+}

@@ -6,7 +6,7 @@
 //! the load runs, the scenario breaks something the way it breaks in
 //! production (a SIGKILLed leader, a frozen broker, two brokers gone, the whole
 //! cluster restarted, a consumer crashed, a cluster that is not there yet, the
-//! storage stage killed with files open),
+//! storage stage killed with files open, its PostgreSQL server restarted),
 //! then heals it. The verdict comes from [`DeliveryAudit`]: every reading the
 //! producer saw acknowledged must have been processed by some member and must
 //! still be in the topic; repeats must stay within what at-least-once
@@ -62,11 +62,13 @@ pub enum Scenario {
     LateCluster,
     /// SIGKILL the storage stage while it has files open; start it again.
     StorageKill,
+    /// Stop the storage stage's PostgreSQL server at once under load; start it again.
+    PostgresRestart,
 }
 
 impl Scenario {
     /// Every scenario, in the order `metrocloud chaos` runs them.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::LeaderKill,
         Scenario::ControllerKill,
         Scenario::RollingRestart,
@@ -76,6 +78,7 @@ impl Scenario {
         Scenario::FullRestart,
         Scenario::LateCluster,
         Scenario::StorageKill,
+        Scenario::PostgresRestart,
     ];
 
     /// The name on the command line and in the table.
@@ -90,6 +93,7 @@ impl Scenario {
             Scenario::FullRestart => "full-restart",
             Scenario::LateCluster => "late-cluster",
             Scenario::StorageKill => "storage-kill",
+            Scenario::PostgresRestart => "postgres-restart",
         }
     }
 
@@ -336,6 +340,7 @@ pub async fn run_scenario(
         say: &say,
         checks: Vec::new(),
         store: None,
+        postgres: None,
     }
     .execute(&dir)
     .await;

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::bench::postgres::LocalPostgres;
 use crate::cluster::{ClusterSpec, LocalCluster};
 use crate::config::Config;
 use load::Load;
-use stages::{StoreProcess, audit_store};
+use stages::{StoreProcess, StoredIn, audit_store};
 
 use super::*;
 
@@ -24,6 +25,8 @@ pub(super) struct Run<'a> {
     pub(super) checks: Vec<Check>,
     /// The storage stage, in the scenarios that run one.
     pub(super) store: Option<StoreProcess>,
+    /// Its PostgreSQL server, in the scenario that stores there.
+    pub(super) postgres: Option<LocalPostgres>,
 }
 
 impl Run<'_> {
@@ -48,7 +51,14 @@ impl Run<'_> {
         }
         let mut load =
             Load::start(config.clone(), dir, &settings.binary, settings.consumers).await?;
-        if self.scenario == Scenario::StorageKill {
+        if self.scenario == Scenario::PostgresRestart {
+            let server = LocalPostgres::start(&dir.join("postgres")).map_err(ChaosError::Log)?;
+            self.postgres = Some(server);
+        }
+        if matches!(
+            self.scenario,
+            Scenario::StorageKill | Scenario::PostgresRestart
+        ) {
             self.start_store(&config, dir)?;
         }
         (self.say)(&format!(
@@ -295,9 +305,11 @@ impl Run<'_> {
                 self.wait_replicated(load).await?;
             }
             Scenario::StorageKill => {
-                let data = stages::data_dir(load.dir());
+                let stored = self.stored_in(load.dir());
                 let storing = wait_until(load, Duration::from_secs(60), || async {
-                    audit_store(&data, &HashMap::new()).is_ok_and(|a| a.rows > 0)
+                    audit_store(&stored, &HashMap::new())
+                        .await
+                        .is_ok_and(|a| a.rows > 0)
                 })
                 .await?;
                 self.check(
@@ -312,18 +324,53 @@ impl Run<'_> {
                 self.start_store(config, load.dir())?;
                 (self.say)("storage process started again; it reads from its last commit");
             }
+            Scenario::PostgresRestart => {
+                let stored = self.stored_in(load.dir());
+                let storing = wait_until(load, Duration::from_secs(60), || async {
+                    audit_store(&stored, &HashMap::new())
+                        .await
+                        .is_ok_and(|a| a.rows > 0)
+                })
+                .await?;
+                self.check(
+                    storing,
+                    "the storage stage wrote rows into PostgreSQL".to_string(),
+                );
+                let server = self.postgres.as_ref().expect("started with the load");
+                server.halt().map_err(ChaosError::Log)?;
+                load.mark(Instant::now());
+                (self.say)(&format!(
+                    "PostgreSQL stopped at once (pg_ctl -m immediate) for {fault:?}"
+                ));
+                load.run_for(fault).await?;
+                server.resume().map_err(ChaosError::Log)?;
+                (self.say)("PostgreSQL started again");
+            }
             Scenario::LateCluster => {}
         }
         Ok(())
+    }
+
+    /// Where this scenario's storage stage keeps readings.
+    fn stored_in(&self, dir: &Path) -> StoredIn {
+        match &self.postgres {
+            Some(server) => StoredIn::Postgres(server.url()),
+            None => StoredIn::Files(stages::data_dir(dir)),
+        }
     }
 
     /// Starts (or starts again) the storage stage; its output goes to `store.log`.
     fn start_store(&mut self, config: &Config, dir: &Path) -> Result<(), ChaosError> {
         let output = dir.join(format!("store-{}.log", usize::from(self.store.is_some())));
         let data = stages::data_dir(dir);
+        let mut config = config.clone();
+        if let Some(server) = &self.postgres {
+            config.store.kind = crate::store::StoreKind::Postgres;
+            config.store.postgres_url = Some(server.url());
+        }
         self.store = Some(StoreProcess::start(
             &self.settings.binary,
-            config,
+            &config,
             &data,
             &output,
         )?);
@@ -333,10 +380,12 @@ impl Run<'_> {
     /// Once the storage stage has stored every acknowledged reading (or the
     /// settle time passed), stops it and checks its files against the acknowledgements.
     async fn judge_store(&mut self, load: &Load, dir: &Path) -> Result<(), ChaosError> {
-        let data = stages::data_dir(dir);
+        let stored = self.stored_in(dir);
         let acked = load.acked_at();
         wait_until(load, self.settings.settle, || async {
-            audit_store(&data, &acked).is_ok_and(|a| a.missing == 0)
+            audit_store(&stored, &acked)
+                .await
+                .is_ok_and(|a| a.missing == 0)
         })
         .await?;
         let stopped = match self.store.as_mut() {
@@ -347,15 +396,17 @@ impl Run<'_> {
             stopped,
             "the storage process stopped cleanly on SIGTERM".to_string(),
         );
-        let restarted = std::fs::read_to_string(dir.join("store-1.log")).unwrap_or_default();
-        let removed = restarted.matches("never committed; read again").count();
-        self.check(
-            removed > 0,
-            format!(
-                "the restarted storage process removed {removed} half-written files the kill left"
-            ),
-        );
-        let audit = audit_store(&data, &acked)?;
+        if self.scenario == Scenario::StorageKill {
+            let restarted = std::fs::read_to_string(dir.join("store-1.log")).unwrap_or_default();
+            let removed = restarted.matches("never committed; read again").count();
+            self.check(
+                removed > 0,
+                format!(
+                    "the restarted storage process removed {removed} half-written files the kill left"
+                ),
+            );
+        }
+        let audit = audit_store(&stored, &acked).await?;
         self.check(
             audit.missing == 0,
             format!(

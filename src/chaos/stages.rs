@@ -11,7 +11,7 @@ use tokio::process::{Child, Command};
 
 use super::ChaosError;
 use crate::config::Config;
-use crate::store::history::stored_keys;
+use crate::store::history::{StoredKey, stored_keys};
 
 /// Starts `metrocloud <args>` configured with `config`, its output into the
 /// file `output`; it is killed when this process ends.
@@ -27,7 +27,7 @@ pub(super) fn spawn_stage(
     command
         .args(args)
         .env_remove("RUST_LOG")
-        .envs(config.to_env_lines())
+        .envs(config.child_env())
         .env("LOG_LEVEL", "INFO")
         .env("ENVIRONMENT", "development")
         .stdin(Stdio::null())
@@ -106,12 +106,60 @@ pub(super) struct StoreAudit {
     pub readings_twice: u64,
 }
 
-/// Compares the files under `data_dir` with the acknowledged readings (by partition and offset).
-pub(super) fn audit_store(
-    data_dir: &Path,
+/// Where a scenario's storage stage keeps readings.
+pub(super) enum StoredIn {
+    /// Parquet files under this data folder.
+    Files(PathBuf),
+    /// The `sensor_readings` table of the PostgreSQL database at this URL.
+    Postgres(String),
+}
+
+/// Every stored reading's key, wherever it is kept.
+async fn keys_in(stored: &StoredIn) -> Result<Vec<StoredKey>, ChaosError> {
+    match stored {
+        StoredIn::Files(dir) => stored_keys(dir).map_err(|e| ChaosError::Log(e.to_string())),
+        StoredIn::Postgres(url) => {
+            let failed = |e: tokio_postgres::Error| ChaosError::Log(format!("PostgreSQL: {e}"));
+            let (client, connection) = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio_postgres::connect(url, tokio_postgres::NoTls),
+            )
+            .await
+            .map_err(|_| ChaosError::Log("PostgreSQL did not answer in 10 s".to_string()))?
+            .map_err(failed)?;
+            tokio::spawn(connection);
+            let rows = client
+                .query(
+                    "SELECT kafka_partition, kafka_offset, device_id, seq FROM sensor_readings",
+                    &[],
+                )
+                .await;
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                    Vec::new()
+                }
+                Err(e) => return Err(failed(e)),
+            };
+            Ok(rows
+                .iter()
+                .map(|row| StoredKey {
+                    partition: row.get(0),
+                    offset: row.get(1),
+                    device_id: row.get(2),
+                    seq: row.get(3),
+                })
+                .collect())
+        }
+    }
+}
+
+/// Compares what the storage stage kept with the acknowledged readings (by partition and offset).
+pub(super) async fn audit_store(
+    stored: &StoredIn,
     acked: &HashMap<(i32, i64), (String, u64)>,
 ) -> Result<StoreAudit, ChaosError> {
-    let keys = stored_keys(data_dir).map_err(|e| ChaosError::Log(e.to_string()))?;
+    let keys = keys_in(stored).await?;
     let mut offsets = HashSet::new();
     let mut readings = HashSet::new();
     let (mut offsets_twice, mut readings_twice) = (0, 0);

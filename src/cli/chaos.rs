@@ -14,7 +14,8 @@ use crate::config::Config;
 #[derive(Debug, Args)]
 pub(crate) struct ChaosArgs {
     /// Scenarios to run, in order [default: all]: leader-kill, controller-kill,
-    /// rolling-restart, two-down, broker-hang, consumer-kill, full-restart, late-cluster, storage-kill.
+    /// rolling-restart, two-down, broker-hang, consumer-kill, full-restart, late-cluster, storage-kill,
+    /// postgres-restart.
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<String>,
     /// Readings per second offered during each scenario.

@@ -279,6 +279,16 @@ impl Config {
             .collect()
     }
 
+    /// The environment a child process of ours runs this configuration with:
+    /// every setting, the secrets that are set included (handed over in the
+    /// environment, never printed).
+    pub fn child_env(&self) -> Vec<(&'static str, String)> {
+        SETTINGS
+            .iter()
+            .map(|s| (s.name, (s.show)(self)))
+            .collect()
+    }
+
     /// The names of the secrets that are set.
     pub fn secrets_set(&self) -> Vec<&'static str> {
         SETTINGS
