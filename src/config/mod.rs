@@ -283,10 +283,7 @@ impl Config {
     /// every setting, the secrets that are set included (handed over in the
     /// environment, never printed).
     pub fn child_env(&self) -> Vec<(&'static str, String)> {
-        SETTINGS
-            .iter()
-            .map(|s| (s.name, (s.show)(self)))
-            .collect()
+        SETTINGS.iter().map(|s| (s.name, (s.show)(self))).collect()
     }
 
     /// The names of the secrets that are set.

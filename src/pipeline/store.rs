@@ -78,7 +78,7 @@ impl RecordProcessor for StoreProcessor {
             partition: record.partition,
             offset: record.offset,
         };
-        if let Err(error) = self.store.append(reading, origin) {
+        if let Err(error) = self.store.append(reading, origin).await {
             self.failed(error);
         }
     }

@@ -164,13 +164,14 @@ impl ReadingStore {
     }
 
     /// Takes a reading read from `origin`.
-    pub fn append(&mut self, reading: SensorReading, origin: Origin) -> Result<(), StoreError> {
+    pub async fn append(
+        &mut self,
+        reading: SensorReading,
+        origin: Origin,
+    ) -> Result<(), StoreError> {
         match self {
             ReadingStore::Parquet(store) => store.append(&reading, origin),
-            ReadingStore::Postgres(store) => {
-                store.append(reading, origin);
-                Ok(())
-            }
+            ReadingStore::Postgres(store) => store.append(reading, origin).await,
         }
     }
 
@@ -186,7 +187,8 @@ impl ReadingStore {
     pub fn due(&self) -> bool {
         match self {
             ReadingStore::Parquet(store) => store.roll_due(),
-            ReadingStore::Postgres(store) => store.write_due(),
+            // It writes full batches as they fill; the rest at each commit.
+            ReadingStore::Postgres(_) => false,
         }
     }
 

@@ -1,7 +1,7 @@
 //! PostgreSQL, for teams that outgrow files: readings in a table partitioned by day.
 //!
-//! Readings gather in memory and are written at every flush, in one
-//! transaction: binary `COPY` into a temporary table (the fastest way into
+//! Readings gather in memory and are written in batches (at every flush, and
+//! every 50,000 while the next batch gathers), each in one transaction: binary `COPY` into a temporary table (the fastest way into
 //! PostgreSQL), then `INSERT … ON CONFLICT DO NOTHING` into `sensor_readings`.
 //! The key is the reading itself (device, run, sequence, and the event time,
 //! which a partitioned table's key must hold), so a replay after a crash
@@ -31,7 +31,7 @@ use super::{StoreError, StoreStats};
 use crate::sensor::reading::SensorReading;
 
 /// Readings gathered before the store asks for an early flush.
-const BATCH_ROWS: usize = 50_000;
+const BATCH_ROWS: usize = 20_000;
 
 /// The table, partitioned by range of event time.
 pub const CREATE_TABLE: &str = "
@@ -82,14 +82,34 @@ const COLUMNS: [(&str, Type); 19] = [
 ];
 
 /// Readings kept in a PostgreSQL table; see the module documentation.
+///
+/// Readings gather into a batch; a full batch is handed to a writing task
+/// while the next one gathers, so reading from Kafka and writing to
+/// PostgreSQL overlap. One batch is written at a time, in order.
 pub struct PostgresStore {
-    client: Client,
+    /// The connection, while no batch is being written.
+    writer: Option<Writer>,
+    /// The batch being written, and where its partitions' readings began.
+    in_flight: Option<InFlight>,
     /// The server, for messages: `user@host:port/db`, never the password.
     server: String,
-    timeout: Duration,
     rows: Vec<(SensorReading, Origin)>,
-    /// Per partition, the offset of the first reading gathered and not written.
+    /// Per partition, the offset of the first reading gathered and not handed over.
     first: HashMap<i32, i64>,
+    stats: Arc<StoreStats>,
+}
+
+/// A batch handed to the writing task.
+struct InFlight {
+    first: HashMap<i32, i64>,
+    task: tokio::task::JoinHandle<(Writer, Result<(), StoreError>)>,
+}
+
+/// The connection and what writing needs besides the rows.
+struct Writer {
+    client: Client,
+    server: String,
+    timeout: Duration,
     /// Days whose partition exists.
     days: BTreeSet<NaiveDate>,
     stats: Arc<StoreStats>,
@@ -142,22 +162,27 @@ impl PostgresStore {
                 tracing::warn!("connection to PostgreSQL {watched} ended: {e}");
             }
         });
-        let store = PostgresStore {
+        let writer = Writer {
             client,
-            server,
+            server: server.clone(),
             timeout,
-            rows: Vec::new(),
-            first: HashMap::new(),
             days: BTreeSet::new(),
-            stats,
+            stats: Arc::clone(&stats),
         };
-        store
+        writer
             .within(
                 "create sensor_readings",
-                store.client.batch_execute(CREATE_TABLE),
+                writer.client.batch_execute(CREATE_TABLE),
             )
             .await?;
-        Ok(store)
+        Ok(PostgresStore {
+            writer: Some(writer),
+            in_flight: None,
+            server,
+            rows: Vec::new(),
+            first: HashMap::new(),
+            stats,
+        })
     }
 
     /// The server, for messages.
@@ -165,6 +190,99 @@ impl PostgresStore {
         &self.server
     }
 
+    /// Takes a reading read from `origin`; a full batch is handed over for writing.
+    pub async fn append(
+        &mut self,
+        reading: SensorReading,
+        origin: Origin,
+    ) -> Result<(), StoreError> {
+        self.first.entry(origin.partition).or_insert(origin.offset);
+        self.rows.push((reading, origin));
+        self.stats.held.fetch_add(1, Ordering::Relaxed);
+        if self.rows.len() >= BATCH_ROWS {
+            self.hand_over().await?;
+        }
+        Ok(())
+    }
+
+    /// The offset of the first reading of `partition` not written yet.
+    pub fn held_from(&self, partition: i32) -> Option<i64> {
+        let in_flight = self
+            .in_flight
+            .as_ref()
+            .and_then(|batch| batch.first.get(&partition));
+        in_flight.or(self.first.get(&partition)).copied()
+    }
+
+    /// Drops what `partitions` gathered: their next owner reads it again (a
+    /// batch already handed over is written; the key makes that harmless).
+    pub fn forget(&mut self, partitions: &[i32]) {
+        let before = self.rows.len();
+        self.rows
+            .retain(|(_, origin)| !partitions.contains(&origin.partition));
+        for partition in partitions {
+            self.first.remove(partition);
+        }
+        let dropped = (before - self.rows.len()) as u64;
+        self.stats.held.fetch_sub(dropped, Ordering::Relaxed);
+    }
+
+    /// Writes everything gathered, waiting for the batch being written first.
+    pub async fn write(&mut self) -> Result<(), StoreError> {
+        self.hand_over().await?;
+        self.settle().await
+    }
+
+    /// Waits for the batch being written, then hands the gathered rows over.
+    async fn hand_over(&mut self) -> Result<(), StoreError> {
+        self.settle().await?;
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let mut writer = self.writer.take().ok_or_else(|| self.broken())?;
+        let rows = std::mem::take(&mut self.rows);
+        let first = std::mem::take(&mut self.first);
+        let task = tokio::spawn(async move {
+            let written = writer.write(rows).await;
+            (writer, written)
+        });
+        self.in_flight = Some(InFlight { first, task });
+        Ok(())
+    }
+
+    /// Waits for the batch being written, if any; its error, if it failed.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        let Some(batch) = self.in_flight.take() else {
+            return Ok(());
+        };
+        match batch.task.await {
+            Ok((writer, written)) => {
+                self.writer = Some(writer);
+                written
+            }
+            Err(_) => Err(self.broken()),
+        }
+    }
+
+    fn broken(&self) -> StoreError {
+        StoreError::Postgres {
+            server: self.server.clone(),
+            what: "write".to_string(),
+            reason: "the writing task ended without an answer".to_string(),
+        }
+    }
+}
+
+impl Drop for PostgresStore {
+    /// What was gathered is read again by the next store; it is no longer held.
+    fn drop(&mut self) {
+        self.stats
+            .held
+            .fetch_sub(self.rows.len() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Writer {
     async fn within<T>(
         &self,
         what: &str,
@@ -181,93 +299,45 @@ impl PostgresStore {
             .map_err(|e| refused(reason(&e)))
     }
 
-    /// Takes a reading read from `origin`; it is written at the next [`PostgresStore::write`].
-    pub fn append(&mut self, reading: SensorReading, origin: Origin) {
-        self.first.entry(origin.partition).or_insert(origin.offset);
-        self.rows.push((reading, origin));
-        self.stats.held.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The offset of the first reading of `partition` not written yet.
-    pub fn held_from(&self, partition: i32) -> Option<i64> {
-        self.first.get(&partition).copied()
-    }
-
-    /// Whether enough is gathered to write before the commit interval is up.
-    pub fn write_due(&self) -> bool {
-        self.rows.len() >= BATCH_ROWS
-    }
-
-    /// Drops what `partitions` gathered: their next owner reads it again.
-    pub fn forget(&mut self, partitions: &[i32]) {
-        let before = self.rows.len();
-        self.rows
-            .retain(|(_, origin)| !partitions.contains(&origin.partition));
-        for partition in partitions {
-            self.first.remove(partition);
-        }
-        let dropped = (before - self.rows.len()) as u64;
-        self.stats.held.fetch_sub(dropped, Ordering::Relaxed);
-    }
-
-    /// Writes everything gathered in one transaction; on failure nothing is
-    /// written and everything stays gathered.
-    pub async fn write(&mut self) -> Result<(), StoreError> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        let days: BTreeSet<NaiveDate> = self
-            .rows
-            .iter()
-            .map(|(r, _)| r.timestamp.date_naive())
-            .collect();
+    /// Writes `rows` in one transaction, making their days' partitions first.
+    async fn write(&mut self, rows: Vec<(SensorReading, Origin)>) -> Result<(), StoreError> {
+        let days: BTreeSet<NaiveDate> =
+            rows.iter().map(|(r, _)| r.timestamp.date_naive()).collect();
         for day in days.difference(&self.days.clone()) {
-            self.create_partition(*day).await?;
+            let statement = partition_of(*day);
+            self.within(
+                "create a day's partition",
+                self.client.batch_execute(&statement),
+            )
+            .await?;
             self.days.insert(*day);
         }
-        let inserted = self.insert().await?;
-        let rows = self.rows.len() as u64;
+        let inserted = self.insert(&rows).await?;
+        let count = rows.len() as u64;
         self.stats.stored.fetch_add(inserted, Ordering::Relaxed);
-        self.stats.held.fetch_sub(rows, Ordering::Relaxed);
+        self.stats.held.fetch_sub(count, Ordering::Relaxed);
         self.stats.rolls.fetch_add(1, Ordering::Relaxed);
-        if inserted < rows {
-            tracing::info!(
-                "{} readings were in PostgreSQL already (read again after a restart); not inserted twice",
-                rows - inserted
-            );
-        }
-        self.rows.clear();
-        self.first.clear();
         Ok(())
     }
 
-    async fn create_partition(&self, day: NaiveDate) -> Result<(), StoreError> {
-        let statement = partition_of(day);
-        self.within(
-            "create a day's partition",
-            self.client.batch_execute(&statement),
-        )
-        .await
-    }
-
-    /// Writes the gathered rows in one transaction; returns how many were new.
+    /// Writes `rows` in one transaction; returns how many were new.
     ///
     /// First straight into the table with binary `COPY`, as fast as
     /// PostgreSQL loads. If a row is there already (read again after a
     /// restart), that transaction is rolled back and the rows go through a
     /// temporary table and `INSERT … ON CONFLICT DO NOTHING` instead.
-    async fn insert(&mut self) -> Result<u64, StoreError> {
-        let limit = self.timeout + Duration::from_millis(self.rows.len() as u64 / 10);
-        let direct = tokio::time::timeout(limit, copy(&mut self.client, &self.rows, false))
+    async fn insert(&mut self, rows: &[(SensorReading, Origin)]) -> Result<u64, StoreError> {
+        let limit = self.timeout + Duration::from_millis(rows.len() as u64 / 10);
+        let direct = tokio::time::timeout(limit, copy(&mut self.client, rows, false))
             .await
             .unwrap_or(Err(("write", None)));
         let outcome = match direct {
             Err((_, Some(error))) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 tracing::info!(
                     "some of {} readings are in PostgreSQL already (read again after a restart): inserting only the new ones",
-                    self.rows.len()
+                    rows.len()
                 );
-                tokio::time::timeout(limit, copy(&mut self.client, &self.rows, true))
+                tokio::time::timeout(limit, copy(&mut self.client, rows, true))
                     .await
                     .unwrap_or(Err(("write", None)))
             }
