@@ -369,6 +369,11 @@ where
     let consumer_task = tokio::spawn(consumer.run(stop_consumer.clone()));
     let storage_stats = Arc::new(StorageStats::default());
     let storing = config.store.kind != crate::store::StoreKind::Off;
+    if storing {
+        // A store that cannot be opened (a folder in use or not writable, a
+        // database that refuses) is said now, not when the run ends.
+        store::check_store(config, &storage_stats).await?;
+    }
     let storage_task = storing.then(|| {
         let (config, stats, stop) = (
             config.clone(),

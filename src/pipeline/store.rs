@@ -140,6 +140,21 @@ pub enum StorageStartError {
     Consumer(#[from] ConsumerError),
 }
 
+/// Opens the configured store and closes it again: whether it can be used.
+pub async fn check_store(config: &Config, stats: &StorageStats) -> Result<(), StorageError> {
+    let timeout = config.consumer.request_timeout;
+    let store = ReadingStore::open(
+        &config.store,
+        &config.topic,
+        Arc::clone(&stats.store),
+        timeout,
+    )
+    .await
+    .map_err(StorageStartError::from)?;
+    drop(store);
+    Ok(())
+}
+
 /// The storage stage's group member, or `None` if shut down while connecting.
 pub async fn storage_consumer(
     config: &Config,
