@@ -1,8 +1,9 @@
 //! A device's readings read back from the store, for `metrocloud history`.
 //!
-//! Only the hour folders inside the asked window are opened, and in each file
+//! Only the hour folders inside the asked window are opened; in each file,
 //! only the row groups whose device-id range (from the file's statistics) can
-//! hold the device are read, and only the columns shown. Readings still in
+//! hold the device, and in those the device column first: the columns shown
+//! are decoded only for row groups that hold the device. Readings still in
 //! open files (not yet rolled) are not seen.
 
 use std::fs::File;
@@ -10,7 +11,9 @@ use std::path::Path;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::column::reader::get_typed_column_reader;
+use parquet::data_type::{ByteArray, ByteArrayType, DataType, DoubleType, Int32Type, Int64Type};
+use parquet::file::reader::{FileReader, RowGroupReader, SerializedFileReader};
 use parquet::record::RowAccessor;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::Type;
@@ -97,8 +100,8 @@ fn read_file(
     })?;
     let reader = SerializedFileReader::new(file).map_err(parquet)?;
     for index in 0..reader.num_row_groups() {
-        let statistics = reader.metadata().row_group(index).column(0).statistics();
-        let may_hold = statistics.is_none_or(|s| {
+        let metadata = reader.metadata().row_group(index);
+        let may_hold = metadata.column(0).statistics().is_none_or(|s| {
             let below = s.min_bytes_opt().is_some_and(|min| device.as_bytes() < min);
             let above = s.max_bytes_opt().is_some_and(|max| device.as_bytes() > max);
             !below && !above
@@ -106,17 +109,37 @@ fn read_file(
         if !may_hold {
             continue;
         }
+        let rows = metadata.num_rows() as usize;
         let group = reader.get_row_group(index).map_err(parquet)?;
-        for row in group
-            .get_row_iter(Some(PROJECTION.clone()))
-            .map_err(parquet)?
-        {
-            let row = row.map_err(parquet)?;
-            if row.get_string(0).map_err(parquet)? != device {
-                continue;
+        // The device column first; the others only when the device is in the group.
+        let (devices, _) = column::<ByteArrayType>(&*group, 0, rows).map_err(parquet)?;
+        let matching: Vec<usize> = (0..devices.len())
+            .filter(|&i| devices[i].data() == device.as_bytes())
+            .collect();
+        if matching.is_empty() {
+            continue;
+        }
+        let (seq, _) = column::<Int64Type>(&*group, 3, rows).map_err(parquet)?;
+        let (time, _) = column::<Int64Type>(&*group, 4, rows).map_err(parquet)?;
+        let (value, _) = column::<DoubleType>(&*group, 5, rows).map_err(parquet)?;
+        let (unit, _) = column::<ByteArrayType>(&*group, 6, rows).map_err(parquet)?;
+        let (status, _) = column::<ByteArrayType>(&*group, 14, rows).map_err(parquet)?;
+        let (kinds, defined) = column::<ByteArrayType>(&*group, 16, rows).map_err(parquet)?;
+        let (partition, _) = column::<Int32Type>(&*group, 18, rows).map_err(parquet)?;
+        let (offset, _) = column::<Int64Type>(&*group, 19, rows).map_err(parquet)?;
+        // The optional column holds values for defined rows only.
+        let mut kind_of_row = Vec::with_capacity(rows);
+        let mut next = 0;
+        for level in &defined {
+            if *level > 0 {
+                kind_of_row.push(kinds.get(next).map(text));
+                next += 1;
+            } else {
+                kind_of_row.push(None);
             }
-            let millis = row.get_timestamp_millis(2).map_err(parquet)?;
-            let Some(event_time) = DateTime::from_timestamp_millis(millis) else {
+        }
+        for row in matching {
+            let Some(event_time) = DateTime::from_timestamp_millis(time[row]) else {
                 continue;
             };
             if event_time < from || event_time >= to {
@@ -124,19 +147,40 @@ fn read_file(
             }
             found.push(StoredReading {
                 event_time,
-                seq: row.get_long(1).map_err(parquet)?,
-                value: row.get_double(3).map_err(parquet)?,
-                unit: row.get_string(4).map_err(parquet)?.clone(),
-                status: row.get_string(5).map_err(parquet)?.clone(),
-                anomaly_kind: row.get_string(6).ok().cloned(),
-                origin: (
-                    row.get_int(7).map_err(parquet)?,
-                    row.get_long(8).map_err(parquet)?,
-                ),
+                seq: seq[row],
+                value: value[row],
+                unit: text(&unit[row]),
+                status: text(&status[row]),
+                anomaly_kind: kind_of_row.get(row).cloned().flatten(),
+                origin: (partition[row], offset[row]),
             });
         }
     }
     Ok(())
+}
+
+fn text(value: &ByteArray) -> String {
+    String::from_utf8_lossy(value.data()).into_owned()
+}
+
+/// Every value of column `index` of a row group of `rows` rows, with its definition levels.
+fn column<T: DataType>(
+    group: &dyn RowGroupReader,
+    index: usize,
+    rows: usize,
+) -> parquet::errors::Result<(Vec<T::T>, Vec<i16>)> {
+    let mut reader = get_typed_column_reader::<T>(group.get_column_reader(index)?);
+    let (mut values, mut defined) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+    let mut read = 0;
+    while read < rows {
+        let (records, _, _) =
+            reader.read_records(rows - read, Some(&mut defined), None, &mut values)?;
+        if records == 0 {
+            break;
+        }
+        read += records;
+    }
+    Ok((values, defined))
 }
 
 /// Where one stored reading came from, and which reading it is.

@@ -285,6 +285,28 @@ fn history_reads_back_one_devices_readings_inside_the_window_oldest_first() {
     assert_eq!(found[0].unit, "°C");
     assert_eq!(found.iter().filter(|r| r.anomaly_kind.is_some()).count(), 0);
 
+    // The other device's anomalies (sequence 23 and 33 in the window) keep their kind, in their rows.
+    let other = super::history::device_history(
+        dir.path(),
+        "humidity-000007",
+        at("2026-12-01T21:50:00Z"),
+        at("2026-12-01T22:10:00Z"),
+    )
+    .unwrap();
+    let kinds: Vec<(i64, Option<&str>)> = other
+        .iter()
+        .map(|r| (r.seq, r.anomaly_kind.as_deref()))
+        .filter(|(_, kind)| kind.is_some())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (23, Some("extreme_temperature")),
+            (33, Some("extreme_temperature"))
+        ]
+    );
+    assert_eq!(other.len(), 10);
+
     let none = super::history::device_history(
         dir.path(),
         "light-000001",
