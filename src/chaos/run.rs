@@ -305,13 +305,7 @@ impl Run<'_> {
                 self.wait_replicated(load).await?;
             }
             Scenario::StorageKill => {
-                let stored = self.stored_in(load.dir());
-                let storing = wait_until(load, Duration::from_secs(60), || async {
-                    audit_store(&stored, &HashMap::new())
-                        .await
-                        .is_ok_and(|a| a.rows > 0)
-                })
-                .await?;
+                let storing = self.storing(load).await?;
                 self.check(
                     storing,
                     "the storage stage renamed files into place".to_string(),
@@ -325,13 +319,7 @@ impl Run<'_> {
                 (self.say)("storage process started again; it reads from its last commit");
             }
             Scenario::PostgresRestart => {
-                let stored = self.stored_in(load.dir());
-                let storing = wait_until(load, Duration::from_secs(60), || async {
-                    audit_store(&stored, &HashMap::new())
-                        .await
-                        .is_ok_and(|a| a.rows > 0)
-                })
-                .await?;
+                let storing = self.storing(load).await?;
                 self.check(
                     storing,
                     "the storage stage wrote rows into PostgreSQL".to_string(),
@@ -349,6 +337,17 @@ impl Run<'_> {
             Scenario::LateCluster => {}
         }
         Ok(())
+    }
+
+    /// Waits up to a minute for the storage stage's first durable readings.
+    async fn storing(&self, load: &Load) -> Result<bool, ChaosError> {
+        let stored = self.stored_in(load.dir());
+        wait_until(load, Duration::from_secs(60), || async {
+            audit_store(&stored, &HashMap::new())
+                .await
+                .is_ok_and(|a| a.rows > 0)
+        })
+        .await
     }
 
     /// Where this scenario's storage stage keeps readings.

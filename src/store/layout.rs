@@ -88,30 +88,22 @@ pub fn sync_folder(folder: &Path) -> io::Result<()> {
 /// crashed writer left. Their records were never committed, so they are read
 /// again; the files can go.
 pub fn leftovers(root: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let mut folders = vec![root.to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        let entries = match fs::read_dir(&folder) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if entry.file_type()?.is_dir() {
-                folders.push(entry.path());
-            } else if name.starts_with('.') && name.ends_with(TEMPORARY) {
-                found.push(entry.path());
-            }
-        }
-    }
-    Ok(found)
+    files_below(root, |name| {
+        name.starts_with('.') && name.ends_with(TEMPORARY)
+    })
 }
 
 /// The stored files below `root`, sorted by path.
 pub fn stored_files(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut found = files_below(root, |name| {
+        !name.starts_with('.') && name.ends_with(".parquet")
+    })?;
+    found.sort();
+    Ok(found)
+}
+
+/// The files below `root` (none when it does not exist) whose names `wanted` takes.
+fn files_below(root: &Path, wanted: impl Fn(&str) -> bool) -> io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut folders = vec![root.to_path_buf()];
     while let Some(folder) = folders.pop() {
@@ -122,17 +114,13 @@ pub fn stored_files(root: &Path) -> io::Result<Vec<PathBuf>> {
         };
         for entry in entries {
             let entry = entry?;
-            let name = entry.file_name();
             if entry.file_type()?.is_dir() {
                 folders.push(entry.path());
-            } else if !name.to_string_lossy().starts_with('.')
-                && name.to_string_lossy().ends_with(".parquet")
-            {
+            } else if wanted(&entry.file_name().to_string_lossy()) {
                 found.push(entry.path());
             }
         }
     }
-    found.sort();
     Ok(found)
 }
 
