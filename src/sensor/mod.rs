@@ -3,12 +3,14 @@
 //! Nothing here knows Kafka: a reading is decoded from bytes and judged by
 //! rules, whichever transport brought it.
 //!
+//! - [`aggregate`]: per-device minute aggregates, exact across crashes.
 //! - [`device`]: the kinds of sensor.
 //! - [`reading`]: the record format of a sensor reading, and its decoders.
 //! - [`validate`]: bytes -> a checked reading, or the reason it is refused.
 //! - [`simulator`]: a fleet of simulated sensors.
 //! - [`rules`]: threshold, battery and silence rules, with episodes and a cooldown.
 
+pub mod aggregate;
 pub mod device;
 pub mod reading;
 pub mod rules;
