@@ -62,6 +62,10 @@ enum Command {
     /// once, in a consumer group of its own (METROCLOUD_STORE_GROUP_ID). Ctrl-C
     /// closes the open files, commits, and stops.
     Store,
+    /// Kafka into per-device minute aggregates (count, min, max, mean, last,
+    /// anomalies) on KAFKA_AGGREGATES_TOPIC, each minute exactly once, in a
+    /// consumer group of its own (METROCLOUD_AGGREGATE_GROUP_ID).
+    Aggregate,
     /// A device's stored readings, oldest first (from the Parquet files under
     /// METROCLOUD_DATA_DIR; the last 24 hours unless --from/--to say otherwise).
     History(history::HistoryArgs),
@@ -208,6 +212,7 @@ async fn run(command: Command, config: Config) -> Result<(), CliError> {
             pipeline::consume(config, processed_log, crate::shutdown::on_signals()).await
         }
         Command::Store => pipeline::store(config, crate::shutdown::on_signals()).await,
+        Command::Aggregate => pipeline::aggregate(config, crate::shutdown::on_signals()).await,
         Command::History(args) => history::run(args, &config),
         Command::Config { example, markdown } => {
             if example {

@@ -73,6 +73,14 @@ pub(crate) async fn store(config: Config, shutdown: CancellationToken) -> Result
     Ok(())
 }
 
+/// Kafka -> minute aggregates on their topic until shut down.
+pub(crate) async fn aggregate(config: Config, shutdown: CancellationToken) -> Result<(), CliError> {
+    if let Some(summary) = run::aggregate(&config, shutdown).await.map_err(failed)? {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
 /// The whole pipeline in one process, with a local cluster when none answers,
 /// and the console unless left out.
 pub(crate) async fn run(

@@ -19,6 +19,8 @@ pub enum Group {
     Alerts,
     /// The storage stage and its files.
     Storage,
+    /// The aggregation stage and its topic.
+    Aggregates,
     /// The local cluster of `metrocloud cluster`, `run`, `chaos` and `bench`.
     LocalCluster,
     /// The monitoring console.
@@ -39,6 +41,7 @@ impl Group {
             Group::Startup => "Start-up",
             Group::Alerts => "Alerts and dead letters",
             Group::Storage => "Storage (metrocloud store, and metrocloud run)",
+            Group::Aggregates => "Aggregates (metrocloud aggregate, and metrocloud run)",
             Group::LocalCluster => "Local cluster (metrocloud cluster, run, chaos, bench)",
             Group::Console => {
                 "Console (metrocloud console, and metrocloud run unless --no-console)"

@@ -23,6 +23,7 @@ use crate::kafka::BrokerAddress;
 use crate::kafka::consumer::{ConsumerSettings, OffsetReset};
 use crate::kafka::producer::ProducerSettings;
 use crate::kafka::topics::TopicSpec;
+use crate::sensor::aggregate::AggregateSettings;
 use crate::sensor::device::DeviceType;
 use crate::sensor::rules::AlertSettings;
 use crate::sensor::simulator::SimulatorSettings;
@@ -80,6 +81,10 @@ pub struct Config {
     pub rust_log: Option<String>,
     /// `METROCLOUD_STORE*`, `METROCLOUD_DATA_DIR`: the storage stage.
     pub store: StoreSettings,
+    /// `KAFKA_AGGREGATES_TOPIC`: where per-device minute aggregates go.
+    pub aggregates_topic: String,
+    /// `METROCLOUD_AGGREGATE_*`: the aggregation stage.
+    pub aggregate: AggregateSettings,
     /// `METROCLOUD_CLUSTER_DIR`: the local cluster's directory; unset, the XDG default.
     pub cluster_dir: Option<PathBuf>,
     /// `METROCLOUD_KAFKA_CACHE`: where Kafka's jars are cached; unset, the XDG default.
@@ -203,6 +208,8 @@ impl Config {
             alerts: AlertSettings::default(),
             rust_log: None,
             store: StoreSettings::default(),
+            aggregates_topic: String::new(),
+            aggregate: AggregateSettings::default(),
             cluster_dir: None,
             kafka_cache: None,
             kafka_heap: String::new(),

@@ -480,6 +480,33 @@ pub static SETTINGS: &[Setting] = &[
         show_seconds
     ),
     setting!(
+        "KAFKA_AGGREGATES_TOPIC",
+        Aggregates,
+        "iot-sensor-aggregates",
+        "Topic of the per-device minute aggregates (count, min, max, mean, last, anomalies).",
+        aggregates_topic,
+        |v| topic_name(v),
+        show
+    ),
+    setting!(
+        "METROCLOUD_AGGREGATE_GROUP_ID",
+        Aggregates,
+        "iot-aggregator",
+        "Consumer group of the aggregation stage, apart from processing's and storage's.",
+        aggregate.group_id,
+        |v| non_empty(v),
+        show
+    ),
+    setting!(
+        "METROCLOUD_AGGREGATE_GRACE_SEC",
+        Aggregates,
+        "30",
+        "A minute's aggregate is written once its partition has a reading this many seconds past the minute's end; later readings are left out of it.",
+        aggregate.grace,
+        |v| whole(v, 0, 3_600).map(std::time::Duration::from_secs),
+        show_seconds
+    ),
+    setting!(
         "METROCLOUD_CLUSTER_DIR",
         LocalCluster,
         "",

@@ -78,16 +78,6 @@ pub async fn follow<F>(
     while tasks.join_next().await.is_some() {}
 }
 
-/// `call`, or rskafka's own timeout error once `timeout` has passed.
-pub(super) async fn within<T>(
-    timeout: Duration,
-    call: impl std::future::Future<Output = Result<T, KafkaError>>,
-) -> Result<T, KafkaError> {
-    tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| KafkaError::Timeout)?
-}
-
 struct PartitionReader {
     client: Arc<SharedClient>,
     topic: String,
@@ -173,7 +163,7 @@ impl PartitionReader {
         &self,
         call: impl std::future::Future<Output = Result<T, KafkaError>>,
     ) -> Result<T, KafkaError> {
-        within(self.timeout, call).await
+        crate::kafka::client::bounded(self.timeout, call).await
     }
 
     async fn start_offset(

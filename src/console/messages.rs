@@ -158,7 +158,7 @@ impl RecordReader {
         &self,
         call: impl std::future::Future<Output = Result<T, KafkaError>>,
     ) -> Result<T, KafkaError> {
-        super::follow::within(self.timeout, call).await
+        crate::kafka::client::bounded(self.timeout, call).await
     }
 
     async fn partition(

@@ -46,6 +46,16 @@ pub fn short_retries(request_timeout: Duration) -> BackoffConfig {
     }
 }
 
+/// `call`, or rskafka's own timeout error once `timeout` has passed.
+pub async fn bounded<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, KafkaError>>,
+) -> Result<T, KafkaError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| KafkaError::Timeout)?
+}
+
 /// A client and the means to replace it; see the module documentation.
 pub struct SharedClient {
     bootstrap: Vec<String>,

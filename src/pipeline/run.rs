@@ -30,6 +30,7 @@ use crate::kafka::consumer::{ConsumerError, ConsumerStats};
 use crate::kafka::producer::{Delivery, ProducerError, ProducerStats};
 use crate::kafka::topics::TopicError;
 use crate::lock::lock;
+use crate::pipeline::aggregate::{self, AggregationStats};
 use crate::pipeline::audit::AuditTotals;
 use crate::pipeline::observer::{ProcessingEvent, ProcessingObserver, fan_out};
 use crate::pipeline::process::ProcessingStats;
@@ -106,6 +107,9 @@ pub enum PipelineError {
     /// The processing side could not start.
     #[error(transparent)]
     Start(#[from] ProcessingStartError),
+    /// The aggregation stage could not start, or stopped for good.
+    #[error(transparent)]
+    Aggregation(#[from] crate::pipeline::aggregate::AggregationError),
     /// The storage stage could not start, or stopped for good.
     #[error(transparent)]
     Storage(#[from] crate::pipeline::store::StorageError),
@@ -268,6 +272,26 @@ pub async fn store(
     Ok(Some(store::summary(&stats)))
 }
 
+/// Aggregates readings per device and minute until `shutdown`, with a status
+/// line every few seconds; returns the closing line.
+pub async fn aggregate(
+    config: &Config,
+    shutdown: CancellationToken,
+) -> Result<Option<String>, PipelineError> {
+    if !topics_ready(config, &shutdown).await? {
+        return Ok(None);
+    }
+    let stats = Arc::new(AggregationStats::default());
+    let status = spawn_status(shutdown.clone(), None, {
+        let stats = Arc::clone(&stats);
+        move |elapsed, previous| aggregate::aggregation_line(&stats, elapsed, previous)
+    });
+    let outcome = aggregate::run_aggregation(config, &stats, shutdown).await;
+    status.abort();
+    outcome?;
+    Ok(Some(aggregate::aggregation_summary(&stats)))
+}
+
 /// What `run` did.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -281,6 +305,8 @@ pub struct RunSummary {
     pub stats: Arc<ProcessingStats>,
     /// The storage stage's, when it ran.
     pub storage: Option<StoreSummary>,
+    /// The aggregation stage's closing line.
+    pub aggregation: String,
 }
 
 impl RunSummary {
@@ -321,6 +347,7 @@ impl fmt::Display for RunSummary {
         if let Some(storage) = &self.storage {
             writeln!(f, "{storage}")?;
         }
+        writeln!(f, "{}", self.aggregation)?;
         let quality = stats.alert_quality();
         write!(
             f,
@@ -388,6 +415,21 @@ where
             stored
         })
     });
+    let aggregation_stats = Arc::new(AggregationStats::default());
+    let aggregation_task = {
+        let (config, stats, stop) = (
+            config.clone(),
+            Arc::clone(&aggregation_stats),
+            stop_consumer.clone(),
+        );
+        tokio::spawn(async move {
+            let aggregated = aggregate::run_aggregation(&config, &stats, stop).await;
+            if let Err(error) = &aggregated {
+                tracing::error!("aggregating stopped: {error}");
+            }
+            aggregated
+        })
+    };
     let listener = {
         let audit = Arc::clone(&audit);
         move |id: ReadingId, delivery: Delivery| match delivery {
@@ -460,6 +502,10 @@ where
         }
         None => None,
     };
+    aggregation_task
+        .await
+        .map_err(|e| PipelineError::ConsumerTask(e.to_string()))??;
+    let aggregation = aggregate::aggregation_summary(&aggregation_stats);
     if let Some(task) = attached {
         let _ = task.await;
     }
@@ -470,6 +516,7 @@ where
         sequences,
         stats,
         storage,
+        aggregation,
     }))
 }
 

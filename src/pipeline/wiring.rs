@@ -21,7 +21,7 @@ use crate::pipeline::sinks::kafka::{KafkaSink, counting_listener};
 use crate::pipeline::sources::simulator::{ReadingId, logging_listener};
 use crate::sensor::simulator::Fleet;
 
-/// Creates (or checks) the sensor, alert and dead-letter topics, all with the
+/// Creates (or checks) the sensor, alert, dead-letter and aggregates topics, all with the
 /// configured partitions, replication and `min.insync.replicas`.
 ///
 /// A cluster that does not answer yet, or still has fewer brokers than the
@@ -81,7 +81,13 @@ fn worth_waiting_for(error: &TopicError) -> bool {
 
 async fn ensure_topics_once(config: &Config) -> Result<(), TopicError> {
     let admin = AdminClient::new(config.bootstrap_strings(), Timeouts::default());
-    for name in [&config.topic, &config.alerts_topic, &config.dlq_topic] {
+    let names = [
+        &config.topic,
+        &config.alerts_topic,
+        &config.dlq_topic,
+        &config.aggregates_topic,
+    ];
+    for name in names {
         let spec = TopicSpec {
             name: name.clone(),
             ..config.sensor_topic()

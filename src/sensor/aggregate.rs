@@ -40,6 +40,24 @@ use crate::sensor::reading::SensorReading;
 /// Milliseconds in a minute.
 const MINUTE_MS: i64 = 60_000;
 
+/// What the aggregation stage is configured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateSettings {
+    /// Its consumer group, apart from processing's and storage's.
+    pub group_id: String,
+    /// How long after a minute's end its readings are still taken.
+    pub grace: std::time::Duration,
+}
+
+impl Default for AggregateSettings {
+    fn default() -> Self {
+        AggregateSettings {
+            group_id: "iot-aggregator".to_string(),
+            grace: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
 /// One device's readings in one minute of event time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MinuteAggregate {

@@ -207,6 +207,14 @@ pub enum ProducerError {
         /// Buffer size.
         buffer: usize,
     },
+    /// A partition the topic does not have.
+    #[error("the topic has {partitions} partitions, no partition {partition}")]
+    NoSuchPartition {
+        /// The partition asked for.
+        partition: i32,
+        /// The topic's partition count.
+        partitions: i32,
+    },
     /// The producer is closing and takes no more records.
     #[error("the producer is closed")]
     Closed,
@@ -335,8 +343,24 @@ impl<M: Send + 'static> Producer<M> {
         })
     }
 
-    /// Queues a record for its partition; waits while the buffer is full.
+    /// Queues a record for the partition its key hashes to; waits while the buffer is full.
     pub async fn send(&self, record: OutgoingRecord<M>) -> Result<(), ProducerError> {
+        let partition = partition_for_key(&record.key, self.partitions);
+        self.send_to(partition, record).await
+    }
+
+    /// Queues a record for `partition`, whatever its key; waits while the buffer is full.
+    pub async fn send_to(
+        &self,
+        partition: i32,
+        record: OutgoingRecord<M>,
+    ) -> Result<(), ProducerError> {
+        if !(0..self.partitions).contains(&partition) {
+            return Err(ProducerError::NoSuchPartition {
+                partition,
+                partitions: self.partitions,
+            });
+        }
         let size = record.size();
         if size > self.buffer_bytes {
             return Err(ProducerError::RecordTooLarge {
@@ -350,7 +374,6 @@ impl<M: Send + 'static> Producer<M> {
             .await
             .map_err(|_| ProducerError::Closed)?
             .forget();
-        let partition = partition_for_key(&record.key, self.partitions);
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
         let (record, meta) = record.into_wire_record();
         let now = Instant::now();

@@ -15,14 +15,13 @@
 //! every later read.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rskafka::client::error::Error as KafkaError;
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 
-use crate::kafka::client::SharedClient;
+use crate::kafka::client::{SharedClient, bounded};
 use crate::pipeline::sink::ProcessedThrough;
 use crate::sensor::rules::Alert;
 
@@ -73,7 +72,7 @@ impl AlertHistory {
         starts: &[(i32, i64)],
     ) -> Result<HashMap<i32, i64>, KafkaError> {
         let client = self.client.current().1;
-        let topics = self.bounded(client.list_topics()).await?;
+        let topics = bounded(self.timeout, client.list_topics()).await?;
         let partitions = topics
             .into_iter()
             .find(|t| t.name == self.alerts_topic)
@@ -81,22 +80,24 @@ impl AlertHistory {
             .unwrap_or(0);
         let mut found = ProcessedThrough::new(source_topic, starts);
         for partition in 0..partitions {
-            let partition = self
-                .bounded(client.partition_client(
+            let partition = bounded(
+                self.timeout,
+                client.partition_client(
                     self.alerts_topic.clone(),
                     partition,
                     UnknownTopicHandling::Retry,
-                ))
-                .await?;
-            let end = self.bounded(partition.get_offset(OffsetAt::Latest)).await?;
-            let earliest = self
-                .bounded(partition.get_offset(OffsetAt::Earliest))
-                .await?;
+                ),
+            )
+            .await?;
+            let end = bounded(self.timeout, partition.get_offset(OffsetAt::Latest)).await?;
+            let earliest = bounded(self.timeout, partition.get_offset(OffsetAt::Earliest)).await?;
             let mut offset = earliest.max(end - self.lookback);
             while offset < end {
-                let (records, _) = self
-                    .bounded(partition.fetch_records(offset, 1..4 * 1024 * 1024, 100))
-                    .await?;
+                let (records, _) = bounded(
+                    self.timeout,
+                    partition.fetch_records(offset, 1..4 * 1024 * 1024, 100),
+                )
+                .await?;
                 let Some(last) = records.last() else { break };
                 offset = last.offset + 1;
                 for record in records {
@@ -111,15 +112,5 @@ impl AlertHistory {
             }
         }
         Ok(found.into_map())
-    }
-
-    /// `request` within the request timeout.
-    async fn bounded<T>(
-        &self,
-        request: impl Future<Output = Result<T, KafkaError>>,
-    ) -> Result<T, KafkaError> {
-        tokio::time::timeout(self.timeout, request)
-            .await
-            .map_err(|_| KafkaError::Timeout)?
     }
 }

@@ -1,0 +1,280 @@
+//! The aggregation stage on a real cluster: the minute aggregates on their
+//! topic are exactly what a recomputation from the stored readings gives,
+//! each (device, minute) once, also after a member is killed mid-way and
+//! another resumes from the last commit.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{TimeDelta, Utc};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::RowAccessor;
+use tokio_util::sync::CancellationToken;
+
+use metrocloud::config::Config;
+use metrocloud::kafka::Headers;
+use metrocloud::kafka::producer::{OutgoingRecord, Producer};
+use metrocloud::pipeline::aggregate::{AggregationStats, aggregation_consumer, run_aggregation};
+use metrocloud::pipeline::sinks::kafka::counting_listener;
+use metrocloud::pipeline::store::{StorageStats, run_storage};
+use metrocloud::pipeline::wiring;
+use metrocloud::sensor::aggregate::MinuteAggregate;
+use metrocloud::sensor::reading::SensorReading;
+use metrocloud::sensor::simulator::Fleet;
+use metrocloud::store::layout;
+
+const GRACE_SEC: i64 = 10;
+
+fn config(cluster: &common::TestCluster, data_dir: &Path) -> Config {
+    let topic = common::unique_topic("aggregate");
+    let vars: Vec<(String, String)> = vec![
+        ("KAFKA_BOOTSTRAP_SERVERS".into(), cluster.bootstrap_list()),
+        ("KAFKA_TOPIC_NAME".into(), topic.clone()),
+        ("KAFKA_ALERTS_TOPIC".into(), format!("{topic}-alerts")),
+        ("KAFKA_DLQ_TOPIC".into(), format!("{topic}-dlq")),
+        (
+            "KAFKA_AGGREGATES_TOPIC".into(),
+            format!("{topic}-aggregates"),
+        ),
+        (
+            "METROCLOUD_AGGREGATE_GROUP_ID".into(),
+            format!("{topic}-aggregator"),
+        ),
+        (
+            "METROCLOUD_AGGREGATE_GRACE_SEC".into(),
+            GRACE_SEC.to_string(),
+        ),
+        (
+            "METROCLOUD_STORE_GROUP_ID".into(),
+            format!("{topic}-storage"),
+        ),
+        ("METROCLOUD_DATA_DIR".into(), data_dir.display().to_string()),
+        ("METROCLOUD_STORE_ROLL_SEC".into(), "1".into()),
+        ("KAFKA_CONSUMER_COMMIT_INTERVAL_MS".into(), "300".into()),
+        ("IOT_NUM_DEVICES".into(), "60".into()),
+        ("IOT_DATA_INTERVAL_SEC".into(), "5".into()),
+    ];
+    Config::from_vars(vars).expect("valid test configuration")
+}
+
+/// Twelve minutes of a 60-device fleet, 20 minutes ago, one reading in five
+/// arriving up to 8 s behind its neighbours (within the grace).
+fn readings(config: &Config) -> Vec<SensorReading> {
+    let start = Utc::now() - TimeDelta::minutes(20);
+    let mut fleet = Fleet::new(&config.simulator_settings(), start);
+    let mut readings = Vec::new();
+    while let Some(mut reading) = fleet.next_due(Duration::from_secs(12 * 60)) {
+        if reading.sequence % 5 == 3 {
+            reading.timestamp -= TimeDelta::milliseconds(8_000 - reading.sequence as i64 * 7);
+        }
+        readings.push(reading);
+    }
+    readings
+}
+
+async fn produce(config: &Config, readings: &[SensorReading]) {
+    let failures = Arc::new(AtomicU64::new(0));
+    let producer = Producer::connect(
+        config.bootstrap_strings(),
+        &config.topic,
+        &config.producer,
+        counting_listener(&failures, "reading"),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("producer");
+    for reading in readings {
+        let record = OutgoingRecord {
+            key: Bytes::from(reading.device_id.clone()),
+            value: Bytes::from(reading.to_json()),
+            headers: Headers::new(),
+            timestamp: Utc::now(),
+            meta: (),
+        };
+        producer.send(record).await.expect("queued");
+    }
+    let snapshot = producer.close().await;
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "{snapshot:?}");
+}
+
+/// What an aggregate says, without where it came from.
+type Summary = (u64, f64, f64, f64, f64, u64);
+
+/// A minute's readings (event time, value, anomalous) in Kafka order, and their partition.
+type MinuteReadings = (i32, Vec<(i64, f64, bool)>);
+
+/// Minute aggregates computed from the Parquet store: the readings of each
+/// (device, minute) in Kafka order, for the minutes their partition's latest
+/// event time is past by the grace.
+fn recomputed(data_dir: &Path) -> BTreeMap<(String, i64), Summary> {
+    let mut rows = Vec::new();
+    for file in layout::stored_files(&data_dir.join(layout::READINGS)).expect("files listed") {
+        let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+        for row in reader.get_row_iter(None).unwrap() {
+            let row = row.unwrap();
+            rows.push((
+                row.get_int(18).unwrap(),
+                row.get_long(19).unwrap(),
+                row.get_string(0).unwrap().clone(),
+                row.get_timestamp_millis(4).unwrap(),
+                row.get_double(5).unwrap(),
+                row.get_bool(15).unwrap(),
+            ));
+        }
+    }
+    rows.sort_by_key(|row| (row.0, row.1));
+    let mut latest: BTreeMap<i32, i64> = BTreeMap::new();
+    for row in &rows {
+        let mark = latest.entry(row.0).or_insert(i64::MIN);
+        *mark = (*mark).max(row.3);
+    }
+    let mut minutes: BTreeMap<(String, i64), MinuteReadings> = BTreeMap::new();
+    for (partition, _, device, time, value, anomalous) in rows {
+        let minute = time.div_euclid(60_000) * 60_000;
+        let entry = minutes
+            .entry((device, minute))
+            .or_insert((partition, Vec::new()));
+        entry.1.push((time, value, anomalous));
+    }
+    minutes
+        .into_iter()
+        .filter(|((_, minute), (partition, _))| {
+            minute + 60_000 + GRACE_SEC * 1_000 <= latest[partition]
+        })
+        .map(|(key, (_, readings))| {
+            let count = readings.len() as u64;
+            let min = readings.iter().map(|r| r.1).fold(f64::INFINITY, f64::min);
+            let max = readings
+                .iter()
+                .map(|r| r.1)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = readings.iter().map(|r| r.1).sum();
+            let last_time = readings.iter().map(|r| r.0).max().unwrap();
+            let last = readings.iter().rev().find(|r| r.0 == last_time).unwrap().1;
+            let anomalies = readings.iter().filter(|r| r.2).count() as u64;
+            (key, (count, min, max, sum / count as f64, last, anomalies))
+        })
+        .collect()
+}
+
+/// The aggregates on the topic, each (device, minute) with how often it is there.
+async fn written(config: &Config) -> BTreeMap<(String, i64), Vec<Summary>> {
+    let mut found: BTreeMap<(String, i64), Vec<Summary>> = BTreeMap::new();
+    for (_, record) in
+        common::read_all(&config.bootstrap_strings(), &config.aggregates_topic, 6).await
+    {
+        let value = record.record.value.expect("an aggregate has a value");
+        let a: MinuteAggregate = serde_json::from_slice(&value).expect("an aggregate's JSON");
+        found
+            .entry((a.device_id, a.minute.timestamp_millis()))
+            .or_default()
+            .push((a.count, a.min, a.max, a.mean, a.last, a.anomalies));
+    }
+    found
+}
+
+#[tokio::test]
+async fn aggregates_equal_a_recomputation_from_the_stored_readings_after_a_member_is_killed() {
+    let cluster = common::shared();
+    let data = tempfile::tempdir().unwrap();
+    let config = config(cluster, data.path());
+    let never = CancellationToken::new();
+    wiring::ensure_pipeline_topics(&config, &never)
+        .await
+        .expect("topics");
+    let readings = readings(&config);
+    let (first, rest) = readings.split_at(readings.len() * 3 / 5);
+    produce(&config, first).await;
+
+    // The first member aggregates the first part and is killed with minutes open.
+    let killed = Arc::new(AggregationStats::default());
+    let consumer = aggregation_consumer(&config, &killed, &never)
+        .await
+        .expect("aggregation starts")
+        .expect("not cancelled");
+    let member = tokio::spawn(consumer.run(CancellationToken::new()));
+    common::eventually(
+        Duration::from_secs(60),
+        "the first part aggregated",
+        || async {
+            killed.readings.load(Ordering::Relaxed) == first.len() as u64
+                && killed.aggregates.load(Ordering::Relaxed) > 0
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    member.abort();
+    let _ = member.await;
+
+    produce(&config, rest).await;
+    let storage = Arc::new(StorageStats::default());
+    let stop = CancellationToken::new();
+    let storing = tokio::spawn({
+        let (config, storage, stop) = (config.clone(), Arc::clone(&storage), stop.clone());
+        async move { run_storage(&config, &storage, stop).await }
+    });
+    let resumed = Arc::new(AggregationStats::default());
+    let aggregating = tokio::spawn({
+        let (config, resumed, stop) = (config.clone(), Arc::clone(&resumed), stop.clone());
+        async move { run_aggregation(&config, &resumed, stop).await }
+    });
+    common::eventually(Duration::from_secs(90), "every reading stored", || async {
+        storage.store.stored.load(Ordering::Relaxed) == readings.len() as u64
+    })
+    .await;
+    let expected = recomputed(data.path());
+    assert!(
+        expected.len() >= 60 * 10,
+        "{} closed minutes",
+        expected.len()
+    );
+    common::eventually(
+        Duration::from_secs(60),
+        "every closed minute written",
+        || async { written(&config).await.len() == expected.len() },
+    )
+    .await;
+    // Long enough for any minute written twice to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    storing.await.unwrap().expect("storage stopped cleanly");
+    aggregating
+        .await
+        .unwrap()
+        .expect("aggregation stopped cleanly");
+
+    let written = written(&config).await;
+    let twice: Vec<_> = written
+        .iter()
+        .filter(|(_, found)| found.len() > 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "minutes written more than once: {twice:?}"
+    );
+    let written: BTreeMap<_, _> = written
+        .into_iter()
+        .map(|(key, found)| (key, found[0]))
+        .collect();
+    let differing: Vec<_> = expected
+        .iter()
+        .filter(|(key, summary)| written.get(*key) != Some(summary))
+        .take(5)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "aggregates differing from the recomputation: {differing:?}"
+    );
+    assert_eq!(written.len(), expected.len());
+    assert!(
+        resumed.readings.load(Ordering::Relaxed) < readings.len() as u64,
+        "the second member resumed from a commit, not from the start"
+    );
+    assert_eq!(resumed.late.load(Ordering::Relaxed), 0);
+}
