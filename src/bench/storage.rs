@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::postgres::LocalPostgres;
 use super::worker::{Payload, StoreOutcome, StoreTarget, parquet_bytes};
 use super::*;
-use crate::store::columns::status_name;
-use crate::store::postgres::{CREATE_TABLE, column_names, partition_of};
+use crate::sensor::reading::SensorReading;
+use crate::store::postgres::{column_names, partition_of};
+use crate::store::readings::{CREATE_TABLE, status_name};
 
 /// One load.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,14 +160,14 @@ impl Bench<'_> {
     ) -> Result<StorageRun, BenchError> {
         let client = connect(url).await?;
         let mut ddl = vec![CREATE_TABLE.to_string()];
-        ddl.extend(days.iter().map(|day| partition_of(*day)));
+        ddl.extend(days.iter().map(|day| partition_of("sensor_readings", *day)));
         client
             .batch_execute(&ddl.join(";\n"))
             .await
             .map_err(|e| BenchError::Worker(format!("cannot make the table for psql: {e}")))?;
         let copy = format!(
             "\\copy sensor_readings ({}) FROM '{}' WITH (FORMAT csv)",
-            column_names().join(", "),
+            column_names::<SensorReading>().join(", "),
             csv.display()
         );
         let mut command = Command::new(server.psql());

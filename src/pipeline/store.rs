@@ -1,5 +1,5 @@
-//! The storage stage: the sensor topic into the Parquet store, under a
-//! consumer group of its own.
+//! The storage stage: the sensor topic and the aggregates topic into the
+//! store, under consumer groups of their own.
 //!
 //! Storing runs apart from processing (its own group, `iot-storage` by
 //! default), so a slow disk never holds up alerts and a broken alert topic
@@ -9,6 +9,10 @@
 //! and the store rolls a partition again only once its last roll is
 //! committed (see [`crate::store`] for why that makes every reading stored
 //! exactly once across crashes and replays).
+//!
+//! Readings and aggregates are stored alike, each kind ([`Row`]) by its own
+//! group member: readings in `METROCLOUD_STORE_GROUP_ID`, aggregates in the
+//! same name with `-aggregates` after it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,15 +26,16 @@ use crate::kafka::consumer::{
 };
 use crate::kafka::retry::Backoff;
 use crate::lock::lock;
-use crate::sensor::validate::validate;
-use crate::store::columns::Origin;
-use crate::store::{ReadingStore, StoreError, StoreStats};
+use crate::sensor::aggregate::MinuteAggregate;
+use crate::sensor::reading::SensorReading;
+use crate::store::row::{Origin, Row};
+use crate::store::{RowStore, StoreError, StoreStats};
 
-/// Counters of the storage stage besides the store's own.
+/// Counters of storing one kind of row, besides the store's own.
 #[derive(Debug, Default)]
-pub struct StorageStats {
-    /// Records that are not valid readings, left out (processing puts them in
-    /// the dead-letter topic).
+pub struct TableStats {
+    /// Records that hold no valid row, left out (processing puts readings
+    /// that are not valid in the dead-letter topic).
     pub invalid: AtomicU64,
     /// The store's.
     pub store: Arc<StoreStats>,
@@ -38,18 +43,54 @@ pub struct StorageStats {
     pub consumer: Mutex<Arc<ConsumerStats>>,
 }
 
-/// Feeds consumed readings to the store; see the module documentation.
-pub struct StoreProcessor {
-    store: ReadingStore,
-    stats: Arc<StorageStats>,
+/// Counters of the storage stage.
+#[derive(Debug, Default)]
+pub struct StorageStats {
+    /// Storing readings.
+    pub readings: Arc<TableStats>,
+    /// Storing minute aggregates.
+    pub aggregates: Arc<TableStats>,
+}
+
+/// A topic stored, and the group that stores it.
+#[derive(Debug, Clone)]
+pub struct StoredTopic {
+    /// The topic.
+    pub topic: String,
+    /// The consumer group.
+    pub group_id: String,
+}
+
+impl StoredTopic {
+    /// The sensor topic, in `METROCLOUD_STORE_GROUP_ID`.
+    pub fn readings(config: &Config) -> Self {
+        StoredTopic {
+            topic: config.topic.clone(),
+            group_id: config.store.group_id.clone(),
+        }
+    }
+
+    /// The aggregates topic, in `METROCLOUD_STORE_GROUP_ID` with `-aggregates` after it.
+    pub fn aggregates(config: &Config) -> Self {
+        StoredTopic {
+            topic: config.aggregates_topic.clone(),
+            group_id: format!("{}-aggregates", config.store.group_id),
+        }
+    }
+}
+
+/// Feeds consumed rows to the store; see the module documentation.
+pub struct StoreProcessor<R: Row> {
+    store: RowStore<R>,
+    stats: Arc<TableStats>,
     /// The first error of the store: nothing more is taken or committed.
     failure: Option<String>,
     stopping: bool,
 }
 
-impl StoreProcessor {
+impl<R: Row> StoreProcessor<R> {
     /// A processor writing into `store`.
-    pub fn new(store: ReadingStore, stats: Arc<StorageStats>) -> Self {
+    pub fn new(store: RowStore<R>, stats: Arc<TableStats>) -> Self {
         StoreProcessor {
             store,
             stats,
@@ -65,12 +106,12 @@ impl StoreProcessor {
     }
 }
 
-impl RecordProcessor for StoreProcessor {
+impl<R: Row> RecordProcessor for StoreProcessor<R> {
     async fn process(&mut self, record: ConsumedRecord) {
         if self.failure.is_some() {
             return;
         }
-        let Ok(reading) = validate(record.key.as_deref(), record.value.as_deref()) else {
+        let Some(row) = R::from_record(record.key.as_deref(), record.value.as_deref()) else {
             self.stats.invalid.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -78,7 +119,7 @@ impl RecordProcessor for StoreProcessor {
             partition: record.partition,
             offset: record.offset,
         };
-        if let Err(error) = self.store.append(reading, origin).await {
+        if let Err(error) = self.store.append(row, origin).await {
             self.failed(error);
         }
     }
@@ -140,31 +181,41 @@ pub enum StorageStartError {
     Consumer(#[from] ConsumerError),
 }
 
-/// Opens the configured store and closes it again: whether it can be used.
+/// Opens the configured stores and closes them again: whether they can be used.
 pub async fn check_store(config: &Config, stats: &StorageStats) -> Result<(), StorageError> {
     let timeout = config.consumer.request_timeout;
-    let store = ReadingStore::open(
+    let open = |stats: &Arc<TableStats>| Arc::clone(&stats.store);
+    let readings = RowStore::<SensorReading>::open(
         &config.store,
         &config.topic,
-        Arc::clone(&stats.store),
+        open(&stats.readings),
         timeout,
     )
     .await
     .map_err(StorageStartError::from)?;
-    drop(store);
+    let aggregates = RowStore::<MinuteAggregate>::open(
+        &config.store,
+        &config.aggregates_topic,
+        open(&stats.aggregates),
+        timeout,
+    )
+    .await
+    .map_err(StorageStartError::from)?;
+    drop((readings, aggregates));
     Ok(())
 }
 
-/// The storage stage's group member, or `None` if shut down while connecting.
-pub async fn storage_consumer(
+/// The member storing `stored`'s rows of kind `R`, or `None` if shut down while connecting.
+pub async fn table_consumer<R: Row>(
     config: &Config,
-    stats: &Arc<StorageStats>,
+    stored: &StoredTopic,
+    stats: &Arc<TableStats>,
     shutdown: &CancellationToken,
-) -> Result<Option<GroupConsumer<StoreProcessor>>, StorageStartError> {
+) -> Result<Option<GroupConsumer<StoreProcessor<R>>>, StorageStartError> {
     let timeout = config.consumer.request_timeout;
-    let Some(store) = ReadingStore::open(
+    let Some(store) = RowStore::<R>::open(
         &config.store,
-        &config.topic,
+        &stored.topic,
         Arc::clone(&stats.store),
         timeout,
     )
@@ -173,20 +224,35 @@ pub async fn storage_consumer(
         return Ok(None);
     };
     tracing::info!(
-        "storing readings of {} in {} (group {})",
-        config.topic,
+        "storing {} in {} (group {})",
+        stored.topic,
         store.describe(),
-        config.store.group_id
+        stored.group_id
     );
     let processor = StoreProcessor::new(store, Arc::clone(stats));
     let spec = ConsumerSpec {
         bootstrap: config.bootstrap_strings(),
-        topic: config.topic.clone(),
-        group_id: config.store.group_id.clone(),
+        topic: stored.topic.clone(),
+        group_id: stored.group_id.clone(),
         auto_offset_reset: config.auto_offset_reset,
         settings: config.consumer.clone(),
     };
     Ok(GroupConsumer::connect(spec, processor, shutdown).await?)
+}
+
+/// The member storing readings, or `None` if shut down while connecting.
+pub async fn storage_consumer(
+    config: &Config,
+    stats: &Arc<StorageStats>,
+    shutdown: &CancellationToken,
+) -> Result<Option<GroupConsumer<StoreProcessor<SensorReading>>>, StorageStartError> {
+    table_consumer(
+        config,
+        &StoredTopic::readings(config),
+        &stats.readings,
+        shutdown,
+    )
+    .await
 }
 
 /// What the storage stage did, for its closing line.
@@ -200,50 +266,90 @@ pub struct StoreSummary {
     pub bytes: u64,
     /// Records left out as not valid readings.
     pub invalid: u64,
+    /// Minute aggregates stored.
+    pub aggregates: u64,
 }
 
 impl std::fmt::Display for StoreSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "storage summary: {} readings stored in {} Parquet files ({} bytes, {:.1} bytes per reading), {} invalid records left out",
+            "storage summary: {} readings stored in {} files ({} bytes, {:.1} bytes per reading), {} invalid records left out, {} minute aggregates stored",
             self.stored,
             self.files,
             self.bytes,
             self.bytes as f64 / self.stored.max(1) as f64,
-            self.invalid
+            self.invalid,
+            self.aggregates
         )
     }
 }
 
 /// The summary of the storage stage's counters.
 pub fn summary(stats: &StorageStats) -> StoreSummary {
-    let store = &stats.store;
+    let store = &stats.readings.store;
     StoreSummary {
         stored: store.stored.load(Ordering::Relaxed),
         files: store.files.load(Ordering::Relaxed),
         bytes: store.bytes.load(Ordering::Relaxed),
-        invalid: stats.invalid.load(Ordering::Relaxed),
+        invalid: stats.readings.invalid.load(Ordering::Relaxed),
+        aggregates: stats.aggregates.store.stored.load(Ordering::Relaxed),
     }
 }
 
-/// Runs the storage stage until `shutdown`. When the store fails (a full
-/// disk, a folder that cannot be written), the member stops without
-/// committing past what is on disk, and a new one starts after a pause,
-/// reading again from the last commit: storing resumes once the cause is gone.
-/// A store that cannot be opened at the start is an error.
+/// Runs the storage stage until `shutdown`: readings and aggregates, each
+/// by its own member. When a store fails (a full disk, a folder that cannot
+/// be written, a database gone), its member stops without committing past
+/// what is stored, and a new one starts after a pause, reading again from the
+/// last commit: storing resumes once the cause is gone. A store that cannot
+/// be opened at the start is an error.
 pub async fn run_storage(
     config: &Config,
     stats: &Arc<StorageStats>,
     shutdown: CancellationToken,
 ) -> Result<(), StorageError> {
+    // One kind stopping for good stops the other.
+    let both = shutdown.child_token();
+    let readings = async {
+        let stopped = run_table::<SensorReading>(
+            config,
+            StoredTopic::readings(config),
+            &stats.readings,
+            both.clone(),
+        )
+        .await;
+        both.cancel();
+        stopped
+    };
+    let aggregates = async {
+        let stored = StoredTopic::aggregates(config);
+        let stopped =
+            run_table::<MinuteAggregate>(config, stored, &stats.aggregates, both.clone()).await;
+        both.cancel();
+        stopped
+    };
+    let stopped = tokio::join!(readings, aggregates);
+    stopped.0.and(stopped.1)
+}
+
+/// Stores `stored`'s rows of kind `R` until `shutdown`; see [`run_storage`].
+/// A topic that does not exist yet is waited for.
+pub async fn run_table<R: Row>(
+    config: &Config,
+    stored: StoredTopic,
+    stats: &Arc<TableStats>,
+    shutdown: CancellationToken,
+) -> Result<(), StorageError> {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut first = true;
     loop {
-        let started = match storage_consumer(config, stats, &shutdown).await {
+        let started = match table_consumer::<R>(config, &stored, stats, &shutdown).await {
             Ok(Some(consumer)) => Ok(consumer),
             Ok(None) => return Ok(()),
             Err(StorageStartError::Store(error)) if !first => Err(error.to_string()),
+            Err(StorageStartError::Consumer(ConsumerError::MissingTopic(topic))) => {
+                Err(format!("topic {topic} does not exist yet"))
+            }
             Err(error) => return Err(error.into()),
         };
         first = false;
@@ -252,15 +358,18 @@ pub async fn run_storage(
                 *lock(&stats.consumer) = consumer.stats();
                 match consumer.run(shutdown.clone()).await {
                     Ok(_) => return Ok(()),
-                    // The member logged why; nothing past the files on disk was committed.
+                    // The member logged why; nothing past what is stored was committed.
                     Err(ConsumerError::Processing(_)) => {}
                     Err(error) => return Err(error.into()),
                 }
             }
-            Err(reason) => tracing::error!("storing stopped: {reason}"),
+            Err(reason) => tracing::error!("storing {} stopped: {reason}", stored.topic),
         }
         let pause = backoff.next_delay();
-        tracing::warn!("storing again in {pause:?}, from the last commit");
+        tracing::warn!(
+            "storing {} again in {pause:?}, from the last commit",
+            stored.topic
+        );
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(pause) => {}
@@ -270,16 +379,17 @@ pub async fn run_storage(
 
 /// One status line: readings stored, their rate since the last line, files and lag.
 pub fn storage_line(stats: &StorageStats, elapsed: f64, previous: u64) -> (String, u64) {
-    let store = &stats.store;
-    let consumer = lock(&stats.consumer).clone();
+    let store = &stats.readings.store;
+    let consumer = lock(&stats.readings.consumer).clone();
     let stored = store.stored.load(Ordering::Relaxed);
     let rate = (stored - previous.min(stored)) as f64 / elapsed.max(1e-9);
     let line = format!(
-        "stored {stored} readings ({rate:.0}/s) in {} files, {} held in open files, {} partitions owned, lag {}",
+        "stored {stored} readings ({rate:.0}/s) in {} files, {} held in open files, {} partitions owned, lag {}; {} minute aggregates stored",
         store.files.load(Ordering::Relaxed),
         store.held.load(Ordering::Relaxed),
         consumer.owned_partitions.load(Ordering::Relaxed),
-        consumer.lag.load(Ordering::Relaxed)
+        consumer.lag.load(Ordering::Relaxed),
+        stats.aggregates.store.stored.load(Ordering::Relaxed)
     );
     (line, stored)
 }

@@ -24,6 +24,9 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 /// The folder under the data directory that holds readings.
 pub const READINGS: &str = "readings";
 
+/// The folder of the stored minute aggregates, under the data folder.
+pub const AGGREGATES: &str = "aggregates";
+
 /// The suffix of files still being written.
 const TEMPORARY: &str = ".tmp";
 

@@ -22,11 +22,13 @@
 //! `METROCLOUD_STORE_ROLL_ROWS` readings, when its oldest has waited
 //! `METROCLOUD_STORE_ROLL_SEC`, and when the stage stops.
 
-pub mod columns;
+pub mod aggregates;
 pub mod history;
 pub mod layout;
 pub mod parquet;
 pub mod postgres;
+pub mod readings;
+pub mod row;
 #[cfg(test)]
 mod tests;
 
@@ -38,8 +40,7 @@ pub use self::postgres::PostgresStore;
 
 use std::sync::Arc;
 
-use crate::sensor::reading::SensorReading;
-use columns::Origin;
+use row::{Origin, Row};
 
 /// Where the storage stage keeps readings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,29 +122,29 @@ pub enum StoreError {
     },
 }
 
-/// The store the storage stage writes to: one of the kinds above.
-pub enum ReadingStore {
+/// The store the storage stage writes one kind of row to: one of the kinds above.
+pub enum RowStore<R: Row> {
     /// Parquet files.
-    Parquet(ParquetStore),
+    Parquet(ParquetStore<R>),
     /// A PostgreSQL table.
-    Postgres(PostgresStore),
+    Postgres(PostgresStore<R>),
 }
 
-impl ReadingStore {
-    /// Opens the configured store of `topic`'s readings (`None` when storing is off).
+impl<R: Row> RowStore<R> {
+    /// Opens the configured store of `topic`'s rows (`None` when storing is off).
     pub async fn open(
         settings: &StoreSettings,
         topic: &str,
         stats: Arc<StoreStats>,
         timeout: std::time::Duration,
-    ) -> Result<Option<ReadingStore>, StoreError> {
+    ) -> Result<Option<RowStore<R>>, StoreError> {
         Ok(match settings.kind {
-            StoreKind::Parquet => Some(ReadingStore::Parquet(ParquetStore::open(
+            StoreKind::Parquet => Some(RowStore::Parquet(ParquetStore::open(
                 settings, topic, stats,
             )?)),
             StoreKind::Postgres => {
                 let url = settings.postgres_url.as_deref().unwrap_or_default();
-                Some(ReadingStore::Postgres(
+                Some(RowStore::Postgres(
                     PostgresStore::connect(url, timeout, stats).await?,
                 ))
             }
@@ -154,55 +155,51 @@ impl ReadingStore {
     /// Where the readings go, for the log.
     pub fn describe(&self) -> String {
         match self {
-            ReadingStore::Parquet(store) => {
+            RowStore::Parquet(store) => {
                 format!("Parquet files under {}", store.root().display())
             }
-            ReadingStore::Postgres(store) => {
-                format!("PostgreSQL {}, table sensor_readings", store.server())
+            RowStore::Postgres(store) => {
+                format!("PostgreSQL {}, table {}", store.server(), R::TABLE)
             }
         }
     }
 
-    /// Takes a reading read from `origin`.
-    pub async fn append(
-        &mut self,
-        reading: SensorReading,
-        origin: Origin,
-    ) -> Result<(), StoreError> {
+    /// Takes a row read from `origin`.
+    pub async fn append(&mut self, row: R, origin: Origin) -> Result<(), StoreError> {
         match self {
-            ReadingStore::Parquet(store) => store.append(&reading, origin),
-            ReadingStore::Postgres(store) => store.append(reading, origin).await,
+            RowStore::Parquet(store) => store.append(&row, origin),
+            RowStore::Postgres(store) => store.append(row, origin).await,
         }
     }
 
     /// The first offset of `partition` not durable yet; the consumer commits no further.
     pub fn held_from(&self, partition: i32) -> Option<i64> {
         match self {
-            ReadingStore::Parquet(store) => store.held_from(partition),
-            ReadingStore::Postgres(store) => store.held_from(partition),
+            RowStore::Parquet(store) => store.held_from(partition),
+            RowStore::Postgres(store) => store.held_from(partition),
         }
     }
 
     /// Whether the store wants to make readings durable before the commit interval is up.
     pub fn due(&self) -> bool {
         match self {
-            ReadingStore::Parquet(store) => store.roll_due(),
+            RowStore::Parquet(store) => store.roll_due(),
             // It writes full batches as they fill; the rest at each commit.
-            ReadingStore::Postgres(_) => false,
+            RowStore::Postgres(_) => false,
         }
     }
 
     /// Makes durable what is due (everything, with `everything`).
     pub async fn make_durable(&mut self, everything: bool) -> Result<(), StoreError> {
         match self {
-            ReadingStore::Parquet(store) => store.roll(everything),
-            ReadingStore::Postgres(store) => store.write().await,
+            RowStore::Parquet(store) => store.roll(everything),
+            RowStore::Postgres(store) => store.write().await,
         }
     }
 
     /// `partition` is committed up to `offset`.
     pub fn committed(&mut self, partition: i32, offset: i64) {
-        if let ReadingStore::Parquet(store) = self {
+        if let RowStore::Parquet(store) = self {
             store.committed(partition, offset);
         }
     }
@@ -210,8 +207,8 @@ impl ReadingStore {
     /// `partitions` moved to another member: what they hold is dropped.
     pub fn forget(&mut self, partitions: &[i32]) {
         match self {
-            ReadingStore::Parquet(store) => store.forget(partitions),
-            ReadingStore::Postgres(store) => store.forget(partitions),
+            RowStore::Parquet(store) => store.forget(partitions),
+            RowStore::Postgres(store) => store.forget(partitions),
         }
     }
 }

@@ -1,4 +1,5 @@
 //! The Parquet store: open files per Kafka partition, rolled together; see [`super`].
+//! One store keeps one kind of row ([`Row`]) in a folder of its own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, TryLockError};
@@ -11,10 +12,9 @@ use parquet::basic::Compression;
 use parquet::file::properties::{WriterProperties, WriterVersion};
 use parquet::file::writer::SerializedFileWriter;
 
-use super::columns::{Columns, Origin, schema};
 use super::layout::{self, Hour};
+use super::row::{Origin, Row, RowColumns};
 use super::{StoreError, StoreSettings};
-use crate::sensor::reading::SensorReading;
 
 /// Readings per row group: what an open file holds in memory at most, about
 /// 250 bytes a reading (`metrocloud store` over 2.1 million readings in six
@@ -37,15 +37,15 @@ pub struct StoreStats {
 }
 
 /// One file being written.
-struct OpenFile {
+struct OpenFile<R: Row> {
     folder: PathBuf,
     name: String,
     temporary: PathBuf,
     writer: SerializedFileWriter<File>,
-    columns: Columns,
+    columns: R::Columns,
 }
 
-impl OpenFile {
+impl<R: Row> OpenFile<R> {
     fn write_row_group(&mut self) -> Result<(), StoreError> {
         let temporary = &self.temporary;
         let parquet = |source| StoreError::Parquet {
@@ -60,22 +60,22 @@ impl OpenFile {
 }
 
 /// What a partition holds in open files.
-struct Held {
+struct Held<R: Row> {
     first: i64,
     last: i64,
     rows: u64,
     since: Instant,
-    files: BTreeMap<Hour, OpenFile>,
+    files: BTreeMap<Hour, OpenFile<R>>,
 }
 
-/// Readings of one topic kept in Parquet files under a data folder; see [`super`].
-pub struct ParquetStore {
+/// Rows of one topic kept in Parquet files under a data folder; see [`super`].
+pub struct ParquetStore<R: Row> {
     root: PathBuf,
     topic: String,
     roll_rows: u64,
     roll_after: Duration,
     properties: Arc<WriterProperties>,
-    held: HashMap<i32, Held>,
+    held: HashMap<i32, Held<R>>,
     /// Per partition, the offset after its last roll, until a commit reaches it.
     uncommitted: HashMap<i32, i64>,
     stats: Arc<StoreStats>,
@@ -83,15 +83,15 @@ pub struct ParquetStore {
     _lock: File,
 }
 
-impl ParquetStore {
+impl<R: Row> ParquetStore<R> {
     /// Opens the store of `topic` under `settings.data_dir`, taking its lock and
     /// removing files a stopped writer left half written.
     pub fn open(
         settings: &StoreSettings,
         topic: &str,
         stats: Arc<StoreStats>,
-    ) -> Result<ParquetStore, StoreError> {
-        let root = settings.data_dir.join(layout::READINGS);
+    ) -> Result<ParquetStore<R>, StoreError> {
+        let root = settings.data_dir.join(R::FOLDER);
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, source }
@@ -134,13 +134,13 @@ impl ParquetStore {
         })
     }
 
-    /// The folder the files go under (`<data dir>/readings`).
+    /// The folder the files go under (`<data dir>/readings`, `<data dir>/aggregates`).
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Adds a reading read from `origin`, to the open file of its partition and hour.
-    pub fn append(&mut self, reading: &SensorReading, origin: Origin) -> Result<(), StoreError> {
+    /// Adds a row read from `origin`, to the open file of its partition and hour.
+    pub fn append(&mut self, row: &R, origin: Origin) -> Result<(), StoreError> {
         let held = self.held.entry(origin.partition).or_insert_with(|| Held {
             first: origin.offset,
             last: origin.offset,
@@ -148,7 +148,7 @@ impl ParquetStore {
             since: Instant::now(),
             files: BTreeMap::new(),
         });
-        let hour = Hour::of(reading.timestamp);
+        let hour = Hour::of(row.event_time());
         let file = match held.files.entry(hour) {
             std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::btree_map::Entry::Vacant(entry) => {
@@ -156,7 +156,7 @@ impl ParquetStore {
                 entry.insert(open_file(&self.root, hour, name, &self.properties)?)
             }
         };
-        file.columns.push(reading, origin);
+        file.columns.push(row, origin);
         if file.columns.len() >= ROW_GROUP_ROWS {
             file.write_row_group()?;
         }
@@ -179,7 +179,7 @@ impl ParquetStore {
             .any(|(partition, held)| self.may_roll(*partition) && self.is_due(held))
     }
 
-    fn is_due(&self, held: &Held) -> bool {
+    fn is_due(&self, held: &Held<R>) -> bool {
         held.rows >= self.roll_rows || held.since.elapsed() >= self.roll_after
     }
 
@@ -207,7 +207,7 @@ impl ParquetStore {
         Ok(())
     }
 
-    fn roll_partition(&mut self, held: Held) -> Result<(), StoreError> {
+    fn roll_partition(&mut self, held: Held<R>) -> Result<(), StoreError> {
         let mut folders = BTreeSet::new();
         let mut files = held.files.into_values();
         while let Some(file) = files.next() {
@@ -263,7 +263,7 @@ impl ParquetStore {
     }
 }
 
-impl Drop for ParquetStore {
+impl<R: Row> Drop for ParquetStore<R> {
     /// What open files held is read again by the next store; it is no longer held.
     fn drop(&mut self) {
         let held: u64 = self.held.values().map(|held| held.rows).sum();
@@ -271,12 +271,12 @@ impl Drop for ParquetStore {
     }
 }
 
-fn open_file(
+fn open_file<R: Row>(
     root: &Path,
     hour: Hour,
     name: String,
     properties: &Arc<WriterProperties>,
-) -> Result<OpenFile, StoreError> {
+) -> Result<OpenFile<R>, StoreError> {
     let folder = root.join(hour.folder());
     layout::create_folder(root, &hour.folder()).map_err(|source| StoreError::Io {
         path: folder.clone(),
@@ -287,25 +287,23 @@ fn open_file(
         path: temporary.clone(),
         source,
     })?;
-    let writer =
-        SerializedFileWriter::new(file, schema(), Arc::clone(properties)).map_err(|source| {
-            StoreError::Parquet {
-                path: temporary.clone(),
-                source,
-            }
+    let writer = SerializedFileWriter::new(file, R::Columns::schema(), Arc::clone(properties))
+        .map_err(|source| StoreError::Parquet {
+            path: temporary.clone(),
+            source,
         })?;
     Ok(OpenFile {
         folder,
         name,
         temporary,
         writer,
-        columns: Columns::default(),
+        columns: R::Columns::default(),
     })
 }
 
 /// Writes the last row group and the footer, flushes the file to disk and
 /// renames it into place; returns its size. On failure the half-written file is removed.
-fn close_file(mut file: OpenFile) -> Result<u64, StoreError> {
+fn close_file<R: Row>(mut file: OpenFile<R>) -> Result<u64, StoreError> {
     let temporary = file.temporary.clone();
     let finished = (|| {
         if !file.columns.is_empty() {

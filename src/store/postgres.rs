@@ -1,4 +1,5 @@
-//! PostgreSQL, for teams that outgrow files: readings in a table partitioned by day.
+//! PostgreSQL, for teams that outgrow files: each kind of row in a table
+//! partitioned by day (`sensor_readings`, `sensor_aggregates`).
 //!
 //! Readings gather in memory and are written in batches (at every flush, and
 //! every 50,000 while the next batch gathers), each in one transaction: binary `COPY` into a temporary table (the fastest way into
@@ -23,96 +24,48 @@ use std::time::Duration;
 use chrono::{NaiveDate, TimeDelta};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 
-use super::columns::Origin;
+use super::row::{Origin, Row};
 use super::{StoreError, StoreStats};
-use crate::sensor::reading::SensorReading;
 
 /// Readings gathered before the store asks for an early flush.
 const BATCH_ROWS: usize = 20_000;
-
-/// The table, partitioned by range of event time.
-pub const CREATE_TABLE: &str = "
-CREATE TABLE IF NOT EXISTS sensor_readings (
-    device_id        text             NOT NULL,
-    run_id           text             NOT NULL,
-    seq              bigint           NOT NULL,
-    event_time       timestamptz      NOT NULL,
-    device_type      text             NOT NULL,
-    value            double precision NOT NULL,
-    unit             text             NOT NULL,
-    site             text             NOT NULL,
-    zone             text             NOT NULL,
-    latitude         double precision NOT NULL,
-    longitude        double precision NOT NULL,
-    battery_level    double precision NOT NULL,
-    signal_strength  integer          NOT NULL,
-    firmware_version text             NOT NULL,
-    status           text             NOT NULL,
-    is_anomaly       boolean          NOT NULL,
-    anomaly_kind     text,
-    kafka_partition  integer          NOT NULL,
-    kafka_offset     bigint           NOT NULL,
-    PRIMARY KEY (device_id, run_id, seq, event_time)
-) PARTITION BY RANGE (event_time)";
-
-/// The columns in `COPY` order, with their types.
-const COLUMNS: [(&str, Type); 19] = [
-    ("device_id", Type::TEXT),
-    ("run_id", Type::TEXT),
-    ("seq", Type::INT8),
-    ("event_time", Type::TIMESTAMPTZ),
-    ("device_type", Type::TEXT),
-    ("value", Type::FLOAT8),
-    ("unit", Type::TEXT),
-    ("site", Type::TEXT),
-    ("zone", Type::TEXT),
-    ("latitude", Type::FLOAT8),
-    ("longitude", Type::FLOAT8),
-    ("battery_level", Type::FLOAT8),
-    ("signal_strength", Type::INT4),
-    ("firmware_version", Type::TEXT),
-    ("status", Type::TEXT),
-    ("is_anomaly", Type::BOOL),
-    ("anomaly_kind", Type::TEXT),
-    ("kafka_partition", Type::INT4),
-    ("kafka_offset", Type::INT8),
-];
 
 /// Readings kept in a PostgreSQL table; see the module documentation.
 ///
 /// Readings gather into a batch; a full batch is handed to a writing task
 /// while the next one gathers, so reading from Kafka and writing to
 /// PostgreSQL overlap. One batch is written at a time, in order.
-pub struct PostgresStore {
+pub struct PostgresStore<R: Row> {
     /// The connection, while no batch is being written.
-    writer: Option<Writer>,
+    writer: Option<Writer<R>>,
     /// The batch being written, and where its partitions' readings began.
-    in_flight: Option<InFlight>,
+    in_flight: Option<InFlight<R>>,
     /// The server, for messages: `user@host:port/db`, never the password.
     server: String,
-    rows: Vec<(SensorReading, Origin)>,
+    rows: Vec<(R, Origin)>,
     /// Per partition, the offset of the first reading gathered and not handed over.
     first: HashMap<i32, i64>,
     stats: Arc<StoreStats>,
 }
 
 /// A batch handed to the writing task.
-struct InFlight {
+struct InFlight<R: Row> {
     first: HashMap<i32, i64>,
-    task: tokio::task::JoinHandle<(Writer, Result<(), StoreError>)>,
+    task: tokio::task::JoinHandle<(Writer<R>, Result<(), StoreError>)>,
 }
 
 /// The connection and what writing needs besides the rows.
-struct Writer {
+struct Writer<R> {
     client: Client,
     server: String,
     timeout: Duration,
     /// Days whose partition exists.
     days: BTreeSet<NaiveDate>,
     stats: Arc<StoreStats>,
+    rows: std::marker::PhantomData<fn(R)>,
 }
 
 /// `user@host:port/db` of a connection URL: what messages may show.
@@ -136,13 +89,13 @@ pub fn describe(url: &str) -> String {
     }
 }
 
-impl PostgresStore {
+impl<R: Row> PostgresStore<R> {
     /// Connects to `url` and makes sure the table exists.
     pub async fn connect(
         url: &str,
         timeout: Duration,
         stats: Arc<StoreStats>,
-    ) -> Result<PostgresStore, StoreError> {
+    ) -> Result<PostgresStore<R>, StoreError> {
         let server = describe(url);
         let refused = |what: &str, reason: String| StoreError::Postgres {
             server: server.clone(),
@@ -168,11 +121,12 @@ impl PostgresStore {
             timeout,
             days: BTreeSet::new(),
             stats: Arc::clone(&stats),
+            rows: std::marker::PhantomData,
         };
         writer
             .within(
-                "create sensor_readings",
-                writer.client.batch_execute(CREATE_TABLE),
+                &format!("create {}", R::TABLE),
+                writer.client.batch_execute(R::CREATE_TABLE),
             )
             .await?;
         Ok(PostgresStore {
@@ -190,14 +144,10 @@ impl PostgresStore {
         &self.server
     }
 
-    /// Takes a reading read from `origin`; a full batch is handed over for writing.
-    pub async fn append(
-        &mut self,
-        reading: SensorReading,
-        origin: Origin,
-    ) -> Result<(), StoreError> {
+    /// Takes a row read from `origin`; a full batch is handed over for writing.
+    pub async fn append(&mut self, row: R, origin: Origin) -> Result<(), StoreError> {
         self.first.entry(origin.partition).or_insert(origin.offset);
-        self.rows.push((reading, origin));
+        self.rows.push((row, origin));
         self.stats.held.fetch_add(1, Ordering::Relaxed);
         if self.rows.len() >= BATCH_ROWS {
             self.hand_over().await?;
@@ -273,7 +223,7 @@ impl PostgresStore {
     }
 }
 
-impl Drop for PostgresStore {
+impl<R: Row> Drop for PostgresStore<R> {
     /// What was gathered is read again by the next store; it is no longer held.
     fn drop(&mut self) {
         self.stats
@@ -282,7 +232,7 @@ impl Drop for PostgresStore {
     }
 }
 
-impl Writer {
+impl<R: Row> Writer<R> {
     async fn within<T>(
         &self,
         what: &str,
@@ -300,11 +250,13 @@ impl Writer {
     }
 
     /// Writes `rows` in one transaction, making their days' partitions first.
-    async fn write(&mut self, rows: Vec<(SensorReading, Origin)>) -> Result<(), StoreError> {
-        let days: BTreeSet<NaiveDate> =
-            rows.iter().map(|(r, _)| r.timestamp.date_naive()).collect();
+    async fn write(&mut self, rows: Vec<(R, Origin)>) -> Result<(), StoreError> {
+        let days: BTreeSet<NaiveDate> = rows
+            .iter()
+            .map(|(r, _)| r.event_time().date_naive())
+            .collect();
         for day in days.difference(&self.days.clone()) {
-            let statement = partition_of(*day);
+            let statement = partition_of(R::TABLE, *day);
             self.within(
                 "create a day's partition",
                 self.client.batch_execute(&statement),
@@ -326,7 +278,7 @@ impl Writer {
     /// PostgreSQL loads. If a row is there already (read again after a
     /// restart), that transaction is rolled back and the rows go through a
     /// temporary table and `INSERT … ON CONFLICT DO NOTHING` instead.
-    async fn insert(&mut self, rows: &[(SensorReading, Origin)]) -> Result<u64, StoreError> {
+    async fn insert(&mut self, rows: &[(R, Origin)]) -> Result<u64, StoreError> {
         let limit = self.timeout + Duration::from_millis(rows.len() as u64 / 10);
         let direct = tokio::time::timeout(limit, copy(&mut self.client, rows, false))
             .await
@@ -334,8 +286,9 @@ impl Writer {
         let outcome = match direct {
             Err((_, Some(error))) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 tracing::info!(
-                    "some of {} readings are in PostgreSQL already (read again after a restart): inserting only the new ones",
-                    rows.len()
+                    "some of {} rows are in {} already (read again after a restart): inserting only the new ones",
+                    rows.len(),
+                    R::TABLE
                 );
                 tokio::time::timeout(limit, copy(&mut self.client, rows, true))
                     .await
@@ -353,23 +306,29 @@ impl Writer {
 
 /// One transaction: `COPY` into the table, or (`staged`) into a temporary
 /// table and from there what is new. Fails with what it was doing.
-async fn copy(
+async fn copy<R: Row>(
     client: &mut Client,
-    rows: &[(SensorReading, Origin)],
+    rows: &[(R, Origin)],
     staged: bool,
 ) -> Result<u64, (&'static str, Option<tokio_postgres::Error>)> {
-    let names = column_names().join(", ");
-    let types: Vec<Type> = COLUMNS.iter().map(|(_, kind)| kind.clone()).collect();
+    let names = column_names::<R>().join(", ");
+    let types: Vec<Type> = R::COPY_COLUMNS
+        .iter()
+        .map(|(_, kind)| kind.clone())
+        .collect();
     let failed = |what: &'static str| move |e| (what, Some(e));
     let transaction = client.transaction().await.map_err(failed("begin"))?;
     let target = if staged {
         transaction
-            .batch_execute("CREATE TEMPORARY TABLE incoming (LIKE sensor_readings) ON COMMIT DROP")
+            .batch_execute(&format!(
+                "CREATE TEMPORARY TABLE incoming (LIKE {}) ON COMMIT DROP",
+                R::TABLE
+            ))
             .await
             .map_err(failed("create the staging table"))?;
         "incoming"
     } else {
-        "sensor_readings"
+        R::TABLE
     };
     let sink = transaction
         .copy_in(&format!(
@@ -378,34 +337,8 @@ async fn copy(
         .await
         .map_err(failed("copy"))?;
     let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-    for (reading, origin) in rows {
-        let seq = reading.sequence as i64;
-        let status = super::columns::status_name(reading);
-        let anomaly = reading.anomaly_kind.map(|kind| kind.as_str());
-        let values: [&(dyn ToSql + Sync); 19] = [
-            &reading.device_id,
-            &reading.run_id,
-            &seq,
-            &reading.timestamp,
-            &reading.device_type.as_str(),
-            &reading.value,
-            &reading.unit,
-            &reading.location.site,
-            &reading.location.zone,
-            &reading.location.latitude,
-            &reading.location.longitude,
-            &reading.battery_level,
-            &reading.signal_strength,
-            &reading.firmware_version,
-            &status,
-            &reading.is_anomaly,
-            &anomaly,
-            &origin.partition,
-            &origin.offset,
-        ];
-        writer
-            .as_mut()
-            .write(&values)
+    for (row, origin) in rows {
+        row.copy(*origin, writer.as_mut())
             .await
             .map_err(failed("copy"))?;
     }
@@ -413,7 +346,10 @@ async fn copy(
     let inserted = if staged {
         transaction
             .execute(
-                "INSERT INTO sensor_readings SELECT * FROM incoming ON CONFLICT DO NOTHING",
+                &format!(
+                    "INSERT INTO {} SELECT * FROM incoming ON CONFLICT DO NOTHING",
+                    R::TABLE
+                ),
                 &[],
             )
             .await
@@ -425,19 +361,19 @@ async fn copy(
     Ok(inserted)
 }
 
-/// The statement that makes `day`'s partition, unless it exists.
-pub fn partition_of(day: NaiveDate) -> String {
+/// The statement that makes `table`'s partition of `day`, unless it exists.
+pub fn partition_of(table: &str, day: NaiveDate) -> String {
     let next = day + TimeDelta::days(1);
     format!(
-        "CREATE TABLE IF NOT EXISTS sensor_readings_{} PARTITION OF sensor_readings \
+        "CREATE TABLE IF NOT EXISTS {table}_{} PARTITION OF {table} \
          FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')",
         day.format("%Y%m%d")
     )
 }
 
-/// The table's columns in `COPY` order.
-pub fn column_names() -> Vec<&'static str> {
-    COLUMNS.iter().map(|(name, _)| *name).collect()
+/// The columns of `R`'s table in `COPY` order.
+pub fn column_names<R: Row>() -> Vec<&'static str> {
+    R::COPY_COLUMNS.iter().map(|(name, _)| *name).collect()
 }
 
 /// The server's own message when there is one (wrong password, no such database), else the client's.

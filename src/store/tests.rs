@@ -10,8 +10,8 @@ use chrono::TimeDelta;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::RowAccessor;
 
-use super::columns::Origin;
 use super::layout;
+use super::row::Origin;
 use super::{ParquetStore, StoreError, StoreSettings, StoreStats};
 use crate::sensor::reading::tests::example;
 use crate::sensor::reading::{AnomalyKind, SensorReading};
@@ -27,7 +27,7 @@ fn settings(dir: &Path) -> StoreSettings {
     }
 }
 
-fn open(dir: &Path) -> ParquetStore {
+fn open(dir: &Path) -> ParquetStore<SensorReading> {
     ParquetStore::open(&settings(dir), TOPIC, Arc::new(StoreStats::default())).expect("opens")
 }
 
@@ -46,7 +46,7 @@ fn reading(sequence: u64, minutes: i64) -> SensorReading {
     reading
 }
 
-fn append(store: &mut ParquetStore, partition: i32, offsets: std::ops::Range<i64>) {
+fn append(store: &mut ParquetStore<SensorReading>, partition: i32, offsets: std::ops::Range<i64>) {
     for offset in offsets {
         let minutes = offset % 60; // half in hour 21, half in hour 22
         let origin = Origin { partition, offset };
@@ -223,7 +223,7 @@ fn a_partition_is_due_to_roll_by_its_count_of_readings() {
 fn a_second_store_on_the_same_folder_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let _first = open(dir.path());
-    let second = ParquetStore::open(&settings(dir.path()), TOPIC, Arc::default());
+    let second = ParquetStore::<SensorReading>::open(&settings(dir.path()), TOPIC, Arc::default());
     match second {
         Err(StoreError::Locked { path }) => assert!(path.starts_with(dir.path())),
         Err(other) => panic!("refused for another reason: {other}"),
@@ -240,7 +240,7 @@ fn a_folder_that_cannot_be_written_is_named_in_the_error() {
         data_dir: blocker.clone(),
         ..settings(dir.path())
     };
-    let error = ParquetStore::open(&settings, TOPIC, Arc::default())
+    let error = ParquetStore::<SensorReading>::open(&settings, TOPIC, Arc::default())
         .err()
         .expect("refused");
     assert!(

@@ -1,9 +1,11 @@
 //! The aggregation stage on a real cluster: the minute aggregates on their
 //! topic are exactly what a recomputation from the stored readings gives,
 //! each (device, minute) once, also after a member is killed mid-way and
-//! another resumes from the last commit.
+//! another resumes from the last commit; and the storage stage keeps them,
+//! each once, in Parquet and in PostgreSQL.
 
 use crate::common;
+use crate::common::postgres::TestPostgres;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,7 +29,7 @@ use metrocloud::pipeline::wiring;
 use metrocloud::sensor::aggregate::MinuteAggregate;
 use metrocloud::sensor::reading::SensorReading;
 use metrocloud::sensor::simulator::Fleet;
-use metrocloud::store::layout;
+use metrocloud::store::{StoreKind, layout};
 
 const GRACE_SEC: i64 = 10;
 
@@ -225,7 +227,7 @@ async fn aggregates_equal_a_recomputation_from_the_stored_readings_after_a_membe
         async move { run_aggregation(&config, &resumed, stop).await }
     });
     common::eventually(Duration::from_secs(90), "every reading stored", || async {
-        storage.store.stored.load(Ordering::Relaxed) == readings.len() as u64
+        storage.readings.store.stored.load(Ordering::Relaxed) == readings.len() as u64
     })
     .await;
     let expected = recomputed(data.path());
@@ -242,6 +244,14 @@ async fn aggregates_equal_a_recomputation_from_the_stored_readings_after_a_membe
     .await;
     // Long enough for any minute written twice to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    common::eventually(
+        Duration::from_secs(60),
+        "every aggregate stored",
+        || async {
+            storage.aggregates.store.stored.load(Ordering::Relaxed) >= expected.len() as u64
+        },
+    )
+    .await;
     stop.cancel();
     storing.await.unwrap().expect("storage stopped cleanly");
     aggregating
@@ -277,4 +287,98 @@ async fn aggregates_equal_a_recomputation_from_the_stored_readings_after_a_membe
         "the second member resumed from a commit, not from the start"
     );
     assert_eq!(resumed.late.load(Ordering::Relaxed), 0);
+
+    // The storage stage kept the aggregates topic too: each minute once, as written.
+    let stored = stored_aggregates(data.path());
+    assert_eq!(
+        stored.len(),
+        expected.len(),
+        "a minute stored twice or missing"
+    );
+    let stored: BTreeMap<_, _> = stored.into_iter().collect();
+    assert_eq!(stored, written);
+
+    // And in PostgreSQL, by two groups reading the topic: the second inserts nothing.
+    let server = TestPostgres::start();
+    for round in 0..2 {
+        let mut pg = config.clone();
+        pg.store.kind = StoreKind::Postgres;
+        pg.store.postgres_url = Some(server.url());
+        pg.store.group_id = format!("{}-postgres-{round}", config.store.group_id);
+        let stats = Arc::new(StorageStats::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (pg, stats, stop) = (pg.clone(), Arc::clone(&stats), stop.clone());
+            async move { run_storage(&pg, &stats, stop).await }
+        });
+        let aggregates = &stats.aggregates;
+        common::eventually(Duration::from_secs(60), "the aggregates read", || async {
+            let consumer = aggregates.consumer.lock().unwrap().clone();
+            aggregates.store.rolls.load(Ordering::Relaxed) > 0
+                && aggregates.store.held.load(Ordering::Relaxed) == 0
+                && consumer.owned_partitions.load(Ordering::Relaxed) == 6
+                && consumer.lag.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        stop.cancel();
+        task.await.unwrap().expect("storage stopped cleanly");
+        let inserted = aggregates.store.stored.load(Ordering::Relaxed);
+        let expected_now = if round == 0 { written.len() as u64 } else { 0 };
+        assert_eq!(inserted, expected_now, "round {round}");
+    }
+    let rows = server
+        .client()
+        .await
+        .query(
+            "SELECT device_id, minute, count, min, max, mean, last, anomalies FROM sensor_aggregates",
+            &[],
+        )
+        .await
+        .unwrap();
+    let in_table: BTreeMap<(String, i64), Summary> = rows
+        .iter()
+        .map(|row| {
+            let minute: chrono::DateTime<Utc> = row.get(1);
+            let count: i64 = row.get(2);
+            let anomalies: i64 = row.get(7);
+            (
+                (row.get(0), minute.timestamp_millis()),
+                (
+                    count as u64,
+                    row.get(3),
+                    row.get(4),
+                    row.get(5),
+                    row.get(6),
+                    anomalies as u64,
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), written.len());
+    assert_eq!(in_table, written);
+}
+
+/// The aggregates in the Parquet store, in file order.
+fn stored_aggregates(data_dir: &Path) -> Vec<((String, i64), Summary)> {
+    let mut found = Vec::new();
+    for file in layout::stored_files(&data_dir.join(layout::AGGREGATES)).expect("files listed") {
+        let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+        for row in reader.get_row_iter(None).unwrap() {
+            let row = row.unwrap();
+            let key = (
+                row.get_string(0).unwrap().clone(),
+                row.get_timestamp_millis(3).unwrap(),
+            );
+            let summary = (
+                row.get_long(4).unwrap() as u64,
+                row.get_double(5).unwrap(),
+                row.get_double(6).unwrap(),
+                row.get_double(7).unwrap(),
+                row.get_double(8).unwrap(),
+                row.get_long(9).unwrap() as u64,
+            );
+            found.push((key, summary));
+        }
+    }
+    found
 }

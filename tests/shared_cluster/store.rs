@@ -106,7 +106,7 @@ async fn every_reading_is_stored_once_and_pyarrow_reads_the_files_with_their_sch
     produce(&config, 3_000).await;
 
     let storage = start_storage(&config).await;
-    let stored = &storage.stats.store.stored;
+    let stored = &storage.stats.readings.store.stored;
     common::eventually(Duration::from_secs(60), "3,000 readings stored", || async {
         stored.load(Ordering::Relaxed) == 3_000
     })
@@ -120,7 +120,7 @@ async fn every_reading_is_stored_once_and_pyarrow_reads_the_files_with_their_sch
     tokio::time::sleep(Duration::from_secs(4)).await;
     again.stop.cancel();
     again.task.await.unwrap();
-    assert_eq!(again.stats.store.stored.load(Ordering::Relaxed), 0);
+    assert_eq!(again.stats.readings.store.stored.load(Ordering::Relaxed), 0);
     assert_each_once(&stored_origins(data.path()), 3_000);
 
     let script = r#"
@@ -172,7 +172,7 @@ async fn a_member_killed_mid_way_leaves_nothing_doubled_or_missing_after_the_nex
     produce(&config, 2_000).await;
 
     let first = start_storage(&config).await;
-    let stored = &first.stats.store.stored;
+    let stored = &first.stats.readings.store.stored;
     common::eventually(Duration::from_secs(60), "some readings stored", || async {
         stored.load(Ordering::Relaxed) >= 1_000
     })
@@ -231,7 +231,7 @@ async fn storing_stops_without_committing_while_its_folder_cannot_be_written_and
         async move { run_storage(&config, &stats, stop).await }
     });
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(stats.store.stored.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.readings.store.stored.load(Ordering::Relaxed), 0);
     assert!(stored_origins(data.path()).is_empty());
     assert!(
         !task.is_finished(),

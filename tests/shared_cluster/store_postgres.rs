@@ -92,7 +92,7 @@ async fn every_reading_is_inserted_once_and_reading_everything_again_inserts_not
 
     let first = store_until(&config, &server, 3_000).await;
     assert_eq!(counted(&server).await, (3_000, 3_000));
-    assert_eq!(first.store.stored.load(Ordering::Relaxed), 3_000);
+    assert_eq!(first.readings.store.stored.load(Ordering::Relaxed), 3_000);
 
     // A new group reads the topic from the start: every row is there already.
     let again = config_with_group(&config, &format!("{topic}-again"));
@@ -103,15 +103,15 @@ async fn every_reading_is_inserted_once_and_reading_everything_again_inserts_not
         async move { run_storage(&config, &stats, stop).await }
     });
     common::eventually(Duration::from_secs(60), "the topic read again", || async {
-        stats.store.rolls.load(Ordering::Relaxed) > 0
-            && stats.store.held.load(Ordering::Relaxed) == 0
+        stats.readings.store.rolls.load(Ordering::Relaxed) > 0
+            && stats.readings.store.held.load(Ordering::Relaxed) == 0
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
     task.await.unwrap().expect("storage ran");
     assert_eq!(
-        stats.store.stored.load(Ordering::Relaxed),
+        stats.readings.store.stored.load(Ordering::Relaxed),
         0,
         "nothing inserted twice"
     );

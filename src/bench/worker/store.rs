@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::WorkerError;
 use crate::config::Config;
-use crate::pipeline::store::{StorageStats, run_storage};
+use crate::pipeline::store::{StorageStats, StoredTopic, run_table};
+use crate::sensor::reading::SensorReading;
 use crate::store::layout;
 
 /// What a storing worker measured.
@@ -71,9 +72,12 @@ pub(super) async fn store(
     let started = Instant::now();
     let task = tokio::spawn({
         let (config, stats, stop) = (config.clone(), Arc::clone(&stats), stop.clone());
-        async move { run_storage(&config, &stats, stop).await }
+        async move {
+            let readings = StoredTopic::readings(&config);
+            run_table::<SensorReading>(&config, readings, &stats.readings, stop).await
+        }
     });
-    let store = &stats.store;
+    let store = &stats.readings.store;
     let limit = started + Duration::from_secs(900);
     let mut first = None;
     loop {

@@ -1,4 +1,5 @@
-//! The Parquet schema of a stored reading, and readings gathered column by column.
+//! A stored reading: its Parquet schema, readings gathered column by column,
+//! and its PostgreSQL table.
 //!
 //! Parquet keeps each column together, so readings are taken apart into one
 //! vector per column as they arrive and written a row group at a time. Every
@@ -9,6 +10,7 @@
 //! Hive-style folders the file lives in ([`super::layout`]).
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
 use parquet::data_type::{
@@ -17,7 +19,11 @@ use parquet::data_type::{
 use parquet::file::writer::SerializedRowGroupWriter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::Type;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type as SqlType};
 
+use super::layout;
+use super::row::{Origin, Row, RowColumns};
 use crate::sensor::reading::SensorReading;
 
 /// The schema, in Parquet's message notation; the README shows it too.
@@ -53,18 +59,9 @@ pub fn schema() -> Arc<Type> {
     Arc::clone(&PARSED)
 }
 
-/// Where a reading was read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin {
-    /// Kafka partition.
-    pub partition: i32,
-    /// Offset in the partition.
-    pub offset: i64,
-}
-
 /// Readings taken apart into columns, waiting to be written as a row group.
 #[derive(Debug, Default)]
-pub struct Columns {
+pub struct ReadingColumns {
     device_id: Vec<ByteArray>,
     device_type: Vec<ByteArray>,
     run_id: Vec<ByteArray>,
@@ -92,6 +89,54 @@ pub struct Columns {
     shared: HashMap<String, ByteArray>,
 }
 
+/// The table, partitioned by range of event time.
+pub const CREATE_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS sensor_readings (
+    device_id        text             NOT NULL,
+    run_id           text             NOT NULL,
+    seq              bigint           NOT NULL,
+    event_time       timestamptz      NOT NULL,
+    device_type      text             NOT NULL,
+    value            double precision NOT NULL,
+    unit             text             NOT NULL,
+    site             text             NOT NULL,
+    zone             text             NOT NULL,
+    latitude         double precision NOT NULL,
+    longitude        double precision NOT NULL,
+    battery_level    double precision NOT NULL,
+    signal_strength  integer          NOT NULL,
+    firmware_version text             NOT NULL,
+    status           text             NOT NULL,
+    is_anomaly       boolean          NOT NULL,
+    anomaly_kind     text,
+    kafka_partition  integer          NOT NULL,
+    kafka_offset     bigint           NOT NULL,
+    PRIMARY KEY (device_id, run_id, seq, event_time)
+) PARTITION BY RANGE (event_time)";
+
+/// The columns in `COPY` order, with their types.
+const COPY_COLUMNS: [(&str, SqlType); 19] = [
+    ("device_id", SqlType::TEXT),
+    ("run_id", SqlType::TEXT),
+    ("seq", SqlType::INT8),
+    ("event_time", SqlType::TIMESTAMPTZ),
+    ("device_type", SqlType::TEXT),
+    ("value", SqlType::FLOAT8),
+    ("unit", SqlType::TEXT),
+    ("site", SqlType::TEXT),
+    ("zone", SqlType::TEXT),
+    ("latitude", SqlType::FLOAT8),
+    ("longitude", SqlType::FLOAT8),
+    ("battery_level", SqlType::FLOAT8),
+    ("signal_strength", SqlType::INT4),
+    ("firmware_version", SqlType::TEXT),
+    ("status", SqlType::TEXT),
+    ("is_anomaly", SqlType::BOOL),
+    ("anomaly_kind", SqlType::TEXT),
+    ("kafka_partition", SqlType::INT4),
+    ("kafka_offset", SqlType::INT8),
+];
+
 /// Distinct values shared at most; beyond, values are copied.
 const SHARED_VALUES: usize = 4_096;
 
@@ -109,17 +154,7 @@ pub fn status_name(reading: &SensorReading) -> &'static str {
     }
 }
 
-impl Columns {
-    /// Readings gathered.
-    pub fn len(&self) -> usize {
-        self.seq.len()
-    }
-
-    /// Whether none are.
-    pub fn is_empty(&self) -> bool {
-        self.seq.is_empty()
-    }
-
+impl ReadingColumns {
     /// `value` as a column value, shared with earlier readings when it repeats.
     fn shared(&mut self, value: &str) -> ByteArray {
         if let Some(known) = self.shared.get(value) {
@@ -131,9 +166,18 @@ impl Columns {
         }
         made
     }
+}
 
-    /// Adds one reading.
-    pub fn push(&mut self, reading: &SensorReading, origin: Origin) {
+impl RowColumns<SensorReading> for ReadingColumns {
+    fn schema() -> Arc<Type> {
+        schema()
+    }
+
+    fn len(&self) -> usize {
+        self.seq.len()
+    }
+
+    fn push(&mut self, reading: &SensorReading, origin: Origin) {
         self.device_id.push(text(&reading.device_id));
         let value = self.shared(reading.device_type.as_str());
         self.device_type.push(value);
@@ -170,9 +214,8 @@ impl Columns {
         self.kafka_offset.push(origin.offset);
     }
 
-    /// Writes the gathered readings as the row group `group`'s columns, in
-    /// [`SCHEMA`]'s order, and empties the columns.
-    pub fn write<W: std::io::Write + Send>(
+    /// Writes the columns in [`SCHEMA`]'s order.
+    fn write<W: std::io::Write + Send>(
         &mut self,
         group: &mut SerializedRowGroupWriter<'_, W>,
     ) -> parquet::errors::Result<()> {
@@ -209,15 +252,16 @@ impl Columns {
             next += 1;
         }
         let shared = std::mem::take(&mut self.shared);
-        *self = Columns {
+        *self = ReadingColumns {
             shared,
-            ..Columns::default()
+            ..ReadingColumns::default()
         };
         Ok(())
     }
 }
 
-fn write<T, V>(
+/// Writes `values` (with definition levels `defined` where the column is optional) into `column`.
+pub(super) fn write<T, V>(
     column: &mut parquet::file::writer::SerializedColumnWriter<'_>,
     values: &[V],
     defined: Option<&[i16]>,
@@ -227,4 +271,52 @@ where
 {
     column.typed::<T>().write_batch(values, defined, None)?;
     Ok(())
+}
+
+impl Row for SensorReading {
+    const FOLDER: &'static str = layout::READINGS;
+    const TABLE: &'static str = "sensor_readings";
+    const CREATE_TABLE: &'static str = CREATE_TABLE;
+    const COPY_COLUMNS: &'static [(&'static str, SqlType)] = &COPY_COLUMNS;
+    type Columns = ReadingColumns;
+
+    fn from_record(key: Option<&[u8]>, value: Option<&[u8]>) -> Option<Self> {
+        crate::sensor::validate::validate(key, value).ok()
+    }
+
+    fn event_time(&self) -> chrono::DateTime<chrono::Utc> {
+        self.timestamp
+    }
+
+    async fn copy(
+        &self,
+        origin: Origin,
+        writer: Pin<&mut BinaryCopyInWriter>,
+    ) -> Result<(), tokio_postgres::Error> {
+        let seq = self.sequence as i64;
+        let status = status_name(self);
+        let anomaly = self.anomaly_kind.map(|kind| kind.as_str());
+        let values: [&(dyn ToSql + Sync); 19] = [
+            &self.device_id,
+            &self.run_id,
+            &seq,
+            &self.timestamp,
+            &self.device_type.as_str(),
+            &self.value,
+            &self.unit,
+            &self.location.site,
+            &self.location.zone,
+            &self.location.latitude,
+            &self.location.longitude,
+            &self.battery_level,
+            &self.signal_strength,
+            &self.firmware_version,
+            &status,
+            &self.is_anomaly,
+            &anomaly,
+            &origin.partition,
+            &origin.offset,
+        ];
+        writer.write(&values).await
+    }
 }
