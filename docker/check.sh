@@ -51,7 +51,7 @@ export METROCLOUD_CONSOLE_TOKEN=${METROCLOUD_CONSOLE_TOKEN:-check-$$}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 image=metrocloud:$version
 compose() { "${compose_cmd[@]}" -f docker/compose.yaml --profile console --profile scale "$@"; }
-services=(kafka1 kafka2 kafka3 kafka4 topic-setup kafka-producer kafka-consumer metrocloud-store metrocloud-console)
+services=(kafka1 kafka2 kafka3 kafka4 topic-setup kafka-producer kafka-consumer metrocloud-aggregate metrocloud-store metrocloud-console)
 
 step "images"
 build_args=("${amd64_args[@]}")
@@ -111,7 +111,7 @@ compose up -d --no-build "${services[@]}"
 step "healthy"
 health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1" 2>/dev/null; }
 deadline=$(( $(date +%s) + 240 ))
-for service in kafka1 kafka2 kafka3 kafka4 kafka-producer kafka-consumer metrocloud-store metrocloud-console; do
+for service in kafka1 kafka2 kafka3 kafka4 kafka-producer kafka-consumer metrocloud-aggregate metrocloud-store metrocloud-console; do
   until [ "$(health "$service")" = healthy ]; do
     [ "$(date +%s)" -lt "$deadline" ] || fail "$service is $(health "$service"), not healthy, after 4 minutes"
     sleep 3
@@ -120,6 +120,9 @@ for service in kafka1 kafka2 kafka3 kafka4 kafka-producer kafka-consumer metrocl
 done
 [ "$(docker inspect -f '{{.State.ExitCode}}' topic-setup)" = 0 ] || fail "topic-setup did not exit 0"
 echo "topic-setup: exited 0"
+docker logs metrocloud-aggregate 2>&1 | grep -q 'aggregating readings of iot-sensor-data' \
+  || fail "metrocloud-aggregate did not start aggregating"
+echo "metrocloud-aggregate: aggregating"
 
 kafka_tool() { docker exec kafka1 "/opt/kafka/bin/$1.sh" --bootstrap-server kafka1:9092 "${@:2}"; }
 # The sum of the topic's end offsets, once every partition has a leader that

@@ -12,7 +12,12 @@ use metrocloud::config::Config;
 use yaml_rust2::{Yaml, YamlLoader};
 
 const BROKERS: [&str; 3] = ["kafka1", "kafka2", "kafka3"];
-const OUR_SERVICES: [&str; 3] = ["topic-setup", "kafka-producer", "kafka-consumer"];
+const OUR_SERVICES: [&str; 4] = [
+    "topic-setup",
+    "kafka-producer",
+    "kafka-consumer",
+    "metrocloud-aggregate",
+];
 
 fn repo_file(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
