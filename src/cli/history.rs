@@ -1,4 +1,4 @@
-//! `metrocloud history DEVICE`: a device's readings from the store.
+//! `metrocloud history DEVICE`: a device's readings, or its minute aggregates, from the store.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Args;
@@ -6,6 +6,7 @@ use clap::Args;
 use super::CliError;
 use crate::config::Config;
 use crate::store::history::device_history;
+use crate::store::minutes::device_minutes;
 
 /// What `metrocloud history` is asked for.
 #[derive(Debug, Args)]
@@ -19,6 +20,9 @@ pub(crate) struct HistoryArgs {
     /// End of the window (excluded), in the same forms; "now" by default.
     #[arg(long, default_value = "0s")]
     to: String,
+    /// The device's minute aggregates instead of its readings.
+    #[arg(long)]
+    aggregates: bool,
 }
 
 /// A time as given: RFC 3339, or a number of seconds, minutes, hours or days before `now`.
@@ -54,6 +58,9 @@ pub(crate) fn run(args: HistoryArgs, config: &Config) -> Result<(), CliError> {
         )));
     }
     let data_dir = &config.store.data_dir;
+    if args.aggregates {
+        return print_minutes(&args.device, data_dir, from, to);
+    }
     let readings = device_history(data_dir, &args.device, from, to)
         .map_err(|e| CliError::Failed(e.to_string()))?;
     let (from, to) = (
@@ -80,6 +87,37 @@ pub(crate) fn run(args: HistoryArgs, config: &Config) -> Result<(), CliError> {
             reading.value,
             reading.unit,
             reading.status
+        );
+    }
+    Ok(())
+}
+
+fn print_minutes(
+    device: &str,
+    data_dir: &std::path::Path,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(), CliError> {
+    let minutes =
+        device_minutes(data_dir, device, from, to).map_err(|e| CliError::Failed(e.to_string()))?;
+    println!(
+        "{device}: {} stored minute aggregates from {} to {} (in {}; a minute appears once written and rolled)",
+        minutes.len(),
+        from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        data_dir.join(crate::store::layout::AGGREGATES).display()
+    );
+    for m in minutes {
+        println!(
+            "{}  count {:>4}  min {:>9.2}  max {:>9.2}  mean {:>9.2}  last {:>9.2} {:<6} anomalies {}",
+            m.minute.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            m.count,
+            m.min,
+            m.max,
+            m.mean,
+            m.last,
+            m.unit,
+            m.anomalies
         );
     }
     Ok(())

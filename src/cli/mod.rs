@@ -66,8 +66,9 @@ enum Command {
     /// anomalies) on KAFKA_AGGREGATES_TOPIC, each minute exactly once, in a
     /// consumer group of its own (METROCLOUD_AGGREGATE_GROUP_ID).
     Aggregate,
-    /// A device's stored readings, oldest first (from the Parquet files under
-    /// METROCLOUD_DATA_DIR; the last 24 hours unless --from/--to say otherwise).
+    /// A device's stored readings or minute aggregates, oldest first (from the
+    /// Parquet files under METROCLOUD_DATA_DIR; the last 24 hours unless
+    /// --from/--to say otherwise).
     History(history::HistoryArgs),
     /// Print the effective configuration (from the environment and defaults).
     Config {

@@ -159,12 +159,12 @@ fn read_file(
     Ok(())
 }
 
-fn text(value: &ByteArray) -> String {
+pub(super) fn text(value: &ByteArray) -> String {
     String::from_utf8_lossy(value.data()).into_owned()
 }
 
 /// Every value of column `index` of a row group of `rows` rows, with its definition levels.
-fn column<T: DataType>(
+pub(super) fn column<T: DataType>(
     group: &dyn RowGroupReader,
     index: usize,
     rows: usize,

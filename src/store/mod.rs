@@ -25,6 +25,7 @@
 pub mod aggregates;
 pub mod history;
 pub mod layout;
+pub mod minutes;
 pub mod parquet;
 pub mod postgres;
 pub mod readings;

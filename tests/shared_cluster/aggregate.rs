@@ -298,6 +298,35 @@ async fn aggregates_equal_a_recomputation_from_the_stored_readings_after_a_membe
     let stored: BTreeMap<_, _> = stored.into_iter().collect();
     assert_eq!(stored, written);
 
+    // `metrocloud history --aggregates` shows a device's stored minutes, oldest first.
+    let device = &expected.keys().next().unwrap().0;
+    let minutes: Vec<i64> = expected
+        .keys()
+        .filter(|(d, _)| d == device)
+        .map(|(_, m)| *m)
+        .collect();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_metrocloud"))
+        .args(["history", device, "--aggregates", "--from", "1h"])
+        .env("METROCLOUD_DATA_DIR", data.path())
+        .output()
+        .expect("metrocloud history runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "{device}: {} stored minute aggregates",
+            minutes.len()
+        )),
+        "{text}"
+    );
+    let first = chrono::DateTime::from_timestamp_millis(minutes[0]).unwrap();
+    let shown: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(shown.len(), minutes.len(), "{text}");
+    assert!(
+        shown[0].starts_with(&first.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "{text}"
+    );
+
     // And in PostgreSQL, by two groups reading the topic: the second inserts nothing.
     let server = TestPostgres::start();
     for round in 0..2 {
