@@ -13,6 +13,7 @@
 //! - [`follow`] and [`fleet`]: the sensor, alert and dead-letter topics, read
 //!   outside any consumer group, into per-device state.
 //! - [`messages`]: browsing records.
+//! - [`history`]: the store's minute aggregates as charts, the fleet's and a device's.
 //! - [`metrics`]: `/metrics` for Prometheus.
 //! - `server`: routes, the token check and the bounds on requests and streams.
 //!
@@ -22,11 +23,13 @@ mod auth;
 pub mod cluster;
 pub mod fleet;
 pub mod follow;
+pub mod history;
 pub mod messages;
 pub mod metrics;
 mod pages;
 mod recent;
 mod server;
+mod svg;
 mod views;
 
 use std::net::SocketAddr;
@@ -112,6 +115,7 @@ pub struct ConsoleState {
     sensor_topic: String,
     alerts_topic: String,
     dlq_topic: String,
+    data_dir: std::path::PathBuf,
     data_interval: Duration,
     cluster: cluster::ClusterView,
     reader: tokio::sync::OnceCell<messages::RecordReader>,
@@ -141,6 +145,7 @@ impl ConsoleState {
             sensor_topic: config.topic.clone(),
             alerts_topic: config.alerts_topic.clone(),
             dlq_topic: config.dlq_topic.clone(),
+            data_dir: config.store.data_dir.clone(),
             data_interval: config.data_interval,
             cluster: cluster::ClusterView::new(AdminClient::new(
                 config.bootstrap_strings(),

@@ -18,7 +18,7 @@ pub const CSS: &str = include_str!("assets/console.css");
 /// The script: refresh and live tail, compiled in.
 pub const SCRIPT: &str = include_str!("assets/console.js");
 
-const NAV: [(&str, &str); 8] = [
+const NAV: [(&str, &str); 9] = [
     ("/", "Overview"),
     ("/brokers", "Brokers"),
     ("/topics", "Topics"),
@@ -27,6 +27,7 @@ const NAV: [(&str, &str); 8] = [
     ("/fleet", "Fleet"),
     ("/alerts", "Alerts"),
     ("/dead-letters", "Dead letters"),
+    ("/history", "History"),
 ];
 
 /// A group partition further behind than this is highlighted.
@@ -35,7 +36,7 @@ const BEHIND_WARN_MS: i64 = 30_000;
 /// Seconds between refreshes of pages that refresh.
 const REFRESH_SECONDS: u32 = 5;
 
-fn page(title: &str, current: &str, refresh: bool, body: Markup) -> Markup {
+pub(super) fn page(title: &str, current: &str, refresh: bool, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {

@@ -23,9 +23,9 @@ use super::auth::guard;
 use super::follow::{self, Start};
 use super::messages::{BrowseQuery, MessageView};
 use super::views::*;
-use super::{ConsoleState, MAX_STREAMS, metrics, pages};
+use super::{ConsoleState, MAX_STREAMS, history, metrics, pages};
 
-type Shared = Arc<ConsoleState>;
+pub(super) type Shared = Arc<ConsoleState>;
 
 /// Records sent at most per fetched batch on a live tail (the newest ones).
 const TAIL_PER_BATCH: usize = 20;
@@ -41,6 +41,7 @@ pub fn router(state: Shared) -> Router {
         .route("/fleet", get(fleet_page))
         .route("/alerts", get(alerts_page))
         .route("/dead-letters", get(dead_letters_page))
+        .route("/history", get(history::history_page))
         .route("/assets/console.css", get(css))
         .route("/assets/console.js", get(script))
         .route("/api/v1/overview", get(overview_api))
@@ -55,6 +56,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/fleet/{device}", get(device_api))
         .route("/api/v1/alerts", get(alerts_api))
         .route("/api/v1/dead-letters", get(dead_letters_api))
+        .route("/api/v1/history", get(history::history_api))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
