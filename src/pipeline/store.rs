@@ -124,7 +124,16 @@ impl<R: Row> RecordProcessor for StoreProcessor<R> {
         }
     }
 
+    async fn tick(&mut self) {
+        if self.failure.is_none() {
+            self.store.compact().await;
+        }
+    }
+
     async fn flush(&mut self) -> Result<(), String> {
+        if self.stopping {
+            self.store.finish_compaction().await;
+        }
         if self.failure.is_none()
             && let Err(error) = self.store.make_durable(self.stopping).await
         {

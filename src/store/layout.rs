@@ -61,6 +61,41 @@ pub fn file_name(topic: &str, partition: i32, first_offset: i64) -> String {
     format!("{topic}+{partition}+{first_offset:019}.parquet")
 }
 
+/// The name of a file that compaction merged from `topic`'s `partition`,
+/// holding its records from offset `first` to `last`.
+pub fn compacted_name(topic: &str, partition: i32, first: i64, last: i64) -> String {
+    format!("{topic}+{partition}+{first:019}-{last:019}.parquet")
+}
+
+/// What a stored file's name says: its partition, its first offset, and for a
+/// compacted file its last. Kafka topic names hold no `+`, so the parts are plain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileName {
+    /// The Kafka partition.
+    pub partition: i32,
+    /// The first record's offset.
+    pub first: i64,
+    /// The last record's offset, in a compacted file's name.
+    pub last: Option<i64>,
+}
+
+impl FileName {
+    /// Reads `name` as a stored file of `topic`; `None` for anything else.
+    pub fn parse(name: &str, topic: &str) -> Option<FileName> {
+        let rest = name.strip_suffix(".parquet")?.strip_prefix(topic)?;
+        let (partition, offsets) = rest.strip_prefix('+')?.split_once('+')?;
+        let (first, last) = match offsets.split_once('-') {
+            Some((first, last)) => (first, Some(last.parse().ok()?)),
+            None => (offsets, None),
+        };
+        Some(FileName {
+            partition: partition.parse().ok()?,
+            first: first.parse().ok()?,
+            last,
+        })
+    }
+}
+
 /// The hidden name a file is written under before it is renamed to `name`.
 pub fn temporary_name(name: &str) -> String {
     format!(".{name}{TEMPORARY}")
@@ -155,6 +190,30 @@ mod tests {
             ".t+0+1.parquet.tmp",
             "hidden from readers while written"
         );
+    }
+
+    #[test]
+    fn a_name_says_its_partition_and_offsets_and_only_for_its_topic() {
+        let rolled = FileName::parse(&file_name("iot-sensor-data", 3, 12_345), "iot-sensor-data");
+        assert_eq!(
+            rolled,
+            Some(FileName {
+                partition: 3,
+                first: 12_345,
+                last: None
+            })
+        );
+        let merged = compacted_name("iot-sensor-data", 3, 12_345, 99_999);
+        assert_eq!(
+            merged,
+            "iot-sensor-data+3+0000000000000012345-0000000000000099999.parquet"
+        );
+        assert_eq!(
+            FileName::parse(&merged, "iot-sensor-data").unwrap().last,
+            Some(99_999)
+        );
+        assert_eq!(FileName::parse(&merged, "iot-sensor"), None);
+        assert_eq!(FileName::parse("notes.txt", "iot-sensor-data"), None);
     }
 
     #[test]

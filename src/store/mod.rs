@@ -23,6 +23,7 @@
 //! `METROCLOUD_STORE_ROLL_SEC`, and when the stage stops.
 
 pub mod aggregates;
+pub mod compact;
 pub mod history;
 pub mod layout;
 pub mod minutes;
@@ -195,6 +196,20 @@ impl<R: Row> RowStore<R> {
         match self {
             RowStore::Parquet(store) => store.roll(everything),
             RowStore::Postgres(store) => store.write().await,
+        }
+    }
+
+    /// Merges small files that are due; see [`ParquetStore::compact`].
+    pub async fn compact(&mut self) {
+        if let RowStore::Parquet(store) = self {
+            store.compact().await;
+        }
+    }
+
+    /// Waits for a compaction that runs.
+    pub async fn finish_compaction(&mut self) {
+        if let RowStore::Parquet(store) = self {
+            store.finish_compaction().await;
         }
     }
 

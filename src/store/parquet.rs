@@ -12,6 +12,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::{WriterProperties, WriterVersion};
 use parquet::file::writer::SerializedFileWriter;
 
+use super::compact::{self, Compacted};
 use super::layout::{self, Hour};
 use super::row::{Origin, Row, RowColumns};
 use super::{StoreError, StoreSettings};
@@ -19,7 +20,7 @@ use super::{StoreError, StoreSettings};
 /// Readings per row group: what an open file holds in memory at most, about
 /// 250 bytes a reading (`metrocloud store` over 2.1 million readings in six
 /// partitions peaked at 190 MB resident with 32,768).
-const ROW_GROUP_ROWS: usize = 16_384;
+pub(super) const ROW_GROUP_ROWS: usize = 16_384;
 
 /// Counters of the store, shared with status lines.
 #[derive(Debug, Default)]
@@ -34,7 +35,14 @@ pub struct StoreStats {
     pub bytes: AtomicU64,
     /// Rolls: partitions whose open files were closed together.
     pub rolls: AtomicU64,
+    /// Files merged into bigger ones by compaction, and removed.
+    pub compacted: AtomicU64,
+    /// Merged files compaction wrote.
+    pub merged: AtomicU64,
 }
+
+/// A compaction on a blocking thread: what it did in each hour folder.
+type CompactionJob = tokio::task::JoinHandle<Result<Vec<(Hour, Compacted)>, StoreError>>;
 
 /// One file being written.
 struct OpenFile<R: Row> {
@@ -78,6 +86,13 @@ pub struct ParquetStore<R: Row> {
     held: HashMap<i32, Held<R>>,
     /// Per partition, the offset after its last roll, until a commit reaches it.
     uncommitted: HashMap<i32, i64>,
+    /// Per partition, the offset committed last: files before it may be merged.
+    commits: HashMap<i32, i64>,
+    /// Hour folders rolled into and not compacted since.
+    touched: BTreeSet<Hour>,
+    /// The compaction running on a blocking thread, if any.
+    compacting: Option<CompactionJob>,
+    compacted_at: Instant,
     stats: Arc<StoreStats>,
     /// Held for the store's life: one writer per folder.
     _lock: File,
@@ -116,6 +131,14 @@ impl<R: Row> ParquetStore<R> {
                 leftover.display()
             );
         }
+        let folders: BTreeSet<PathBuf> = layout::stored_files(&root)
+            .map_err(io(&root))?
+            .iter()
+            .filter_map(|file| file.parent().map(Path::to_path_buf))
+            .collect();
+        for folder in folders {
+            compact::remove_covered(&folder, topic)?;
+        }
         let properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_writer_version(WriterVersion::PARQUET_1_0)
@@ -129,6 +152,10 @@ impl<R: Row> ParquetStore<R> {
             properties: Arc::new(properties),
             held: HashMap::new(),
             uncommitted: HashMap::new(),
+            commits: HashMap::new(),
+            touched: BTreeSet::new(),
+            compacting: None,
+            compacted_at: Instant::now(),
             stats,
             _lock: lock,
         })
@@ -208,6 +235,7 @@ impl<R: Row> ParquetStore<R> {
     }
 
     fn roll_partition(&mut self, held: Held<R>) -> Result<(), StoreError> {
+        self.touched.extend(held.files.keys().copied());
         let mut folders = BTreeSet::new();
         let mut files = held.files.into_values();
         while let Some(file) = files.next() {
@@ -239,6 +267,7 @@ impl<R: Row> ParquetStore<R> {
 
     /// `partition` is committed up to `offset`: a roll that ends there or before is safe.
     pub fn committed(&mut self, partition: i32, offset: i64) {
+        self.commits.insert(partition, offset);
         if self
             .uncommitted
             .get(&partition)
@@ -253,12 +282,87 @@ impl<R: Row> ParquetStore<R> {
     pub fn forget(&mut self, partitions: &[i32]) {
         for partition in partitions {
             self.uncommitted.remove(partition);
+            self.commits.remove(partition);
             if let Some(held) = self.held.remove(partition) {
                 self.stats.held.fetch_sub(held.rows, Ordering::Relaxed);
                 for file in held.files.into_values() {
                     let _ = fs::remove_file(&file.temporary);
                 }
             }
+        }
+    }
+}
+
+impl<R: Row> ParquetStore<R> {
+    /// Reports a compaction that finished, and starts one over the hour
+    /// folders that are due, at most once a roll interval. An hour is due once
+    /// it ended a roll interval ago; a folder whose files are not all
+    /// committed yet is looked at again later. A failed compaction leaves the
+    /// files as they are, which is still a whole and correct store.
+    pub async fn compact(&mut self) {
+        if self
+            .compacting
+            .as_ref()
+            .is_some_and(|job| job.is_finished())
+        {
+            self.finish_compaction().await;
+        }
+        if self.compacting.is_some() || self.compacted_at.elapsed() < self.roll_after {
+            return;
+        }
+        self.compacted_at = Instant::now();
+        let ended =
+            chrono::Utc::now() - chrono::TimeDelta::from_std(self.roll_after).unwrap_or_default();
+        let current = Hour::of(ended);
+        let due: Vec<Hour> = self.touched.range(..current).copied().collect();
+        if due.is_empty() || self.commits.is_empty() {
+            return;
+        }
+        for hour in &due {
+            self.touched.remove(hour);
+        }
+        let (root, topic) = (self.root.clone(), self.topic.clone());
+        let (commits, properties) = (self.commits.clone(), Arc::clone(&self.properties));
+        self.compacting = Some(tokio::task::spawn_blocking(move || {
+            due.into_iter()
+                .map(|hour| {
+                    let folder = root.join(hour.folder());
+                    compact::compact_folder(&folder, &topic, &commits, &properties)
+                        .map(|done| (hour, done))
+                })
+                .collect()
+        }));
+    }
+
+    /// Waits for the compaction running, if any, and reports it.
+    pub async fn finish_compaction(&mut self) {
+        let Some(job) = self.compacting.take() else {
+            return;
+        };
+        match job.await {
+            Ok(Ok(folders)) => {
+                for (hour, done) in folders {
+                    if done.pending > 0 {
+                        self.touched.insert(hour);
+                    }
+                    if done.merged > 0 {
+                        self.stats
+                            .compacted
+                            .fetch_add(done.merged, Ordering::Relaxed);
+                        self.stats.merged.fetch_add(done.written, Ordering::Relaxed);
+                        tracing::info!(
+                            "compacted {}: {} files merged into {}",
+                            self.root.join(hour.folder()).display(),
+                            done.merged,
+                            done.written
+                        );
+                    }
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::warn!("compaction stopped, the files stay as they are: {error}")
+            }
+            Err(error) => tracing::warn!("compaction stopped: {error}"),
         }
     }
 }
