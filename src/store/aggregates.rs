@@ -6,14 +6,12 @@
 //! UTC hour) or in `sensor_aggregates`, keyed by (device, minute): a minute
 //! is one row, whatever is read again.
 
-use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
 use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int32Type, Int64Type};
 use parquet::file::writer::SerializedRowGroupWriter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::Type;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type as SqlType};
 
 use super::layout;
@@ -162,11 +160,11 @@ impl Row for MinuteAggregate {
         self.minute
     }
 
-    async fn copy(
+    fn with_values<T>(
         &self,
         origin: Origin,
-        writer: Pin<&mut BinaryCopyInWriter>,
-    ) -> Result<(), tokio_postgres::Error> {
+        encode: impl FnOnce(&[&(dyn ToSql + Sync)]) -> T,
+    ) -> T {
         let (count, anomalies) = (self.count as i64, self.anomalies as i64);
         let values: [&(dyn ToSql + Sync); 12] = [
             &self.device_id,
@@ -182,6 +180,6 @@ impl Row for MinuteAggregate {
             &origin.partition,
             &origin.offset,
         ];
-        writer.write(&values).await
+        encode(&values)
     }
 }

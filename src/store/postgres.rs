@@ -1,18 +1,20 @@
 //! PostgreSQL, for teams that outgrow files: each kind of row in a table
 //! partitioned by day (`sensor_readings`, `sensor_aggregates`).
 //!
-//! Readings gather in memory and are written in batches (at every flush, and
-//! every 50,000 while the next batch gathers), each in one transaction: binary `COPY` into a temporary table (the fastest way into
-//! PostgreSQL), then `INSERT … ON CONFLICT DO NOTHING` into `sensor_readings`.
-//! The key is the reading itself (device, run, sequence, and the event time,
-//! which a partitioned table's key must hold), so a replay after a crash
-//! inserts nothing twice, and the consumer commits only after the transaction
-//! did. A device's sequence starts again at 0 in each simulator run, so the
-//! run is part of the key.
+//! Rows gather in memory and are written in batches (at every flush, and
+//! every 20,000 while the next batch gathers), each in one transaction:
+//! binary `COPY` straight into the table, the fastest way into PostgreSQL,
+//! encoded by the store in chunks of 256 KiB. If some rows are there already
+//! (read again after a crash), that transaction is rolled back and the batch
+//! goes through a temporary table and `INSERT … ON CONFLICT DO NOTHING`. The
+//! key is the row itself (for a reading: device, run, sequence, and the event
+//! time, which a partitioned table's key must hold; for an aggregate: device
+//! and minute), so a replay inserts nothing twice, and the consumer commits
+//! only after the transaction did.
 //!
-//! `sensor_readings` is partitioned by range of event time (declarative
+//! Each table is partitioned by range of event time (declarative
 //! partitioning), one partition a day (`sensor_readings_20261202`), made when
-//! the first reading of the day arrives: old days can be detached or dropped
+//! the first row of the day arrives: old days can be detached or dropped
 //! whole. Every call has a time limit.
 
 use std::collections::{BTreeSet, HashMap};
@@ -22,9 +24,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeDelta};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::SinkExt;
+use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
 use super::row::{Origin, Row};
@@ -282,9 +285,11 @@ impl<R: Row> Writer<R> {
         let limit = self.timeout + Duration::from_millis(rows.len() as u64 / 10);
         let direct = tokio::time::timeout(limit, copy(&mut self.client, rows, false))
             .await
-            .unwrap_or(Err(("write", None)));
+            .unwrap_or(Err(("write", CopyFailure::Timeout)));
         let outcome = match direct {
-            Err((_, Some(error))) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Err((_, CopyFailure::Server(error)))
+                if error.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+            {
                 tracing::info!(
                     "some of {} rows are in {} already (read again after a restart): inserting only the new ones",
                     rows.len(),
@@ -292,16 +297,61 @@ impl<R: Row> Writer<R> {
                 );
                 tokio::time::timeout(limit, copy(&mut self.client, rows, true))
                     .await
-                    .unwrap_or(Err(("write", None)))
+                    .unwrap_or(Err(("write", CopyFailure::Timeout)))
             }
             other => other,
         };
         outcome.map_err(|(what, error)| StoreError::Postgres {
             server: self.server.clone(),
             what: what.to_string(),
-            reason: error.map_or_else(|| format!("no answer within {limit:?}"), |e| reason(&e)),
+            reason: match error {
+                CopyFailure::Server(e) => reason(&e),
+                CopyFailure::Encode(e) => e,
+                CopyFailure::Timeout => format!("no answer within {limit:?}"),
+            },
         })
     }
+}
+
+/// Bytes of `COPY` data gathered before they are handed to the connection:
+/// large chunks cost the client far less than many small messages.
+const COPY_CHUNK: usize = 256 * 1024;
+
+/// The start of PostgreSQL's binary `COPY` format: its signature, no flags,
+/// no header extension.
+const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+
+/// Why a `COPY` transaction failed.
+#[derive(Debug)]
+enum CopyFailure {
+    /// The server refused, or the connection broke.
+    Server(tokio_postgres::Error),
+    /// A value could not be encoded as its column's type.
+    Encode(String),
+    /// No answer in time.
+    Timeout,
+}
+
+/// Appends one row of `values`, typed `types`, in the binary `COPY` format:
+/// the field count, then each field's length (-1 for NULL) and bytes, each
+/// value encoded by tokio-postgres's own `ToSql`.
+fn encode_row(
+    buf: &mut BytesMut,
+    types: &[Type],
+    values: &[&(dyn ToSql + Sync)],
+) -> Result<(), String> {
+    buf.put_i16(values.len() as i16);
+    for (value, kind) in values.iter().zip(types) {
+        let at = buf.len();
+        buf.put_i32(0);
+        let length = match value.to_sql_checked(kind, buf) {
+            Ok(IsNull::Yes) => -1,
+            Ok(IsNull::No) => (buf.len() - at - 4) as i32,
+            Err(e) => return Err(format!("a {kind} value: {e}")),
+        };
+        buf[at..at + 4].copy_from_slice(&length.to_be_bytes());
+    }
+    Ok(())
 }
 
 /// One transaction: `COPY` into the table, or (`staged`) into a temporary
@@ -310,13 +360,13 @@ async fn copy<R: Row>(
     client: &mut Client,
     rows: &[(R, Origin)],
     staged: bool,
-) -> Result<u64, (&'static str, Option<tokio_postgres::Error>)> {
+) -> Result<u64, (&'static str, CopyFailure)> {
     let names = column_names::<R>().join(", ");
     let types: Vec<Type> = R::COPY_COLUMNS
         .iter()
         .map(|(_, kind)| kind.clone())
         .collect();
-    let failed = |what: &'static str| move |e| (what, Some(e));
+    let failed = |what: &'static str| move |e| (what, CopyFailure::Server(e));
     let transaction = client.transaction().await.map_err(failed("begin"))?;
     let target = if staged {
         transaction
@@ -331,18 +381,30 @@ async fn copy<R: Row>(
         R::TABLE
     };
     let sink = transaction
-        .copy_in(&format!(
+        .copy_in::<_, Bytes>(&format!(
             "COPY {target} ({names}) FROM STDIN (FORMAT binary)"
         ))
         .await
         .map_err(failed("copy"))?;
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    let mut sink = pin!(sink);
+    let mut buf = BytesMut::with_capacity(COPY_CHUNK + 4096);
+    buf.put_slice(COPY_SIGNATURE);
+    buf.put_i32(0);
+    buf.put_i32(0);
     for (row, origin) in rows {
-        row.copy(*origin, writer.as_mut())
-            .await
-            .map_err(failed("copy"))?;
+        row.with_values(*origin, |values| encode_row(&mut buf, &types, values))
+            .map_err(|e| ("encode a row", CopyFailure::Encode(e)))?;
+        if buf.len() >= COPY_CHUNK {
+            let chunk = buf.split().freeze();
+            sink.as_mut().send(chunk).await.map_err(failed("copy"))?;
+        }
     }
-    let copied = writer.finish().await.map_err(failed("copy"))?;
+    buf.put_i16(-1);
+    sink.as_mut()
+        .send(buf.split().freeze())
+        .await
+        .map_err(failed("copy"))?;
+    let copied = sink.finish().await.map_err(failed("copy"))?;
     let inserted = if staged {
         transaction
             .execute(

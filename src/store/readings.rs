@@ -10,7 +10,6 @@
 //! Hive-style folders the file lives in ([`super::layout`]).
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
 use parquet::data_type::{
@@ -19,7 +18,6 @@ use parquet::data_type::{
 use parquet::file::writer::SerializedRowGroupWriter;
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::Type;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type as SqlType};
 
 use super::layout;
@@ -288,11 +286,11 @@ impl Row for SensorReading {
         self.timestamp
     }
 
-    async fn copy(
+    fn with_values<T>(
         &self,
         origin: Origin,
-        writer: Pin<&mut BinaryCopyInWriter>,
-    ) -> Result<(), tokio_postgres::Error> {
+        encode: impl FnOnce(&[&(dyn ToSql + Sync)]) -> T,
+    ) -> T {
         let seq = self.sequence as i64;
         let status = status_name(self);
         let anomaly = self.anomaly_kind.map(|kind| kind.as_str());
@@ -317,6 +315,6 @@ impl Row for SensorReading {
             &origin.partition,
             &origin.offset,
         ];
-        writer.write(&values).await
+        encode(&values)
     }
 }

@@ -8,14 +8,12 @@
 //! how it is written column by column. Everything else (file naming, rolls,
 //! commits, batches) is the same for every kind.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use parquet::file::writer::SerializedRowGroupWriter;
 use parquet::schema::types::Type as ParquetType;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type as SqlType;
+use tokio_postgres::types::{ToSql, Type as SqlType};
 
 /// Where a row was read from in Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +43,13 @@ pub trait Row: Send + Sync + Sized + 'static {
     /// The time that decides the row's hour folder and day partition.
     fn event_time(&self) -> DateTime<Utc>;
 
-    /// Writes the row, read from `origin`, as one row of a binary `COPY`.
-    fn copy(
+    /// Calls `encode` with the row's values, read from `origin`, in
+    /// [`Row::COPY_COLUMNS`] order.
+    fn with_values<T>(
         &self,
         origin: Origin,
-        writer: Pin<&mut BinaryCopyInWriter>,
-    ) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
+        encode: impl FnOnce(&[&(dyn ToSql + Sync)]) -> T,
+    ) -> T;
 }
 
 /// Rows gathered column by column, written a row group at a time.
