@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chrono::{NaiveDate, TimeDelta};
-use tokio_postgres::error::SqlState;
 use bytes::{BufMut, Bytes, BytesMut};
+use chrono::{NaiveDate, TimeDelta};
 use futures_util::SinkExt;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 

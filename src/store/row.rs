@@ -45,11 +45,8 @@ pub trait Row: Send + Sync + Sized + 'static {
 
     /// Calls `encode` with the row's values, read from `origin`, in
     /// [`Row::COPY_COLUMNS`] order.
-    fn with_values<T>(
-        &self,
-        origin: Origin,
-        encode: impl FnOnce(&[&(dyn ToSql + Sync)]) -> T,
-    ) -> T;
+    fn with_values<T>(&self, origin: Origin, encode: impl FnOnce(&[&(dyn ToSql + Sync)]) -> T)
+    -> T;
 }
 
 /// Rows gathered column by column, written a row group at a time.

@@ -13,17 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use chrono::{TimeDelta, Utc};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::RowAccessor;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use metrocloud::config::Config;
-use metrocloud::console::{self, ConsoleState, PipelineHandles};
 use metrocloud::kafka::Headers;
 use metrocloud::kafka::producer::{OutgoingRecord, Producer};
 use metrocloud::pipeline::aggregate::{AggregationStats, aggregation_consumer, run_aggregation};
@@ -110,7 +106,7 @@ async fn produce(config: &Config, readings: &[SensorReading]) {
 }
 
 /// What an aggregate says, without where it came from.
-type Summary = (u64, f64, f64, f64, f64, u64);
+pub(crate) type Summary = (u64, f64, f64, f64, f64, u64);
 
 /// A minute's readings (event time, value, anomalous) in Kafka order, and their partition.
 type MinuteReadings = (i32, Vec<(i64, f64, bool)>);
@@ -119,6 +115,14 @@ type MinuteReadings = (i32, Vec<(i64, f64, bool)>);
 /// (device, minute) in Kafka order, for the minutes their partition's latest
 /// event time is past by the grace.
 fn recomputed(data_dir: &Path) -> BTreeMap<(String, i64), Summary> {
+    recomputed_from(stored_rows(data_dir))
+}
+
+/// A reading as the recomputation needs it: partition, offset, device, event time, value, anomalous.
+type ReadingRow = (i32, i64, String, i64, f64, bool);
+
+/// Every reading in the Parquet store.
+fn stored_rows(data_dir: &Path) -> Vec<ReadingRow> {
     let mut rows = Vec::new();
     for file in layout::stored_files(&data_dir.join(layout::READINGS)).expect("files listed") {
         let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
@@ -134,6 +138,31 @@ fn recomputed(data_dir: &Path) -> BTreeMap<(String, i64), Summary> {
             ));
         }
     }
+    rows
+}
+
+/// Every reading on the sensor topic.
+async fn topic_rows(config: &Config) -> Vec<ReadingRow> {
+    common::read_all(&config.bootstrap_strings(), &config.topic, 6)
+        .await
+        .into_iter()
+        .map(|(partition, record)| {
+            let value = record.record.value.expect("a reading");
+            let reading: SensorReading = serde_json::from_slice(&value).expect("a reading's JSON");
+            (
+                partition,
+                record.offset,
+                reading.device_id,
+                reading.timestamp.timestamp_millis(),
+                reading.value,
+                reading.is_anomaly,
+            )
+        })
+        .collect()
+}
+
+/// Minute aggregates computed from `rows` as described above.
+fn recomputed_from(mut rows: Vec<ReadingRow>) -> BTreeMap<(String, i64), Summary> {
     rows.sort_by_key(|row| (row.0, row.1));
     let mut latest: BTreeMap<i32, i64> = BTreeMap::new();
     for row in &rows {
@@ -331,7 +360,7 @@ async fn aggregates_equal_a_recomputation_from_the_stored_readings_after_a_membe
         "{text}"
     );
 
-    console_charts_the_stored_minutes(&config, &expected).await;
+    crate::history_console::charts_the_stored_minutes(&config, &expected).await;
 
     // And in PostgreSQL, by two groups reading the topic: the second inserts nothing.
     let server = TestPostgres::start();
@@ -393,87 +422,6 @@ async fn aggregates_equal_a_recomputation_from_the_stored_readings_after_a_membe
     assert_eq!(in_table, written);
 }
 
-/// GET `path` through the console's router: the status and the body.
-async fn get(state: &Arc<ConsoleState>, path: &str) -> (StatusCode, String) {
-    let response = console::router(Arc::clone(state))
-        .oneshot(Request::get(path).body(Body::empty()).unwrap())
-        .await
-        .expect("router answers");
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
-        .await
-        .expect("body");
-    (status, String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// The console's history pages chart what is stored: a device's minutes and the fleet's totals.
-async fn console_charts_the_stored_minutes(
-    config: &Config,
-    expected: &BTreeMap<(String, i64), Summary>,
-) {
-    let state = ConsoleState::new(
-        config,
-        None,
-        PipelineHandles::default(),
-        CancellationToken::new(),
-    );
-    let device = &expected.keys().next().unwrap().0;
-    let theirs: Vec<&Summary> = expected
-        .iter()
-        .filter(|((d, _), _)| d == device)
-        .map(|(_, s)| s)
-        .collect();
-
-    let (status, body) = get(&state, &format!("/api/v1/history?device={device}")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let history: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let minutes = history["minutes"].as_array().unwrap();
-    assert_eq!(minutes.len(), theirs.len(), "{body}");
-    let counts: Vec<u64> = minutes
-        .iter()
-        .map(|m| m["count"].as_u64().unwrap())
-        .collect();
-    assert_eq!(counts, theirs.iter().map(|s| s.0).collect::<Vec<_>>());
-
-    let (status, page) = get(&state, &format!("/history?device={device}")).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(page.contains(&format!("<h2>{device}</h2>")), "{page}");
-    for title in [
-        "Last hour: min, mean and max per minute",
-        "Last day: mean per minute",
-    ] {
-        assert!(
-            page.contains(&format!("aria-label=\"{title}\"")),
-            "{title} missing"
-        );
-    }
-    assert!(
-        !page.contains("<script>"),
-        "the charts need no script of their own"
-    );
-
-    let (status, body) = get(&state, "/api/v1/history").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let fleet: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let charted: f64 = fleet["minutes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["readings_per_second"].as_f64().unwrap() * 60.0)
-        .sum();
-    let stored: u64 = expected.values().map(|s| s.0).sum();
-    assert_eq!(charted.round() as u64, stored);
-    let (_, page) = get(&state, "/history").await;
-    assert!(
-        page.contains("aria-label=\"Readings per second, per minute\""),
-        "{page}"
-    );
-    assert!(
-        page.contains("aria-label=\"Anomalies per minute\""),
-        "{page}"
-    );
-}
-
 /// The aggregates in the Parquet store, in file order.
 fn stored_aggregates(data_dir: &Path) -> Vec<((String, i64), Summary)> {
     let mut found = Vec::new();
@@ -497,4 +445,92 @@ fn stored_aggregates(data_dir: &Path) -> Vec<((String, i64), Summary)> {
         }
     }
     found
+}
+
+#[tokio::test]
+async fn a_member_joining_and_another_leaving_hand_over_minutes_without_losing_or_repeating_one() {
+    let cluster = common::shared();
+    let data = tempfile::tempdir().unwrap();
+    let config = config(cluster, data.path());
+    let never = CancellationToken::new();
+    wiring::ensure_pipeline_topics(&config, &never)
+        .await
+        .expect("topics");
+    let readings = readings(&config);
+    let (first, rest) = readings.split_at(readings.len() / 2);
+    produce(&config, first).await;
+
+    let start = |stats: &Arc<AggregationStats>| {
+        let (config, stats, stop) = (config.clone(), Arc::clone(stats), CancellationToken::new());
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { run_aggregation(&config, &stats, stop).await }
+        });
+        (stop, task)
+    };
+    let owned = |stats: &Arc<AggregationStats>| {
+        stats
+            .consumer
+            .lock()
+            .unwrap()
+            .owned_partitions
+            .load(Ordering::Relaxed)
+    };
+    let one = Arc::new(AggregationStats::default());
+    let (stop_one, first_member) = start(&one);
+    common::eventually(
+        Duration::from_secs(60),
+        "the first half aggregated",
+        || async { one.readings.load(Ordering::Relaxed) == first.len() as u64 },
+    )
+    .await;
+    // A second member joins: the partitions are shared out between the two.
+    let two = Arc::new(AggregationStats::default());
+    let (stop_two, second_member) = start(&two);
+    common::eventually(Duration::from_secs(60), "partitions shared", || async {
+        owned(&one) > 0 && owned(&two) > 0 && owned(&one) + owned(&two) == 6
+    })
+    .await;
+    produce(&config, rest).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The first leaves: the second takes its partitions over.
+    stop_one.cancel();
+    first_member
+        .await
+        .unwrap()
+        .expect("the first member stopped cleanly");
+    common::eventually(
+        Duration::from_secs(60),
+        "the second owns everything",
+        || async { owned(&two) == 6 },
+    )
+    .await;
+
+    let expected = recomputed_from(topic_rows(&config).await);
+    common::eventually(
+        Duration::from_secs(60),
+        "every closed minute written",
+        || async { written(&config).await.len() == expected.len() },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_two.cancel();
+    second_member
+        .await
+        .unwrap()
+        .expect("the second member stopped cleanly");
+    let written = written(&config).await;
+    let twice: Vec<_> = written
+        .iter()
+        .filter(|(_, found)| found.len() > 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "minutes written more than once: {twice:?}"
+    );
+    let written: BTreeMap<_, _> = written
+        .into_iter()
+        .map(|(key, found)| (key, found[0]))
+        .collect();
+    assert_eq!(written, expected);
 }

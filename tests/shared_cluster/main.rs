@@ -11,6 +11,7 @@ mod aggregate;
 mod cluster;
 mod console;
 mod consumer;
+mod history_console;
 mod pipeline;
 mod produce_fetch;
 mod producer;
