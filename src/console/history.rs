@@ -20,7 +20,7 @@ use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 
 use super::pages::page;
-use super::server::Shared;
+use super::ConsoleState;
 use super::svg::{Chart, Series, Style, chart};
 use crate::store::minutes::{StoredMinute, device_minutes, fleet_minutes};
 
@@ -149,7 +149,7 @@ async fn device_history(data_dir: PathBuf, device: String) -> Result<DeviceHisto
 
 /// The history page: the fleet's, or a device's with `?device=`.
 pub async fn history_page(
-    State(state): State<Shared>,
+    State(state): State<std::sync::Arc<ConsoleState>>,
     Query(query): Query<HistoryQuery>,
 ) -> Html<String> {
     let data_dir = state.data_dir.clone();
@@ -168,7 +168,7 @@ pub async fn history_page(
 
 /// The same as JSON.
 pub async fn history_api(
-    State(state): State<Shared>,
+    State(state): State<std::sync::Arc<ConsoleState>>,
     Query(query): Query<HistoryQuery>,
 ) -> Response {
     let data_dir = state.data_dir.clone();

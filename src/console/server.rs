@@ -25,7 +25,7 @@ use super::messages::{BrowseQuery, MessageView};
 use super::views::*;
 use super::{ConsoleState, MAX_STREAMS, history, metrics, pages};
 
-pub(super) type Shared = Arc<ConsoleState>;
+type Shared = Arc<ConsoleState>;
 
 /// Records sent at most per fetched batch on a live tail (the newest ones).
 const TAIL_PER_BATCH: usize = 20;

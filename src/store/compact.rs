@@ -35,7 +35,7 @@ use parquet::file::writer::SerializedFileWriter;
 use super::StoreError;
 use super::history::column;
 use super::layout::{self, FileName};
-use super::parquet::ROW_GROUP_ROWS;
+use super::row::ROW_GROUP_ROWS;
 
 /// What one compaction of a folder did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -14,13 +14,9 @@ use parquet::file::writer::SerializedFileWriter;
 
 use super::compact::{self, Compacted};
 use super::layout::{self, Hour};
-use super::row::{Origin, Row, RowColumns};
+use super::row::{Origin, ROW_GROUP_ROWS, Row, RowColumns};
 use super::{StoreError, StoreSettings};
 
-/// Readings per row group: what an open file holds in memory at most, about
-/// 250 bytes a reading (`metrocloud store` over 2.1 million readings in six
-/// partitions peaked at 190 MB resident with 32,768).
-pub(super) const ROW_GROUP_ROWS: usize = 16_384;
 
 /// Counters of the store, shared with status lines.
 #[derive(Debug, Default)]

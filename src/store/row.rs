@@ -15,6 +15,11 @@ use parquet::file::writer::SerializedRowGroupWriter;
 use parquet::schema::types::Type as ParquetType;
 use tokio_postgres::types::{ToSql, Type as SqlType};
 
+/// Rows per row group: what an open file holds in memory at most, about
+/// 250 bytes a reading (`metrocloud store` over 2.1 million readings in six
+/// partitions peaked at 190 MB resident with 32,768).
+pub const ROW_GROUP_ROWS: usize = 16_384;
+
 /// Where a row was read from in Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
