@@ -38,6 +38,9 @@ fail() {
   exit 1
 }
 
+command -v docker >/dev/null || fail "no docker command: install Docker (Debian: apt-get install docker.io)"
+docker info >/dev/null 2>&1 ||
+  fail "no Docker engine answers at ${DOCKER_HOST:-unix:///var/run/docker.sock}: start dockerd (or set DOCKER_HOST)"
 if docker compose version >/dev/null 2>&1; then
   compose_cmd=(docker compose)
 elif command -v docker-compose >/dev/null; then
