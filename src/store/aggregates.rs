@@ -148,6 +148,7 @@ impl Row for MinuteAggregate {
     const FOLDER: &'static str = layout::AGGREGATES;
     const TABLE: &'static str = "sensor_aggregates";
     const CREATE_TABLE: &'static str = CREATE_TABLE;
+    const TIME_COLUMN: &'static str = "minute";
     const COPY_COLUMNS: &'static [(&'static str, SqlType)] = &COPY_COLUMNS;
     type Columns = AggregateColumns;
 

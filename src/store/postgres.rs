@@ -67,6 +67,8 @@ struct Writer<R> {
     timeout: Duration,
     /// Days whose partition exists.
     days: BTreeSet<NaiveDate>,
+    /// The table is a TimescaleDB hypertable, which makes its chunks itself.
+    hypertable: bool,
     stats: Arc<StoreStats>,
     rows: std::marker::PhantomData<fn(R)>,
 }
@@ -118,20 +120,16 @@ impl<R: Row> PostgresStore<R> {
                 tracing::warn!("connection to PostgreSQL {watched} ended: {e}");
             }
         });
-        let writer = Writer {
+        let mut writer = Writer {
             client,
             server: server.clone(),
             timeout,
             days: BTreeSet::new(),
             stats: Arc::clone(&stats),
+            hypertable: false,
             rows: std::marker::PhantomData,
         };
-        writer
-            .within(
-                &format!("create {}", R::TABLE),
-                writer.client.batch_execute(R::CREATE_TABLE),
-            )
-            .await?;
+        writer.hypertable = create_table::<R>(&writer).await?;
         Ok(PostgresStore {
             writer: Some(writer),
             in_flight: None,
@@ -258,7 +256,13 @@ impl<R: Row> Writer<R> {
             .iter()
             .map(|(r, _)| r.event_time().date_naive())
             .collect();
-        for day in days.difference(&self.days.clone()) {
+        // A hypertable makes its chunks itself.
+        let missing = if self.hypertable {
+            BTreeSet::new()
+        } else {
+            &days - &self.days
+        };
+        for day in &missing {
             let statement = partition_of(R::TABLE, *day);
             self.within(
                 "create a day's partition",
@@ -421,6 +425,66 @@ async fn copy<R: Row>(
     };
     transaction.commit().await.map_err(failed("commit"))?;
     Ok(inserted)
+}
+
+/// Creates `R`'s table unless it exists; returns whether it is a TimescaleDB hypertable.
+///
+/// When the `timescaledb` extension is installed in the database and the
+/// table is new (or a plain table), it becomes a hypertable with a chunk a
+/// day; otherwise it is partitioned by day with PostgreSQL's declarative
+/// partitioning. A hypertable cannot be made from a partitioned table, so a
+/// table made before the extension was installed stays as it is.
+async fn create_table<R: Row>(writer: &Writer<R>) -> Result<bool, StoreError> {
+    let client = &writer.client;
+    let timescale = writer
+        .within(
+            "look for TimescaleDB",
+            client.query_opt(
+                "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'",
+                &[],
+            ),
+        )
+        .await?
+        .map(|row| row.get::<_, String>(0));
+    let kind = writer
+        .within(
+            &format!("look for {}", R::TABLE),
+            client.query_opt(
+                "SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)",
+                &[&R::TABLE],
+            ),
+        )
+        .await?
+        .map(|row| row.get::<_, String>(0));
+    let create = format!("create {}", R::TABLE);
+    match (timescale, kind.as_deref()) {
+        (Some(version), None | Some("r")) => {
+            let plain = R::CREATE_TABLE
+                .rsplit_once(" PARTITION BY")
+                .map_or(R::CREATE_TABLE, |(table, _)| table);
+            writer.within(&create, client.batch_execute(plain)).await?;
+            let statement = format!(
+                "SELECT create_hypertable('{}', '{}', chunk_time_interval => INTERVAL '1 day', \
+                 if_not_exists => TRUE, migrate_data => TRUE)",
+                R::TABLE,
+                R::TIME_COLUMN
+            );
+            writer
+                .within(&create, client.batch_execute(&statement))
+                .await?;
+            tracing::info!(
+                "TimescaleDB {version}: {} is a hypertable, a chunk a day",
+                R::TABLE
+            );
+            Ok(true)
+        }
+        _ => {
+            writer
+                .within(&create, client.batch_execute(R::CREATE_TABLE))
+                .await?;
+            Ok(false)
+        }
+    }
 }
 
 /// The statement that makes `table`'s partition of `day`, unless it exists.

@@ -275,6 +275,7 @@ impl Row for SensorReading {
     const FOLDER: &'static str = layout::READINGS;
     const TABLE: &'static str = "sensor_readings";
     const CREATE_TABLE: &'static str = CREATE_TABLE;
+    const TIME_COLUMN: &'static str = "event_time";
     const COPY_COLUMNS: &'static [(&'static str, SqlType)] = &COPY_COLUMNS;
     type Columns = ReadingColumns;
 

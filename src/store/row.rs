@@ -35,8 +35,10 @@ pub trait Row: Send + Sync + Sized + 'static {
     const FOLDER: &'static str;
     /// The PostgreSQL table.
     const TABLE: &'static str;
-    /// The statement creating the table, partitioned by range of the event time.
+    /// The statement creating the table, partitioned by range of [`Row::TIME_COLUMN`].
     const CREATE_TABLE: &'static str;
+    /// The event time's column.
+    const TIME_COLUMN: &'static str;
     /// The table's columns in `COPY` order, with their types.
     const COPY_COLUMNS: &'static [(&'static str, SqlType)];
     /// Rows taken apart into Parquet columns.
