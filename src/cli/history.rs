@@ -1,6 +1,8 @@
 //! `metrocloud history DEVICE`: a device's readings, or its minute aggregates, from the store.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use std::io::Write;
+
 use clap::Args;
 
 use super::CliError;
@@ -63,22 +65,26 @@ pub(crate) fn run(args: HistoryArgs, config: &Config) -> Result<(), CliError> {
     }
     let readings = device_history(data_dir, &args.device, from, to)
         .map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut out = std::io::stdout().lock();
     let (from, to) = (
         from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     );
-    println!(
+    writeln!(
+        out,
         "{}: {} stored readings from {from} to {to} (in {}; readings still in open files appear once rolled)",
         args.device,
         readings.len(),
         data_dir.join(crate::store::layout::READINGS).display()
-    );
+    )
+    .map_err(printing)?;
     for reading in readings {
         let anomaly = reading
             .anomaly_kind
             .map(|kind| format!("  anomaly {kind}"))
             .unwrap_or_default();
-        println!(
+        writeln!(
+            out,
             "{}  seq {:>6}  {:>9.2} {:<6} {}{anomaly}",
             reading
                 .event_time
@@ -87,9 +93,20 @@ pub(crate) fn run(args: HistoryArgs, config: &Config) -> Result<(), CliError> {
             reading.value,
             reading.unit,
             reading.status
-        );
+        )
+        .map_err(printing)?;
     }
     Ok(())
+}
+
+/// A failed write to standard output. A reader that stopped reading (`| head`)
+/// is no error: the command ends there with exit status 0, as `head` expects.
+fn printing(error: std::io::Error) -> CliError {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        CliError::Status(0)
+    } else {
+        CliError::Failed(format!("cannot print: {error}"))
+    }
 }
 
 fn print_minutes(
@@ -100,15 +117,19 @@ fn print_minutes(
 ) -> Result<(), CliError> {
     let minutes =
         device_minutes(data_dir, device, from, to).map_err(|e| CliError::Failed(e.to_string()))?;
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{device}: {} stored minute aggregates from {} to {} (in {}; a minute appears once written and rolled)",
         minutes.len(),
         from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         data_dir.join(crate::store::layout::AGGREGATES).display()
-    );
+    )
+    .map_err(printing)?;
     for m in minutes {
-        println!(
+        writeln!(
+            out,
             "{}  count {:>4}  min {:>9.2}  max {:>9.2}  mean {:>9.2}  last {:>9.2} {:<6} anomalies {}",
             m.minute.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             m.count,
@@ -118,7 +139,8 @@ fn print_minutes(
             m.last,
             m.unit,
             m.anomalies
-        );
+        )
+        .map_err(printing)?;
     }
     Ok(())
 }

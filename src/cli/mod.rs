@@ -118,7 +118,8 @@ pub(crate) enum CliError {
     /// The work failed: exit status 1.
     #[error("{0}")]
     Failed(String),
-    /// Pass a child's exit status on.
+    /// End with this exit status and no message: a child's status passed on,
+    /// or 0 when standard output's reader went away.
     #[error("exit status {0}")]
     Status(u8),
 }

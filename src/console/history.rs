@@ -19,8 +19,8 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 
-use super::pages::page;
 use super::ConsoleState;
+use super::pages::page;
 use super::svg::{Chart, Series, Style, chart};
 use crate::store::minutes::{StoredMinute, device_minutes, fleet_minutes};
 

@@ -67,9 +67,15 @@ fn short(value: f64) -> String {
     }
 }
 
-fn clock(ms: i64) -> String {
+/// The time of day, with the date when the window is longer than half a day.
+fn clock(ms: i64, span_ms: i64) -> String {
+    let format = if span_ms > 12 * 3_600_000 {
+        "%b %d %H:%M"
+    } else {
+        "%H:%M"
+    };
     chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%H:%M").to_string())
+        .map(|t| t.format(format).to_string())
         .unwrap_or_default()
 }
 
@@ -149,8 +155,8 @@ pub fn chart(chart: &Chart<'_>) -> Markup {
                 line.axis x1=(LEFT) y1=(HEIGHT - BOTTOM) x2=(WIDTH - RIGHT) y2=(HEIGHT - BOTTOM) {}
                 text x=(LEFT - 6.0) y=(TOP + 8.0) text-anchor="end" { (short(high)) " " (chart.unit) }
                 text x=(LEFT - 6.0) y=(HEIGHT - BOTTOM) text-anchor="end" { (short(low)) }
-                text x=(LEFT) y=(HEIGHT - 6.0) { (clock(chart.from_ms)) " UTC" }
-                text x=(WIDTH - RIGHT) y=(HEIGHT - 6.0) text-anchor="end" { (clock(chart.to_ms)) }
+                text x=(LEFT) y=(HEIGHT - 6.0) { (clock(chart.from_ms, chart.to_ms - chart.from_ms)) " UTC" }
+                text x=(WIDTH - RIGHT) y=(HEIGHT - 6.0) text-anchor="end" { (clock(chart.to_ms, chart.to_ms - chart.from_ms)) }
                 (PreEscaped(drawn))
             }
             figcaption {
@@ -210,6 +216,13 @@ mod tests {
         .into_string();
         assert_eq!(svg.matches("<rect").count(), 1, "{svg}");
         assert!(svg.contains(">0</text>"), "{svg}");
+    }
+
+    #[test]
+    fn a_day_long_axis_names_the_dates_and_an_hour_long_one_only_the_times() {
+        let day = 24 * 3_600_000;
+        assert_eq!(clock(day, day), "Jan 02 00:00");
+        assert_eq!(clock(3_600_000, 3_600_000), "01:00");
     }
 
     #[test]

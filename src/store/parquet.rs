@@ -17,7 +17,6 @@ use super::layout::{self, Hour};
 use super::row::{Origin, ROW_GROUP_ROWS, Row, RowColumns};
 use super::{StoreError, StoreSettings};
 
-
 /// Counters of the store, shared with status lines.
 #[derive(Debug, Default)]
 pub struct StoreStats {
