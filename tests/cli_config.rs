@@ -234,3 +234,67 @@ fn a_cluster_that_never_answers_is_waited_for_with_log_lines_then_given_up_with_
         );
     }
 }
+
+#[test]
+fn history_piped_into_a_reader_that_stops_early_ends_with_status_0() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use metrocloud::sensor::simulator::Fleet;
+    use metrocloud::store::row::Origin;
+    use metrocloud::store::{ParquetStore, StoreSettings, StoreStats};
+
+    // 6,000 stored readings of one device: far more output than a pipe holds.
+    let data = tempfile::tempdir().unwrap();
+    let config = metrocloud::config::Config::from_vars([("IOT_NUM_DEVICES", "1")]).unwrap();
+    let start = chrono::Utc::now() - chrono::TimeDelta::hours(2);
+    let mut fleet = Fleet::new(&config.simulator_settings(), start);
+    let settings = StoreSettings {
+        data_dir: data.path().to_path_buf(),
+        ..StoreSettings::default()
+    };
+    let mut store = ParquetStore::open(
+        &settings,
+        "iot-sensor-data",
+        Arc::new(StoreStats::default()),
+    )
+    .unwrap();
+    let mut device = String::new();
+    for offset in 0..6_000 {
+        let reading = fleet.next_due(Duration::from_secs(6_000)).unwrap();
+        device = reading.device_id.clone();
+        store
+            .append(
+                &reading,
+                Origin {
+                    partition: 0,
+                    offset,
+                },
+            )
+            .unwrap();
+    }
+    store.roll(true).unwrap();
+    drop(store);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_metrocloud"))
+        .args(["history", &device, "--from", "3h"])
+        .env("METROCLOUD_DATA_DIR", data.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.starts_with(&format!("{device}: 6000 stored readings")),
+        "{first}"
+    );
+    // The reader goes away, as `head -1` does.
+    let output = child.wait_with_output().unwrap();
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {errors}", output.status);
+    assert!(!errors.contains("panicked"), "{errors}");
+}

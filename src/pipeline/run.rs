@@ -448,15 +448,17 @@ where
         .await
         .map_err(PipelineError::Attach)?;
     let status = spawn_status(shutdown.clone(), Some(Arc::clone(&stats)), {
-        let counters = counters.clone();
+        let (counters, aggregation) = (counters.clone(), Arc::clone(&aggregation_stats));
         move |elapsed, previous| {
-            run_line(
+            let (line, sent) = run_line(
                 &counters.producer,
                 &counters.processing,
                 &counters.consumer,
                 elapsed,
                 previous,
-            )
+            );
+            let aggregates = aggregation.aggregates.load(Ordering::Relaxed);
+            (format!("{line} | minute aggregates {aggregates}"), sent)
         }
     });
     let ingest = run_ingest(fleet, producer, None, shutdown).await;

@@ -552,4 +552,15 @@ fn metrocloud_run_stopped_with_ctrl_c_reconciles_every_acknowledged_reading() {
     assert_eq!(count("failed"), 0, "{summary}");
     assert_eq!(count("processed"), acked, "{summary}");
     assert_eq!(count("lost"), 0, "{summary}");
+    // The aggregation stage ran beside it and says so, while running and at the end.
+    assert!(
+        seen.last().unwrap().contains("| minute aggregates "),
+        "{seen:#?}"
+    );
+    assert!(
+        rest.iter()
+            .any(|line| line.starts_with("aggregation summary:")
+                && line.ends_with(", 0 aggregates not delivered")),
+        "{rest:#?}"
+    );
 }
