@@ -65,26 +65,7 @@ pub struct DeviceHistory {
     /// The unit of its values.
     pub unit: String,
     /// Its stored minutes, oldest first.
-    pub minutes: Vec<MinutePoint>,
-}
-
-/// A device's minute.
-#[derive(Debug, Serialize)]
-pub struct MinutePoint {
-    /// The minute's start.
-    pub minute: String,
-    /// Readings.
-    pub count: u64,
-    /// Smallest value.
-    pub min: f64,
-    /// Largest value.
-    pub max: f64,
-    /// Mean value.
-    pub mean: f64,
-    /// The last value.
-    pub last: f64,
-    /// Readings flagged anomalous.
-    pub anomalies: u64,
+    pub minutes: Vec<StoredMinute>,
 }
 
 fn text(time: DateTime<Utc>) -> String {
@@ -129,21 +110,12 @@ async fn device_history(data_dir: PathBuf, device: String) -> Result<DeviceHisto
     let wanted = device.clone();
     let stored = blocking(move || device_minutes(&data_dir, &wanted, from, to)).await?;
     let unit = stored.first().map(|m| m.unit.clone()).unwrap_or_default();
-    let point = |m: StoredMinute| MinutePoint {
-        minute: text(m.minute),
-        count: m.count,
-        min: m.min,
-        max: m.max,
-        mean: m.mean,
-        last: m.last,
-        anomalies: m.anomalies,
-    };
     Ok(DeviceHistory {
         device,
         from: text(from),
         to: text(to),
         unit,
-        minutes: stored.into_iter().map(point).collect(),
+        minutes: stored,
     })
 }
 
@@ -235,20 +207,20 @@ fn fleet_body(history: &FleetHistory) -> Markup {
 fn device_body(history: &DeviceHistory) -> Markup {
     let (from_ms, to_ms) = (millis(&history.from), millis(&history.to));
     let hour_from = to_ms - 61 * 60_000;
-    let points = |since: i64, value: fn(&MinutePoint) -> f64| -> Vec<(i64, f64)> {
+    let points = |since: i64, value: fn(&StoredMinute) -> f64| -> Vec<(i64, f64)> {
         history
             .minutes
             .iter()
-            .map(|m| (millis(&m.minute), value(m)))
+            .map(|m| (m.minute.timestamp_millis(), value(m)))
             .filter(|(ms, _)| *ms >= since)
             .collect()
     };
     let unit = history.unit.as_str();
-    let last_hour: Vec<&MinutePoint> = history
+    let last_hour: Vec<&StoredMinute> = history
         .minutes
         .iter()
         .rev()
-        .take_while(|m| millis(&m.minute) >= hour_from)
+        .take_while(|m| m.minute.timestamp_millis() >= hour_from)
         .collect();
     html! {
         (device_form(Some(&history.device)))
@@ -286,7 +258,7 @@ fn device_body(history: &DeviceHistory) -> Markup {
                 thead { tr { th { "Minute (UTC)" } th.num { "Readings" } th.num { "Min" } th.num { "Mean" } th.num { "Max" } th.num { "Last" } th.num { "Anomalies" } } }
                 tbody {
                     @for m in last_hour {
-                        tr { td { (m.minute) } td.num { (m.count) } td.num { (format!("{:.2}", m.min)) } td.num { (format!("{:.2}", m.mean)) } td.num { (format!("{:.2}", m.max)) } td.num { (format!("{:.2} {unit}", m.last)) } td.num { (m.anomalies) } }
+                        tr { td { (text(m.minute)) } td.num { (m.count) } td.num { (format!("{:.2}", m.min)) } td.num { (format!("{:.2}", m.mean)) } td.num { (format!("{:.2}", m.max)) } td.num { (format!("{:.2} {unit}", m.last)) } td.num { (m.anomalies) } }
                     }
                 }
             }

@@ -56,6 +56,33 @@ pub async fn bounded<T>(
         .map_err(|_| KafkaError::Timeout)?
 }
 
+/// The records of `partition` from offset `from` up to `end` (excluded),
+/// each request within `timeout`. Stops early at a gap no fetch crosses.
+pub async fn records_between(
+    partition: &rskafka::client::partition::PartitionClient,
+    from: i64,
+    end: i64,
+    timeout: Duration,
+) -> Result<Vec<rskafka::record::RecordAndOffset>, KafkaError> {
+    let mut found = Vec::new();
+    let mut offset = from;
+    while offset < end {
+        let (records, _) = bounded(
+            timeout,
+            partition.fetch_records(offset, 1..4 * 1024 * 1024, 100),
+        )
+        .await?;
+        let Some(last) = records.last() else { break };
+        offset = last.offset + 1;
+        found.extend(
+            records
+                .into_iter()
+                .filter(|r| r.offset >= from && r.offset < end),
+        );
+    }
+    Ok(found)
+}
+
 /// A client and the means to replace it; see the module documentation.
 pub struct SharedClient {
     bootstrap: Vec<String>,

@@ -101,14 +101,17 @@ pub struct AggregateSource {
     pub watermark_ms: i64,
 }
 
-mod minute_text {
+/// A minute as RFC 3339 text to the second, for serde's `with`.
+pub mod minute_text {
     use chrono::{DateTime, SecondsFormat, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes the minute.
     pub fn serialize<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Secs, true))
     }
 
+    /// Reads the minute.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let text = String::deserialize(d)?;
         DateTime::parse_from_rfc3339(&text)

@@ -33,7 +33,7 @@ use parquet::file::statistics::Statistics;
 use parquet::file::writer::SerializedFileWriter;
 
 use super::StoreError;
-use super::history::column;
+use super::history::{column, open_reader};
 use super::layout::{self, FileName};
 use super::row::ROW_GROUP_ROWS;
 
@@ -57,27 +57,13 @@ struct Stored {
     path: PathBuf,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn parquet(path: &Path) -> impl FnOnce(parquet::errors::ParquetError) -> StoreError + '_ {
-    move |source| StoreError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// `topic`'s stored files directly in `folder`, by partition, in offset order.
 fn stored_by_partition(
     folder: &Path,
     topic: &str,
 ) -> Result<BTreeMap<i32, Vec<Stored>>, StoreError> {
     let mut found: BTreeMap<i32, Vec<Stored>> = BTreeMap::new();
-    for path in layout::stored_files(folder).map_err(io(folder))? {
+    for path in layout::stored_files(folder).map_err(StoreError::io(folder))? {
         if path.parent() != Some(folder) {
             continue;
         }
@@ -98,34 +84,42 @@ fn stored_by_partition(
 /// Removes `topic`'s files in `folder` whose records a merged file holds
 /// (what a stopped compaction leaves); returns how many.
 pub fn remove_covered(folder: &Path, topic: &str) -> Result<u64, StoreError> {
+    drop_covered(folder, &mut stored_by_partition(folder, topic)?)
+}
+
+/// Removes the files of `listed` (a folder's listing, by partition) whose
+/// records a merged file among them holds, from disk and from `listed`.
+fn drop_covered(folder: &Path, listed: &mut BTreeMap<i32, Vec<Stored>>) -> Result<u64, StoreError> {
     let mut removed = 0;
-    for files in stored_by_partition(folder, topic)?.values() {
-        let merged: Vec<(i64, i64, &Path)> = files
+    for files in listed.values_mut() {
+        let merged: Vec<(i64, i64, PathBuf)> = files
             .iter()
-            .filter_map(|f| {
-                f.name
-                    .last
-                    .map(|last| (f.name.first, last, f.path.as_path()))
-            })
+            .filter_map(|f| f.name.last.map(|last| (f.name.first, last, f.path.clone())))
             .collect();
-        for file in files {
-            let covered = merged.iter().any(|&(first, last, path)| {
-                path != file.path
-                    && (first..=last).contains(&file.name.first)
-                    && file.name.last.is_none_or(|own| own <= last)
-            });
-            if covered {
-                fs::remove_file(&file.path).map_err(io(&file.path))?;
+        let covered = |file: &Stored| {
+            merged.iter().any(|(first, last, path)| {
+                *path != file.path
+                    && (first..=last).contains(&&file.name.first)
+                    && file.name.last.is_none_or(|own| own <= *last)
+            })
+        };
+        let mut kept = Vec::with_capacity(files.len());
+        for file in files.drain(..) {
+            if covered(&file) {
+                fs::remove_file(&file.path).map_err(StoreError::io(&file.path))?;
                 tracing::info!(
                     "removed {}: a merged file holds its records",
                     file.path.display()
                 );
                 removed += 1;
+            } else {
+                kept.push(file);
             }
         }
+        *files = kept;
     }
     if removed > 0 {
-        layout::sync_folder(folder).map_err(io(folder))?;
+        layout::sync_folder(folder).map_err(StoreError::io(folder))?;
     }
     Ok(removed)
 }
@@ -136,8 +130,7 @@ fn last_offset(file: &Stored) -> Result<Option<i64>, StoreError> {
     if let Some(last) = file.name.last {
         return Ok(Some(last));
     }
-    let opened = File::open(&file.path).map_err(io(&file.path))?;
-    let reader = SerializedFileReader::new(opened).map_err(parquet(&file.path))?;
+    let reader = open_reader(&file.path)?;
     let metadata = reader.metadata();
     let mut last = None;
     for group in metadata.row_groups() {
@@ -162,11 +155,12 @@ pub fn compact_folder(
     committed: &HashMap<i32, i64>,
     properties: &Arc<WriterProperties>,
 ) -> Result<Compacted, StoreError> {
+    let mut listed = stored_by_partition(folder, topic)?;
     let mut done = Compacted {
-        covered: remove_covered(folder, topic)?,
+        covered: drop_covered(folder, &mut listed)?,
         ..Compacted::default()
     };
-    for (partition, files) in stored_by_partition(folder, topic)? {
+    for (partition, files) in listed {
         let Some(&commit) = committed.get(&partition) else {
             done.pending += files.len() as u64;
             continue;
@@ -206,22 +200,19 @@ fn merge(
     let temporary = folder.join(layout::temporary_name(&name));
     let readers = files
         .iter()
-        .map(|f| {
-            let opened = File::open(&f.path).map_err(io(&f.path))?;
-            SerializedFileReader::new(opened).map_err(parquet(&f.path))
-        })
+        .map(|f| open_reader(&f.path))
         .collect::<Result<Vec<_>, _>>()?;
     let written = write_merged(&temporary, &readers, properties);
     if let Err(error) = written {
         let _ = fs::remove_file(&temporary);
         return Err(error);
     }
-    fs::rename(&temporary, folder.join(&name)).map_err(io(&temporary))?;
-    layout::sync_folder(folder).map_err(io(folder))?;
+    fs::rename(&temporary, folder.join(&name)).map_err(StoreError::io(&temporary))?;
+    layout::sync_folder(folder).map_err(StoreError::io(folder))?;
     for file in files {
-        fs::remove_file(&file.path).map_err(io(&file.path))?;
+        fs::remove_file(&file.path).map_err(StoreError::io(&file.path))?;
     }
-    layout::sync_folder(folder).map_err(io(folder))
+    layout::sync_folder(folder).map_err(StoreError::io(folder))
 }
 
 fn write_merged(
@@ -229,20 +220,14 @@ fn write_merged(
     readers: &[SerializedFileReader<File>],
     properties: &Arc<WriterProperties>,
 ) -> Result<(), StoreError> {
-    let failed = parquet(path);
     let schema = readers[0]
         .metadata()
         .file_metadata()
         .schema_descr()
         .root_schema_ptr();
-    let file = File::create(path).map_err(io(path))?;
-    let mut writer =
-        SerializedFileWriter::new(file, schema, Arc::clone(properties)).map_err(|e| {
-            StoreError::Parquet {
-                path: path.to_path_buf(),
-                source: e,
-            }
-        })?;
+    let file = File::create(path).map_err(StoreError::io(path))?;
+    let mut writer = SerializedFileWriter::new(file, schema, Arc::clone(properties))
+        .map_err(StoreError::parquet(path))?;
     // Source row groups gathered until they fill one row group of the merged file.
     let mut batches: Vec<Vec<(usize, usize)>> = vec![Vec::new()];
     let mut rows_in_batch = 0;
@@ -269,8 +254,8 @@ fn write_merged(
         }
         writer.into_inner()
     })();
-    let file = result.map_err(failed)?;
-    file.sync_all().map_err(io(path))
+    let file = result.map_err(StoreError::parquet(path))?;
+    file.sync_all().map_err(StoreError::io(path))
 }
 
 /// Copies column `index` of the row groups `batch` into `target`, decoded and encoded again.

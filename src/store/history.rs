@@ -7,7 +7,7 @@
 //! open files (not yet rolled) are not seen.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -65,22 +65,35 @@ pub fn device_history(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<StoredReading>, StoreError> {
-    let root = data_dir.join(layout::READINGS);
     let mut found = Vec::new();
-    let mut hour = from;
-    // Every hour folder the window touches, the last one included.
-    while hour < to + TimeDelta::hours(1) {
-        let folder = root.join(Hour::of(hour).folder());
-        for file in layout::stored_files(&folder).map_err(|source| StoreError::Io {
-            path: folder.clone(),
-            source,
-        })? {
-            read_file(&file, device, from, to, &mut found)?;
-        }
-        hour += TimeDelta::hours(1);
+    for file in window_files(&data_dir.join(layout::READINGS), from, to)? {
+        read_file(&file, device, from, to, &mut found)?;
     }
     found.sort_by_key(|r| (r.event_time, r.seq));
     Ok(found)
+}
+
+/// The stored files under `root` in every hour folder the window `from..to`
+/// touches, the last one included.
+pub(super) fn window_files(
+    root: &Path,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<PathBuf>, StoreError> {
+    let mut files = Vec::new();
+    let mut hour = from;
+    while hour < to + TimeDelta::hours(1) {
+        let folder = root.join(Hour::of(hour).folder());
+        files.extend(layout::stored_files(&folder).map_err(StoreError::io(&folder))?);
+        hour += TimeDelta::hours(1);
+    }
+    Ok(files)
+}
+
+/// A reader of the Parquet file at `path`.
+pub(super) fn open_reader(path: &Path) -> Result<SerializedFileReader<File>, StoreError> {
+    let file = File::open(path).map_err(StoreError::io(path))?;
+    SerializedFileReader::new(file).map_err(StoreError::parquet(path))
 }
 
 fn read_file(
@@ -90,15 +103,8 @@ fn read_file(
     to: DateTime<Utc>,
     found: &mut Vec<StoredReading>,
 ) -> Result<(), StoreError> {
-    let parquet = |source| StoreError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(|source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let reader = SerializedFileReader::new(file).map_err(parquet)?;
+    let parquet = |source| StoreError::parquet(path)(source);
+    let reader = open_reader(path)?;
     for index in 0..reader.num_row_groups() {
         let metadata = reader.metadata().row_group(index);
         let may_hold = metadata.column(0).statistics().is_none_or(|s| {
@@ -200,20 +206,9 @@ pub struct StoredKey {
 pub fn stored_keys(data_dir: &Path) -> Result<Vec<StoredKey>, StoreError> {
     let root = data_dir.join(layout::READINGS);
     let mut keys = Vec::new();
-    let files = layout::stored_files(&root).map_err(|source| StoreError::Io {
-        path: root.clone(),
-        source,
-    })?;
-    for path in files {
-        let parquet = |source| StoreError::Parquet {
-            path: path.clone(),
-            source,
-        };
-        let file = File::open(&path).map_err(|source| StoreError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let reader = SerializedFileReader::new(file).map_err(parquet)?;
+    for path in layout::stored_files(&root).map_err(StoreError::io(&root))? {
+        let parquet = |source| StoreError::parquet(&path)(source);
+        let reader = open_reader(&path)?;
         for row in reader
             .get_row_iter(Some(PROJECTION.clone()))
             .map_err(parquet)?

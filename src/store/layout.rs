@@ -131,6 +131,31 @@ pub fn leftovers(root: &Path) -> io::Result<Vec<PathBuf>> {
     })
 }
 
+/// What a store finds below its folder when it opens, in one walk.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Files under a temporary name (see [`leftovers`]).
+    pub leftovers: Vec<PathBuf>,
+    /// Folders holding a file that compaction merged from `topic`'s files.
+    pub merged_folders: std::collections::BTreeSet<PathBuf>,
+}
+
+/// Walks `root` once for what [`Found`] lists.
+pub fn found_at_open(root: &Path, topic: &str) -> io::Result<Found> {
+    let temporary = |name: &str| name.starts_with('.') && name.ends_with(TEMPORARY);
+    let merged = |name: &str| FileName::parse(name, topic).is_some_and(|n| n.last.is_some());
+    let mut found = Found::default();
+    for path in files_below(root, |name| temporary(name) || merged(name))? {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.as_deref().is_some_and(temporary) {
+            found.leftovers.push(path);
+        } else if let Some(folder) = path.parent() {
+            found.merged_folders.insert(folder.to_path_buf());
+        }
+    }
+    Ok(found)
+}
+
 /// The stored files below `root`, sorted by path.
 pub fn stored_files(root: &Path) -> io::Result<Vec<PathBuf>> {
     let mut found = files_below(root, |name| {

@@ -7,21 +7,21 @@
 //! device is; for the fleet, only the minute, count and anomaly columns.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::Path;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use parquet::data_type::{ByteArrayType, DoubleType, Int64Type};
-use parquet::file::reader::{FileReader, RowGroupReader, SerializedFileReader};
+use parquet::file::reader::{FileReader, RowGroupReader};
 
 use super::StoreError;
-use super::history::{column, text};
-use super::layout::{self, Hour};
+use super::history::{column, open_reader, text, window_files};
+use super::layout;
 
 /// One stored minute of a device.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StoredMinute {
     /// The minute's start.
+    #[serde(with = "crate::sensor::aggregate::minute_text")]
     pub minute: DateTime<Utc>,
     /// Readings in it.
     pub count: u64,
@@ -56,31 +56,15 @@ fn row_groups(
     to: DateTime<Utc>,
     mut each: impl FnMut(&Path, &dyn RowGroupReader, usize) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let root = data_dir.join(layout::AGGREGATES);
-    let mut hour = from;
-    while hour < to + TimeDelta::hours(1) {
-        let folder = root.join(Hour::of(hour).folder());
-        let files = layout::stored_files(&folder).map_err(|source| StoreError::Io {
-            path: folder.clone(),
-            source,
-        })?;
-        for path in files {
-            let parquet = |source| StoreError::Parquet {
-                path: path.clone(),
-                source,
-            };
-            let file = File::open(&path).map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let reader = SerializedFileReader::new(file).map_err(parquet)?;
-            for index in 0..reader.num_row_groups() {
-                let rows = reader.metadata().row_group(index).num_rows() as usize;
-                let group = reader.get_row_group(index).map_err(parquet)?;
-                each(&path, &*group, rows)?;
-            }
+    for path in window_files(&data_dir.join(layout::AGGREGATES), from, to)? {
+        let reader = open_reader(&path)?;
+        for index in 0..reader.num_row_groups() {
+            let rows = reader.metadata().row_group(index).num_rows() as usize;
+            let group = reader
+                .get_row_group(index)
+                .map_err(StoreError::parquet(&path))?;
+            each(&path, &*group, rows)?;
         }
-        hour += TimeDelta::hours(1);
     }
     Ok(())
 }
@@ -98,10 +82,7 @@ pub fn device_minutes(
 ) -> Result<Vec<StoredMinute>, StoreError> {
     let mut found = Vec::new();
     row_groups(data_dir, from, to, |path, group, rows| {
-        let parquet = |source| StoreError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        };
+        let parquet = |source| StoreError::parquet(path)(source);
         let (devices, _) = column::<ByteArrayType>(group, 0, rows).map_err(parquet)?;
         let matching: Vec<usize> = (0..devices.len())
             .filter(|&i| devices[i].data() == device.as_bytes())
@@ -146,10 +127,7 @@ pub fn fleet_minutes(
 ) -> Result<BTreeMap<DateTime<Utc>, FleetMinute>, StoreError> {
     let mut totals: BTreeMap<DateTime<Utc>, FleetMinute> = BTreeMap::new();
     row_groups(data_dir, from, to, |path, group, rows| {
-        let parquet = |source| StoreError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        };
+        let parquet = |source| StoreError::parquet(path)(source);
         let (minute, _) = column::<Int64Type>(group, 3, rows).map_err(parquet)?;
         let (count, _) = column::<Int64Type>(group, 4, rows).map_err(parquet)?;
         let (anomalies, _) = column::<Int64Type>(group, 9, rows).map_err(parquet)?;
@@ -169,6 +147,8 @@ pub fn fleet_minutes(
 mod tests {
     use std::sync::Arc;
     use std::time::Duration;
+
+    use chrono::TimeDelta;
 
     use super::*;
     use crate::sensor::aggregate::{AggregateSource, MinuteAggregate};

@@ -124,6 +124,22 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// For `map_err`: an I/O failure on `path`.
+    pub fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    }
+
+    /// For `map_err`: the Parquet encoder or decoder refusing `path`.
+    pub fn parquet(
+        path: &std::path::Path,
+    ) -> impl FnOnce(::parquet::errors::ParquetError) -> StoreError + use<> {
+        let path = path.to_path_buf();
+        move |source| StoreError::Parquet { path, source }
+    }
+}
+
 /// The store the storage stage writes one kind of row to: one of the kinds above.
 pub enum RowStore<R: Row> {
     /// Parquet files.

@@ -50,11 +50,7 @@ struct OpenFile<R: Row> {
 
 impl<R: Row> OpenFile<R> {
     fn write_row_group(&mut self) -> Result<(), StoreError> {
-        let temporary = &self.temporary;
-        let parquet = |source| StoreError::Parquet {
-            path: temporary.clone(),
-            source,
-        };
+        let parquet = |source| StoreError::parquet(&self.temporary)(source);
         let mut group = self.writer.next_row_group().map_err(parquet)?;
         self.columns.write(&mut group).map_err(parquet)?;
         group.close().map_err(parquet)?;
@@ -102,36 +98,24 @@ impl<R: Row> ParquetStore<R> {
         stats: Arc<StoreStats>,
     ) -> Result<ParquetStore<R>, StoreError> {
         let root = settings.data_dir.join(R::FOLDER);
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
+        let io = StoreError::io;
         fs::create_dir_all(&root).map_err(io(&root))?;
         let lock_path = root.join(".lock");
         let lock = File::create(&lock_path).map_err(io(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { path: lock_path }),
-            Err(TryLockError::Error(source)) => {
-                return Err(StoreError::Io {
-                    path: lock_path,
-                    source,
-                });
-            }
+            Err(TryLockError::Error(source)) => return Err(io(&lock_path)(source)),
         }
-        for leftover in layout::leftovers(&root).map_err(io(&root))? {
+        let found = layout::found_at_open(&root, topic).map_err(io(&root))?;
+        for leftover in found.leftovers {
             fs::remove_file(&leftover).map_err(io(&leftover))?;
             tracing::info!(
                 "removed {} (never committed; read again)",
                 leftover.display()
             );
         }
-        let folders: BTreeSet<PathBuf> = layout::stored_files(&root)
-            .map_err(io(&root))?
-            .iter()
-            .filter_map(|file| file.parent().map(Path::to_path_buf))
-            .collect();
-        for folder in folders {
+        for folder in found.merged_folders {
             compact::remove_covered(&folder, topic)?;
         }
         let properties = WriterProperties::builder()
@@ -250,10 +234,7 @@ impl<R: Row> ParquetStore<R> {
             }
         }
         for folder in folders {
-            layout::sync_folder(&folder).map_err(|source| StoreError::Io {
-                path: folder.clone(),
-                source,
-            })?;
+            layout::sync_folder(&folder).map_err(StoreError::io(&folder))?;
         }
         self.stats.stored.fetch_add(held.rows, Ordering::Relaxed);
         self.stats.rolls.fetch_add(1, Ordering::Relaxed);
@@ -377,20 +358,11 @@ fn open_file<R: Row>(
     properties: &Arc<WriterProperties>,
 ) -> Result<OpenFile<R>, StoreError> {
     let folder = root.join(hour.folder());
-    layout::create_folder(root, &hour.folder()).map_err(|source| StoreError::Io {
-        path: folder.clone(),
-        source,
-    })?;
+    layout::create_folder(root, &hour.folder()).map_err(StoreError::io(&folder))?;
     let temporary = folder.join(layout::temporary_name(&name));
-    let file = File::create(&temporary).map_err(|source| StoreError::Io {
-        path: temporary.clone(),
-        source,
-    })?;
+    let file = File::create(&temporary).map_err(StoreError::io(&temporary))?;
     let writer = SerializedFileWriter::new(file, R::Columns::schema(), Arc::clone(properties))
-        .map_err(|source| StoreError::Parquet {
-            path: temporary.clone(),
-            source,
-        })?;
+        .map_err(StoreError::parquet(&temporary))?;
     Ok(OpenFile {
         folder,
         name,
@@ -411,17 +383,11 @@ fn close_file<R: Row>(mut file: OpenFile<R>) -> Result<u64, StoreError> {
         let written = file
             .writer
             .into_inner()
-            .map_err(|source| StoreError::Parquet {
-                path: temporary.clone(),
-                source,
-            })?;
-        let io = |source| StoreError::Io {
-            path: temporary.clone(),
-            source,
-        };
-        written.sync_all().map_err(io)?;
-        let bytes = written.metadata().map_err(io)?.len();
-        fs::rename(&temporary, file.folder.join(&file.name)).map_err(io)?;
+            .map_err(StoreError::parquet(&temporary))?;
+        let io = || StoreError::io(&temporary);
+        written.sync_all().map_err(io())?;
+        let bytes = written.metadata().map_err(io())?.len();
+        fs::rename(&temporary, file.folder.join(&file.name)).map_err(io())?;
         Ok(bytes)
     })();
     if finished.is_err() {

@@ -16,7 +16,7 @@ use super::{ParquetStore, StoreError, StoreSettings, StoreStats};
 use crate::sensor::reading::tests::example;
 use crate::sensor::reading::{AnomalyKind, SensorReading};
 
-const TOPIC: &str = "iot-sensor-data";
+pub(super) const TOPIC: &str = "iot-sensor-data";
 
 fn settings(dir: &Path) -> StoreSettings {
     StoreSettings {
@@ -27,7 +27,8 @@ fn settings(dir: &Path) -> StoreSettings {
     }
 }
 
-fn open(dir: &Path) -> ParquetStore<SensorReading> {
+/// A readings store under `dir` that rolls only when told to.
+pub(super) fn open(dir: &Path) -> ParquetStore<SensorReading> {
     ParquetStore::open(&settings(dir), TOPIC, Arc::new(StoreStats::default())).expect("opens")
 }
 

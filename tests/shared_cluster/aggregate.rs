@@ -214,6 +214,23 @@ async fn written(config: &Config) -> BTreeMap<(String, i64), Vec<Summary>> {
     found
 }
 
+/// The aggregates on the topic, after checking that no (device, minute) is there twice.
+async fn written_once(config: &Config) -> BTreeMap<(String, i64), Summary> {
+    let written = written(config).await;
+    let twice: Vec<_> = written
+        .iter()
+        .filter(|(_, found)| found.len() > 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "minutes written more than once: {twice:?}"
+    );
+    written
+        .into_iter()
+        .map(|(key, found)| (key, found[0]))
+        .collect()
+}
+
 #[tokio::test]
 async fn aggregates_equal_a_recomputation_from_the_stored_readings_after_a_member_is_killed() {
     let cluster = common::shared();
@@ -292,19 +309,7 @@ async fn aggregates_equal_a_recomputation_from_the_stored_readings_after_a_membe
         .unwrap()
         .expect("aggregation stopped cleanly");
 
-    let written = written(&config).await;
-    let twice: Vec<_> = written
-        .iter()
-        .filter(|(_, found)| found.len() > 1)
-        .collect();
-    assert!(
-        twice.is_empty(),
-        "minutes written more than once: {twice:?}"
-    );
-    let written: BTreeMap<_, _> = written
-        .into_iter()
-        .map(|(key, found)| (key, found[0]))
-        .collect();
+    let written = written_once(&config).await;
     let differing: Vec<_> = expected
         .iter()
         .filter(|(key, summary)| written.get(*key) != Some(summary))
@@ -519,18 +524,6 @@ async fn a_member_joining_and_another_leaving_hand_over_minutes_without_losing_o
         .await
         .unwrap()
         .expect("the second member stopped cleanly");
-    let written = written(&config).await;
-    let twice: Vec<_> = written
-        .iter()
-        .filter(|(_, found)| found.len() > 1)
-        .collect();
-    assert!(
-        twice.is_empty(),
-        "minutes written more than once: {twice:?}"
-    );
-    let written: BTreeMap<_, _> = written
-        .into_iter()
-        .map(|(key, found)| (key, found[0]))
-        .collect();
+    let written = written_once(&config).await;
     assert_eq!(written, expected);
 }

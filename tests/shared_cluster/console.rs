@@ -25,7 +25,7 @@ fn config(bootstrap: &str) -> Config {
 }
 
 /// GET `path` through the router; the status and the body as JSON (or text).
-async fn get(state: &Arc<ConsoleState>, path: &str) -> (StatusCode, Value) {
+pub(crate) async fn get(state: &Arc<ConsoleState>, path: &str) -> (StatusCode, Value) {
     let response = console::router(Arc::clone(state))
         .oneshot(Request::get(path).body(Body::empty()).unwrap())
         .await

@@ -3,30 +3,15 @@
 //! Called by the aggregation test once its store is filled.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use metrocloud::config::Config;
-use metrocloud::console::{self, ConsoleState, PipelineHandles};
+use metrocloud::console::{ConsoleState, PipelineHandles};
 
 use crate::aggregate::Summary;
-
-/// GET `path` through the console's router: the status and the body.
-async fn get(state: &Arc<ConsoleState>, path: &str) -> (StatusCode, String) {
-    let response = console::router(Arc::clone(state))
-        .oneshot(Request::get(path).body(Body::empty()).unwrap())
-        .await
-        .expect("router answers");
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
-        .await
-        .expect("body");
-    (status, String::from_utf8_lossy(&bytes).into_owned())
-}
+use crate::console::get;
 
 /// The console's history pages chart what is stored: a device's minutes and the fleet's totals.
 pub(crate) async fn charts_the_stored_minutes(
@@ -46,11 +31,10 @@ pub(crate) async fn charts_the_stored_minutes(
         .map(|(_, s)| s)
         .collect();
 
-    let (status, body) = get(&state, &format!("/api/v1/history?device={device}")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let history: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (status, history) = get(&state, &format!("/api/v1/history?device={device}")).await;
+    assert_eq!(status, StatusCode::OK, "{history}");
     let minutes = history["minutes"].as_array().unwrap();
-    assert_eq!(minutes.len(), theirs.len(), "{body}");
+    assert_eq!(minutes.len(), theirs.len(), "{history}");
     let counts: Vec<u64> = minutes
         .iter()
         .map(|m| m["count"].as_u64().unwrap())
@@ -59,6 +43,7 @@ pub(crate) async fn charts_the_stored_minutes(
 
     let (status, page) = get(&state, &format!("/history?device={device}")).await;
     assert_eq!(status, StatusCode::OK);
+    let page = page.as_str().expect("an HTML page");
     assert!(page.contains(&format!("<h2>{device}</h2>")), "{page}");
     for title in [
         "Last hour: min, mean and max per minute",
@@ -74,9 +59,8 @@ pub(crate) async fn charts_the_stored_minutes(
         "the charts need no script of their own"
     );
 
-    let (status, body) = get(&state, "/api/v1/history").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let fleet: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (status, fleet) = get(&state, "/api/v1/history").await;
+    assert_eq!(status, StatusCode::OK, "{fleet}");
     let charted: f64 = fleet["minutes"]
         .as_array()
         .unwrap()
@@ -86,6 +70,7 @@ pub(crate) async fn charts_the_stored_minutes(
     let stored: u64 = expected.values().map(|s| s.0).sum();
     assert_eq!(charted.round() as u64, stored);
     let (_, page) = get(&state, "/history").await;
+    let page = page.as_str().expect("an HTML page");
     assert!(
         page.contains("aria-label=\"Readings per second, per minute\""),
         "{page}"

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rskafka::client::error::Error as KafkaError;
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 
-use crate::kafka::client::{SharedClient, bounded};
+use crate::kafka::client::{SharedClient, bounded, records_between};
 use crate::sensor::aggregate::{AggregateSource, MinuteAggregate};
 
 /// Offsets read per step back.
@@ -68,29 +68,16 @@ impl AggregateTail {
         let mut end = bounded(self.timeout, reader.get_offset(OffsetAt::Latest)).await?;
         while end > earliest {
             let from = earliest.max(end - STEP);
-            let mut offset = from;
             let mut found = None;
-            while offset < end {
-                let (records, _) = bounded(
-                    self.timeout,
-                    reader.fetch_records(offset, 1..4 * 1024 * 1024, 100),
-                )
-                .await?;
-                let Some(last) = records.last() else { break };
-                offset = last.offset + 1;
-                for record in records
-                    .into_iter()
-                    .filter(|r| r.offset >= from && r.offset < end)
+            for record in records_between(&reader, from, end, self.timeout).await? {
+                let aggregate = record
+                    .record
+                    .value
+                    .and_then(|value| serde_json::from_slice::<MinuteAggregate>(&value).ok());
+                if let Some(aggregate) = aggregate
+                    && aggregate.source.partition == source
                 {
-                    let aggregate = record
-                        .record
-                        .value
-                        .and_then(|value| serde_json::from_slice::<MinuteAggregate>(&value).ok());
-                    if let Some(aggregate) = aggregate
-                        && aggregate.source.partition == source
-                    {
-                        found = Some(aggregate.source);
-                    }
+                    found = Some(aggregate.source);
                 }
             }
             if found.is_some() {

@@ -15,18 +15,8 @@ use crate::sensor::reading::SensorReading;
 use crate::sensor::reading::tests::example;
 use crate::store::history::stored_keys;
 use crate::store::row::Origin;
+use crate::store::tests::{TOPIC, open};
 use crate::store::{ParquetStore, StoreSettings, StoreStats};
-
-const TOPIC: &str = "iot-sensor-data";
-
-fn open(dir: &Path) -> ParquetStore<SensorReading> {
-    let settings = StoreSettings {
-        data_dir: dir.to_path_buf(),
-        roll_after: Duration::from_secs(3600),
-        ..StoreSettings::default()
-    };
-    ParquetStore::open(&settings, TOPIC, Arc::new(StoreStats::default())).expect("opens")
-}
 
 /// Rolls offsets `range` of partition 0, all in hour 21 of 2026-12-01, into one file.
 fn roll(store: &mut ParquetStore<SensorReading>, range: std::ops::Range<i64>) {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use rskafka::client::error::Error as KafkaError;
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 
-use crate::kafka::client::{SharedClient, bounded};
+use crate::kafka::client::{SharedClient, bounded, records_between};
 use crate::pipeline::sink::ProcessedThrough;
 use crate::sensor::rules::Alert;
 
@@ -91,23 +91,14 @@ impl AlertHistory {
             .await?;
             let end = bounded(self.timeout, partition.get_offset(OffsetAt::Latest)).await?;
             let earliest = bounded(self.timeout, partition.get_offset(OffsetAt::Earliest)).await?;
-            let mut offset = earliest.max(end - self.lookback);
-            while offset < end {
-                let (records, _) = bounded(
-                    self.timeout,
-                    partition.fetch_records(offset, 1..4 * 1024 * 1024, 100),
-                )
-                .await?;
-                let Some(last) = records.last() else { break };
-                offset = last.offset + 1;
-                for record in records {
-                    let alert = record
-                        .record
-                        .value
-                        .and_then(|value| serde_json::from_slice::<Alert>(&value).ok());
-                    if let Some(source) = alert.as_ref().and_then(|a| a.source.as_ref()) {
-                        found.note(source);
-                    }
+            let from = earliest.max(end - self.lookback);
+            for record in records_between(&partition, from, end, self.timeout).await? {
+                let alert = record
+                    .record
+                    .value
+                    .and_then(|value| serde_json::from_slice::<Alert>(&value).ok());
+                if let Some(source) = alert.as_ref().and_then(|a| a.source.as_ref()) {
+                    found.note(source);
                 }
             }
         }
