@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 
 use super::CliError;
+use crate::cluster::Principal;
 use crate::cluster::{
     self, ClusterSpec, ClusterStatus, KAFKA_VERSION, KafkaDistribution, LocalCluster, PortPlan,
     ProcessState, UpOutcome, tools,
 };
 use crate::config::Config;
+use crate::kafka::security::TLS_BUILT_IN;
 use crate::kafka::topics::join_ids;
 
 #[derive(Debug, Subcommand)]
@@ -29,6 +31,17 @@ pub(crate) enum ClusterCommand {
         /// Seconds to wait for the cluster to be ready.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// SASL_SSL client listeners (and SASL_PLAINTEXT ones on the client
+        /// port + 200), SCRAM users, a local CA, and least-privilege ACLs;
+        /// `cluster env USER` prints how each user connects.
+        #[arg(long)]
+        secure: bool,
+    },
+    /// Print the variables with which USER (admin, producer, consumer,
+    /// console, pipeline) reaches the cluster: `eval "$(metrocloud cluster env consumer)"`.
+    Env {
+        /// The user.
+        user: String,
     },
     /// Show each node's process, registration and quorum role, and under-replicated partitions.
     Status,
@@ -86,6 +99,7 @@ pub(crate) async fn run(
             client_port_base,
             controller_port_base,
             timeout,
+            secure,
         } => {
             let mut spec = ClusterSpec::new(dir);
             spec.cache_dir = cache;
@@ -96,8 +110,12 @@ pub(crate) async fn run(
                 controller_base: controller_port_base,
             };
             spec.ready_timeout = Duration::from_secs(timeout);
+            spec.secure = secure;
             let started = Instant::now();
             let (cluster, outcome) = LocalCluster::up(&spec).await.map_err(failed)?;
+            if cluster.is_secure() {
+                cluster.grant(config).await.map_err(failed)?;
+            }
             let bootstrap = cluster.bootstrap_servers().join(",");
             match outcome {
                 UpOutcome::AlreadyRunning => {
@@ -114,6 +132,27 @@ pub(crate) async fn run(
                 ),
             }
             println!("KAFKA_BOOTSTRAP_SERVERS={bootstrap}");
+            if cluster.is_secure() {
+                println!(
+                    "secure: SASL_SSL on these ports, SASL_PLAINTEXT {} above them; users {}; \
+                     `metrocloud cluster env <user>` prints a user's settings",
+                    cluster::SASL_PORT_OFFSET,
+                    Principal::ALL.map(Principal::name).join(", ")
+                );
+            }
+            Ok(())
+        }
+        ClusterCommand::Env { user } => {
+            let Some(principal) = Principal::named(&user) else {
+                return Err(CliError::Usage(format!(
+                    "unknown user {user:?}; the users are {}",
+                    Principal::ALL.map(Principal::name).join(", ")
+                )));
+            };
+            let cluster = open(&dir, &cache)?;
+            for (name, value) in cluster.access(principal, TLS_BUILT_IN) {
+                println!("export {name}={value}");
+            }
             Ok(())
         }
         ClusterCommand::Status => {
@@ -189,11 +228,17 @@ pub(crate) async fn run(
                     known.join(", ")
                 )));
             };
-            let bootstrap = tool_bootstrap(&dir, config);
+            let (bootstrap, client_config) = tool_bootstrap(&dir, config);
             let distribution = KafkaDistribution::ensure(&cache).map_err(failed)?;
-            let status = tools::tool_command(&distribution, tool, &bootstrap, &args)
-                .status()
-                .map_err(|e| CliError::Failed(format!("cannot run {name}: {e}")))?;
+            let status = tools::tool_command(
+                &distribution,
+                tool,
+                &bootstrap,
+                client_config.as_deref(),
+                &args,
+            )
+            .status()
+            .map_err(|e| CliError::Failed(format!("cannot run {name}: {e}")))?;
             match status.code() {
                 Some(0) => Ok(()),
                 Some(code) => Err(CliError::Status(u8::try_from(code).unwrap_or(1))),
@@ -214,15 +259,19 @@ pub(crate) async fn run(
     }
 }
 
-/// An explicit `KAFKA_BOOTSTRAP_SERVERS` wins; else the local cluster's; else the default.
-fn tool_bootstrap(dir: &std::path::Path, config: &Config) -> String {
+/// An explicit `KAFKA_BOOTSTRAP_SERVERS` wins; else the local cluster's
+/// (with its client settings when it is secure); else the default.
+fn tool_bootstrap(dir: &std::path::Path, config: &Config) -> (String, Option<String>) {
     let cache = KafkaDistribution::cache_dir(config.kafka_cache.as_deref());
     if !config.is_given("KAFKA_BOOTSTRAP_SERVERS")
         && let Ok(cluster) = LocalCluster::open(dir, &cache)
     {
-        return cluster.bootstrap_servers().join(",");
+        return (
+            cluster.bootstrap_servers().join(","),
+            cluster.tools_config(),
+        );
     }
-    config.bootstrap_strings().join(",")
+    (config.bootstrap_strings().join(","), None)
 }
 
 fn open(dir: &std::path::Path, cache: &std::path::Path) -> Result<LocalCluster, CliError> {

@@ -18,7 +18,7 @@ pub(crate) async fn run(config: &Config) -> Result<(), CliError> {
         connect: Duration::from_secs(3),
         request: Duration::from_secs(5),
     };
-    let admin = AdminClient::new(config.bootstrap_strings(), timeouts);
+    let admin = AdminClient::new(config.brokers(), timeouts);
     let topic = config.topic.as_str();
     let metadata = tokio::time::timeout(HEALTH_TIMEOUT, admin.metadata(Some(&[topic])))
         .await

@@ -148,7 +148,7 @@ async fn cluster_for_run(config: Config) -> Result<(Config, Option<LocalCluster>
         return Ok((config, None));
     }
     let probe = AdminClient::new(
-        config.bootstrap_strings(),
+        config.brokers(),
         Timeouts {
             connect: Duration::from_secs(2),
             request: Duration::from_secs(5),

@@ -20,7 +20,7 @@ pub(crate) enum TopicsCommand {
 }
 
 pub(crate) async fn run(command: TopicsCommand, config: &Config) -> Result<(), CliError> {
-    let admin = AdminClient::new(config.bootstrap_strings(), Timeouts::default());
+    let admin = AdminClient::new(config.brokers(), Timeouts::default());
     match command {
         TopicsCommand::Ensure => {
             let spec = config.sensor_topic();

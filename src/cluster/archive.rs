@@ -79,11 +79,12 @@ fn run_broker(distribution: &KafkaDistribution, work: &Path, partial: &Path) -> 
         id: 1,
         client_port: ports[0],
         controller_port: Some(ports[1]),
+        sasl_port: None,
     };
     let voters = format!("1@127.0.0.1:{}", ports[1]);
-    let properties = node::write_properties(work, &node, &voters, &BTreeMap::new())
+    let properties = node::write_properties(work, &node, &voters, &BTreeMap::new(), None)
         .map_err(|e| e.to_string())?;
-    let formatted = node::format_command(distribution, &properties, &new_cluster_id())
+    let formatted = node::format_command(distribution, &properties, &new_cluster_id(), &[])
         .output()
         .map_err(|e| format!("format: {e}"))?;
     if !formatted.status.success() {

@@ -115,6 +115,7 @@ impl LocalCluster {
                 id,
                 client_port,
                 controller_port: None,
+                sasl_port: None,
             };
             state.nodes.push(node.clone());
             write_state(&self.dir, &state)?;

@@ -18,6 +18,7 @@ mod faults;
 mod health;
 mod node;
 mod ports;
+pub mod secure;
 mod state;
 pub mod tools;
 
@@ -25,8 +26,11 @@ pub(crate) use distribution::which;
 pub use distribution::{KAFKA_VERSION, KafkaDistribution, LogConfig};
 pub use error::ClusterError;
 pub use node::{NodeSpec, Ownership, ProcessState};
-pub use ports::{DEFAULT_CLIENT_PORT_BASE, DEFAULT_CONTROLLER_PORT_BASE, PortPlan};
+pub use ports::{
+    DEFAULT_CLIENT_PORT_BASE, DEFAULT_CONTROLLER_PORT_BASE, PortPlan, SASL_PORT_OFFSET,
+};
 use ports::{check_free, plan_nodes, port_is_free};
+pub use secure::Principal;
 use state::{ClusterState, new_cluster_id, read_state, write_state};
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +42,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::kafka::admin::{AdminClient, PartitionInfo, QuorumState, Timeouts};
+
 use crate::kafka::retry::Deadline;
 use node::Supervisor;
 
@@ -67,6 +72,8 @@ pub struct ClusterSpec {
     /// about half the CPU time, at some cost in peak throughput. For clusters
     /// that live for minutes, not for benchmarks.
     pub fast_start: bool,
+    /// Authenticate and authorize every client ([`secure`]); kept in `cluster.json`.
+    pub secure: bool,
 }
 
 impl ClusterSpec {
@@ -82,6 +89,7 @@ impl ClusterSpec {
             broker_overrides: BTreeMap::new(),
             heap: node::DEFAULT_HEAP.to_string(),
             fast_start: false,
+            secure: false,
         }
     }
 
@@ -212,6 +220,13 @@ impl LocalCluster {
                         spec.nodes
                     )));
                 }
+                if spec.secure && !state.secure {
+                    return Err(ClusterError::Mismatch(format!(
+                        "the cluster in {} was made without --secure: use it as it is, or \
+                         remove it first with `metrocloud cluster down --purge`",
+                        spec.dir.display()
+                    )));
+                }
                 let mut state = state;
                 if state.heap != spec.heap || state.fast_start != spec.fast_start {
                     state.heap = spec.heap.clone();
@@ -224,15 +239,21 @@ impl LocalCluster {
                 let state = ClusterState {
                     kafka_version: KAFKA_VERSION.to_string(),
                     cluster_id: new_cluster_id(),
-                    nodes: plan_nodes(spec.nodes, spec.ports)?,
+                    nodes: plan_nodes(spec.nodes, spec.ports, spec.secure)?,
                     broker_overrides: spec.broker_overrides.clone(),
                     heap: spec.heap.clone(),
                     fast_start: spec.fast_start,
+                    secure: spec.secure,
                 };
                 write_state(&spec.dir, &state)?;
                 state
             }
         };
+        if state.secure {
+            let dir = spec.dir.clone();
+            let distribution = distribution.clone();
+            blocking(move || secure::ensure_material(&dir, &distribution)).await?;
+        }
         Ok(LocalCluster {
             dir: spec.dir.clone(),
             state: Mutex::new(state),
@@ -307,15 +328,25 @@ impl LocalCluster {
         self.lock_state().nodes.clone()
     }
 
-    /// `127.0.0.1:<port>` of every node, for `KAFKA_BOOTSTRAP_SERVERS`.
+    /// `127.0.0.1:<port>` of every node, for `KAFKA_BOOTSTRAP_SERVERS`
+    /// (a secure cluster's SASL_SSL listeners).
     pub fn bootstrap_servers(&self) -> Vec<String> {
         self.nodes().iter().map(NodeSpec::client_address).collect()
     }
 
-    /// An admin client for this cluster with short timeouts (it is on loopback).
+    /// Whether clients must authenticate ([`secure`]).
+    pub fn is_secure(&self) -> bool {
+        self.lock_state().secure
+    }
+
+    /// An admin client for this cluster with short timeouts (it is on
+    /// loopback); as `admin` when the cluster is secure.
     pub fn admin(&self) -> AdminClient {
+        let brokers = self
+            .brokers_as(Principal::Admin)
+            .unwrap_or_else(|_| self.bootstrap_servers().into());
         AdminClient::new(
-            self.bootstrap_servers(),
+            brokers,
             Timeouts {
                 connect: Duration::from_secs(2),
                 request: Duration::from_secs(10),
@@ -354,15 +385,28 @@ impl LocalCluster {
         let voters = self.voters();
         let cluster_id = self.cluster_id();
         let overrides = self.lock_state().broker_overrides.clone();
+        let users = if self.is_secure() {
+            secure::scram_arguments(&self.dir)?
+        } else {
+            Vec::new()
+        };
         // Each format is a JVM start of its own: skip the nodes formatted
         // before (a restart), run the others side by side.
         let mut running = Vec::new();
         for node in nodes {
-            let properties = node::write_properties(&self.dir, node, &voters, &overrides)?;
+            let security = match node.sasl_port {
+                Some(port) if self.is_secure() => {
+                    Some(secure::broker_properties(&self.dir, node, port)?)
+                }
+                _ => None,
+            };
+            let properties =
+                node::write_properties(&self.dir, node, &voters, &overrides, security)?;
             if node::is_formatted(&self.dir, node.id) {
                 continue;
             }
-            let mut command = node::format_command(&self.distribution, &properties, &cluster_id);
+            let mut command =
+                node::format_command(&self.distribution, &properties, &cluster_id, &users);
             running.push((
                 node.id,
                 tokio::task::spawn_blocking(move || command.output()),
@@ -442,10 +486,12 @@ impl LocalCluster {
 
     /// A command running Kafka's tool `tool` with the cached jars.
     pub fn tool_command(&self, tool: &tools::KafkaTool, args: &[String]) -> Command {
+        let config = self.tools_config();
         tools::tool_command(
             &self.distribution,
             tool,
             &self.bootstrap_servers().join(","),
+            config.as_deref(),
             args,
         )
     }
@@ -526,7 +572,7 @@ mod tests {
 
     #[test]
     fn default_ports_are_the_original_designs_and_controllers_stay_apart() {
-        let nodes = plan_nodes(3, PortPlan::default()).unwrap();
+        let nodes = plan_nodes(3, PortPlan::default(), false).unwrap();
         let clients: Vec<u16> = nodes.iter().map(|n| n.client_port).collect();
         assert_eq!(clients, [29092, 29093, 29094]);
         for node in &nodes {
@@ -536,13 +582,19 @@ mod tests {
 
     #[test]
     fn free_ports_are_distinct() {
-        let nodes = plan_nodes(3, PortPlan::Free).unwrap();
+        let nodes = plan_nodes(3, PortPlan::Free, true).unwrap();
         let mut ports: Vec<u16> = nodes
             .iter()
-            .flat_map(|n| [n.client_port, n.controller_port.unwrap()])
+            .flat_map(|n| {
+                [
+                    n.client_port,
+                    n.controller_port.unwrap(),
+                    n.sasl_port.unwrap(),
+                ]
+            })
             .collect();
         ports.sort();
         ports.dedup();
-        assert_eq!(ports.len(), 6);
+        assert_eq!(ports.len(), 9);
     }
 }

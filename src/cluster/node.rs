@@ -39,12 +39,21 @@ pub struct NodeSpec {
     pub client_port: u16,
     /// Port of the CONTROLLER listener; `None` for a broker-only node.
     pub controller_port: Option<u16>,
+    /// Port of the SASL_PLAINTEXT listener of a secure cluster, whose
+    /// client port then speaks SASL_SSL ([`super::secure`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl_port: Option<u16>,
 }
 
 impl NodeSpec {
     /// `127.0.0.1:<client port>`.
     pub fn client_address(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// `127.0.0.1:<SASL_PLAINTEXT port>` of a secure cluster's node.
+    pub fn sasl_address(&self) -> Option<String> {
+        self.sasl_port.map(|port| format!("127.0.0.1:{port}"))
     }
 
     /// `broker,controller` or `broker`.
@@ -92,31 +101,39 @@ pub fn node_dir(cluster_dir: &Path, id: i32) -> PathBuf {
     cluster_dir.join(format!("node-{id}"))
 }
 
-/// Writes `server.properties` for `node`, with the cluster's voters.
+/// Writes `server.properties` for `node`, with the cluster's voters; the
+/// listeners are `security`'s when given (a secure cluster), else plaintext.
 pub fn write_properties(
     cluster_dir: &Path,
     node: &NodeSpec,
     voters: &str,
     overrides: &BTreeMap<String, String>,
+    security: Option<String>,
 ) -> Result<PathBuf, ClusterError> {
     let dir = node_dir(cluster_dir, node.id);
     std::fs::create_dir_all(dir.join("logs")).map_err(|e| ClusterError::io(&dir, e))?;
     let data = dir.join("data");
-    let mut listeners = format!("PLAINTEXT://127.0.0.1:{}", node.client_port);
-    if let Some(port) = node.controller_port {
-        listeners.push_str(&format!(",CONTROLLER://127.0.0.1:{port}"));
-    }
+    let listeners = security.unwrap_or_else(|| {
+        let mut listeners = format!("PLAINTEXT://127.0.0.1:{}", node.client_port);
+        if let Some(port) = node.controller_port {
+            listeners.push_str(&format!(",CONTROLLER://127.0.0.1:{port}"));
+        }
+        format!(
+            "listeners={listeners}
+advertised.listeners=PLAINTEXT://127.0.0.1:{}
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+",
+            node.client_port
+        )
+    });
     let mut text = format!(
         "# Written by metrocloud; rewritten at every start.
 process.roles={roles}
 node.id={id}
 controller.quorum.voters={voters}
-listeners={listeners}
-advertised.listeners=PLAINTEXT://127.0.0.1:{client_port}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs={data}
+{listeners}log.dirs={data}
 num.partitions=6
 default.replication.factor=3
 min.insync.replicas=2
@@ -129,7 +146,6 @@ unclean.leader.election.enable=false
 ",
         roles = node.roles(),
         id = node.id,
-        client_port = node.client_port,
         data = data.display(),
     );
     for (key, value) in overrides {
@@ -140,11 +156,13 @@ unclean.leader.election.enable=false
     Ok(path)
 }
 
-/// Formats a node's storage with the cluster id (a no-op when already formatted).
+/// Formats a node's storage with the cluster id (a no-op when already
+/// formatted), adding `extra` arguments (a secure cluster's users).
 pub fn format_command(
     distribution: &KafkaDistribution,
     properties: &Path,
     cluster_id: &str,
+    extra: &[String],
 ) -> Command {
     let mut command = distribution.java_command(LogConfig::Tools);
     command
@@ -155,6 +173,7 @@ pub fn format_command(
         .arg("-c")
         .arg(properties)
         .arg("--ignore-formatted")
+        .args(extra)
         .stdin(Stdio::null());
     command
 }

@@ -9,6 +9,9 @@ use super::*;
 pub const DEFAULT_CLIENT_PORT_BASE: u16 = 29092;
 /// Controller port of node 1 by default; kept away from the client ports.
 pub const DEFAULT_CONTROLLER_PORT_BASE: u16 = 29192;
+/// A secure cluster's node listens for SASL_PLAINTEXT this far above its
+/// client port when ports are fixed (29292-29294 by default).
+pub const SASL_PORT_OFFSET: u16 = 200;
 
 /// How the ports of a new cluster are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +36,12 @@ impl Default for PortPlan {
     }
 }
 
-pub(super) fn plan_nodes(count: usize, ports: PortPlan) -> Result<Vec<NodeSpec>, ClusterError> {
+/// The ports of `count` nodes; a `secure` cluster's nodes get a SASL_PLAINTEXT port too.
+pub(super) fn plan_nodes(
+    count: usize,
+    ports: PortPlan,
+    secure: bool,
+) -> Result<Vec<NodeSpec>, ClusterError> {
     match ports {
         PortPlan::Fixed {
             client_base,
@@ -52,16 +60,23 @@ pub(super) fn plan_nodes(count: usize, ports: PortPlan) -> Result<Vec<NodeSpec>,
                     id: i as i32 + 1,
                     client_port: port(client_base)?,
                     controller_port: Some(port(controller_base)?),
+                    sasl_port: if secure {
+                        Some(port(client_base.saturating_add(SASL_PORT_OFFSET))?)
+                    } else {
+                        None
+                    },
                 })
             })
             .collect(),
         PortPlan::Free => {
-            let ports = free_ports(count * 2)?;
+            let each = if secure { 3 } else { 2 };
+            let ports = free_ports(count * each)?;
             Ok((0..count)
                 .map(|i| NodeSpec {
                     id: i as i32 + 1,
-                    client_port: ports[2 * i],
-                    controller_port: Some(ports[2 * i + 1]),
+                    client_port: ports[each * i],
+                    controller_port: Some(ports[each * i + 1]),
+                    sasl_port: secure.then(|| ports[each * i + 2]),
                 })
                 .collect())
         }
@@ -119,6 +134,7 @@ pub(super) fn check_free(node: &NodeSpec) -> Result<(), ClusterError> {
     let ports = [
         (Some(node.client_port), "client"),
         (node.controller_port, "controller"),
+        (node.sasl_port, "SASL_PLAINTEXT"),
     ];
     for (port, kind) in ports {
         if let Some(port) = port

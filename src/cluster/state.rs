@@ -18,6 +18,9 @@ pub(super) struct ClusterState {
     pub(super) heap: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) fast_start: bool,
+    /// SASL_SSL and SASL_PLAINTEXT listeners, users and ACLs ([`super::secure`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) secure: bool,
 }
 
 pub(super) fn default_heap() -> String {

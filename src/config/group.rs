@@ -5,6 +5,8 @@
 pub enum Group {
     /// The cluster, the sensor topic and the consumer group.
     Kafka,
+    /// SASL and TLS.
+    Security,
     /// The simulated fleet.
     Simulator,
     /// Log output.
@@ -34,6 +36,7 @@ impl Group {
     pub fn title(self) -> &'static str {
         match self {
             Group::Kafka => "Kafka",
+            Group::Security => "Security (SASL and TLS to the brokers)",
             Group::Simulator => "IoT simulator",
             Group::Logging => "Logging",
             Group::Producer => "Producer (batching, buffering, retries)",

@@ -9,6 +9,8 @@
 //! and what is allowed, and the binaries exit with status 2 for it.
 
 mod group;
+#[macro_use]
+mod setting;
 pub mod table;
 mod values;
 
@@ -22,6 +24,7 @@ use std::time::Duration;
 use crate::kafka::BrokerAddress;
 use crate::kafka::consumer::{ConsumerSettings, OffsetReset};
 use crate::kafka::producer::ProducerSettings;
+use crate::kafka::security::{Brokers, Security, SecurityError};
 use crate::kafka::topics::TopicSpec;
 use crate::sensor::aggregate::AggregateSettings;
 use crate::sensor::device::DeviceType;
@@ -48,6 +51,9 @@ pub struct Config {
     pub partitions: i32,
     /// `KAFKA_MIN_INSYNC_REPLICAS`: replicas that must have a write before it is acknowledged.
     pub min_insync_replicas: i16,
+    /// `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*`: how
+    /// connections are made; checked, and TLS set up, when read.
+    pub security: Security,
     /// `IOT_NUM_DEVICES`: simulated devices.
     pub num_devices: u32,
     /// `IOT_DATA_INTERVAL_SEC`: time between two readings of one device.
@@ -170,6 +176,7 @@ impl Config {
                 config.given.insert(setting.name);
             }
         }
+        config.security = security_checked(&config)?;
         if config.store.kind == crate::store::StoreKind::Postgres
             && config.store.postgres_url.is_none()
         {
@@ -192,6 +199,7 @@ impl Config {
             replication_factor: 0,
             partitions: 0,
             min_insync_replicas: 0,
+            security: Security::default(),
             num_devices: 0,
             data_interval: Duration::ZERO,
             device_types: Vec::new(),
@@ -240,6 +248,14 @@ impl Config {
     /// Whether the variable was given, rather than left at its default.
     pub fn is_given(&self, variable: &str) -> bool {
         self.given.contains(variable)
+    }
+
+    /// The bootstrap servers and how to reach them: what every Kafka client is given.
+    pub fn brokers(&self) -> Brokers {
+        Brokers::new(
+            self.bootstrap_strings(),
+            std::sync::Arc::new(self.security.clone()),
+        )
     }
 
     /// The bootstrap servers as `host:port` strings, as Kafka clients take them.
@@ -301,6 +317,48 @@ impl Config {
             .map(|s| s.name)
             .collect()
     }
+}
+
+/// The security settings, checked and ready to use, or the variable at fault.
+fn security_checked(config: &Config) -> Result<Security, ConfigError> {
+    let security = &config.security;
+    let protocol = security.protocol.to_string();
+    security.clone().prepare().map_err(|error| match error {
+        SecurityError::NoTls(_) => ConfigError::Invalid {
+            variable: "KAFKA_SECURITY_PROTOCOL",
+            value: protocol,
+            allowed: "PLAINTEXT or SASL_PLAINTEXT: this build leaves TLS out (SSL and SASL_SSL need a build with `--features tls`)".to_string(),
+        },
+        SecurityError::MissingCredential { missing, .. } => ConfigError::Invalid {
+            variable: if missing == "username" {
+                "KAFKA_SASL_USERNAME"
+            } else {
+                "KAFKA_SASL_PASSWORD"
+            },
+            value: String::new(),
+            allowed: format!(
+                "a SASL {missing}{}, since KAFKA_SECURITY_PROTOCOL={protocol}",
+                if missing == "password" { " (or KAFKA_SASL_PASSWORD_FILE)" } else { "" }
+            ),
+        },
+        SecurityError::File { path, reason } => {
+            let files = [
+                ("KAFKA_SASL_PASSWORD_FILE", &security.password_file),
+                ("KAFKA_SSL_CA_LOCATION", &security.tls_files.ca),
+                ("KAFKA_SSL_CERTIFICATE_LOCATION", &security.tls_files.certificate),
+                ("KAFKA_SSL_KEY_LOCATION", &security.tls_files.key),
+            ];
+            let variable = files
+                .iter()
+                .find(|(_, file)| file.as_ref().is_some_and(|f| f.display().to_string() == path))
+                .map_or("KAFKA_SSL_CA_LOCATION", |(name, _)| *name);
+            ConfigError::Invalid {
+                variable,
+                value: path,
+                allowed: format!("a file that can be used: {reason}"),
+            }
+        }
+    })
 }
 
 impl Default for Config {

@@ -6,64 +6,10 @@
 //! list of variables are all made from [`SETTINGS`], so a new setting is one
 //! entry here and one field in [`Config`].
 
-use super::Config;
 pub use super::group::Group;
+pub use super::setting::Setting;
 use super::values::*;
-
-/// One environment variable; see the module documentation.
-pub struct Setting {
-    /// The variable's name.
-    pub name: &'static str,
-    /// Its section.
-    pub group: Group,
-    /// Its default as documented (empty: unset).
-    pub default: &'static str,
-    /// What it does, in one or two sentences.
-    pub help: &'static str,
-    /// Its value is never printed (`metrocloud config` says only whether it is set).
-    pub secret: bool,
-    /// When unset, its value follows from the settings before it.
-    pub(super) derived: Option<fn(&Config) -> String>,
-    /// Reads the text into the configuration, or says what is allowed.
-    pub(super) apply: fn(&mut Config, &str) -> Result<(), Allowed>,
-    /// Writes the value as the variable would hold it.
-    pub(super) show: fn(&Config) -> String,
-}
-
-/// Declares one setting: name, group, default, help, the field it sets,
-/// the parser of its text (`|v| ...`) and the printer of its value.
-macro_rules! setting {
-    ($name:literal, $group:ident, $default:literal, $help:literal,
-     $($field:ident).+, |$v:ident| $parse:expr, $show:expr $(, $key:ident: $value:expr)* $(,)?) => {
-        Setting {
-            name: $name,
-            group: Group::$group,
-            default: $default,
-            help: $help,
-            apply: |config, $v| {
-                config.$($field).+ = $parse?;
-                Ok(())
-            },
-            show: |config| $show(&config.$($field).+),
-            $($key: $value,)*
-            ..Setting::PLAIN
-        }
-    };
-}
-
-impl Setting {
-    /// What a declaration has unless it says otherwise.
-    const PLAIN: Setting = Setting {
-        name: "",
-        group: Group::Kafka,
-        default: "",
-        help: "",
-        secret: false,
-        derived: None,
-        apply: |_, _| Ok(()),
-        show: |_| String::new(),
-    };
-}
+use crate::kafka::security::{Password, SaslMechanism, SecurityProtocol};
 
 /// Every setting, in the order `metrocloud config` prints them.
 pub static SETTINGS: &[Setting] = &[
@@ -129,6 +75,73 @@ pub static SETTINGS: &[Setting] = &[
         min_insync_replicas,
         |v| whole(v, 1, i16::MAX),
         show
+    ),
+    setting!(
+        "KAFKA_SECURITY_PROTOCOL",
+        Security,
+        "PLAINTEXT",
+        "How connections to the brokers are made: PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL (the last two need a build with the tls feature).",
+        security.protocol,
+        |v| parsed(v, SecurityProtocol::NAMES),
+        show
+    ),
+    setting!(
+        "KAFKA_SASL_MECHANISM",
+        Security,
+        "SCRAM-SHA-512",
+        "SASL mechanism with SASL_PLAINTEXT and SASL_SSL: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN.",
+        security.mechanism,
+        |v| parsed(v, SaslMechanism::NAMES),
+        show
+    ),
+    setting!(
+        "KAFKA_SASL_USERNAME",
+        Security,
+        "",
+        "SASL user (the broker's principal User:<name>).",
+        security.username,
+        |v| optional_text(v),
+        show_optional
+    ),
+    setting!("KAFKA_SASL_PASSWORD", Security, "",
+        "SASL password (never printed).",
+        security.password, |v| Ok::<_, Allowed>(Some(Password::new(v))), show_password,
+        secret: true),
+    setting!(
+        "KAFKA_SASL_PASSWORD_FILE",
+        Security,
+        "",
+        "File holding the SASL password, read at start when KAFKA_SASL_PASSWORD is unset (a mounted secret).",
+        security.password_file,
+        |v| optional_path(v),
+        show_optional_path
+    ),
+    setting!(
+        "KAFKA_SSL_CA_LOCATION",
+        Security,
+        "",
+        "PEM file of the authorities the brokers' certificates must chain to; unset, the system's.",
+        security.tls_files.ca,
+        |v| optional_path(v),
+        show_optional_path
+    ),
+    setting!(
+        "KAFKA_SSL_CERTIFICATE_LOCATION",
+        Security,
+        "",
+        "PEM file of the client's certificate, for brokers that ask for one.",
+        security.tls_files.certificate,
+        |v| optional_path(v),
+        show_optional_path
+    ),
+    setting!(
+        "KAFKA_SSL_KEY_LOCATION",
+        Security,
+        "",
+        "PEM file of the client certificate's private key.",
+        security.tls_files.key,
+        |v| optional_path(v),
+        show_optional_path
     ),
     setting!(
         "IOT_NUM_DEVICES",

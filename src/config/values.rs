@@ -216,6 +216,14 @@ pub fn show_optional<T: Display>(value: &Option<T>) -> String {
 }
 
 /// An optional path; empty when unset.
+/// A password prints as nothing; only whether it is set is ever shown.
+pub fn show_password(value: &Option<crate::kafka::security::Password>) -> String {
+    value
+        .as_ref()
+        .map(|p| p.expose().to_string())
+        .unwrap_or_default()
+}
+
 pub fn show_optional_path(value: &Option<PathBuf>) -> String {
     value
         .as_ref()

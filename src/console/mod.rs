@@ -119,7 +119,7 @@ pub struct ConsoleState {
     data_interval: Duration,
     cluster: cluster::ClusterView,
     reader: tokio::sync::OnceCell<messages::RecordReader>,
-    bootstrap: Vec<String>,
+    bootstrap: crate::kafka::Brokers,
     request_timeout: Duration,
     fleet: fleet::SharedFleet,
     pipeline: PipelineHandles,
@@ -147,12 +147,9 @@ impl ConsoleState {
             dlq_topic: config.dlq_topic.clone(),
             data_dir: config.store.data_dir.clone(),
             data_interval: config.data_interval,
-            cluster: cluster::ClusterView::new(AdminClient::new(
-                config.bootstrap_strings(),
-                timeouts,
-            )),
+            cluster: cluster::ClusterView::new(AdminClient::new(config.brokers(), timeouts)),
             reader: tokio::sync::OnceCell::new(),
-            bootstrap: config.bootstrap_strings(),
+            bootstrap: config.brokers(),
             request_timeout: timeouts.request,
             fleet: pipeline
                 .fleet

@@ -29,7 +29,9 @@ use std::time::Duration;
 use rand::seq::SliceRandom;
 use rskafka::BackoffConfig;
 use rskafka::client::error::Error as KafkaError;
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
+
+use super::security::{Brokers, SaslMechanism};
 
 /// How long rskafka may retry on its own within one call: a few seconds, so
 /// that a stale view is dropped soon (retries go on in our layer, with a fresh client).
@@ -85,7 +87,7 @@ pub async fn records_between(
 
 /// A client and the means to replace it; see the module documentation.
 pub struct SharedClient {
-    bootstrap: Vec<String>,
+    bootstrap: Brokers,
     client_id: String,
     backoff: BackoffConfig,
     timeout: Duration,
@@ -96,7 +98,7 @@ pub struct SharedClient {
 impl std::fmt::Debug for SharedClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedClient")
-            .field("bootstrap", &self.bootstrap)
+            .field("bootstrap", &self.bootstrap.addresses)
             .field("client_id", &self.client_id)
             .field("generation", &self.current().0)
             .finish()
@@ -106,11 +108,12 @@ impl std::fmt::Debug for SharedClient {
 impl SharedClient {
     /// Connects once, within `timeout`.
     pub async fn connect(
-        bootstrap: Vec<String>,
+        bootstrap: impl Into<Brokers>,
         client_id: &str,
         backoff: BackoffConfig,
         timeout: Duration,
     ) -> Result<SharedClient, KafkaError> {
+        let bootstrap = bootstrap.into();
         let client = build(&bootstrap, client_id, &backoff, timeout).await?;
         Ok(SharedClient {
             bootstrap,
@@ -157,12 +160,13 @@ impl SharedClient {
     /// A client bootstrapped from one broker: each is tried in random order
     /// with an equal share of the timeout, so a frozen one costs only its share.
     async fn build_from_any(&self) -> Result<Client, KafkaError> {
-        let mut brokers = self.bootstrap.clone();
-        brokers.shuffle(&mut rand::rng());
-        let share = self.timeout / brokers.len().max(1) as u32;
+        let mut addresses = self.bootstrap.addresses.clone();
+        addresses.shuffle(&mut rand::rng());
+        let share = self.timeout / addresses.len().max(1) as u32;
         let mut last = KafkaError::Timeout;
-        for broker in brokers {
-            match build(&[broker], &self.client_id, &self.backoff, share).await {
+        for address in addresses {
+            let one = Brokers::new(vec![address], Arc::clone(&self.bootstrap.security));
+            match build(&one, &self.client_id, &self.backoff, share).await {
                 Ok(client) => return Ok(client),
                 Err(e) => last = e,
             }
@@ -171,13 +175,43 @@ impl SharedClient {
     }
 }
 
+/// An rskafka client builder for `brokers`, with their SASL and TLS settings.
+pub fn builder(brokers: &Brokers) -> ClientBuilder {
+    let security = &brokers.security;
+    let mut builder = ClientBuilder::new(brokers.addresses.clone());
+    if security.protocol.uses_sasl() {
+        let credentials = Credentials::new(
+            security.username.clone().unwrap_or_default(),
+            security
+                .password
+                .as_ref()
+                .map(|p| p.expose().to_string())
+                .unwrap_or_default(),
+        );
+        builder = builder.sasl_config(match security.mechanism {
+            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
+            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
+            SaslMechanism::Plain => SaslConfig::Plain(credentials),
+        });
+    }
+    #[cfg(feature = "tls")]
+    if let Some(tls) = security
+        .tls
+        .as_ref()
+        .filter(|_| security.protocol.uses_tls())
+    {
+        builder = builder.tls_config(Arc::clone(tls));
+    }
+    builder
+}
+
 async fn build(
-    bootstrap: &[String],
+    brokers: &Brokers,
     client_id: &str,
     backoff: &BackoffConfig,
     timeout: Duration,
 ) -> Result<Client, KafkaError> {
-    let build = ClientBuilder::new(bootstrap.to_vec())
+    let build = builder(brokers)
         .client_id(client_id)
         .backoff_config(backoff.clone())
         .build();

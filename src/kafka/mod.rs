@@ -17,6 +17,8 @@
 //! - [`partitioner`]: Kafka's default partitioning of keyed records.
 //! - [`retry`]: backoff and deadlines.
 //! - [`nodelay`]: TCP_NODELAY on rskafka's connections.
+//! - [`security`]: security protocol, SASL credentials and TLS files, and
+//!   the [`Brokers`] every client is given; [`transport`] opens the streams.
 
 pub mod admin;
 mod broker;
@@ -27,7 +29,12 @@ pub mod nodelay;
 pub mod partitioner;
 pub mod producer;
 pub mod retry;
+pub mod security;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topics;
+pub mod transport;
 
 pub use broker::BrokerAddress;
 pub use headers::Headers;
+pub use security::{Brokers, Security};

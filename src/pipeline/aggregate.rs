@@ -223,7 +223,7 @@ pub async fn aggregation_consumer(
     shutdown: &CancellationToken,
 ) -> Result<Option<GroupConsumer<AggregateProcessor>>, AggregationError> {
     let producer = Producer::connect(
-        config.bootstrap_strings(),
+        config.brokers(),
         &config.aggregates_topic,
         &config.producer,
         counting_listener(&stats.delivery_failures, "aggregate"),
@@ -232,7 +232,7 @@ pub async fn aggregation_consumer(
     .await?;
     let timeout = config.consumer.request_timeout;
     let reader = SharedClient::connect(
-        config.bootstrap_strings(),
+        config.brokers(),
         "metrocloud-aggregate-tail",
         short_retries(timeout),
         timeout,
@@ -250,7 +250,7 @@ pub async fn aggregation_consumer(
     let processor =
         AggregateProcessor::new(producer, tail, config.aggregate.grace, Arc::clone(stats));
     let spec = ConsumerSpec {
-        bootstrap: config.bootstrap_strings(),
+        bootstrap: config.brokers(),
         topic: config.topic.clone(),
         group_id: config.aggregate.group_id.clone(),
         auto_offset_reset: config.auto_offset_reset,

@@ -137,13 +137,14 @@ pub struct Counters {
     pub delivery: Arc<Mutex<DeliveryAudit>>,
 }
 
-/// Makes sure the pipeline's topics exist, waiting for the cluster; `false`
+/// Makes sure the topics `names` exist, waiting for the cluster; `false`
 /// when shut down meanwhile.
 pub async fn topics_ready(
     config: &Config,
+    names: &[&str],
     shutdown: &CancellationToken,
 ) -> Result<bool, TopicError> {
-    match wiring::ensure_pipeline_topics(config, shutdown).await {
+    match wiring::ensure_topics(config, names, shutdown).await {
         Ok(()) => Ok(true),
         Err(TopicError::Cancelled) => Ok(false),
         Err(e) => Err(e),
@@ -161,7 +162,7 @@ pub async fn produce(
     status: bool,
     shutdown: CancellationToken,
 ) -> Result<Option<IngestSummary>, PipelineError> {
-    if !topics_ready(config, &shutdown).await? {
+    if !topics_ready(config, &[config.topic.as_str()], &shutdown).await? {
         return Ok(None);
     }
     let producer = wiring::reading_producer(config, listener, &shutdown).await?;
@@ -228,7 +229,17 @@ pub async fn consume(
     observer: Option<ProcessingObserver>,
     shutdown: CancellationToken,
 ) -> Result<Option<ConsumeSummary>, PipelineError> {
-    if !topics_ready(config, &shutdown).await? {
+    if !topics_ready(
+        config,
+        &[
+            config.topic.as_str(),
+            &config.alerts_topic,
+            &config.dlq_topic,
+        ],
+        &shutdown,
+    )
+    .await?
+    {
         return Ok(None);
     }
     let stats = Arc::new(ProcessingStats::default());
@@ -258,7 +269,13 @@ pub async fn store(
     config: &Config,
     shutdown: CancellationToken,
 ) -> Result<Option<StoreSummary>, PipelineError> {
-    if !topics_ready(config, &shutdown).await? {
+    if !topics_ready(
+        config,
+        &[config.topic.as_str(), &config.aggregates_topic],
+        &shutdown,
+    )
+    .await?
+    {
         return Ok(None);
     }
     let stats = Arc::new(StorageStats::default());
@@ -278,7 +295,13 @@ pub async fn aggregate(
     config: &Config,
     shutdown: CancellationToken,
 ) -> Result<Option<String>, PipelineError> {
-    if !topics_ready(config, &shutdown).await? {
+    if !topics_ready(
+        config,
+        &[config.topic.as_str(), &config.aggregates_topic],
+        &shutdown,
+    )
+    .await?
+    {
         return Ok(None);
     }
     let stats = Arc::new(AggregationStats::default());
@@ -377,7 +400,18 @@ where
     A: FnOnce(Counters, CancellationToken) -> F,
     F: Future<Output = Result<Option<JoinHandle<()>>, String>>,
 {
-    if !topics_ready(config, &shutdown).await? {
+    if !topics_ready(
+        config,
+        &[
+            config.topic.as_str(),
+            &config.alerts_topic,
+            &config.dlq_topic,
+            &config.aggregates_topic,
+        ],
+        &shutdown,
+    )
+    .await?
+    {
         return Ok(None);
     }
     let stats = Arc::new(ProcessingStats::default());

@@ -240,7 +240,7 @@ pub async fn table_consumer<R: Row>(
     );
     let processor = StoreProcessor::new(store, Arc::clone(stats));
     let spec = ConsumerSpec {
-        bootstrap: config.bootstrap_strings(),
+        bootstrap: config.brokers(),
         topic: stored.topic.clone(),
         group_id: stored.group_id.clone(),
         auto_offset_reset: config.auto_offset_reset,

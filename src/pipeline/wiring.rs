@@ -31,11 +31,27 @@ pub async fn ensure_pipeline_topics(
     config: &Config,
     shutdown: &CancellationToken,
 ) -> Result<(), TopicError> {
+    let all = [
+        config.topic.as_str(),
+        &config.alerts_topic,
+        &config.dlq_topic,
+        &config.aggregates_topic,
+    ];
+    ensure_topics(config, &all, shutdown).await
+}
+
+/// Like [`ensure_pipeline_topics`], for the `names` one stage uses: on a
+/// secure cluster a stage's user may describe those and no others.
+pub async fn ensure_topics(
+    config: &Config,
+    names: &[&str],
+    shutdown: &CancellationToken,
+) -> Result<(), TopicError> {
     let deadline = Deadline::after(config.startup_wait);
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let mut attempts = 0u32;
     loop {
-        let error = match ensure_topics_once(config).await {
+        let error = match ensure_topics_once(config, names).await {
             Ok(()) => {
                 if attempts > 0 {
                     tracing::info!(
@@ -79,17 +95,11 @@ fn worth_waiting_for(error: &TopicError) -> bool {
     }
 }
 
-async fn ensure_topics_once(config: &Config) -> Result<(), TopicError> {
-    let admin = AdminClient::new(config.bootstrap_strings(), Timeouts::default());
-    let names = [
-        &config.topic,
-        &config.alerts_topic,
-        &config.dlq_topic,
-        &config.aggregates_topic,
-    ];
-    for name in names {
+async fn ensure_topics_once(config: &Config, names: &[&str]) -> Result<(), TopicError> {
+    let admin = AdminClient::new(config.brokers(), Timeouts::default());
+    for &name in names {
         let spec = TopicSpec {
-            name: name.clone(),
+            name: name.to_string(),
             ..config.sensor_topic()
         };
         match ensure_topic(&admin, &spec).await? {
@@ -131,7 +141,7 @@ pub async fn reading_producer(
     shutdown: &CancellationToken,
 ) -> Result<Producer<ReadingId>, ProducerError> {
     Producer::connect(
-        config.bootstrap_strings(),
+        config.brokers(),
         &config.topic,
         &config.producer,
         logging_listener(next),
@@ -166,7 +176,7 @@ pub async fn processing_consumer(
     shutdown: &CancellationToken,
 ) -> Result<Option<GroupConsumer<ReadingProcessor<KafkaSink>>>, ProcessingStartError> {
     let alerts = Producer::connect(
-        config.bootstrap_strings(),
+        config.brokers(),
         &config.alerts_topic,
         &config.producer,
         counting_listener(&stats.delivery_failures, "alert"),
@@ -174,7 +184,7 @@ pub async fn processing_consumer(
     )
     .await?;
     let dead_letters = Producer::connect(
-        config.bootstrap_strings(),
+        config.brokers(),
         &config.dlq_topic,
         &config.producer,
         counting_listener(&stats.delivery_failures, "dead letter"),
@@ -182,7 +192,7 @@ pub async fn processing_consumer(
     )
     .await?;
     let reader = SharedClient::connect(
-        config.bootstrap_strings(),
+        config.brokers(),
         "metrocloud-alert-history",
         crate::kafka::client::short_retries(config.consumer.request_timeout),
         config.consumer.request_timeout,
@@ -200,7 +210,7 @@ pub async fn processing_consumer(
     let processor = ReadingProcessor::new(sink, config.alerts.clone(), Arc::clone(stats), observer)
         .resuming_from_sink(&config.topic);
     let spec = ConsumerSpec {
-        bootstrap: config.bootstrap_strings(),
+        bootstrap: config.brokers(),
         topic: config.topic.clone(),
         group_id: config.consumer_group_id.clone(),
         auto_offset_reset: config.auto_offset_reset,

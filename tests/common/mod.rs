@@ -58,12 +58,19 @@ impl TestCluster {
         let distribution = KafkaDistribution::ensure(&KafkaDistribution::cache_dir(None))
             .expect("Kafka jars available");
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let mut child = tools::tool_command(&distribution, tool, &self.bootstrap_list(), &args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run Kafka tool");
+        let client_config = self.local.as_ref().and_then(LocalCluster::tools_config);
+        let mut child = tools::tool_command(
+            &distribution,
+            tool,
+            &self.bootstrap_list(),
+            client_config.as_deref(),
+            &args,
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run Kafka tool");
         let mut stdin = child.stdin.take().expect("stdin");
         let input = input.to_string();
         let writer = std::thread::spawn(move || {

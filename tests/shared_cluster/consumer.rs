@@ -84,7 +84,7 @@ impl Member {
 
 async fn member(cluster: &common::TestCluster, topic: &str, group: &str, seen: &Seen) -> Member {
     let spec = ConsumerSpec {
-        bootstrap: cluster.bootstrap.clone(),
+        bootstrap: cluster.bootstrap.clone().into(),
         topic: topic.to_string(),
         group_id: group.to_string(),
         auto_offset_reset: OffsetReset::Earliest,
@@ -459,7 +459,7 @@ async fn a_batch_slower_than_the_group_session_does_not_cost_the_member_its_part
     let session = group_session(cluster);
     let seen: Seen = Arc::default();
     let spec = ConsumerSpec {
-        bootstrap: cluster.bootstrap.clone(),
+        bootstrap: cluster.bootstrap.clone().into(),
         topic: topic.clone(),
         group_id: group.clone(),
         auto_offset_reset: OffsetReset::Earliest,
@@ -526,7 +526,7 @@ async fn after_an_effect_is_lost_the_member_stops_and_commits_nothing_even_on_it
     let group = common::unique_topic("group");
     produce(cluster, &topic, 600, 7).await;
     let spec = ConsumerSpec {
-        bootstrap: cluster.bootstrap.clone(),
+        bootstrap: cluster.bootstrap.clone().into(),
         topic: topic.clone(),
         group_id: group.clone(),
         auto_offset_reset: OffsetReset::Earliest,

@@ -380,7 +380,7 @@ fn consumer_spec(
     group: &str,
 ) -> ConsumerSpec {
     ConsumerSpec {
-        bootstrap,
+        bootstrap: bootstrap.into(),
         topic: topic.to_string(),
         group_id: group.to_string(),
         auto_offset_reset: OffsetReset::Earliest,

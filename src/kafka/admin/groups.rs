@@ -104,8 +104,10 @@ impl AdminClient {
         };
         let mut slot = slot.lock().await;
         if slot.is_none() {
-            *slot =
-                Some(BrokerConnection::connect(address, self.timeouts, super::CLIENT_ID).await?);
+            *slot = Some(
+                BrokerConnection::connect(address, &self.security, self.timeouts, super::CLIENT_ID)
+                    .await?,
+            );
         }
         let connection = slot.as_mut().expect("connected above");
         let outcome = connection.send(request).await;

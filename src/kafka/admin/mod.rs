@@ -11,13 +11,17 @@
 //! questions to the active controller. When the broker it uses goes away, the
 //! next request moves on to the next address.
 
+mod acls;
 mod connection;
 mod groups;
+mod sasl;
 
+pub use acls::{AclEntry, AclOperation, AclResource};
 pub use connection::{BrokerConnection, Request, Timeouts};
 pub use groups::{GroupDescription, GroupListing, GroupMember, OffsetAt};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::ResponseError;
@@ -32,6 +36,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex;
+
+use crate::kafka::security::{Brokers, Security};
 
 /// What went wrong talking to the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +97,33 @@ pub enum AdminError {
         /// The message the broker sent with it, if any.
         detail: Option<String>,
     },
+    /// The TLS handshake failed.
+    #[error("TLS with broker {address} failed: {message}")]
+    Tls {
+        /// The broker's `host:port`.
+        address: String,
+        /// Why, in words a user can act on.
+        message: String,
+    },
+    /// The broker did not accept who the client says it is.
+    #[error("broker {address} refused authentication: {message}")]
+    Authentication {
+        /// The broker's `host:port`.
+        address: String,
+        /// The broker's reason.
+        message: String,
+    },
+    /// The broker closed a new connection at once: it expects another
+    /// security protocol than the one configured.
+    #[error("broker {address} closed the connection {when}: {hint}")]
+    Refused {
+        /// The broker's `host:port`.
+        address: String,
+        /// When it closed.
+        when: &'static str,
+        /// What it most likely expects.
+        hint: &'static str,
+    },
     /// Every bootstrap server failed; the last error is kept.
     #[error("no broker of {servers} answered; last error: {last}")]
     Unreachable {
@@ -117,6 +150,20 @@ impl AdminError {
         }
     }
 
+    /// Whether asking again cannot help: the cluster refused who the client
+    /// is or what it asked for, or the two sides do not speak the same
+    /// security protocol. Retrying these would only repeat the refusal.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            AdminError::Tls { .. }
+            | AdminError::Authentication { .. }
+            | AdminError::Refused { .. } => true,
+            AdminError::Broker { error, .. } => is_refusal(*error),
+            AdminError::Unreachable { last, .. } => last.is_permanent(),
+            _ => false,
+        }
+    }
+
     /// Whether the failure is of the connection rather than an answer from the cluster.
     pub fn is_connection_failure(&self) -> bool {
         matches!(
@@ -127,6 +174,21 @@ impl AdminError {
                 | AdminError::Unreachable { .. }
         )
     }
+}
+
+/// Whether a broker's error code refuses the client's identity or rights.
+pub fn is_refusal(error: ResponseError) -> bool {
+    matches!(
+        error,
+        ResponseError::TopicAuthorizationFailed
+            | ResponseError::GroupAuthorizationFailed
+            | ResponseError::ClusterAuthorizationFailed
+            | ResponseError::TransactionalIdAuthorizationFailed
+            | ResponseError::SaslAuthenticationFailed
+            | ResponseError::UnsupportedSaslMechanism
+            | ResponseError::IllegalSaslState
+            | ResponseError::DelegationTokenAuthorizationFailed
+    )
 }
 
 /// A broker as the cluster's metadata lists it.
@@ -243,6 +305,7 @@ pub enum Creation {
 #[derive(Debug)]
 pub struct AdminClient {
     bootstrap: Vec<String>,
+    security: Arc<Security>,
     timeouts: Timeouts,
     connection: Mutex<Option<BrokerConnection>>,
     /// Connections to particular brokers (leaders, coordinators).
@@ -252,14 +315,30 @@ pub struct AdminClient {
 const CLIENT_ID: &str = "metrocloud-admin";
 
 impl AdminClient {
-    /// A client for the given `host:port` addresses; connects on first use.
-    pub fn new(bootstrap: Vec<String>, timeouts: Timeouts) -> Self {
+    /// A client for `brokers` (plain `host:port` addresses are reached in
+    /// plaintext); connects on first use.
+    pub fn new(brokers: impl Into<Brokers>, timeouts: Timeouts) -> Self {
+        let Brokers {
+            addresses: bootstrap,
+            security,
+        } = brokers.into();
         AdminClient {
             bootstrap,
+            security,
             timeouts,
             connection: Mutex::new(None),
             peers: groups::Peers::default(),
         }
+    }
+
+    /// How connections are opened.
+    pub fn security(&self) -> &Arc<Security> {
+        &self.security
+    }
+
+    /// The bootstrap brokers and how they are reached.
+    pub fn brokers(&self) -> Brokers {
+        Brokers::new(self.bootstrap.clone(), Arc::clone(&self.security))
     }
 
     /// Sends one request to the current broker, moving on to the next address
@@ -300,7 +379,8 @@ impl AdminClient {
         {
             let attempt = async {
                 let mut connection =
-                    BrokerConnection::connect(address, self.timeouts, CLIENT_ID).await?;
+                    BrokerConnection::connect(address, &self.security, self.timeouts, CLIENT_ID)
+                        .await?;
                 let response = connection.send(request).await?;
                 Ok::<_, AdminError>((connection, response))
             };
@@ -369,7 +449,11 @@ impl AdminClient {
                 continue;
             }
             if topic.error_code != 0 {
-                return Err(AdminError::broker(&address, topic.error_code, None));
+                let mut error = AdminError::broker(&address, topic.error_code, None);
+                if let AdminError::Broker { detail, .. } = &mut error {
+                    *detail = Some(format!("topic {name}"));
+                }
+                return Err(error);
             }
             let mut partitions: Vec<PartitionInfo> = topic
                 .partitions

@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::kafka::admin::{AdminClient, AdminError, BrokerConnection, Request, Timeouts};
+use crate::kafka::security::Brokers;
 
 /// A broker error code from a group request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,7 +35,7 @@ impl GroupError {
     fn from_code(code: i16, message: Option<&StrBytes>) -> Option<GroupError> {
         (code != 0).then(|| GroupError {
             error: ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError),
-            message: message.map(|m| m.to_string()),
+            message: message.map(|m| m.to_string()).filter(|m| !m.is_empty()),
         })
     }
 
@@ -80,10 +81,10 @@ pub struct GroupCoordinator {
 }
 
 impl GroupCoordinator {
-    /// A coordinator client for `group_id`, found through `bootstrap`.
-    pub fn new(bootstrap: Vec<String>, group_id: &str, timeouts: Timeouts) -> Self {
+    /// A coordinator client for `group_id`, found through `brokers`.
+    pub fn new(brokers: impl Into<Brokers>, group_id: &str, timeouts: Timeouts) -> Self {
         GroupCoordinator {
-            admin: AdminClient::new(bootstrap, timeouts),
+            admin: AdminClient::new(brokers, timeouts),
             group_id: group_id.to_string(),
             timeouts,
             connection: None,
@@ -127,7 +128,13 @@ impl GroupCoordinator {
             }
             let address = format!("{host}:{port}");
             self.connection = Some(
-                BrokerConnection::connect(&address, self.timeouts, "metrocloud-consumer").await?,
+                BrokerConnection::connect(
+                    &address,
+                    self.admin.security(),
+                    self.timeouts,
+                    "metrocloud-consumer",
+                )
+                .await?,
             );
         }
         let connection = self.connection.as_mut().expect("connected above");

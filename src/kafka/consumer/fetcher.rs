@@ -36,6 +36,7 @@ use super::{ConsumedRecord, OffsetReset};
 use crate::kafka::admin::{AdminClient, BrokerConnection, OffsetAt, Timeouts};
 use crate::kafka::headers::Headers;
 use crate::kafka::retry::Backoff;
+use crate::kafka::security::Brokers;
 
 /// The client id fetch connections give.
 const CLIENT_ID: &str = "metrocloud-consumer";
@@ -56,7 +57,7 @@ pub struct FetchedBatch {
 /// What a fetcher needs.
 pub struct FetcherSpec {
     /// Where to look up the partition's leader and its offsets.
-    pub bootstrap: Vec<String>,
+    pub bootstrap: Brokers,
     /// Connect and request time limits (a fetch may take `max_wait` longer).
     pub timeouts: Timeouts,
     /// Topic.
@@ -143,7 +144,7 @@ async fn fetch_once(
             request: spec.timeouts.request + spec.max_wait,
             ..spec.timeouts
         };
-        let opened = BrokerConnection::connect(&address, timeouts, CLIENT_ID)
+        let opened = BrokerConnection::connect(&address, admin.security(), timeouts, CLIENT_ID)
             .await
             .map_err(|e| FetchFailure::Other(e.to_string()))?;
         *connection = Some(opened);

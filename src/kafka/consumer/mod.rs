@@ -48,6 +48,7 @@ use tokio_util::task::TaskTracker;
 use crate::kafka::admin::Timeouts;
 use crate::kafka::headers::Headers;
 use crate::kafka::retry::{Backoff, Deadline};
+use crate::kafka::security::Brokers;
 use fetcher::FetchedBatch;
 
 /// Batches waiting for processing, across all partitions. A batch holds up to
@@ -137,8 +138,8 @@ pub trait RecordProcessor: Send {
 /// What the consumer is asked to do.
 #[derive(Debug, Clone)]
 pub struct ConsumerSpec {
-    /// Bootstrap servers.
-    pub bootstrap: Vec<String>,
+    /// Bootstrap servers, and how to reach them.
+    pub bootstrap: Brokers,
     /// The topic to consume.
     pub topic: String,
     /// The group to join.
@@ -158,6 +159,10 @@ pub enum ConsumerError {
     /// The group coordinator refused the member in a way retrying cannot fix.
     #[error("the group coordinator refused this member: {0}")]
     Refused(GroupError),
+    /// The cluster refused the client (credentials, rights, or security
+    /// protocol); asking again cannot help.
+    #[error("{0}")]
+    Denied(String),
     /// The processor could not make its effects durable; nothing more was committed.
     #[error("processing failed, stopped without committing: {0}")]
     Processing(String),
@@ -244,6 +249,9 @@ impl<P: RecordProcessor> GroupConsumer<P> {
                     }
                     None => {}
                 },
+                Err(e) if e.is_permanent() => {
+                    return Err(ConsumerError::Denied(format!("topic {}: {e}", spec.topic)));
+                }
                 Err(e) if attempts == 1 || attempts.is_power_of_two() => tracing::warn!(
                     "cannot read the metadata of {} yet (attempt {attempts}): {e}; retrying",
                     spec.topic

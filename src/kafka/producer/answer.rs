@@ -23,6 +23,9 @@ pub(super) enum Failure {
     Renumber(String),
     /// No attempt can succeed.
     Permanent(String),
+    /// The cluster does not allow this client to write here: no record of
+    /// this producer can succeed, so it takes no more.
+    Refused(String),
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +126,7 @@ fn classify(code: i16, base_offset: i64, first: bool, detail: &str) -> Outcome {
             reason,
             moved: false,
         },
+        error if crate::kafka::admin::is_refusal(error) => Failure::Refused(reason),
         _ => Failure::Permanent(reason),
     };
     Outcome::Failed(failure)
@@ -143,6 +147,7 @@ mod tests {
             Outcome::Failed(Failure::Retry { moved: false, .. }) => "retry",
             Outcome::Failed(Failure::Renumber(_)) => "renumber",
             Outcome::Failed(Failure::Permanent(_)) => "fail",
+            Outcome::Failed(Failure::Refused(_)) => "refused",
         }
     }
 
@@ -160,7 +165,7 @@ mod tests {
         assert_eq!(first(ResponseError::RequestTimedOut), "retry");
         assert_eq!(first(ResponseError::NotLeaderOrFollower), "retry elsewhere");
         assert_eq!(first(ResponseError::MessageTooLarge), "fail");
-        assert_eq!(first(ResponseError::TopicAuthorizationFailed), "fail");
+        assert_eq!(first(ResponseError::TopicAuthorizationFailed), "refused");
         assert_eq!(first(ResponseError::InvalidRecord), "fail");
     }
 

@@ -30,7 +30,10 @@ pub(super) async fn partition_count(
                 }
                 tracing::debug!("topic {topic} not in the metadata yet; asking again");
             }
-            Err(e) => tracing::warn!("{e}; retrying"),
+            Err(e) if e.is_permanent() => {
+                return Err(ProducerError::Refused(format!("topic {topic}: {e}")));
+            }
+            Err(e) => tracing::warn!("cannot learn {topic}'s partitions: {e}; retrying"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Err(ProducerError::Cancelled(topic.to_string())),

@@ -63,6 +63,7 @@ use tokio_util::sync::CancellationToken;
 use crate::kafka::admin::{AdminClient, Timeouts};
 use crate::kafka::headers::Headers;
 use crate::kafka::partitioner::partition_for_key;
+use crate::kafka::security::Brokers;
 use batch::Pending;
 use connect::partition_count;
 use route::Route;
@@ -199,6 +200,10 @@ pub enum ProducerError {
     /// The topic does not exist.
     #[error("topic {0} does not exist (run `metrocloud topics ensure`)")]
     MissingTopic(String),
+    /// The cluster refused the client (credentials, rights, or security
+    /// protocol); asking again cannot help.
+    #[error("{0}")]
+    Refused(String),
     /// A single record larger than the whole buffer.
     #[error("a record of {size} bytes is larger than the producer buffer of {buffer} bytes")]
     RecordTooLarge {
@@ -233,6 +238,9 @@ pub struct ProducerStats {
     pub retries: AtomicU64,
     /// Batches acknowledged.
     pub batches: AtomicU64,
+    /// Why the cluster refused this producer's writes (authorization), once
+    /// it has: `send` then takes no more records.
+    pub refused: std::sync::OnceLock<String>,
 }
 
 /// A point-in-time copy of [`ProducerStats`].
@@ -285,7 +293,7 @@ impl<M: Send + 'static> Producer<M> {
     /// Connects to the cluster (retrying with backoff until `shutdown`), learns the
     /// topic's partitions and starts one writer per partition.
     pub async fn connect(
-        bootstrap: Vec<String>,
+        brokers: impl Into<Brokers>,
         topic: &str,
         settings: &ProducerSettings,
         listener: DeliveryListener<M>,
@@ -297,11 +305,14 @@ impl<M: Send + 'static> Producer<M> {
                 .min(std::time::Duration::from_secs(5)),
             request: settings.request_timeout,
         };
-        let route = Arc::new(Route::new(AdminClient::new(bootstrap, timeouts), topic));
+        let admin = AdminClient::new(brokers, timeouts);
+        let security = Arc::clone(admin.security());
+        let route = Arc::new(Route::new(admin, topic));
         let partitions = partition_count(&route, topic, settings, shutdown).await?;
         let senders = Arc::new(Senders::new(SenderSettings {
             shape: encode::RequestShape::new(topic, settings.request_timeout, CLIENT_ID),
             request_timeout: settings.request_timeout,
+            security,
         }));
         let stats = Arc::new(ProducerStats::default());
         let budget = Arc::new(Semaphore::new(settings.buffer_bytes));
@@ -360,6 +371,9 @@ impl<M: Send + 'static> Producer<M> {
                 partition,
                 partitions: self.partitions,
             });
+        }
+        if let Some(reason) = self.stats.refused.get() {
+            return Err(ProducerError::Refused(reason.clone()));
         }
         let size = record.size();
         if size > self.buffer_bytes {

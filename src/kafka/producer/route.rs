@@ -14,7 +14,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::InitProducerIdRequest;
 
 use super::encode::ProducerIdentity;
-use crate::kafka::admin::AdminClient;
+use crate::kafka::admin::{AdminClient, AdminError};
 use crate::lock::lock;
 
 /// Partition leaders of one topic and producer ids, for the partition writers.
@@ -38,7 +38,7 @@ impl Route {
     }
 
     /// The topic's partition count; `None` when the cluster does not know the topic.
-    pub(super) async fn partition_count(&self) -> Result<Option<i32>, String> {
+    pub(super) async fn partition_count(&self) -> Result<Option<i32>, AdminError> {
         self.refresh().await
     }
 
@@ -51,7 +51,9 @@ impl Route {
         if let Some(address) = lock(&self.leaders).get(&partition) {
             return Ok(address.clone());
         }
-        self.refresh().await?;
+        self.refresh()
+            .await
+            .map_err(|e| format!("cannot learn {}'s leaders: {e}", self.topic))?;
         lock(&self.leaders)
             .get(&partition)
             .cloned()
@@ -64,12 +66,8 @@ impl Route {
     }
 
     /// Asks for the topic's metadata and keeps every partition's leader.
-    async fn refresh(&self) -> Result<Option<i32>, String> {
-        let metadata = self
-            .admin
-            .metadata(Some(&[self.topic.as_str()]))
-            .await
-            .map_err(|e| format!("cannot learn {}'s leaders: {e}", self.topic))?;
+    async fn refresh(&self) -> Result<Option<i32>, AdminError> {
+        let metadata = self.admin.metadata(Some(&[self.topic.as_str()])).await?;
         let Some(topic) = metadata.topic(&self.topic) else {
             return Ok(None);
         };

@@ -22,6 +22,7 @@
 //! is none (no connection, no answer in time, an answer that cannot be read).
 //! What to do then is the partition writer's business ([`super::writer`]).
 
+use crate::kafka::security::Security;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -51,6 +52,8 @@ struct Ready {
 pub(super) struct SenderSettings {
     pub(super) shape: RequestShape,
     pub(super) request_timeout: Duration,
+    /// How connections to the brokers are opened.
+    pub(super) security: std::sync::Arc<Security>,
 }
 
 /// The senders of one producer, one per broker address, started on first use.
@@ -128,6 +131,7 @@ async fn run(
                 pipeline = None;
                 match Pipeline::connect(
                     &address,
+                    &settings.security,
                     &settings.shape.client_id,
                     settings.request_timeout,
                 )

@@ -10,6 +10,8 @@
 //! arrival; order within the partition is kept by the idempotent producer's
 //! sequence numbers (see [`super::writer`]).
 //!
+//! The connection is opened like every other (TLS and SASL as configured,
+//! then the API versions), by [`BrokerConnection`], and taken over from it.
 //! Requests arrive already encoded ([`super::encode`]). The connection writes
 //! the 4-byte frame length, the request's first bytes with its own correlation
 //! id in place, and the rest, with one vectored write: no copy of the batch,
@@ -26,14 +28,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::kafka::admin::{AdminError, BrokerConnection, Timeouts};
+use crate::kafka::security::Security;
+use crate::kafka::transport::{ReadHalf, WriteHalf};
 use crate::lock::lock;
 
 /// Largest answer accepted; anything bigger is a framing error, not data.
@@ -45,9 +47,13 @@ pub(super) const MAX_PRODUCE_VERSION: i16 = 12;
 /// Why a request on this connection got no answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub(super) enum WireError {
-    /// The TCP connection could not be opened in time.
+    /// The connection could not be opened in time.
     #[error("cannot connect to {address}: {reason}")]
     Connect { address: String, reason: String },
+    /// The broker refused the client's identity, or the two sides do not
+    /// speak the same security protocol: connecting again cannot help.
+    #[error("{0}")]
+    Refused(String),
     /// The connection broke, or was closed, before the answer came.
     #[error("connection to {address} closed: {reason}")]
     Closed { address: String, reason: String },
@@ -121,27 +127,40 @@ impl Pipeline {
     /// Opens a connection to `address` and learns which Produce version to use.
     pub(super) async fn connect(
         address: &str,
+        security: &Security,
         client_id: &str,
         timeout: Duration,
     ) -> Result<Pipeline, WireError> {
-        let connect_error = |reason: String| WireError::Connect {
-            address: address.to_string(),
-            reason,
+        let timeouts = Timeouts {
+            connect: timeout,
+            request: timeout,
         };
-        let opening = async {
-            let stream = TcpStream::connect(address).await?;
-            stream.set_nodelay(true)?;
-            let (mut read, mut write) = stream.into_split();
-            let version = produce_version(&mut read, &mut write, client_id).await?;
-            Ok::<_, std::io::Error>((read, write, version))
-        };
-        let (read, write, version) = tokio::time::timeout(timeout, opening)
+        let opening = BrokerConnection::connect(address, security, timeouts, client_id);
+        let connection = tokio::time::timeout(timeout, opening)
             .await
-            .map_err(|_| connect_error(format!("no answer within {timeout:?}")))?
-            .map_err(|e| connect_error(e.to_string()))?;
-        let produce_version = version.ok_or_else(|| WireError::Unsupported {
-            address: address.to_string(),
-        })?;
+            .map_err(|_| WireError::Connect {
+                address: address.to_string(),
+                reason: format!("no answer within {timeout:?}"),
+            })?
+            .map_err(|e: AdminError| {
+                if e.is_permanent() {
+                    WireError::Refused(e.to_string())
+                } else {
+                    WireError::Connect {
+                        address: address.to_string(),
+                        reason: e.to_string(),
+                    }
+                }
+            })?;
+        let (stream, supported) = connection.into_parts();
+        let produce_version = supported
+            .get(&(ApiKey::Produce as i16))
+            .map(|&(_, highest)| highest.min(MAX_PRODUCE_VERSION))
+            .filter(|&version| version >= 3)
+            .ok_or_else(|| WireError::Unsupported {
+                address: address.to_string(),
+            })?;
+        let (read, write) = stream.into_split();
         let shared = Arc::new(Shared {
             address: address.to_string(),
             waiting: Mutex::new(VecDeque::new()),
@@ -190,7 +209,7 @@ impl Pipeline {
 /// Writes queued requests in order, each with the next correlation id.
 async fn write_requests(
     shared: Arc<Shared>,
-    mut socket: OwnedWriteHalf,
+    mut socket: WriteHalf,
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let mut correlation_id: i32 = 1;
@@ -235,7 +254,7 @@ async fn write_requests(
 /// Writes one frame: length, API key and version, `correlation_id`, and the
 /// rest of `message` from its ninth byte, in as few system calls as the socket allows.
 async fn write_frame(
-    socket: &mut OwnedWriteHalf,
+    socket: &mut WriteHalf,
     message: &[u8],
     correlation_id: i32,
 ) -> std::io::Result<()> {
@@ -258,11 +277,12 @@ async fn write_frame(
         }
         written += n;
     }
-    Ok(())
+    // TLS holds what was written until flushed; plain TCP has nothing to flush.
+    socket.flush().await
 }
 
 /// Reads answers and hands each to the oldest waiting request.
-async fn read_answers(shared: Arc<Shared>, mut socket: OwnedReadHalf) {
+async fn read_answers(shared: Arc<Shared>, mut socket: ReadHalf) {
     let mut buffer = BytesMut::with_capacity(64 * 1024);
     let reason = loop {
         let frame = tokio::select! {
@@ -299,7 +319,7 @@ async fn read_answers(shared: Arc<Shared>, mut socket: OwnedReadHalf) {
 }
 
 /// The next whole frame from the socket, without its length prefix.
-async fn read_frame(socket: &mut OwnedReadHalf, buffer: &mut BytesMut) -> std::io::Result<Bytes> {
+async fn read_frame(socket: &mut ReadHalf, buffer: &mut BytesMut) -> std::io::Result<Bytes> {
     while buffer.len() < 4 {
         fill(socket, buffer, 4).await?;
     }
@@ -318,11 +338,7 @@ async fn read_frame(socket: &mut OwnedReadHalf, buffer: &mut BytesMut) -> std::i
 }
 
 /// Reads whatever the socket has, making room for at least `wanted` bytes in all.
-async fn fill(
-    socket: &mut OwnedReadHalf,
-    buffer: &mut BytesMut,
-    wanted: usize,
-) -> std::io::Result<()> {
+async fn fill(socket: &mut ReadHalf, buffer: &mut BytesMut, wanted: usize) -> std::io::Result<()> {
     buffer.reserve(wanted.saturating_sub(buffer.len()).max(16 * 1024));
     if socket.read_buf(buffer).await? == 0 {
         return Err(std::io::Error::new(
@@ -331,46 +347,4 @@ async fn fill(
         ));
     }
     Ok(())
-}
-
-/// Asks for the broker's API versions on a new connection and picks the
-/// highest Produce version both sides speak; `None` when there is none.
-async fn produce_version(
-    read: &mut OwnedReadHalf,
-    write: &mut OwnedWriteHalf,
-    client_id: &str,
-) -> std::io::Result<Option<i16>> {
-    // Version 3 is understood by every Kafka 2.4+ broker, and 4.x requires at least it.
-    const VERSION: i16 = 3;
-    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::ApiVersions as i16)
-        .with_request_api_version(VERSION)
-        .with_correlation_id(0)
-        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
-    let request = ApiVersionsRequest::default()
-        .with_client_software_name(StrBytes::from_static_str("metrocloud"))
-        .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-    let mut message = BytesMut::new();
-    header
-        .encode(&mut message, ApiVersionsRequest::header_version(VERSION))
-        .and_then(|_| request.encode(&mut message, VERSION))
-        .map_err(|e| invalid(e.to_string()))?;
-    write_frame(write, &message, 0).await?;
-    let mut buffer = BytesMut::new();
-    let mut frame = read_frame(read, &mut buffer).await?;
-    kafka_protocol::messages::ResponseHeader::decode(
-        &mut frame,
-        ApiVersionsResponse::header_version(VERSION),
-    )
-    .and_then(|_| ApiVersionsResponse::decode(&mut frame, VERSION))
-    .map_err(|e| invalid(e.to_string()))
-    .map(|response| {
-        response
-            .api_keys
-            .iter()
-            .find(|key| key.api_key == ApiKey::Produce as i16)
-            .map(|key| key.max_version.min(MAX_PRODUCE_VERSION))
-            .filter(|&version| version >= 3)
-    })
 }

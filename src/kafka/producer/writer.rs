@@ -377,6 +377,15 @@ impl<M: Send + 'static> State<M> {
                     renumber = true;
                     self.fail(sent, format!("{reason} (not retriable)"));
                 }
+                Some(Outcome::Failed(Failure::Refused(reason))) => {
+                    renumber = true;
+                    let topic = &self.writer.topic;
+                    self.writer
+                        .stats
+                        .refused
+                        .get_or_init(|| format!("the cluster refused writes to {topic}: {reason}"));
+                    self.fail(sent, format!("{reason} (refused)"));
+                }
                 Some(Outcome::Failed(Failure::Renumber(reason))) => {
                     renumber = true;
                     if cause.is_empty() {

@@ -1,0 +1,616 @@
+//! A local cluster that checks who connects and what they may do
+//! (`metrocloud cluster up --secure`).
+//!
+//! Each node gets three listeners on 127.0.0.1:
+//! - the client port speaks SASL_SSL: TLS with a certificate from a CA made
+//!   for this cluster, then SASL (SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN);
+//! - a second client port speaks SASL_PLAINTEXT, for builds without the
+//!   `tls` feature, and carries the brokers' own traffic (SCRAM as `admin`);
+//! - the controller port speaks SASL_PLAINTEXT with PLAIN as `admin`.
+//!
+//! Users are made when the storage is formatted (SCRAM credentials in the
+//! metadata log), and Kafka's `StandardAuthorizer` refuses everything no ACL
+//! allows, `admin` (the super user) excepted. Passwords are random, one file
+//! each under `secrets/` (mode 0600); the CA's certificate is `tls/ca.pem`.
+//! Certificates come from the JDK's `keytool`, which the cluster's Java has.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rand::RngExt;
+
+use super::distribution::KafkaDistribution;
+use super::node::NodeSpec;
+use super::{ClusterError, LocalCluster};
+use crate::config::Config;
+use crate::kafka::admin::{AclEntry, AclOperation, AclResource};
+use crate::kafka::security::{Brokers, Password, Security, SecurityProtocol};
+use crate::kafka::topics::{TopicSpec, ensure_topic};
+
+/// The users of a secure cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    /// The super user: topic set-up, ACLs, the brokers' own traffic.
+    Admin,
+    /// Writes readings (`metrocloud produce`).
+    Producer,
+    /// Processes readings (`metrocloud consume`): reads them, writes alerts and dead letters.
+    Consumer,
+    /// Looks (`metrocloud console`): describes and reads, writes nothing.
+    Console,
+    /// All of `metrocloud run` in one process: producer, consumer, console,
+    /// aggregation and storage together, and nothing more.
+    Pipeline,
+}
+
+impl Principal {
+    /// Every user, in the order they are listed.
+    pub const ALL: [Principal; 5] = [
+        Principal::Admin,
+        Principal::Producer,
+        Principal::Consumer,
+        Principal::Console,
+        Principal::Pipeline,
+    ];
+
+    /// The user name (principal `User:<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Principal::Admin => "admin",
+            Principal::Producer => "producer",
+            Principal::Consumer => "consumer",
+            Principal::Console => "console",
+            Principal::Pipeline => "pipeline",
+        }
+    }
+
+    /// The user called `name`.
+    pub fn named(name: &str) -> Option<Principal> {
+        Principal::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// The names ACLs are given for: the pipeline's topics and groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineNames {
+    /// Sensor readings.
+    pub readings: String,
+    /// Alerts.
+    pub alerts: String,
+    /// Dead letters.
+    pub dead_letters: String,
+    /// Minute aggregates.
+    pub aggregates: String,
+    /// The processing side's group.
+    pub consumer_group: String,
+    /// The aggregation stage's group.
+    pub aggregate_group: String,
+    /// The storage stage's groups (readings, then aggregates).
+    pub store_groups: [String; 2],
+}
+
+/// The least-privilege ACLs of each user but `admin`; see the README's table.
+pub fn acl_plan(names: &PipelineNames) -> Vec<AclEntry> {
+    use AclOperation::{Describe, DescribeConfigs, Read, Write};
+    let entry = |user: Principal, resource, name: &str, operation| AclEntry {
+        user: user.name().to_string(),
+        resource,
+        name: name.to_string(),
+        operation,
+    };
+    let topics = [
+        &names.readings,
+        &names.alerts,
+        &names.dead_letters,
+        &names.aggregates,
+    ];
+    let mut groups = vec![&names.consumer_group, &names.aggregate_group];
+    groups.extend(&names.store_groups);
+    let mut plan = Vec::new();
+    // Writing readings; describing the topic (metadata, its settings) to find partitions.
+    for operation in [Write, Describe, DescribeConfigs] {
+        plan.push(entry(
+            Principal::Producer,
+            AclResource::Topic,
+            &names.readings,
+            operation,
+        ));
+    }
+    // Reading readings in its group; writing alerts and dead letters, and
+    // reading its own alerts back (to carry open alerts across a restart).
+    for operation in [Read, Describe, DescribeConfigs] {
+        plan.push(entry(
+            Principal::Consumer,
+            AclResource::Topic,
+            &names.readings,
+            operation,
+        ));
+    }
+    plan.push(entry(
+        Principal::Consumer,
+        AclResource::Group,
+        &names.consumer_group,
+        Read,
+    ));
+    for topic in [&names.alerts, &names.dead_letters] {
+        for operation in [Write, Read, Describe, DescribeConfigs] {
+            plan.push(entry(
+                Principal::Consumer,
+                AclResource::Topic,
+                topic,
+                operation,
+            ));
+        }
+    }
+    // Looking: every topic and group described and read, the cluster described.
+    for topic in topics {
+        for operation in [Read, Describe, DescribeConfigs] {
+            plan.push(entry(
+                Principal::Console,
+                AclResource::Topic,
+                topic,
+                operation,
+            ));
+        }
+    }
+    for group in &groups {
+        plan.push(entry(
+            Principal::Console,
+            AclResource::Group,
+            group,
+            Describe,
+        ));
+    }
+    plan.push(entry(
+        Principal::Console,
+        AclResource::Cluster,
+        "kafka-cluster",
+        Describe,
+    ));
+    // The whole pipeline in one process: what the others have, aggregates and storage too.
+    for topic in topics {
+        for operation in [Write, Read, Describe, DescribeConfigs] {
+            plan.push(entry(
+                Principal::Pipeline,
+                AclResource::Topic,
+                topic,
+                operation,
+            ));
+        }
+    }
+    for group in &groups {
+        for operation in [Read, Describe] {
+            plan.push(entry(
+                Principal::Pipeline,
+                AclResource::Group,
+                group,
+                operation,
+            ));
+        }
+    }
+    plan.push(entry(
+        Principal::Pipeline,
+        AclResource::Cluster,
+        "kafka-cluster",
+        Describe,
+    ));
+    plan
+}
+
+/// The file holding `principal`'s password.
+pub fn password_file(dir: &Path, principal: Principal) -> PathBuf {
+    dir.join("secrets")
+        .join(format!("{}.password", principal.name()))
+}
+
+/// The PEM certificate of the cluster's CA, for clients to trust.
+pub fn ca_file(dir: &Path) -> PathBuf {
+    dir.join("tls").join("ca.pem")
+}
+
+/// The client settings Kafka's own tools run with, as `admin` over SASL_SSL.
+pub fn tools_config(dir: &Path) -> PathBuf {
+    dir.join("admin-client.properties")
+}
+
+fn keystore(dir: &Path) -> PathBuf {
+    dir.join("tls").join("broker.p12")
+}
+
+fn keystore_password_file(dir: &Path) -> PathBuf {
+    dir.join("secrets").join("keystore.password")
+}
+
+/// Reads a password written by [`ensure_material`].
+pub fn read_password(path: &Path) -> Result<String, ClusterError> {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim().to_string())
+        .map_err(|e| ClusterError::io(path, e))
+}
+
+/// 24 random letters and digits: about 143 bits.
+fn random_password() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..24)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Writes `text` to a new file only its owner can read.
+fn write_private(path: &Path, text: &str) -> Result<(), ClusterError> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ClusterError::io(path, e))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| ClusterError::io(path, e))
+}
+
+/// Makes the passwords, the CA and the brokers' certificate on first use,
+/// and (again each time) the tools' client settings.
+pub fn ensure_material(dir: &Path, distribution: &KafkaDistribution) -> Result<(), ClusterError> {
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).map_err(|e| ClusterError::io(&secrets, e))?;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| ClusterError::io(&secrets, e))?;
+    let mut files: Vec<PathBuf> = Principal::ALL
+        .iter()
+        .map(|p| password_file(dir, *p))
+        .collect();
+    files.push(keystore_password_file(dir));
+    for file in files {
+        if !file.exists() {
+            write_private(&file, &random_password())?;
+        }
+    }
+    if !keystore(dir).exists() {
+        let tls = dir.join("tls");
+        let made = make_certificates(dir, distribution);
+        if made.is_err() {
+            let _ = std::fs::remove_dir_all(&tls);
+        }
+        made?;
+    }
+    let admin = read_password(&password_file(dir, Principal::Admin))?;
+    let properties = format!(
+        "# Written by metrocloud: Kafka's tools as admin over SASL_SSL.\n\
+         security.protocol=SASL_SSL\n\
+         sasl.mechanism=SCRAM-SHA-512\n\
+         sasl.jaas.config={}\n\
+         ssl.truststore.type=PEM\n\
+         ssl.truststore.location={}\n",
+        jaas("scram.ScramLoginModule", "admin", &admin, ""),
+        ca_file(dir).display()
+    );
+    let path = tools_config(dir);
+    let _ = std::fs::remove_file(&path);
+    write_private(&path, &properties)
+}
+
+/// A CA, then one broker certificate signed by it for `localhost` and
+/// 127.0.0.1 (every node listens there), in a PKCS12 keystore.
+fn make_certificates(dir: &Path, distribution: &KafkaDistribution) -> Result<(), ClusterError> {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).map_err(|e| ClusterError::io(&tls, e))?;
+    let password = read_password(&keystore_password_file(dir))?;
+    let keytool = distribution
+        .java()
+        .parent()
+        .map(|bin| bin.join("keytool"))
+        .unwrap_or_else(|| PathBuf::from("keytool"));
+    let ca_store = tls.join("ca.p12");
+    let request = tls.join("broker.csr");
+    let signed = tls.join("broker.pem");
+    let store = |path: &Path| -> Vec<String> {
+        vec![
+            "-keystore".into(),
+            path.display().to_string(),
+            "-storetype".into(),
+            "PKCS12".into(),
+            "-storepass".into(),
+            password.clone(),
+        ]
+    };
+    let key = |alias: &str, name: &str| -> Vec<String> {
+        [
+            "-genkeypair",
+            "-alias",
+            alias,
+            "-keyalg",
+            "EC",
+            "-groupname",
+            "secp256r1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "-dname".to_string(),
+            name.to_string(),
+            "-validity".into(),
+            "3650".into(),
+        ])
+        .collect()
+    };
+    let steps: Vec<Vec<String>> = vec![
+        [
+            key("ca", "CN=MetroCloud local cluster CA"),
+            vec!["-ext".into(), "bc:c".into()],
+            store(&ca_store),
+        ]
+        .concat(),
+        [
+            vec![
+                "-exportcert".into(),
+                "-rfc".into(),
+                "-alias".into(),
+                "ca".into(),
+            ],
+            vec!["-file".into(), ca_file(dir).display().to_string()],
+            store(&ca_store),
+        ]
+        .concat(),
+        [key("broker", "CN=localhost"), store(&keystore(dir))].concat(),
+        [
+            vec!["-certreq".into(), "-alias".into(), "broker".into()],
+            vec!["-file".into(), request.display().to_string()],
+            store(&keystore(dir)),
+        ]
+        .concat(),
+        [
+            vec![
+                "-gencert".into(),
+                "-rfc".into(),
+                "-alias".into(),
+                "ca".into(),
+            ],
+            vec!["-infile".into(), request.display().to_string()],
+            vec!["-outfile".into(), signed.display().to_string()],
+            vec!["-ext".into(), "SAN=dns:localhost,ip:127.0.0.1".into()],
+            vec![
+                "-ext".into(),
+                "EKU=serverAuth".into(),
+                "-validity".into(),
+                "825".into(),
+            ],
+            store(&ca_store),
+        ]
+        .concat(),
+        [
+            vec![
+                "-importcert".into(),
+                "-noprompt".into(),
+                "-alias".into(),
+                "ca".into(),
+            ],
+            vec!["-file".into(), ca_file(dir).display().to_string()],
+            store(&keystore(dir)),
+        ]
+        .concat(),
+        [
+            vec![
+                "-importcert".into(),
+                "-noprompt".into(),
+                "-alias".into(),
+                "broker".into(),
+            ],
+            vec!["-file".into(), signed.display().to_string()],
+            store(&keystore(dir)),
+        ]
+        .concat(),
+    ];
+    for args in steps {
+        let output = Command::new(&keytool)
+            .args(&args)
+            .output()
+            .map_err(|e| ClusterError::io(&keytool, e))?;
+        if !output.status.success() {
+            let text = String::from_utf8_lossy(&output.stderr).replace(&password, "***");
+            return Err(ClusterError::Mismatch(format!(
+                "keytool {} failed: {}",
+                args[0],
+                text.trim()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A JAAS line for `module` as `user`, plus `extra` options.
+fn jaas(module: &str, user: &str, password: &str, extra: &str) -> String {
+    format!(
+        "org.apache.kafka.common.security.{module} required username=\"{user}\" password=\"{password}\"{extra};"
+    )
+}
+
+/// The security lines of `node`'s `server.properties`.
+pub fn broker_properties(
+    dir: &Path,
+    node: &NodeSpec,
+    sasl_port: u16,
+) -> Result<String, ClusterError> {
+    let admin = read_password(&password_file(dir, Principal::Admin))?;
+    let mut plain_users = String::new();
+    for principal in Principal::ALL {
+        let password = read_password(&password_file(dir, principal))?;
+        plain_users.push_str(&format!(" user_{}=\"{password}\"", principal.name()));
+    }
+    let keystore_password = read_password(&keystore_password_file(dir))?;
+    let mut text = format!(
+        "listeners=SASL_SSL://127.0.0.1:{client},SASL_PLAINTEXT://127.0.0.1:{sasl_port}{controller}
+advertised.listeners=SASL_SSL://127.0.0.1:{client},SASL_PLAINTEXT://127.0.0.1:{sasl_port}
+listener.security.protocol.map=SASL_SSL:SASL_SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+inter.broker.listener.name=SASL_PLAINTEXT
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config={controller_jaas}
+ssl.keystore.type=PKCS12
+ssl.keystore.location={keystore}
+ssl.keystore.password={keystore_password}
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false
+",
+        client = node.client_port,
+        controller = node
+            .controller_port
+            .map(|p| format!(",CONTROLLER://127.0.0.1:{p}"))
+            .unwrap_or_default(),
+        controller_jaas = jaas(
+            "plain.PlainLoginModule",
+            "admin",
+            &admin,
+            &format!(" user_admin=\"{admin}\"")
+        ),
+        keystore = keystore(dir).display(),
+    );
+    for listener in ["sasl_ssl", "sasl_plaintext"] {
+        text.push_str(&format!(
+            "listener.name.{listener}.sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN\n"
+        ));
+        for mechanism in ["scram-sha-512", "scram-sha-256"] {
+            text.push_str(&format!(
+                "listener.name.{listener}.{mechanism}.sasl.jaas.config={}\n",
+                jaas("scram.ScramLoginModule", "admin", &admin, "")
+            ));
+        }
+        text.push_str(&format!(
+            "listener.name.{listener}.plain.sasl.jaas.config={}\n",
+            jaas("plain.PlainLoginModule", "admin", &admin, &plain_users)
+        ));
+    }
+    Ok(text)
+}
+
+/// The storage tool's arguments that create every user, both SCRAM hashes.
+pub fn scram_arguments(dir: &Path) -> Result<Vec<String>, ClusterError> {
+    let mut args = Vec::new();
+    for principal in Principal::ALL {
+        let password = read_password(&password_file(dir, principal))?;
+        for mechanism in ["SCRAM-SHA-512", "SCRAM-SHA-256"] {
+            args.push("--add-scram".to_string());
+            args.push(format!(
+                "{mechanism}=[name={},password={password}]",
+                principal.name()
+            ));
+        }
+    }
+    Ok(args)
+}
+
+impl LocalCluster {
+    /// How `principal` reaches a secure cluster: SASL_SSL when `tls`, else
+    /// SASL_PLAINTEXT, with SCRAM-SHA-512 and its password file; a plaintext
+    /// cluster's client ports for anyone.
+    pub fn access(&self, principal: Principal, tls: bool) -> Vec<(&'static str, String)> {
+        let nodes = self.nodes();
+        if !self.is_secure() {
+            return vec![(
+                "KAFKA_BOOTSTRAP_SERVERS",
+                self.bootstrap_servers().join(","),
+            )];
+        }
+        let addresses: Vec<String> = if tls {
+            nodes.iter().map(NodeSpec::client_address).collect()
+        } else {
+            nodes.iter().filter_map(NodeSpec::sasl_address).collect()
+        };
+        let mut env = vec![
+            ("KAFKA_BOOTSTRAP_SERVERS", addresses.join(",")),
+            (
+                "KAFKA_SECURITY_PROTOCOL",
+                if tls { "SASL_SSL" } else { "SASL_PLAINTEXT" }.to_string(),
+            ),
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".to_string()),
+            ("KAFKA_SASL_USERNAME", principal.name().to_string()),
+            (
+                "KAFKA_SASL_PASSWORD_FILE",
+                password_file(&self.dir, principal).display().to_string(),
+            ),
+        ];
+        if tls {
+            env.push((
+                "KAFKA_SSL_CA_LOCATION",
+                ca_file(&self.dir).display().to_string(),
+            ));
+        }
+        env
+    }
+
+    /// The brokers as `principal` reaches them over SASL_PLAINTEXT (or a
+    /// plaintext cluster's, as anyone).
+    pub fn brokers_as(&self, principal: Principal) -> Result<Brokers, ClusterError> {
+        let mut security = Security::default();
+        let mut addresses = self.bootstrap_servers();
+        if self.is_secure() {
+            addresses = self
+                .nodes()
+                .iter()
+                .filter_map(NodeSpec::sasl_address)
+                .collect();
+            security.protocol = SecurityProtocol::SaslPlaintext;
+            security.username = Some(principal.name().to_string());
+            security.password = Some(Password::new(read_password(&password_file(
+                &self.dir, principal,
+            ))?));
+        }
+        Ok(Brokers::new(addresses, std::sync::Arc::new(security)))
+    }
+
+    /// The client settings Kafka's tools need for this cluster (a secure
+    /// one's: `admin` over SASL_SSL), as a file name.
+    pub fn tools_config(&self) -> Option<String> {
+        self.is_secure()
+            .then(|| tools_config(&self.dir).display().to_string())
+    }
+
+    /// Creates the pipeline's topics (as configured) and every user's ACLs
+    /// ([`acl_plan`]), as `admin`: the other users may not create topics.
+    pub async fn grant(&self, config: &Config) -> Result<(), ClusterError> {
+        let admin = self.admin();
+        for name in [
+            &config.topic,
+            &config.alerts_topic,
+            &config.dlq_topic,
+            &config.aggregates_topic,
+        ] {
+            let spec = TopicSpec {
+                name: name.clone(),
+                ..config.sensor_topic()
+            };
+            ensure_topic(&admin, &spec)
+                .await
+                .map_err(|e| ClusterError::Mismatch(format!("topic {name}: {e}")))?;
+        }
+        admin
+            .create_acls(&acl_plan(&PipelineNames::of(config)))
+            .await?;
+        Ok(())
+    }
+}
+
+impl PipelineNames {
+    /// The names `config` gives the pipeline's topics and groups.
+    pub fn of(config: &Config) -> PipelineNames {
+        PipelineNames {
+            readings: config.topic.clone(),
+            alerts: config.alerts_topic.clone(),
+            dead_letters: config.dlq_topic.clone(),
+            aggregates: config.aggregates_topic.clone(),
+            consumer_group: config.consumer_group_id.clone(),
+            aggregate_group: config.aggregate.group_id.clone(),
+            store_groups: [
+                config.store.group_id.clone(),
+                format!("{}-aggregates", config.store.group_id),
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
