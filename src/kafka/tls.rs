@@ -97,7 +97,10 @@ pub fn explain(error: &std::io::Error) -> String {
         )
     } else if text.contains("NotValidForName") {
         format!("{text}: the broker's certificate does not name the host dialled")
-    } else if text.contains("corrupt message") || text.contains("InvalidContentType") {
+    } else if text.contains("corrupt message")
+        || text.contains("InvalidContentType")
+        || text.contains("handshake eof")
+    {
         format!(
             "{text}: the listener does not speak TLS; set KAFKA_SECURITY_PROTOCOL to PLAINTEXT or SASL_PLAINTEXT"
         )

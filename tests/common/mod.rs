@@ -152,7 +152,7 @@ pub fn dedicated() -> TestCluster {
 }
 
 /// A new directory for a test cluster under the target dir; those of finished runs are removed.
-fn cluster_dir() -> PathBuf {
+pub fn cluster_dir() -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("clusters");
     if let Ok(entries) = std::fs::read_dir(&root) {

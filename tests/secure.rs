@@ -1,0 +1,495 @@
+//! A secure cluster (`metrocloud cluster up --secure`) as its users meet it:
+//! each user does its own work with the variables `metrocloud cluster env`
+//! prints, and is refused, quickly and with a reason, anything else. No
+//! password shows in any output.
+//!
+//! Built with the `tls` feature, the users connect over SASL_SSL (the
+//! cluster's CA); without it, over SASL_PLAINTEXT. Both listeners are the
+//! same brokers, users and ACLs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use metrocloud::cluster::{ClusterSpec, LocalCluster, Principal, secure};
+use metrocloud::config::{Config, SETTINGS};
+use metrocloud::console::{self, ConsoleState, PipelineHandles};
+use metrocloud::kafka::security::TLS_BUILT_IN;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// The secure cluster every test of this file shares, with the pipeline's topics and ACLs.
+fn cluster() -> &'static LocalCluster {
+    static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        common::init_logs();
+        let dir = common::cluster_dir();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            runtime.block_on(async {
+                let spec = ClusterSpec {
+                    secure: true,
+                    ..ClusterSpec::short_lived(dir)
+                };
+                let (cluster, _) = LocalCluster::up(&spec)
+                    .await
+                    .unwrap_or_else(|e| panic!("secure cluster did not start: {e}"));
+                cluster
+                    .grant(&Config::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("topics and ACLs: {e}"));
+                cluster
+            })
+        })
+        .join()
+        .expect("cluster start thread")
+    })
+}
+
+/// Held by the tests that use the pipeline's own group, one at a time.
+fn pipeline_group() -> std::sync::MutexGuard<'static, ()> {
+    static GROUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GROUP.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The variables with which `user` reaches the cluster (`metrocloud cluster env`).
+fn access(user: Principal) -> BTreeMap<&'static str, String> {
+    cluster().access(user, TLS_BUILT_IN).into_iter().collect()
+}
+
+/// Every password of the cluster, none of which may ever be printed.
+fn passwords() -> Vec<String> {
+    Principal::ALL
+        .iter()
+        .map(|p| secure::read_password(&secure::password_file(cluster().dir(), *p)).unwrap())
+        .collect()
+}
+
+fn assert_no_password(what: &str, text: &str) {
+    for password in passwords() {
+        assert!(!text.contains(&password), "a password in {what}: {text}");
+    }
+}
+
+/// `metrocloud` with only `vars` of our settings set.
+fn metrocloud(vars: &BTreeMap<&str, String>, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_metrocloud"));
+    for setting in SETTINGS {
+        command.env_remove(setting.name);
+    }
+    command
+        .env_remove("RUST_LOG")
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(args);
+    command
+}
+
+/// Runs `command` to its end, which must come within `limit`.
+fn finished_within(mut command: Command, limit: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start metrocloud");
+    let pid = child.id() as i32;
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    });
+    let output = child.wait_with_output().expect("metrocloud output");
+    let took = started.elapsed();
+    drop(watchdog);
+    assert!(
+        took < limit,
+        "still running after {limit:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output, took)
+}
+
+/// Runs a long-running command until its standard output shows a line
+/// `ready` accepts, then stops it with Ctrl-C; its lines and exit status.
+fn run_until(mut command: Command, ready: impl Fn(&str) -> bool) -> (Vec<String>, bool) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start metrocloud");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let done = ready(&line);
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    seen.extend(std::iter::from_fn(|| {
+        lines.recv_timeout(Duration::from_secs(60)).ok()
+    }));
+    let output = child.wait_with_output().expect("wait");
+    reader.join().expect("reader");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_no_password("the log", &stderr);
+    assert_no_password("the output", &seen.join("\n"));
+    (seen, output.status.success())
+}
+
+/// The number after ` <name> ` in `line`.
+fn count(line: &str, name: &str) -> u64 {
+    let start = line
+        .find(&format!(" {name} "))
+        .unwrap_or_else(|| panic!("{name} in {line}"))
+        + name.len()
+        + 2;
+    line[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {line}"))
+}
+
+#[test]
+fn the_producer_writes_readings_and_the_consumer_processes_each_of_them_in_its_group() {
+    let _group = pipeline_group();
+    let mut producer = access(Principal::Producer);
+    producer.insert("IOT_NUM_DEVICES", "40".into());
+    producer.insert("IOT_DATA_INTERVAL_SEC", "0.2".into());
+    let (lines, ok) = run_until(metrocloud(&producer, &["produce"]), |l| {
+        l.starts_with("producer:") && count(l, "acked") >= 500
+    });
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("producer summary:"))
+        .unwrap_or_else(|| panic!("no producer summary in {lines:#?}"));
+    assert!(ok, "{lines:#?}");
+    let acked = count(summary, "acked");
+    assert!(acked >= 500, "{summary}");
+    assert_eq!(count(summary, "failed"), 0, "{summary}");
+
+    let consumer = access(Principal::Consumer);
+    let (lines, ok) = run_until(metrocloud(&consumer, &["consume"]), |l| {
+        l.starts_with("consumer:")
+            && l.contains(&format!("readings {acked},"))
+            && l.contains("lag 0")
+    });
+    assert!(ok, "{lines:#?}");
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("consumer summary:"))
+        .unwrap_or_else(|| panic!("no consumer summary in {lines:#?}"));
+    assert!(
+        summary.starts_with(&format!("consumer summary: {acked} readings")),
+        "{summary}"
+    );
+
+    // Its group committed every reading: Kafka's own tool, as admin, says lag 0.
+    let groups = cluster()
+        .tool_command(
+            metrocloud::cluster::tools::find_tool("kafka-consumer-groups").unwrap(),
+            &[
+                "--describe".into(),
+                "--group".into(),
+                "iot-data-consumer".into(),
+            ],
+        )
+        .output()
+        .expect("kafka-consumer-groups");
+    let text = String::from_utf8_lossy(&groups.stdout);
+    assert!(
+        groups.status.success(),
+        "{}",
+        String::from_utf8_lossy(&groups.stderr)
+    );
+    let lags: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("iot-data-consumer"))
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .collect();
+    assert_eq!(lags.len(), 6, "{text}");
+    assert!(lags.iter().all(|lag| *lag == "0"), "{text}");
+}
+
+#[test]
+fn metrocloud_run_as_the_pipeline_user_loses_nothing() {
+    let _group = pipeline_group();
+    let data = tempfile::tempdir().unwrap();
+    let mut pipeline = access(Principal::Pipeline);
+    pipeline.insert("IOT_NUM_DEVICES", "40".into());
+    pipeline.insert("IOT_DATA_INTERVAL_SEC", "0.2".into());
+    pipeline.insert("METROCLOUD_CONSOLE_ADDR", "127.0.0.1:0".into());
+    pipeline.insert("METROCLOUD_DATA_DIR", data.path().display().to_string());
+    let (lines, ok) = run_until(metrocloud(&pipeline, &["run"]), |l| {
+        l.contains("readings/s |")
+    });
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("pipeline summary:"))
+        .unwrap_or_else(|| panic!("no pipeline summary in {lines:#?}"));
+    assert!(ok, "{lines:#?}");
+    let acked = count(summary, "acked");
+    assert!(acked > 0, "{summary}");
+    assert_eq!(count(summary, "processed"), acked, "{summary}");
+    assert_eq!(count(summary, "lost"), 0, "{summary}");
+}
+
+#[tokio::test]
+async fn the_console_user_sees_brokers_topics_and_messages_and_no_password() {
+    let config = Config::from_vars(access(Principal::Console)).expect("console settings");
+    let state = ConsoleState::new(
+        &config,
+        None,
+        PipelineHandles::default(),
+        CancellationToken::new(),
+    );
+    let get = |path: &'static str| {
+        let state = Arc::clone(&state);
+        async move {
+            let response = console::router(state)
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .expect("router answers");
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
+                .await
+                .expect("body");
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let (status, brokers) = get("/api/v1/brokers").await;
+    assert_eq!(status, StatusCode::OK, "{brokers}");
+    let brokers: serde_json::Value = serde_json::from_str(&brokers).unwrap();
+    assert_eq!(
+        brokers["brokers"].as_array().map(Vec::len),
+        Some(3),
+        "{brokers}"
+    );
+    let (status, topic) = get("/api/v1/topics/iot-sensor-data").await;
+    assert_eq!(status, StatusCode::OK, "{topic}");
+    assert!(topic.contains("\"partitions\""), "{topic}");
+    for page in [
+        "/",
+        "/brokers",
+        "/topics",
+        "/groups",
+        "/messages?topic=iot-sensor-data",
+    ] {
+        let (status, body) = get(page).await;
+        assert_eq!(status, StatusCode::OK, "{page}: {body}");
+        assert_no_password(page, &body);
+    }
+}
+
+#[test]
+fn kafkas_own_tools_reach_the_cluster_as_admin_through_cluster_tool() {
+    let tool = metrocloud::cluster::tools::find_tool("kafka-topics").unwrap();
+    let output = cluster()
+        .tool_command(
+            tool,
+            &[
+                "--describe".into(),
+                "--topic".into(),
+                "iot-sensor-data".into(),
+            ],
+        )
+        .output()
+        .expect("kafka-topics");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("PartitionCount: 6"), "{text}");
+    assert!(text.contains("ReplicationFactor: 3"), "{text}");
+}
+
+/// One way of being refused: the settings that bring it, and what the user is told.
+struct Refusal {
+    what: &'static str,
+    user: Principal,
+    change: &'static [(&'static str, &'static str)],
+    command: &'static str,
+    told: &'static str,
+}
+
+#[test]
+fn each_refusal_ends_the_program_at_once_with_its_reason_and_no_password() {
+    let sasl_port = |n: usize| cluster().nodes()[n].sasl_address().unwrap();
+    let refusals = [
+        Refusal {
+            what: "a wrong password",
+            user: Principal::Producer,
+            change: &[("KAFKA_SASL_PASSWORD", "not-the-password")],
+            command: "produce",
+            told: "refused authentication",
+        },
+        Refusal {
+            what: "an unknown user",
+            user: Principal::Producer,
+            change: &[("KAFKA_SASL_USERNAME", "mallory")],
+            command: "produce",
+            told: "refused authentication",
+        },
+        Refusal {
+            what: "the producer reading the readings",
+            user: Principal::Producer,
+            change: &[
+                ("KAFKA_ALERTS_TOPIC", "iot-sensor-data"),
+                ("KAFKA_DLQ_TOPIC", "iot-sensor-data"),
+            ],
+            command: "consume",
+            told: "GroupAuthorizationFailed",
+        },
+        Refusal {
+            what: "the consumer writing readings",
+            user: Principal::Consumer,
+            change: &[],
+            command: "produce",
+            told: "refused writes to iot-sensor-data: TopicAuthorizationFailed",
+        },
+    ];
+    for refusal in refusals {
+        let mut vars = access(refusal.user);
+        for (name, value) in refusal.change {
+            vars.insert(name, value.to_string());
+        }
+        let (output, took) = finished_within(
+            metrocloud(&vars, &[refusal.command]),
+            Duration::from_secs(60),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{}: {stderr}", refusal.what);
+        assert!(stderr.contains(refusal.told), "{}: {stderr}", refusal.what);
+        assert_no_password(refusal.what, &stderr);
+        eprintln!("{}: refused in {took:?}", refusal.what);
+    }
+
+    // Anonymous: no SASL at all, on the SASL listener and on the TLS one.
+    let anonymous = |address: String| BTreeMap::from([("KAFKA_BOOTSTRAP_SERVERS", address)]);
+    let (output, _) = finished_within(
+        metrocloud(&anonymous(sasl_port(0)), &["health"]),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the listener requires SASL"), "{stderr}");
+    let tls_port = cluster().nodes()[0].client_address();
+    let (output, _) = finished_within(
+        metrocloud(&anonymous(tls_port), &["health"]),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the listener may expect TLS"), "{stderr}");
+}
+
+#[test]
+fn metrocloud_config_says_a_password_is_set_and_never_shows_it() {
+    let mut vars = access(Principal::Consumer);
+    let password =
+        secure::read_password(&secure::password_file(cluster().dir(), Principal::Consumer))
+            .unwrap();
+    vars.remove("KAFKA_SASL_PASSWORD_FILE");
+    vars.insert("KAFKA_SASL_PASSWORD", password.clone());
+    let (output, _) = finished_within(metrocloud(&vars, &["config"]), Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(
+        stdout.contains("# KAFKA_SASL_PASSWORD is set (not shown)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("KAFKA_SASL_USERNAME=consumer\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&password), "{stdout}");
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn a_broker_certificate_from_another_authority_is_refused() {
+    let other = tempfile::tempdir().unwrap();
+    // A CA of its own, made the way the cluster made its own.
+    let keytool = |args: &[&str]| {
+        let status = Command::new("keytool")
+            .args(args)
+            .current_dir(other.path())
+            .output()
+            .expect("keytool");
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    };
+    keytool(&[
+        "-genkeypair",
+        "-alias",
+        "ca",
+        "-keyalg",
+        "EC",
+        "-groupname",
+        "secp256r1",
+        "-dname",
+        "CN=another",
+        "-ext",
+        "bc:c",
+        "-keystore",
+        "o.p12",
+        "-storetype",
+        "PKCS12",
+        "-storepass",
+        "changeit",
+    ]);
+    keytool(&[
+        "-exportcert",
+        "-rfc",
+        "-alias",
+        "ca",
+        "-keystore",
+        "o.p12",
+        "-storepass",
+        "changeit",
+        "-file",
+        "other.pem",
+    ]);
+    let mut vars = access(Principal::Producer);
+    vars.insert(
+        "KAFKA_SSL_CA_LOCATION",
+        other.path().join("other.pem").display().to_string(),
+    );
+    let (output, _) = finished_within(metrocloud(&vars, &["produce"]), Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+    assert!(
+        stderr.contains("not signed by an authority in KAFKA_SSL_CA_LOCATION"),
+        "{stderr}"
+    );
+}
