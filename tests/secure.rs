@@ -40,8 +40,9 @@ fn cluster() -> &'static LocalCluster {
                 let (cluster, _) = LocalCluster::up(&spec)
                     .await
                     .unwrap_or_else(|e| panic!("secure cluster did not start: {e}"));
+                let config = Config::default();
                 cluster
-                    .grant(&Config::default())
+                    .grant(&config.pipeline_names(), &config.pipeline_topics())
                     .await
                     .unwrap_or_else(|e| panic!("topics and ACLs: {e}"));
                 cluster

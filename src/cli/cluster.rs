@@ -114,7 +114,10 @@ pub(crate) async fn run(
             let started = Instant::now();
             let (cluster, outcome) = LocalCluster::up(&spec).await.map_err(failed)?;
             if cluster.is_secure() {
-                cluster.grant(config).await.map_err(failed)?;
+                cluster
+                    .grant(&config.pipeline_names(), &config.pipeline_topics())
+                    .await
+                    .map_err(failed)?;
             }
             let bootstrap = cluster.bootstrap_servers().join(",");
             match outcome {

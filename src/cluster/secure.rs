@@ -24,7 +24,6 @@ use rand::RngExt;
 use super::distribution::KafkaDistribution;
 use super::node::NodeSpec;
 use super::{ClusterError, LocalCluster};
-use crate::config::Config;
 use crate::kafka::admin::{AclEntry, AclOperation, AclResource};
 use crate::kafka::security::{Brokers, Password, Security, SecurityProtocol};
 use crate::kafka::topics::{TopicSpec, ensure_topic};
@@ -417,6 +416,15 @@ fn make_certificates(dir: &Path, distribution: &KafkaDistribution) -> Result<(),
             )));
         }
     }
+    // The request and the signed certificate are in the keystore now; the
+    // keystores hold private keys.
+    for done in [&request, &signed] {
+        std::fs::remove_file(done).map_err(|e| ClusterError::io(done, e))?;
+    }
+    for private in [&ca_store, &keystore(dir)] {
+        std::fs::set_permissions(private, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| ClusterError::io(private, e))?;
+    }
     Ok(())
 }
 
@@ -569,46 +577,21 @@ impl LocalCluster {
             .then(|| tools_config(&self.dir).display().to_string())
     }
 
-    /// Creates the pipeline's topics (as configured) and every user's ACLs
-    /// ([`acl_plan`]), as `admin`: the other users may not create topics.
-    pub async fn grant(&self, config: &Config) -> Result<(), ClusterError> {
+    /// Creates `topics` and every user's ACLs ([`acl_plan`] of `names`), as
+    /// `admin`: the other users may not create topics.
+    pub async fn grant(
+        &self,
+        names: &PipelineNames,
+        topics: &[TopicSpec],
+    ) -> Result<(), ClusterError> {
         let admin = self.admin();
-        for name in [
-            &config.topic,
-            &config.alerts_topic,
-            &config.dlq_topic,
-            &config.aggregates_topic,
-        ] {
-            let spec = TopicSpec {
-                name: name.clone(),
-                ..config.sensor_topic()
-            };
-            ensure_topic(&admin, &spec)
+        for spec in topics {
+            ensure_topic(&admin, spec)
                 .await
-                .map_err(|e| ClusterError::Mismatch(format!("topic {name}: {e}")))?;
+                .map_err(|e| ClusterError::Mismatch(format!("topic {}: {e}", spec.name)))?;
         }
-        admin
-            .create_acls(&acl_plan(&PipelineNames::of(config)))
-            .await?;
+        admin.create_acls(&acl_plan(names)).await?;
         Ok(())
-    }
-}
-
-impl PipelineNames {
-    /// The names `config` gives the pipeline's topics and groups.
-    pub fn of(config: &Config) -> PipelineNames {
-        PipelineNames {
-            readings: config.topic.clone(),
-            alerts: config.alerts_topic.clone(),
-            dead_letters: config.dlq_topic.clone(),
-            aggregates: config.aggregates_topic.clone(),
-            consumer_group: config.consumer_group_id.clone(),
-            aggregate_group: config.aggregate.group_id.clone(),
-            store_groups: [
-                config.store.group_id.clone(),
-                format!("{}-aggregates", config.store.group_id),
-            ],
-        }
     }
 }
 

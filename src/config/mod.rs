@@ -8,6 +8,7 @@
 //! valid values. A bad value is reported with the variable, the value given
 //! and what is allowed, and the binaries exit with status 2 for it.
 
+mod checked;
 mod group;
 #[macro_use]
 mod setting;
@@ -21,10 +22,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::cluster::secure::PipelineNames;
 use crate::kafka::BrokerAddress;
 use crate::kafka::consumer::{ConsumerSettings, OffsetReset};
 use crate::kafka::producer::ProducerSettings;
-use crate::kafka::security::{Brokers, Security, SecurityError};
+use crate::kafka::security::{Brokers, Security};
 use crate::kafka::topics::TopicSpec;
 use crate::sensor::aggregate::AggregateSettings;
 use crate::sensor::device::DeviceType;
@@ -176,7 +178,7 @@ impl Config {
                 config.given.insert(setting.name);
             }
         }
-        config.security = security_checked(&config)?;
+        config.security = checked::security(&config)?;
         if config.store.kind == crate::store::StoreKind::Postgres
             && config.store.postgres_url.is_none()
         {
@@ -281,6 +283,39 @@ impl Config {
         }
     }
 
+    /// The pipeline's four topics (readings, alerts, dead letters,
+    /// aggregates), each as [`Config::sensor_topic`] describes the first.
+    pub fn pipeline_topics(&self) -> Vec<TopicSpec> {
+        [
+            &self.topic,
+            &self.alerts_topic,
+            &self.dlq_topic,
+            &self.aggregates_topic,
+        ]
+        .into_iter()
+        .map(|name| TopicSpec {
+            name: name.clone(),
+            ..self.sensor_topic()
+        })
+        .collect()
+    }
+
+    /// The names of the pipeline's topics and groups, for a secure cluster's ACLs.
+    pub fn pipeline_names(&self) -> PipelineNames {
+        PipelineNames {
+            readings: self.topic.clone(),
+            alerts: self.alerts_topic.clone(),
+            dead_letters: self.dlq_topic.clone(),
+            aggregates: self.aggregates_topic.clone(),
+            consumer_group: self.consumer_group_id.clone(),
+            aggregate_group: self.aggregate.group_id.clone(),
+            store_groups: [
+                self.store.group_id.clone(),
+                format!("{}-aggregates", self.store.group_id),
+            ],
+        }
+    }
+
     /// The simulator's settings; a random seed when `IOT_SIMULATOR_SEED` is unset.
     pub fn simulator_settings(&self) -> SimulatorSettings {
         SimulatorSettings {
@@ -317,48 +352,6 @@ impl Config {
             .map(|s| s.name)
             .collect()
     }
-}
-
-/// The security settings, checked and ready to use, or the variable at fault.
-fn security_checked(config: &Config) -> Result<Security, ConfigError> {
-    let security = &config.security;
-    let protocol = security.protocol.to_string();
-    security.clone().prepare().map_err(|error| match error {
-        SecurityError::NoTls(_) => ConfigError::Invalid {
-            variable: "KAFKA_SECURITY_PROTOCOL",
-            value: protocol,
-            allowed: "PLAINTEXT or SASL_PLAINTEXT: this build leaves TLS out (SSL and SASL_SSL need a build with `--features tls`)".to_string(),
-        },
-        SecurityError::MissingCredential { missing, .. } => ConfigError::Invalid {
-            variable: if missing == "username" {
-                "KAFKA_SASL_USERNAME"
-            } else {
-                "KAFKA_SASL_PASSWORD"
-            },
-            value: String::new(),
-            allowed: format!(
-                "a SASL {missing}{}, since KAFKA_SECURITY_PROTOCOL={protocol}",
-                if missing == "password" { " (or KAFKA_SASL_PASSWORD_FILE)" } else { "" }
-            ),
-        },
-        SecurityError::File { path, reason } => {
-            let files = [
-                ("KAFKA_SASL_PASSWORD_FILE", &security.password_file),
-                ("KAFKA_SSL_CA_LOCATION", &security.tls_files.ca),
-                ("KAFKA_SSL_CERTIFICATE_LOCATION", &security.tls_files.certificate),
-                ("KAFKA_SSL_KEY_LOCATION", &security.tls_files.key),
-            ];
-            let variable = files
-                .iter()
-                .find(|(_, file)| file.as_ref().is_some_and(|f| f.display().to_string() == path))
-                .map_or("KAFKA_SSL_CA_LOCATION", |(name, _)| *name);
-            ConfigError::Invalid {
-                variable,
-                value: path,
-                allowed: format!("a file that can be used: {reason}"),
-            }
-        }
-    })
 }
 
 impl Default for Config {

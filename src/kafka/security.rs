@@ -270,7 +270,17 @@ impl Security {
         }
         #[cfg(feature = "tls")]
         if self.protocol.uses_tls() {
-            self.tls = Some(crate::kafka::tls::client_config(&self.tls_files)?);
+            let files = &self.tls_files;
+            let config = crate::kafka::tls::client_config(
+                files.ca.as_deref(),
+                files.certificate.as_deref(),
+                files.key.as_deref(),
+            )
+            .map_err(|e| SecurityError::File {
+                path: e.path,
+                reason: e.reason,
+            })?;
+            self.tls = Some(config);
         }
         Ok(self)
     }

@@ -11,16 +11,23 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use super::security::{SecurityError, TlsFiles};
+/// A file that cannot be used, and why.
+#[derive(Debug)]
+pub struct FileError {
+    /// The file.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
 
-fn file_error(path: &Path, reason: impl std::fmt::Display) -> SecurityError {
-    SecurityError::File {
+fn file_error(path: &Path, reason: impl std::fmt::Display) -> FileError {
+    FileError {
         path: path.display().to_string(),
         reason: reason.to_string(),
     }
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, SecurityError> {
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, FileError> {
     let certificates = CertificateDer::pem_file_iter(path)
         .map_err(|e| file_error(path, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -31,10 +38,15 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, SecurityErr
     Ok(certificates)
 }
 
-/// The TLS client for `files`.
-pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, SecurityError> {
+/// The TLS client trusting the authorities in `ca` (the system's when
+/// `None`), with a client certificate when `certificate` and `key` are given.
+pub fn client_config(
+    ca: Option<&Path>,
+    certificate: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, FileError> {
     let mut roots = rustls::RootCertStore::empty();
-    match &files.ca {
+    match ca {
         Some(path) => {
             for certificate in certificates(path)? {
                 roots.add(certificate).map_err(|e| file_error(path, e))?;
@@ -56,7 +68,7 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, Secu
         .with_safe_default_protocol_versions()
         .map_err(|e| file_error(Path::new("(TLS versions)"), e))?
         .with_root_certificates(roots);
-    let config = match (&files.certificate, &files.key) {
+    let config = match (certificate, key) {
         (Some(certificate), Some(key)) => {
             let chain = certificates(certificate)?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;

@@ -38,6 +38,7 @@ use crate::pipeline::reconcile::{AuditReport, DeliveryAudit};
 use crate::pipeline::sources::simulator::{IngestSummary, ReadingId, run_ingest};
 use crate::pipeline::status::{processing_line, run_line, spawn_status};
 use crate::pipeline::store::{self, StorageStats, StoreSummary};
+use crate::pipeline::wiring::Stage;
 use crate::pipeline::wiring::{self, ProcessingStartError};
 use crate::sensor::simulator::Fleet;
 use crate::sensor::validate::RejectReason;
@@ -137,14 +138,14 @@ pub struct Counters {
     pub delivery: Arc<Mutex<DeliveryAudit>>,
 }
 
-/// Makes sure the topics `names` exist, waiting for the cluster; `false`
-/// when shut down meanwhile.
+/// Makes sure the topics `stage` uses exist, waiting for the cluster;
+/// `false` when shut down meanwhile.
 pub async fn topics_ready(
     config: &Config,
-    names: &[&str],
+    stage: Stage,
     shutdown: &CancellationToken,
 ) -> Result<bool, TopicError> {
-    match wiring::ensure_topics(config, names, shutdown).await {
+    match wiring::ensure_topics(config, &stage.topics(config), shutdown).await {
         Ok(()) => Ok(true),
         Err(TopicError::Cancelled) => Ok(false),
         Err(e) => Err(e),
@@ -162,7 +163,7 @@ pub async fn produce(
     status: bool,
     shutdown: CancellationToken,
 ) -> Result<Option<IngestSummary>, PipelineError> {
-    if !topics_ready(config, &[config.topic.as_str()], &shutdown).await? {
+    if !topics_ready(config, Stage::Produce, &shutdown).await? {
         return Ok(None);
     }
     let producer = wiring::reading_producer(config, listener, &shutdown).await?;
@@ -229,17 +230,7 @@ pub async fn consume(
     observer: Option<ProcessingObserver>,
     shutdown: CancellationToken,
 ) -> Result<Option<ConsumeSummary>, PipelineError> {
-    if !topics_ready(
-        config,
-        &[
-            config.topic.as_str(),
-            &config.alerts_topic,
-            &config.dlq_topic,
-        ],
-        &shutdown,
-    )
-    .await?
-    {
+    if !topics_ready(config, Stage::Consume, &shutdown).await? {
         return Ok(None);
     }
     let stats = Arc::new(ProcessingStats::default());
@@ -269,13 +260,7 @@ pub async fn store(
     config: &Config,
     shutdown: CancellationToken,
 ) -> Result<Option<StoreSummary>, PipelineError> {
-    if !topics_ready(
-        config,
-        &[config.topic.as_str(), &config.aggregates_topic],
-        &shutdown,
-    )
-    .await?
-    {
+    if !topics_ready(config, Stage::Store, &shutdown).await? {
         return Ok(None);
     }
     let stats = Arc::new(StorageStats::default());
@@ -295,13 +280,7 @@ pub async fn aggregate(
     config: &Config,
     shutdown: CancellationToken,
 ) -> Result<Option<String>, PipelineError> {
-    if !topics_ready(
-        config,
-        &[config.topic.as_str(), &config.aggregates_topic],
-        &shutdown,
-    )
-    .await?
-    {
+    if !topics_ready(config, Stage::Aggregate, &shutdown).await? {
         return Ok(None);
     }
     let stats = Arc::new(AggregationStats::default());
@@ -400,18 +379,7 @@ where
     A: FnOnce(Counters, CancellationToken) -> F,
     F: Future<Output = Result<Option<JoinHandle<()>>, String>>,
 {
-    if !topics_ready(
-        config,
-        &[
-            config.topic.as_str(),
-            &config.alerts_topic,
-            &config.dlq_topic,
-            &config.aggregates_topic,
-        ],
-        &shutdown,
-    )
-    .await?
-    {
+    if !topics_ready(config, Stage::All, &shutdown).await? {
         return Ok(None);
     }
     let stats = Arc::new(ProcessingStats::default());

@@ -21,6 +21,40 @@ use crate::pipeline::sinks::kafka::{KafkaSink, counting_listener};
 use crate::pipeline::sources::simulator::{ReadingId, logging_listener};
 use crate::sensor::simulator::Fleet;
 
+/// What a command runs, for the topics it uses: on a secure cluster each
+/// user may describe its own topics and no others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Readings into Kafka.
+    Produce,
+    /// Readings into alerts and dead letters.
+    Consume,
+    /// Readings and aggregates into the store.
+    Store,
+    /// Readings into minute aggregates.
+    Aggregate,
+    /// Everything (`metrocloud run`).
+    All,
+}
+
+impl Stage {
+    /// The topics the stage reads or writes.
+    pub fn topics(self, config: &Config) -> Vec<&str> {
+        let readings = config.topic.as_str();
+        match self {
+            Stage::Produce => vec![readings],
+            Stage::Consume => vec![readings, &config.alerts_topic, &config.dlq_topic],
+            Stage::Store | Stage::Aggregate => vec![readings, &config.aggregates_topic],
+            Stage::All => vec![
+                readings,
+                &config.alerts_topic,
+                &config.dlq_topic,
+                &config.aggregates_topic,
+            ],
+        }
+    }
+}
+
 /// Creates (or checks) the sensor, alert, dead-letter and aggregates topics, all with the
 /// configured partitions, replication and `min.insync.replicas`.
 ///
@@ -31,13 +65,7 @@ pub async fn ensure_pipeline_topics(
     config: &Config,
     shutdown: &CancellationToken,
 ) -> Result<(), TopicError> {
-    let all = [
-        config.topic.as_str(),
-        &config.alerts_topic,
-        &config.dlq_topic,
-        &config.aggregates_topic,
-    ];
-    ensure_topics(config, &all, shutdown).await
+    ensure_topics(config, &Stage::All.topics(config), shutdown).await
 }
 
 /// Like [`ensure_pipeline_topics`], for the `names` one stage uses: on a
