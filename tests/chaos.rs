@@ -33,9 +33,13 @@ fn settings() -> ChaosSettings {
 
 /// Runs `scenario` and checks what every scenario must hold; returns the report.
 fn run(scenario: Scenario) -> ScenarioReport {
+    run_with(scenario, settings())
+}
+
+/// [`run`] with `settings` of the test's own.
+fn run_with(scenario: Scenario, settings: ChaosSettings) -> ScenarioReport {
     common::init_logs();
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let settings = settings();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let report = runtime
         .block_on(chaos::run_scenario(scenario, &settings, &|line| {
@@ -83,6 +87,21 @@ fn run(scenario: Scenario) -> ScenarioReport {
 #[test]
 fn a_killed_partition_leader_loses_no_acknowledged_reading() {
     let report = run(Scenario::LeaderKill);
+    assert!(report.recovery.is_some());
+}
+
+/// On a secure cluster, every client as the `pipeline` user, over SASL_SSL
+/// (CI runs it with the tls feature, on the static musl build).
+#[cfg(feature = "tls")]
+#[test]
+fn a_killed_partition_leader_of_a_secure_cluster_over_sasl_loses_no_acknowledged_reading() {
+    let report = run_with(
+        Scenario::LeaderKill,
+        ChaosSettings {
+            secure: true,
+            ..settings()
+        },
+    );
     assert!(report.recovery.is_some());
 }
 

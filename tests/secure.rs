@@ -494,3 +494,112 @@ fn a_broker_certificate_from_another_authority_is_refused() {
         "{stderr}"
     );
 }
+
+#[cfg(not(feature = "tls"))]
+#[test]
+fn https_for_the_console_is_refused_by_a_build_without_tls() {
+    let vars = BTreeMap::from([
+        (
+            "METROCLOUD_CONSOLE_TLS_CERT",
+            "/etc/ssl/certs/x.pem".to_string(),
+        ),
+        (
+            "METROCLOUD_CONSOLE_TLS_KEY",
+            "/etc/ssl/private/x.pem".to_string(),
+        ),
+    ]);
+    let (output, _) = finished_within(metrocloud(&vars, &["console"]), Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("METROCLOUD_CONSOLE_TLS_CERT"), "{stderr}");
+    assert!(stderr.contains("--features tls"), "{stderr}");
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn the_console_serves_https_to_curl_and_nothing_in_the_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut vars = access(Principal::Console);
+    vars.insert("METROCLOUD_CONSOLE_TLS_CERT", cert.display().to_string());
+    vars.insert("METROCLOUD_CONSOLE_TLS_KEY", key.display().to_string());
+    vars.insert("METROCLOUD_CONSOLE_ADDR", "127.0.0.1:0".into());
+    let mut child = metrocloud(&vars, &["console"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("console");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("console: ")
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let curl = |args: &[&str]| {
+        Command::new("curl")
+            .args(["-s", "--max-time", "20"])
+            .args(args)
+            .output()
+            .expect("curl")
+    };
+    let brokers = curl(&[
+        "--cacert",
+        cert.to_str().unwrap(),
+        &format!("{url}api/v1/brokers"),
+    ]);
+    let body = String::from_utf8_lossy(&brokers.stdout).into_owned();
+    let clear = curl(&[&format!(
+        "{}api/v1/brokers",
+        url.replacen("https", "http", 1)
+    )]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        brokers.status.success(),
+        "curl over TLS: {}",
+        String::from_utf8_lossy(&brokers.stderr)
+    );
+    let brokers: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        brokers["brokers"].as_array().map(Vec::len),
+        Some(3),
+        "{body}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&clear.stdout).contains("\"brokers\""),
+        "the console answered in the clear"
+    );
+}

@@ -76,16 +76,17 @@ impl Bench<'_> {
                 }),
                 "our consumer",
             ),
-            Side::Peer => (
-                peer::consumer_perf(
+            Side::Peer => {
+                let mut command = peer::consumer_perf(
                     &target.distribution,
                     &target.bootstrap.join(","),
                     topic,
                     group,
                     records,
-                ),
-                "kafka-consumer-perf-test",
-            ),
+                );
+                target.java_settings(&mut command, Some("--consumer.config"));
+                (command, "kafka-consumer-perf-test")
+            }
         };
         let (measured, broker_cpu) = self.measure(command, what, group).await?;
         let (read, records_per_sec, mib_per_sec) = match side {

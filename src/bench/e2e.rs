@@ -147,7 +147,7 @@ impl Bench<'_> {
         let topic = self.fresh_topic("ack-peer").await?;
         let records = (f64::from(rate) * self.settings.e2e_seconds) as u64;
         let target = self.target();
-        let command = peer::producer_perf(
+        let mut command = peer::producer_perf(
             &target.distribution,
             &target.bootstrap.join(","),
             &topic,
@@ -156,6 +156,7 @@ impl Bench<'_> {
             &Payload::Readings(readings.to_path_buf()),
             &self.settings.producer,
         );
+        target.java_settings(&mut command, Some("--producer.config"));
         let measured = self
             .measure(command, "kafka-producer-perf-test", &topic)
             .await;
@@ -172,13 +173,14 @@ impl Bench<'_> {
         let topic = self.fresh_topic("e2e-peer").await?;
         let records = self.settings.e2e_peer_records;
         let target = self.target();
-        let command = peer::e2e_latency(
+        let mut command = peer::e2e_latency(
             &target.distribution,
             &target.bootstrap.join(","),
             &topic,
             records,
             size,
         );
+        target.java_settings(&mut command, None);
         let measured = self.measure(command, "kafka-e2e-latency", &topic).await;
         self.drop_topic(&topic).await;
         let summary = peer::parse_e2e_latency(&measured?.0.stdout)?;

@@ -36,6 +36,7 @@ pub mod peer;
 pub mod postgres;
 mod producer;
 pub mod report;
+mod secure;
 mod simulator;
 pub mod storage;
 pub mod usage;
@@ -129,6 +130,9 @@ pub struct BenchSettings {
     pub browser: browser::BrowserPrograms,
     /// An existing cluster to use instead of starting one.
     pub bootstrap: Option<Vec<String>>,
+    /// Start a secure cluster (`cluster up --secure`) and have every client,
+    /// ours and the peers, connect to it as `admin` over SASL_SSL.
+    pub secure: bool,
     /// Producer settings of both sides.
     pub producer: ProducerSettings,
     /// Runs of each side per comparison, alternating which goes first.
@@ -176,6 +180,7 @@ impl BenchSettings {
             cache_dir: KafkaDistribution::cache_dir(None),
             browser: browser::BrowserPrograms::from_config(&crate::config::Config::default()),
             bootstrap: None,
+            secure: false,
             producer,
             repeats: 3,
             smoke: false,
@@ -220,7 +225,9 @@ impl BenchSettings {
 
 /// The cluster the benchmarks run on.
 struct Target {
+    /// Where clients connect: the SASL_SSL listeners of a secure cluster.
     bootstrap: Vec<String>,
+    secure: Option<secure::SecureClients>,
     admin: AdminClient,
     brokers: BrokerCpu,
     distribution: KafkaDistribution,
@@ -278,6 +285,7 @@ async fn connect(
         return Ok(Target {
             bootstrap: bootstrap.clone(),
             admin: AdminClient::new(bootstrap.clone(), crate::kafka::admin::Timeouts::default()),
+            secure: None,
             brokers: BrokerCpu::new(Vec::new()),
             distribution,
             owned: None,
@@ -289,10 +297,20 @@ async fn connect(
     spec.cache_dir = settings.cache_dir.clone();
     // A smoke run measures nothing worth a warmed-up JIT.
     spec.fast_start = settings.smoke;
-    say("starting a 3-node cluster of its own");
+    spec.secure = settings.secure;
+    say(if settings.secure {
+        "starting a secure 3-node cluster of its own (every client as admin over SASL_SSL)"
+    } else {
+        "starting a 3-node cluster of its own"
+    });
     let (cluster, _) = LocalCluster::up(&spec)
         .await
         .map_err(|e| BenchError::Cluster(e.to_string()))?;
+    let secure = if settings.secure {
+        Some(secure::clients(&cluster, &settings.work_dir)?)
+    } else {
+        None
+    };
     let pids = cluster
         .nodes()
         .iter()
@@ -301,6 +319,7 @@ async fn connect(
     Ok(Target {
         bootstrap: cluster.bootstrap_servers(),
         admin: cluster.admin(),
+        secure,
         brokers: BrokerCpu::new(pids),
         distribution,
         owned: Some(cluster),
@@ -449,6 +468,9 @@ impl Bench<'_> {
             .arg("bench-worker")
             .arg(serde_json::to_string(spec).expect("specs serialize"))
             .env("RUST_LOG", "warn");
+        if let Some(secure) = self.target.and_then(|t| t.secure.as_ref()) {
+            command.envs(secure.env.iter().map(|(k, v)| (*k, v.as_str())));
+        }
         command
     }
 

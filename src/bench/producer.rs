@@ -173,7 +173,7 @@ impl Bench<'_> {
                 })
             }
             Client::Java => {
-                let command = peer::producer_perf(
+                let mut command = peer::producer_perf(
                     &target.distribution,
                     &target.bootstrap.join(","),
                     topic,
@@ -182,6 +182,7 @@ impl Bench<'_> {
                     payload,
                     &self.settings.producer,
                 );
+                target.java_settings(&mut command, Some("--producer.config"));
                 let (measured, broker_cpu) = self
                     .measure(
                         command,
@@ -213,13 +214,14 @@ impl Bench<'_> {
                     .map_err(|e| BenchError::io(&input, e))?
                     .len()
                     .saturating_sub(records);
-                let command = kcat::producer(
+                let mut command = kcat::producer(
                     kcat,
                     &target.bootstrap.join(","),
                     topic,
                     &input,
                     &self.settings.producer,
                 );
+                target.kcat_settings(&mut command);
                 let measured = self
                     .measure(command, "kcat", &format!("{log_name}-kcat"))
                     .await;

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rskafka::client::ClientBuilder;
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 use tokio::process::Child;
 use tokio::task::JoinHandle;
@@ -408,7 +407,7 @@ impl Load {
     pub(super) async fn acked_missing_from_topic(&self) -> Result<u64, ChaosError> {
         let client = tokio::time::timeout(
             self.config.consumer.request_timeout,
-            ClientBuilder::new(self.config.bootstrap_strings()).build(),
+            crate::kafka::client::builder(&self.config.brokers()).build(),
         )
         .await
         .map_err(|_| ChaosError::Kafka("connecting timed out".to_string()))?
@@ -552,7 +551,7 @@ async fn high_watermarks(config: &Config) -> Result<Vec<i64>, ChaosError> {
     let kafka = |e: rskafka::client::error::Error| ChaosError::Kafka(e.to_string());
     let client = within(
         timeout,
-        ClientBuilder::new(config.bootstrap_strings()).build(),
+        crate::kafka::client::builder(&config.brokers()).build(),
     )
     .await?
     .map_err(kafka)?;

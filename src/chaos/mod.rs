@@ -33,10 +33,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::cluster::{ClusterError, ClusterSpec, KafkaDistribution, LocalCluster};
+use crate::cluster::{ClusterError, ClusterSpec, KafkaDistribution, LocalCluster, Principal};
 use crate::config::Config;
 use crate::kafka::admin::AdminError;
 use crate::kafka::producer::ProducerError;
+use crate::kafka::security::TLS_BUILT_IN;
 use crate::kafka::topics::TopicError;
 use run::Run;
 
@@ -151,6 +152,9 @@ pub struct ChaosSettings {
     pub cache_dir: PathBuf,
     /// Keep each scenario's directory even when it passed.
     pub keep: bool,
+    /// Run on a secure cluster ([`crate::cluster::secure`]), every client as
+    /// its `pipeline` user: over SASL_SSL when this build has TLS, else SASL_PLAINTEXT.
+    pub secure: bool,
 }
 
 impl ChaosSettings {
@@ -172,19 +176,20 @@ impl ChaosSettings {
             work_dir,
             cache_dir: KafkaDistribution::cache_dir(None),
             keep: false,
+            secure: false,
         }
     }
 
-    /// The pipeline's configuration for `scenario` against `bootstrap`.
-    fn pipeline_config(&self, scenario: Scenario, bootstrap: &[String]) -> Config {
-        let mut config = Config::default();
-        config.bootstrap_servers = bootstrap
-            .iter()
-            .map(|b| {
-                b.parse()
-                    .expect("a local cluster's addresses are host:port")
-            })
-            .collect();
+    /// The pipeline's configuration for `scenario` on `cluster`, as its
+    /// `pipeline` user when it is secure.
+    fn pipeline_config(
+        &self,
+        scenario: Scenario,
+        cluster: &LocalCluster,
+    ) -> Result<Config, ChaosError> {
+        let access = cluster.access(Principal::Pipeline, TLS_BUILT_IN);
+        let mut config = Config::from_vars(access)
+            .map_err(|e| ChaosError::Log(format!("the cluster's client settings: {e}")))?;
         config.num_devices = self.devices;
         config.data_interval = Duration::from_secs_f64(self.devices as f64 / self.rate as f64);
         config.producer.request_timeout = self.request_timeout;
@@ -193,7 +198,7 @@ impl ChaosSettings {
         }
         config.consumer.request_timeout = self.request_timeout;
         config.consumer.commit_interval = self.commit_interval;
-        config
+        Ok(config)
     }
 
     /// Repeats at-least-once delivery explains, per disruptive event: what
@@ -322,8 +327,14 @@ pub async fn run_scenario(
         std::process::id(),
         chrono::Utc::now().format("%H%M%S%3f")
     ));
+    if settings.secure && scenario == Scenario::LateCluster {
+        return Err(ChaosError::Log(
+            "late-cluster starts its cluster after the load, before any ACL exists: it does not run --secure".to_string(),
+        ));
+    }
     let mut spec = ClusterSpec::short_lived(dir.join("cluster"));
     spec.cache_dir = settings.cache_dir.clone();
+    spec.secure = settings.secure;
     let cluster = LocalCluster::prepare(&spec).await?;
     let say = |text: &str| {
         progress(&format!(

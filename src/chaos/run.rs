@@ -40,9 +40,14 @@ impl Run<'_> {
 
     pub(super) async fn execute(mut self, dir: &Path) -> Result<ScenarioReport, ChaosError> {
         let settings = self.settings;
-        let config = settings.pipeline_config(self.scenario, &self.cluster.bootstrap_servers());
+        let config = settings.pipeline_config(self.scenario, self.cluster)?;
         if self.scenario != Scenario::LateCluster {
             self.cluster.start(self.spec.ready_timeout).await?;
+            if self.cluster.is_secure() {
+                self.cluster
+                    .grant(&config.pipeline_names(), &config.pipeline_topics())
+                    .await?;
+            }
             (self.say)(&format!(
                 "cluster of {} nodes ready on {}",
                 self.cluster.nodes().len(),

@@ -42,6 +42,11 @@ pub(crate) struct BenchArgs {
     /// (repeatable) [default: this program, when it is not the build measured].
     #[arg(long = "also", value_name = "PATH")]
     also: Vec<PathBuf>,
+    /// On a secure cluster of its own (`cluster up --secure`): every client,
+    /// ours and the peers, as admin over SASL_SSL. This program and the
+    /// builds measured need the tls feature.
+    #[arg(long)]
+    secure: bool,
 }
 
 /// The static musl build of this program: itself when it is one, else the
@@ -149,8 +154,21 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError
     settings.cache_dir = KafkaDistribution::cache_dir(config.kafka_cache.as_deref());
     settings.browser = crate::bench::browser::BrowserPrograms::from_config(config);
     if config.is_given("KAFKA_BOOTSTRAP_SERVERS") {
+        if args.secure {
+            return Err(CliError::Usage(
+                "--secure starts a secure cluster of its own: unset KAFKA_BOOTSTRAP_SERVERS"
+                    .to_string(),
+            ));
+        }
         settings.bootstrap = Some(config.bootstrap_strings());
     }
+    if args.secure && !crate::kafka::security::TLS_BUILT_IN {
+        return Err(CliError::Usage(
+            "--secure measures SASL_SSL, which this build leaves out: build with `--features tls`"
+                .to_string(),
+        ));
+    }
+    settings.secure = args.secure;
     if let Some(repeats) = args.repeats {
         settings.repeats = repeats;
     }

@@ -39,6 +39,10 @@ pub(crate) struct ChaosArgs {
     /// Keep every scenario's directory (a failed one is always kept).
     #[arg(long)]
     keep: bool,
+    /// Each scenario on a secure cluster (`cluster up --secure`), every client
+    /// as its `pipeline` user (SASL_SSL with the tls feature, else SASL_PLAINTEXT).
+    #[arg(long)]
+    secure: bool,
 }
 
 pub(crate) async fn run(args: ChaosArgs, config: &Config) -> Result<(), CliError> {
@@ -76,6 +80,7 @@ pub(crate) async fn run(args: ChaosArgs, config: &Config) -> Result<(), CliError
     settings.fault = Duration::from_secs(args.fault);
     settings.cooldown = Duration::from_secs(args.cooldown);
     settings.keep = args.keep;
+    settings.secure = args.secure;
 
     let mut reports = Vec::new();
     for scenario in scenarios {

@@ -23,8 +23,13 @@ impl ConsoleArgs {
         // The token comes from the environment only (METROCLOUD_CONSOLE_TOKEN),
         // so that it never shows in the process list.
         let addr = self.addr.unwrap_or(config.console_addr);
-        ConsoleSettings::new(addr, config.console_token.clone())
-            .map_err(|e| CliError::Usage(e.to_string()))
+        let mut settings = ConsoleSettings::new(addr, config.console_token.clone())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        settings.tls = config
+            .console_tls_cert
+            .clone()
+            .zip(config.console_tls_key.clone());
+        Ok(settings)
     }
 
     /// Checks the settings before anything else starts.
@@ -41,11 +46,16 @@ impl ConsoleArgs {
     ) -> Result<RunningConsole, CliError> {
         let settings = self.settings(config)?;
         let protected = settings.token.is_some();
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let running = console::start(config, settings, pipeline, shutdown)
             .await
             .map_err(|e| CliError::Usage(e.to_string()))?;
         println!(
-            "console: http://{}/{}",
+            "console: {scheme}://{}/{}",
             running.addr,
             if protected { " (token required)" } else { "" }
         );

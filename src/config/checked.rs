@@ -44,3 +44,28 @@ pub(super) fn security(config: &Config) -> Result<Security, ConfigError> {
         }
     })
 }
+
+/// HTTPS for the console needs both files, and a build with TLS.
+pub(super) fn console_tls(config: &Config) -> Result<(), ConfigError> {
+    let invalid = |variable, allowed: &str| ConfigError::Invalid {
+        variable,
+        value: String::new(),
+        allowed: allowed.to_string(),
+    };
+    match (&config.console_tls_cert, &config.console_tls_key) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(invalid(
+            "METROCLOUD_CONSOLE_TLS_KEY",
+            "the key of METROCLOUD_CONSOLE_TLS_CERT",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "METROCLOUD_CONSOLE_TLS_CERT",
+            "the certificate of METROCLOUD_CONSOLE_TLS_KEY",
+        )),
+        (Some(_), Some(_)) if !crate::kafka::security::TLS_BUILT_IN => Err(invalid(
+            "METROCLOUD_CONSOLE_TLS_CERT",
+            "no value: this build leaves TLS out (HTTPS for the console needs a build with `--features tls`)",
+        )),
+        (Some(_), Some(_)) => Ok(()),
+    }
+}

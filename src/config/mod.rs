@@ -103,6 +103,10 @@ pub struct Config {
     pub console_addr: SocketAddr,
     /// `METROCLOUD_CONSOLE_TOKEN`: the token every console request must carry.
     pub console_token: Option<String>,
+    /// `METROCLOUD_CONSOLE_TLS_CERT`, `_KEY`: HTTPS for the console (the tls feature).
+    pub console_tls_cert: Option<PathBuf>,
+    /// The key of that certificate.
+    pub console_tls_key: Option<PathBuf>,
     /// `METROCLOUD_CHROMIUM`: the browser that loads console pages in benchmarks and tests.
     pub chromium: PathBuf,
     /// `METROCLOUD_CHROMEDRIVER`: its driver.
@@ -179,6 +183,7 @@ impl Config {
             }
         }
         config.security = checked::security(&config)?;
+        checked::console_tls(&config)?;
         if config.store.kind == crate::store::StoreKind::Postgres
             && config.store.postgres_url.is_none()
         {
@@ -225,6 +230,8 @@ impl Config {
             kafka_heap: String::new(),
             console_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             console_token: None,
+            console_tls_cert: None,
+            console_tls_key: None,
             chromium: PathBuf::new(),
             chromedriver: PathBuf::new(),
             given: BTreeSet::new(),

@@ -11,7 +11,9 @@ pub use super::setting::Setting;
 use super::values::*;
 use crate::kafka::security::{Password, SaslMechanism, SecurityProtocol};
 
-/// Every setting, in the order `metrocloud config` prints them.
+/// Every setting, in the order `metrocloud config` prints them. Kept as
+/// written: a declaration reads best one field to a line, or a few to a line.
+#[rustfmt::skip]
 pub static SETTINGS: &[Setting] = &[
     setting!(
         "KAFKA_BOOTSTRAP_SERVERS",
@@ -76,73 +78,31 @@ pub static SETTINGS: &[Setting] = &[
         |v| whole(v, 1, i16::MAX),
         show
     ),
-    setting!(
-        "KAFKA_SECURITY_PROTOCOL",
-        Security,
-        "PLAINTEXT",
+    setting!("KAFKA_SECURITY_PROTOCOL", Security, "PLAINTEXT",
         "How connections to the brokers are made: PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL (the last two need a build with the tls feature).",
-        security.protocol,
-        |v| parsed(v, SecurityProtocol::NAMES),
-        show
-    ),
-    setting!(
-        "KAFKA_SASL_MECHANISM",
-        Security,
-        "SCRAM-SHA-512",
+        security.protocol, |v| parsed(v, SecurityProtocol::NAMES), show),
+    setting!("KAFKA_SASL_MECHANISM", Security, "SCRAM-SHA-512",
         "SASL mechanism with SASL_PLAINTEXT and SASL_SSL: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN.",
-        security.mechanism,
-        |v| parsed(v, SaslMechanism::NAMES),
-        show
-    ),
-    setting!(
-        "KAFKA_SASL_USERNAME",
-        Security,
-        "",
+        security.mechanism, |v| parsed(v, SaslMechanism::NAMES), show),
+    setting!("KAFKA_SASL_USERNAME", Security, "",
         "SASL user (the broker's principal User:<name>).",
-        security.username,
-        |v| optional_text(v),
-        show_optional
-    ),
+        security.username, |v| optional_text(v), show_optional),
     setting!("KAFKA_SASL_PASSWORD", Security, "",
         "SASL password (never printed).",
         security.password, |v| Ok::<_, Allowed>(Some(Password::new(v))), show_password,
         secret: true),
-    setting!(
-        "KAFKA_SASL_PASSWORD_FILE",
-        Security,
-        "",
+    setting!("KAFKA_SASL_PASSWORD_FILE", Security, "",
         "File holding the SASL password, read at start when KAFKA_SASL_PASSWORD is unset (a mounted secret).",
-        security.password_file,
-        |v| optional_path(v),
-        show_optional_path
-    ),
-    setting!(
-        "KAFKA_SSL_CA_LOCATION",
-        Security,
-        "",
+        security.password_file, |v| optional_path(v), show_optional_path),
+    setting!("KAFKA_SSL_CA_LOCATION", Security, "",
         "PEM file of the authorities the brokers' certificates must chain to; unset, the system's.",
-        security.tls_files.ca,
-        |v| optional_path(v),
-        show_optional_path
-    ),
-    setting!(
-        "KAFKA_SSL_CERTIFICATE_LOCATION",
-        Security,
-        "",
+        security.tls_files.ca, |v| optional_path(v), show_optional_path),
+    setting!("KAFKA_SSL_CERTIFICATE_LOCATION", Security, "",
         "PEM file of the client's certificate, for brokers that ask for one.",
-        security.tls_files.certificate,
-        |v| optional_path(v),
-        show_optional_path
-    ),
-    setting!(
-        "KAFKA_SSL_KEY_LOCATION",
-        Security,
-        "",
+        security.tls_files.certificate, |v| optional_path(v), show_optional_path),
+    setting!("KAFKA_SSL_KEY_LOCATION", Security, "",
         "PEM file of the client certificate's private key.",
-        security.tls_files.key,
-        |v| optional_path(v),
-        show_optional_path
-    ),
+        security.tls_files.key, |v| optional_path(v), show_optional_path),
     setting!(
         "IOT_NUM_DEVICES",
         Simulator,
@@ -559,6 +519,12 @@ pub static SETTINGS: &[Setting] = &[
         "Token every request must carry (Authorization: Bearer <token>, or ?token=<token> once in a browser, which sets a cookie). Unset: no token, allowed on loopback only.",
         console_token, |v| Ok::<_, Allowed>(Some(v.to_string())), show_optional,
         secret: true),
+    setting!("METROCLOUD_CONSOLE_TLS_CERT", Console, "",
+        "PEM certificate chain: the console serves HTTPS with it and METROCLOUD_CONSOLE_TLS_KEY (needs a build with the tls feature).",
+        console_tls_cert, |v| optional_path(v), show_optional_path),
+    setting!("METROCLOUD_CONSOLE_TLS_KEY", Console, "",
+        "PEM private key of that certificate.",
+        console_tls_key, |v| optional_path(v), show_optional_path),
     setting!(
         "METROCLOUD_CHROMIUM",
         Browser,

@@ -30,6 +30,8 @@ mod pages;
 mod recent;
 mod server;
 mod svg;
+#[cfg(feature = "tls")]
+mod tls;
 mod views;
 
 use std::net::SocketAddr;
@@ -77,6 +79,9 @@ pub enum ConsoleError {
     /// An empty token.
     #[error("METROCLOUD_CONSOLE_TOKEN is set but empty")]
     EmptyToken,
+    /// The console's certificate or key cannot be used.
+    #[error("HTTPS for the console: {0}")]
+    Tls(String),
     /// The address cannot be listened on.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -94,6 +99,8 @@ pub struct ConsoleSettings {
     pub addr: SocketAddr,
     /// The token every request must carry, when set.
     pub token: Option<String>,
+    /// HTTPS from this PEM certificate chain and key (the tls feature).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl ConsoleSettings {
@@ -105,7 +112,11 @@ impl ConsoleSettings {
         if !addr.ip().is_loopback() && token.is_none() {
             return Err(ConsoleError::TokenRequired(addr));
         }
-        Ok(ConsoleSettings { addr, token })
+        Ok(ConsoleSettings {
+            addr,
+            token,
+            tls: None,
+        })
     }
 }
 
@@ -277,6 +288,13 @@ pub struct RunningConsole {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// A plain listener, or one that speaks TLS.
+#[cfg(feature = "tls")]
+enum Either {
+    Plain(TcpListener),
+    Tls(tls::TlsListener),
+}
+
 /// Listens on `settings.addr`, starts reading the pipeline's topics, and serves
 /// until `shutdown`.
 pub async fn start(
@@ -305,7 +323,32 @@ pub async fn start(
         }
     });
     let app = router(Arc::clone(&state));
+    #[cfg(feature = "tls")]
+    let listener = match &settings.tls {
+        Some((certificate, key)) => {
+            let config = tls::server_config(certificate, key).map_err(ConsoleError::Tls)?;
+            Either::Tls(
+                tls::TlsListener::new(listener, config)
+                    .map_err(|source| ConsoleError::Bind { addr, source })?,
+            )
+        }
+        None => Either::Plain(listener),
+    };
     let task = tokio::spawn(async move {
+        #[cfg(feature = "tls")]
+        let served = match listener {
+            Either::Plain(listener) => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+            }
+            Either::Tls(listener) => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+            }
+        };
+        #[cfg(not(feature = "tls"))]
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;

@@ -56,7 +56,7 @@ impl RecordProcessor for LatencyRecorder {
 
 pub(super) async fn end_to_end(
     config: &Config,
-    bootstrap: Vec<String>,
+    bootstrap: crate::kafka::Brokers,
     topic: &str,
     group: &str,
     rate: u32,

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::kafka::Brokers;
 use crate::kafka::Headers;
 use crate::kafka::consumer::OffsetReset;
 use crate::kafka::consumer::{ConsumedRecord, ConsumerSpec, GroupConsumer, RecordProcessor};
@@ -226,13 +227,22 @@ pub async fn run(spec: &str, config: &Config) -> Result<String, WorkerError> {
             topic,
             records,
             payload,
-        } => json(&produce(config, bootstrap, &topic, records, &payload).await?),
+        } => json(
+            &produce(
+                config,
+                brokers(config, bootstrap),
+                &topic,
+                records,
+                &payload,
+            )
+            .await?,
+        ),
         WorkerSpec::Consume {
             bootstrap,
             topic,
             group,
             records,
-        } => json(&consume(config, bootstrap, &topic, &group, records).await?),
+        } => json(&consume(config, brokers(config, bootstrap), &topic, &group, records).await?),
         WorkerSpec::EndToEnd {
             bootstrap,
             topic,
@@ -240,7 +250,18 @@ pub async fn run(spec: &str, config: &Config) -> Result<String, WorkerError> {
             rate,
             seconds,
             readings,
-        } => json(&end_to_end(config, bootstrap, &topic, &group, rate, seconds, &readings).await?),
+        } => json(
+            &end_to_end(
+                config,
+                brokers(config, bootstrap),
+                &topic,
+                &group,
+                rate,
+                seconds,
+                &readings,
+            )
+            .await?,
+        ),
         WorkerSpec::Simulate { devices, seconds } => json(&simulate(devices, seconds).await),
         WorkerSpec::Store {
             bootstrap,
@@ -298,9 +319,15 @@ pub fn load_readings(path: &Path) -> Result<Vec<KeyedPayload>, WorkerError> {
     Ok(payloads)
 }
 
+/// `bootstrap`, reached as the worker's configuration says (a secure
+/// cluster's user, when the benchmark runs on one).
+fn brokers(config: &Config, bootstrap: Vec<String>) -> Brokers {
+    Brokers::new(bootstrap, Arc::new(config.security.clone()))
+}
+
 async fn produce(
     config: &Config,
-    bootstrap: Vec<String>,
+    bootstrap: Brokers,
     topic: &str,
     records: u64,
     payload: &Payload,
@@ -373,14 +400,9 @@ impl RecordProcessor for Counter {
     }
 }
 
-fn consumer_spec(
-    config: &Config,
-    bootstrap: Vec<String>,
-    topic: &str,
-    group: &str,
-) -> ConsumerSpec {
+fn consumer_spec(config: &Config, bootstrap: Brokers, topic: &str, group: &str) -> ConsumerSpec {
     ConsumerSpec {
-        bootstrap: bootstrap.into(),
+        bootstrap,
         topic: topic.to_string(),
         group_id: group.to_string(),
         auto_offset_reset: OffsetReset::Earliest,
@@ -390,7 +412,7 @@ fn consumer_spec(
 
 async fn consume(
     config: &Config,
-    bootstrap: Vec<String>,
+    bootstrap: Brokers,
     topic: &str,
     group: &str,
     records: u64,
