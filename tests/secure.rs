@@ -161,6 +161,22 @@ fn run_until(mut command: Command, ready: impl Fn(&str) -> bool) -> (Vec<String>
     (seen, output.status.success())
 }
 
+/// What Kafka's tool `name` prints, run as `admin` through `cluster tool`'s settings.
+fn kafka_tool(name: &str, args: &[&str]) -> String {
+    let tool = metrocloud::cluster::tools::find_tool(name).expect("a known tool");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let output = cluster()
+        .tool_command(tool, &args)
+        .output()
+        .expect("run the tool");
+    assert!(
+        output.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// The number after ` <name> ` in `line`.
 fn count(line: &str, name: &str) -> u64 {
     let start = line
@@ -210,22 +226,9 @@ fn the_producer_writes_readings_and_the_consumer_processes_each_of_them_in_its_g
     );
 
     // Its group committed every reading: Kafka's own tool, as admin, says lag 0.
-    let groups = cluster()
-        .tool_command(
-            metrocloud::cluster::tools::find_tool("kafka-consumer-groups").unwrap(),
-            &[
-                "--describe".into(),
-                "--group".into(),
-                "iot-data-consumer".into(),
-            ],
-        )
-        .output()
-        .expect("kafka-consumer-groups");
-    let text = String::from_utf8_lossy(&groups.stdout);
-    assert!(
-        groups.status.success(),
-        "{}",
-        String::from_utf8_lossy(&groups.stderr)
+    let text = kafka_tool(
+        "kafka-consumer-groups",
+        &["--describe", "--group", "iot-data-consumer"],
     );
     let lags: Vec<&str> = text
         .lines()
@@ -308,23 +311,9 @@ async fn the_console_user_sees_brokers_topics_and_messages_and_no_password() {
 
 #[test]
 fn kafkas_own_tools_reach_the_cluster_as_admin_through_cluster_tool() {
-    let tool = metrocloud::cluster::tools::find_tool("kafka-topics").unwrap();
-    let output = cluster()
-        .tool_command(
-            tool,
-            &[
-                "--describe".into(),
-                "--topic".into(),
-                "iot-sensor-data".into(),
-            ],
-        )
-        .output()
-        .expect("kafka-topics");
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let text = kafka_tool(
+        "kafka-topics",
+        &["--describe", "--topic", "iot-sensor-data"],
     );
     assert!(text.contains("PartitionCount: 6"), "{text}");
     assert!(text.contains("ReplicationFactor: 3"), "{text}");
