@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 use super::CliError;
+use crate::cluster::secure::acl_plan;
 use crate::config::Config;
 use crate::kafka::admin::{AdminClient, Timeouts};
 use crate::kafka::topics::{self, Ensured, TopicError};
@@ -11,6 +12,10 @@ use crate::kafka::topics::{self, Ensured, TopicError};
 pub(crate) enum TopicsCommand {
     /// Create the topic from KAFKA_* settings if missing; check an existing one is as strong.
     Ensure,
+    /// On a cluster that authorizes: create every pipeline topic, and the
+    /// least-privilege ACLs of the users producer, consumer, console and
+    /// pipeline (see the README's table). Needs a super user (admin).
+    Grant,
     /// Print partitions, leaders, replicas, ISR and durability configs.
     Describe {
         /// Topic to describe [default: KAFKA_TOPIC_NAME].
@@ -44,6 +49,27 @@ pub(crate) async fn run(command: TopicsCommand, config: &Config) -> Result<(), C
                 .await
                 .map_err(failure)?;
             print!("{description}");
+            Ok(())
+        }
+        TopicsCommand::Grant => {
+            for spec in config.pipeline_topics() {
+                let outcome = topics::ensure_topic(&admin, &spec).await.map_err(failure)?;
+                let done = match outcome {
+                    Ensured::Created => "created",
+                    Ensured::AlreadyExisted { .. } => "already there",
+                };
+                println!("topic {}: {done}", spec.name);
+            }
+            let plan = acl_plan(&config.pipeline_names());
+            admin
+                .create_acls(&plan)
+                .await
+                .map_err(|e| CliError::Failed(format!("cannot create the ACLs: {e}")))?;
+            println!(
+                "{} ACL entries for {}",
+                plan.len(),
+                ["producer", "consumer", "console", "pipeline"].join(", ")
+            );
             Ok(())
         }
         TopicsCommand::Describe { topic } => {
