@@ -592,3 +592,22 @@ fn the_console_serves_https_to_curl_and_nothing_in_the_clear() {
         "the console answered in the clear"
     );
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn tls_on_a_listener_that_does_not_speak_it_is_refused_with_the_protocol_to_use() {
+    let mut vars = access(Principal::Producer);
+    let sasl_plaintext: Vec<String> = cluster()
+        .nodes()
+        .iter()
+        .filter_map(|n| n.sasl_address())
+        .collect();
+    vars.insert("KAFKA_BOOTSTRAP_SERVERS", sasl_plaintext.join(","));
+    let (output, _) = finished_within(metrocloud(&vars, &["produce"]), Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the listener does not speak TLS"),
+        "{stderr}"
+    );
+}
