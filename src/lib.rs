@@ -8,6 +8,8 @@
 //!   sensors.
 //! - [`sensor`]: the domain: device types, the reading and its decoder,
 //!   validation, the simulator, and the alert rules.
+//! - [`spool`]: an append-only, checksummed queue on disk with group commit,
+//!   for what a gateway holds until Kafka acknowledges it.
 //! - [`store`]: readings kept in Parquet files, each exactly once, for
 //!   querying after Kafka's retention. It knows readings, not Kafka's clients.
 //! - [`config`]: the environment, validated once, into the settings of the
@@ -27,6 +29,7 @@ pub mod lock;
 
 pub mod kafka;
 pub mod sensor;
+pub mod spool;
 pub mod store;
 
 pub mod config;

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("sensor", 2),
     ("cluster", 2),
     ("store", 2),
+    ("spool", 2),
     ("config", 3),
     ("logging", 4),
     ("pipeline", 4),

@@ -1,0 +1,387 @@
+//! An append-only queue on disk: what a gateway holds between accepting a
+//! device's reading and Kafka acknowledging it.
+//!
+//! Records are numbered in the order they are appended and written into
+//! segment files (`<first number>.seg`), each record framed as its length,
+//! a CRC-32C of its number and bytes, its number, and its bytes. Appending
+//! only buffers; [`Spool::sync`] writes and fsyncs everything appended since
+//! the last sync (group commit: one fsync for every record of an interval),
+//! and only then may the records up to [`Spool::durable`] be acknowledged to
+//! their devices. Kafka's acknowledgements come back through
+//! [`Spool::release`]: the first number not yet acknowledged is written to
+//! `released` (atomically: a temporary file, fsynced, renamed), and segments
+//! wholly below it are deleted.
+//!
+//! The queue is bounded in bytes; an append beyond the bound is refused with
+//! [`SpoolError::Full`], so the caller pushes back on its devices instead of
+//! dropping anything.
+//!
+//! Opening checks every record: a bad checksum or a short record ends the
+//! log there. Only the tail of the last segment can be torn (a crash during
+//! a write), and bytes after the last whole record were never synced, so
+//! never acknowledged to a device: they are cut off.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+#[cfg(test)]
+mod tests;
+
+/// Bytes of a record's frame besides its payload: length, CRC, number.
+const FRAME: u64 = 4 + 4 + 8;
+
+/// The largest record taken: a reading is a few hundred bytes, and a length
+/// beyond this read from a file is damage, not a record.
+pub const MAX_RECORD: usize = 1024 * 1024;
+
+/// How big segments get, and how much the queue may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolSettings {
+    /// A segment is closed, and a new one started, past this many bytes.
+    pub segment_bytes: u64,
+    /// Appends are refused while the records not yet released take this many bytes.
+    pub max_bytes: u64,
+}
+
+/// Why the queue cannot do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// A file of the queue cannot be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A record larger than [`MAX_RECORD`].
+    #[error("a record of {0} bytes is larger than the spool takes ({MAX_RECORD})")]
+    TooLarge(usize),
+    /// The queue holds `max_bytes` already: push back, drop nothing.
+    #[error("the spool is full ({held} of {max} bytes held until Kafka acknowledges them)")]
+    Full {
+        /// Bytes held.
+        held: u64,
+        /// The bound.
+        max: u64,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One segment file: the number of its first record, its path and size.
+#[derive(Debug)]
+struct Segment {
+    first: u64,
+    path: PathBuf,
+    bytes: u64,
+}
+
+/// The queue; see the module documentation.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    settings: SpoolSettings,
+    /// Oldest first; the last is the one appended to.
+    segments: Vec<Segment>,
+    writer: BufWriter<File>,
+    /// The number the next append gets.
+    next: u64,
+    /// Every record below this number is synced.
+    durable: u64,
+    /// Every record below this number is acknowledged by Kafka.
+    released: u64,
+}
+
+impl Spool {
+    /// Opens the queue in `dir` (made when missing), checking every record
+    /// and cutting a torn tail off the last segment.
+    pub fn open(dir: &Path, settings: SpoolSettings) -> Result<Spool, SpoolError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let released_file = dir.join("released");
+        let released = match std::fs::read_to_string(&released_file) {
+            Ok(text) => text.trim().parse().unwrap_or(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io(&released_file)(e)),
+        };
+        let mut firsts: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".seg")?.parse().ok()
+            })
+            .collect();
+        firsts.sort_unstable();
+        let mut segments = Vec::new();
+        let mut next = released;
+        for first in firsts {
+            let path = segment_path(dir, first);
+            let (count, valid) = scan(&path)?;
+            let file_bytes = std::fs::metadata(&path).map_err(io(&path))?.len();
+            if valid < file_bytes {
+                tracing::warn!(
+                    "{}: {} bytes after the last whole record cut off (never synced, never acknowledged)",
+                    path.display(),
+                    file_bytes - valid
+                );
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io(&path))?;
+                file.set_len(valid).map_err(io(&path))?;
+                file.sync_all().map_err(io(&path))?;
+            }
+            next = next.max(first + count);
+            segments.push(Segment {
+                first,
+                path,
+                bytes: valid,
+            });
+        }
+        if segments.is_empty() {
+            let path = segment_path(dir, next);
+            File::create(&path).map_err(io(&path))?;
+            sync_dir(dir)?;
+            segments.push(Segment {
+                first: next,
+                path,
+                bytes: 0,
+            });
+        }
+        let last = segments.last().expect("one segment at least");
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&last.path)
+            .map_err(io(&last.path))?;
+        let mut spool = Spool {
+            dir: dir.to_path_buf(),
+            settings,
+            segments,
+            writer: BufWriter::with_capacity(256 * 1024, file),
+            next,
+            durable: next,
+            released: released.min(next),
+        };
+        spool.drop_released_segments()?;
+        Ok(spool)
+    }
+
+    /// Appends `payload`; its number. Not durable before the next [`Spool::sync`].
+    pub fn append(&mut self, payload: &[u8]) -> Result<u64, SpoolError> {
+        if payload.len() > MAX_RECORD {
+            return Err(SpoolError::TooLarge(payload.len()));
+        }
+        let held = self.held_bytes();
+        let size = FRAME + payload.len() as u64;
+        if held + size > self.settings.max_bytes {
+            return Err(SpoolError::Full {
+                held,
+                max: self.settings.max_bytes,
+            });
+        }
+        if self
+            .segments
+            .last()
+            .is_some_and(|s| s.bytes >= self.settings.segment_bytes)
+        {
+            self.roll()?;
+        }
+        let number = self.next;
+        let mut head = [0u8; FRAME as usize];
+        head[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        head[8..].copy_from_slice(&number.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&head[8..]), payload);
+        head[4..8].copy_from_slice(&crc.to_le_bytes());
+        let segment = self.segments.last_mut().expect("one segment at least");
+        let path = segment.path.clone();
+        self.writer.write_all(&head).map_err(io(&path))?;
+        self.writer.write_all(payload).map_err(io(&path))?;
+        segment.bytes += size;
+        self.next += 1;
+        Ok(number)
+    }
+
+    /// Writes and fsyncs everything appended; every record below the
+    /// returned number is durable.
+    pub fn sync(&mut self) -> Result<u64, SpoolError> {
+        if self.durable < self.next {
+            let path = self.segments.last().expect("one segment").path.clone();
+            self.writer.flush().map_err(io(&path))?;
+            self.writer.get_ref().sync_data().map_err(io(&path))?;
+            self.durable = self.next;
+        }
+        Ok(self.durable)
+    }
+
+    /// Every record below this number is durable.
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// The first record not yet acknowledged by Kafka.
+    pub fn released(&self) -> u64 {
+        self.released
+    }
+
+    /// Bytes of the records not yet released (whole segments, so a little more).
+    pub fn held_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Up to `limit` durable records from number `from` on, in order.
+    pub fn read(&self, from: u64, limit: usize) -> Result<Vec<(u64, Bytes)>, SpoolError> {
+        let mut found = Vec::new();
+        let from = from.max(self.released);
+        for (index, segment) in self.segments.iter().enumerate() {
+            let next_first = self.segments.get(index + 1).map_or(u64::MAX, |s| s.first);
+            if next_first <= from || segment.first >= self.durable {
+                continue;
+            }
+            let mut records = Reader::open(&segment.path)?;
+            while found.len() < limit {
+                let Some((number, payload)) = records.next_record()? else {
+                    break;
+                };
+                if number >= self.durable {
+                    return Ok(found);
+                }
+                if number >= from {
+                    found.push((number, payload));
+                }
+            }
+            if found.len() >= limit {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Kafka acknowledged every record below `upto`: it is recorded, and
+    /// segments holding only such records are deleted.
+    pub fn release(&mut self, upto: u64) -> Result<(), SpoolError> {
+        let upto = upto.min(self.durable);
+        if upto <= self.released {
+            return Ok(());
+        }
+        let file = self.dir.join("released");
+        let temporary = self.dir.join("released.tmp");
+        {
+            let mut out = File::create(&temporary).map_err(io(&temporary))?;
+            out.write_all(upto.to_string().as_bytes())
+                .map_err(io(&temporary))?;
+            out.sync_all().map_err(io(&temporary))?;
+        }
+        std::fs::rename(&temporary, &file).map_err(io(&file))?;
+        sync_dir(&self.dir)?;
+        self.released = upto;
+        self.drop_released_segments()
+    }
+
+    /// Starts a new segment for the next appends.
+    fn roll(&mut self) -> Result<(), SpoolError> {
+        self.sync()?;
+        let path = segment_path(&self.dir, self.next);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        sync_dir(&self.dir)?;
+        self.writer = BufWriter::with_capacity(256 * 1024, file);
+        self.segments.push(Segment {
+            first: self.next,
+            path,
+            bytes: 0,
+        });
+        Ok(())
+    }
+
+    /// Deletes the segments whose records are all released; never the last.
+    fn drop_released_segments(&mut self) -> Result<(), SpoolError> {
+        while self.segments.len() > 1 && self.segments[1].first <= self.released {
+            let segment = self.segments.remove(0);
+            std::fs::remove_file(&segment.path).map_err(io(&segment.path))?;
+        }
+        Ok(())
+    }
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.seg"))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// The records of a segment file, in order, stopping at the first that is not whole and sound.
+struct Reader {
+    path: PathBuf,
+    file: std::io::BufReader<File>,
+    offset: u64,
+}
+
+impl Reader {
+    fn open(path: &Path) -> Result<Reader, SpoolError> {
+        let mut file = File::open(path).map_err(io(path))?;
+        file.seek(SeekFrom::Start(0)).map_err(io(path))?;
+        Ok(Reader {
+            path: path.to_path_buf(),
+            file: std::io::BufReader::with_capacity(256 * 1024, file),
+            offset: 0,
+        })
+    }
+
+    /// The next whole, sound record; `None` at the end or at a torn or corrupt one.
+    fn next_record(&mut self) -> Result<Option<(u64, Bytes)>, SpoolError> {
+        let mut head = [0u8; FRAME as usize];
+        if !read_exactly(&mut self.file, &mut head).map_err(io(&self.path))? {
+            return Ok(None);
+        }
+        let length = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+        let number = u64::from_le_bytes(head[8..].try_into().expect("8 bytes"));
+        if length > MAX_RECORD {
+            return Ok(None);
+        }
+        let mut payload = vec![0u8; length];
+        if !read_exactly(&mut self.file, &mut payload).map_err(io(&self.path))? {
+            return Ok(None);
+        }
+        if crc32c::crc32c_append(crc32c::crc32c(&head[8..]), &payload) != crc {
+            return Ok(None);
+        }
+        self.offset += FRAME + length as u64;
+        Ok(Some((number, Bytes::from(payload))))
+    }
+}
+
+/// Fills `buf`; `false` when the file ends first.
+fn read_exactly(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => return Ok(false),
+            n => filled += n,
+        }
+    }
+    Ok(true)
+}
+
+/// The count of whole, sound records at the start of `path`, and the bytes they take.
+fn scan(path: &Path) -> Result<(u64, u64), SpoolError> {
+    let mut reader = Reader::open(path)?;
+    let mut count = 0;
+    while reader.next_record()?.is_some() {
+        count += 1;
+    }
+    Ok((count, reader.offset))
+}

@@ -1,0 +1,162 @@
+use super::*;
+
+fn settings() -> SpoolSettings {
+    SpoolSettings {
+        segment_bytes: 1024,
+        max_bytes: 1024 * 1024,
+    }
+}
+
+fn payloads(spool: &Spool, from: u64) -> Vec<(u64, String)> {
+    spool
+        .read(from, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(n, p)| (n, String::from_utf8(p.to_vec()).unwrap()))
+        .collect()
+}
+
+fn numbered(range: std::ops::Range<u64>) -> Vec<(u64, String)> {
+    range.map(|n| (n, format!("reading-{n}"))).collect()
+}
+
+fn append_all(spool: &mut Spool, range: std::ops::Range<u64>) {
+    for n in range {
+        assert_eq!(spool.append(format!("reading-{n}").as_bytes()).unwrap(), n);
+    }
+}
+
+#[test]
+fn records_are_read_in_order_once_synced_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), settings()).unwrap();
+    append_all(&mut spool, 0..5);
+    assert!(
+        payloads(&spool, 0).is_empty(),
+        "nothing is durable before sync"
+    );
+    assert_eq!(spool.sync().unwrap(), 5);
+    assert_eq!(payloads(&spool, 0), numbered(0..5));
+    assert_eq!(payloads(&spool, 3), numbered(3..5));
+}
+
+#[test]
+fn what_was_synced_is_there_after_reopening_and_numbering_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut spool = Spool::open(dir.path(), settings()).unwrap();
+        append_all(&mut spool, 0..100);
+        spool.sync().unwrap();
+    }
+    let mut spool = Spool::open(dir.path(), settings()).unwrap();
+    assert!(spool.segments.len() > 1, "100 records roll 1 KiB segments");
+    assert_eq!(payloads(&spool, 0), numbered(0..100));
+    append_all(&mut spool, 100..103);
+    spool.sync().unwrap();
+    assert_eq!(payloads(&spool, 98), numbered(98..103));
+}
+
+#[test]
+fn a_torn_or_corrupt_tail_is_cut_off_and_only_it() {
+    for damage in [&b"\x20\x00\x00\x00\x01\x02"[..], &[0xff; 40][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = {
+            let mut spool = Spool::open(dir.path(), settings()).unwrap();
+            append_all(&mut spool, 0..3);
+            spool.sync().unwrap();
+            spool.segments.last().unwrap().path.clone()
+        };
+        let whole = std::fs::metadata(&path).unwrap().len();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(damage).unwrap();
+        drop(file);
+        let mut spool = Spool::open(dir.path(), settings()).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+        assert_eq!(payloads(&spool, 0), numbered(0..3));
+        append_all(&mut spool, 3..4);
+        spool.sync().unwrap();
+        assert_eq!(payloads(&spool, 0), numbered(0..4));
+    }
+}
+
+#[test]
+fn a_record_whose_checksum_fails_ends_the_log_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = {
+        let mut spool = Spool::open(dir.path(), settings()).unwrap();
+        append_all(&mut spool, 0..3);
+        spool.sync().unwrap();
+        spool.segments[0].path.clone()
+    };
+    // Flip the last byte of the third record's payload.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let spool = Spool::open(dir.path(), settings()).unwrap();
+    assert_eq!(payloads(&spool, 0), numbered(0..2));
+}
+
+#[test]
+fn a_full_spool_refuses_appends_until_kafka_acknowledges_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = SpoolSettings {
+        segment_bytes: 200,
+        max_bytes: 1_000,
+    };
+    let mut spool = Spool::open(dir.path(), small).unwrap();
+    let mut accepted = 0;
+    let refusal = loop {
+        match spool.append(format!("reading-{accepted}").as_bytes()) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(refusal, SpoolError::Full { max: 1_000, .. }),
+        "{refusal}"
+    );
+    assert!(accepted > 10, "{accepted}");
+    spool.sync().unwrap();
+    assert_eq!(
+        payloads(&spool, 0),
+        numbered(0..accepted),
+        "nothing dropped"
+    );
+    spool.release(accepted).unwrap();
+    assert!(spool.held_bytes() < 200, "{}", spool.held_bytes());
+    assert_eq!(spool.append(b"after").unwrap(), accepted);
+}
+
+#[test]
+fn released_records_stay_released_and_their_segments_go() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut spool = Spool::open(dir.path(), settings()).unwrap();
+        append_all(&mut spool, 0..100);
+        spool.sync().unwrap();
+        let before = spool.segments.len();
+        spool.release(60).unwrap();
+        assert!(spool.segments.len() < before);
+        assert!(spool.segments[0].first <= 60);
+        // Not durable yet: a release cannot pass what was synced.
+        append_all(&mut spool, 100..101);
+        spool.release(1_000).unwrap();
+        assert_eq!(spool.released(), 100);
+    }
+    let spool = Spool::open(dir.path(), settings()).unwrap();
+    assert_eq!(spool.released(), 100);
+    assert!(
+        payloads(&spool, 0).iter().all(|(n, _)| *n >= 100),
+        "released records are not read again"
+    );
+    assert!(spool.durable() >= 100);
+}
+
+#[test]
+fn a_record_too_large_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), settings()).unwrap();
+    let error = spool.append(&vec![0u8; MAX_RECORD + 1]).unwrap_err();
+    assert!(matches!(error, SpoolError::TooLarge(_)), "{error}");
+}
