@@ -107,8 +107,13 @@ for service in kafka1 kafka2 kafka3 kafka4 kafka-producer kafka-consumer metrocl
 done
 [ "$(docker inspect -f '{{.State.ExitCode}}' topic-setup)" = 0 ] || fail "topic-setup did not exit 0"
 echo "topic-setup: exited 0"
-docker logs metrocloud-aggregate 2>&1 | grep -q 'aggregating readings of iot-sensor-data' \
-  || fail "metrocloud-aggregate did not start aggregating"
+# Healthy means the cluster answers; the stage says it aggregates once it has
+# made its own topic and producer, a moment later.
+aggregating_by=$(( $(date +%s) + 60 ))
+until docker logs metrocloud-aggregate 2>&1 | grep -q 'aggregating readings of iot-sensor-data'; do
+  [ "$(date +%s)" -lt "$aggregating_by" ] || fail "metrocloud-aggregate did not start aggregating within 60 s of being healthy"
+  sleep 2
+done
 echo "metrocloud-aggregate: aggregating"
 
 kafka_tool() { docker exec kafka1 "/opt/kafka/bin/$1.sh" --bootstrap-server kafka1:9092 "${@:2}"; }
