@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -119,46 +118,15 @@ fn finished_within(mut command: Command, limit: Duration) -> (Output, Duration) 
 }
 
 /// Runs a long-running command until its standard output shows a line
-/// `ready` accepts, then stops it with Ctrl-C; its lines and exit status.
-fn run_until(mut command: Command, ready: impl Fn(&str) -> bool) -> (Vec<String>, bool) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start metrocloud");
-    let stdout = child.stdout.take().expect("stdout");
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut seen = Vec::new();
-    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        let done = ready(&line);
-        seen.push(line);
-        if done {
-            break;
-        }
-    }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT");
-    seen.extend(std::iter::from_fn(|| {
-        lines.recv_timeout(Duration::from_secs(60)).ok()
-    }));
-    let output = child.wait_with_output().expect("wait");
-    reader.join().expect("reader");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_no_password("the log", &stderr);
-    assert_no_password("the output", &seen.join("\n"));
-    (seen, output.status.success())
+/// `ready` accepts, then stops it with Ctrl-C; its lines and whether it
+/// exited with status 0, and its log. Neither its output nor its log shows
+/// a password.
+fn run_until(command: Command, ready: impl Fn(&str) -> bool) -> (Vec<String>, bool, String) {
+    let run = common::interrupt::run_then_interrupt(command, ready);
+    let lines: Vec<String> = run.before.into_iter().chain(run.after).collect();
+    assert_no_password("the log", &run.stderr);
+    assert_no_password("the output", &lines.join("\n"));
+    (lines, run.success, run.stderr)
 }
 
 /// What Kafka's tool `name` prints, run as `admin` through `cluster tool`'s settings.
@@ -197,9 +165,17 @@ fn the_producer_writes_readings_and_the_consumer_processes_each_of_them_in_its_g
     let mut producer = access(Principal::Producer);
     producer.insert("IOT_NUM_DEVICES", "40".into());
     producer.insert("IOT_DATA_INTERVAL_SEC", "0.2".into());
-    let (lines, ok) = run_until(metrocloud(&producer, &["produce"]), |l| {
+    let (lines, ok, log) = run_until(metrocloud(&producer, &["produce"]), |l| {
         l.starts_with("producer:") && count(l, "acked") >= 500
     });
+    // The log names the user and mechanism, never the password.
+    let protocol = if TLS_BUILT_IN {
+        "SASL_SSL"
+    } else {
+        "SASL_PLAINTEXT"
+    };
+    let expected = format!("over {protocol} as producer (SCRAM-SHA-512)");
+    assert!(log.contains(&expected), "{expected} not in {log}");
     let summary = lines
         .iter()
         .find(|l| l.starts_with("producer summary:"))
@@ -210,7 +186,7 @@ fn the_producer_writes_readings_and_the_consumer_processes_each_of_them_in_its_g
     assert_eq!(count(summary, "failed"), 0, "{summary}");
 
     let consumer = access(Principal::Consumer);
-    let (lines, ok) = run_until(metrocloud(&consumer, &["consume"]), |l| {
+    let (lines, ok, _) = run_until(metrocloud(&consumer, &["consume"]), |l| {
         l.starts_with("consumer:")
             && l.contains(&format!("readings {acked},"))
             && l.contains("lag 0")
@@ -248,7 +224,7 @@ fn metrocloud_run_as_the_pipeline_user_loses_nothing() {
     pipeline.insert("IOT_DATA_INTERVAL_SEC", "0.2".into());
     pipeline.insert("METROCLOUD_CONSOLE_ADDR", "127.0.0.1:0".into());
     pipeline.insert("METROCLOUD_DATA_DIR", data.path().display().to_string());
-    let (lines, ok) = run_until(metrocloud(&pipeline, &["run"]), |l| {
+    let (lines, ok, _) = run_until(metrocloud(&pipeline, &["run"]), |l| {
         l.contains("readings/s |")
     });
     let summary = lines

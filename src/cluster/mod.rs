@@ -41,7 +41,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::kafka::admin::{AdminClient, PartitionInfo, QuorumState, Timeouts};
+use crate::kafka::admin::{PartitionInfo, QuorumState};
+use crate::kafka::security::Brokers;
 
 use crate::kafka::retry::Deadline;
 use node::Supervisor;
@@ -181,6 +182,8 @@ pub struct LocalCluster {
     distribution: KafkaDistribution,
     ownership: Ownership,
     supervisors: Mutex<HashMap<i32, Supervisor>>,
+    /// How [`LocalCluster::admin`] connects, settled when the cluster is opened.
+    admin_brokers: Brokers,
 }
 
 impl LocalCluster {
@@ -255,6 +258,7 @@ impl LocalCluster {
             blocking(move || secure::ensure_material(&dir, &distribution)).await?;
         }
         Ok(LocalCluster {
+            admin_brokers: secure::brokers_for(&spec.dir, &state, Principal::Admin)?,
             dir: spec.dir.clone(),
             state: Mutex::new(state),
             distribution,
@@ -300,6 +304,7 @@ impl LocalCluster {
         let state = read_state(dir)?.ok_or_else(|| ClusterError::NoCluster(dir.to_path_buf()))?;
         let distribution = KafkaDistribution::ensure(cache_dir)?;
         Ok(LocalCluster {
+            admin_brokers: secure::brokers_for(dir, &state, Principal::Admin)?,
             dir: dir.to_path_buf(),
             state: Mutex::new(state),
             distribution,
@@ -337,21 +342,6 @@ impl LocalCluster {
     /// Whether clients must authenticate ([`secure`]).
     pub fn is_secure(&self) -> bool {
         self.lock_state().secure
-    }
-
-    /// An admin client for this cluster with short timeouts (it is on
-    /// loopback); as `admin` when the cluster is secure.
-    pub fn admin(&self) -> AdminClient {
-        let brokers = self
-            .brokers_as(Principal::Admin)
-            .unwrap_or_else(|_| self.bootstrap_servers().into());
-        AdminClient::new(
-            brokers,
-            Timeouts {
-                connect: Duration::from_secs(2),
-                request: Duration::from_secs(10),
-            },
-        )
     }
 
     /// A node's directory, where its `server.properties` and logs are.

@@ -17,13 +17,16 @@
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rand::RngExt;
 
 use super::distribution::KafkaDistribution;
 use super::node::NodeSpec;
+use super::state::ClusterState;
 use super::{ClusterError, LocalCluster};
-use crate::kafka::admin::{AclEntry, AclOperation, AclResource};
+use crate::kafka::admin::{AclEntry, AclOperation, AclResource, AdminClient, Timeouts};
 use crate::kafka::security::{Brokers, Password, Security, SecurityProtocol};
 use crate::kafka::topics::{TopicSpec, ensure_topic};
 
@@ -373,25 +376,50 @@ pub fn scram_arguments(dir: &Path) -> Result<Vec<String>, ClusterError> {
     Ok(args)
 }
 
+/// The addresses of a cluster's nodes: the SASL_SSL (client) ports when
+/// `tls` or the cluster is plaintext, else the SASL_PLAINTEXT ones.
+fn addresses(state: &ClusterState, tls: bool) -> Vec<String> {
+    if state.secure && !tls {
+        state
+            .nodes
+            .iter()
+            .filter_map(NodeSpec::sasl_address)
+            .collect()
+    } else {
+        state.nodes.iter().map(NodeSpec::client_address).collect()
+    }
+}
+
+/// The brokers of the cluster in `dir` as `principal` reaches them over
+/// SASL_PLAINTEXT (or a plaintext cluster's, as anyone). A password file that
+/// cannot be read is an error, never a quiet fall-back to plaintext.
+pub(super) fn brokers_for(
+    dir: &Path,
+    state: &ClusterState,
+    principal: Principal,
+) -> Result<Brokers, ClusterError> {
+    let mut security = Security::default();
+    if state.secure {
+        security.protocol = SecurityProtocol::SaslPlaintext;
+        security.username = Some(principal.name().to_string());
+        security.password = Some(Password::new(read_password(&password_file(
+            dir, principal,
+        ))?));
+    }
+    Ok(Brokers::new(addresses(state, false), Arc::new(security)))
+}
+
 impl LocalCluster {
     /// How `principal` reaches a secure cluster: SASL_SSL when `tls`, else
     /// SASL_PLAINTEXT, with SCRAM-SHA-512 and its password file; a plaintext
     /// cluster's client ports for anyone.
     pub fn access(&self, principal: Principal, tls: bool) -> Vec<(&'static str, String)> {
-        let nodes = self.nodes();
-        if !self.is_secure() {
-            return vec![(
-                "KAFKA_BOOTSTRAP_SERVERS",
-                self.bootstrap_servers().join(","),
-            )];
+        let state = self.lock_state();
+        let mut env = vec![("KAFKA_BOOTSTRAP_SERVERS", addresses(&state, tls).join(","))];
+        if !state.secure {
+            return env;
         }
-        let addresses: Vec<String> = if tls {
-            nodes.iter().map(NodeSpec::client_address).collect()
-        } else {
-            nodes.iter().filter_map(NodeSpec::sasl_address).collect()
-        };
-        let mut env = vec![
-            ("KAFKA_BOOTSTRAP_SERVERS", addresses.join(",")),
+        env.extend([
             (
                 "KAFKA_SECURITY_PROTOCOL",
                 if tls { "SASL_SSL" } else { "SASL_PLAINTEXT" }.to_string(),
@@ -402,7 +430,7 @@ impl LocalCluster {
                 "KAFKA_SASL_PASSWORD_FILE",
                 password_file(&self.dir, principal).display().to_string(),
             ),
-        ];
+        ]);
         if tls {
             env.push((
                 "KAFKA_SSL_CA_LOCATION",
@@ -415,21 +443,19 @@ impl LocalCluster {
     /// The brokers as `principal` reaches them over SASL_PLAINTEXT (or a
     /// plaintext cluster's, as anyone).
     pub fn brokers_as(&self, principal: Principal) -> Result<Brokers, ClusterError> {
-        let mut security = Security::default();
-        let mut addresses = self.bootstrap_servers();
-        if self.is_secure() {
-            addresses = self
-                .nodes()
-                .iter()
-                .filter_map(NodeSpec::sasl_address)
-                .collect();
-            security.protocol = SecurityProtocol::SaslPlaintext;
-            security.username = Some(principal.name().to_string());
-            security.password = Some(Password::new(read_password(&password_file(
-                &self.dir, principal,
-            ))?));
-        }
-        Ok(Brokers::new(addresses, std::sync::Arc::new(security)))
+        brokers_for(&self.dir, &self.lock_state(), principal)
+    }
+
+    /// An admin client for this cluster with short timeouts (it is on
+    /// loopback); as `admin` when the cluster is secure.
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::new(
+            self.admin_brokers.clone(),
+            Timeouts {
+                connect: Duration::from_secs(2),
+                request: Duration::from_secs(10),
+            },
+        )
     }
 
     /// The client settings Kafka's tools need for this cluster (a secure

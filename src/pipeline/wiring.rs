@@ -45,12 +45,7 @@ impl Stage {
             Stage::Produce => vec![readings],
             Stage::Consume => vec![readings, &config.alerts_topic, &config.dlq_topic],
             Stage::Store | Stage::Aggregate => vec![readings, &config.aggregates_topic],
-            Stage::All => vec![
-                readings,
-                &config.alerts_topic,
-                &config.dlq_topic,
-                &config.aggregates_topic,
-            ],
+            Stage::All => config.pipeline_topic_names().to_vec(),
         }
     }
 }

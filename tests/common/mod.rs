@@ -11,6 +11,7 @@
 
 #![allow(dead_code)]
 
+pub mod interrupt;
 pub mod postgres;
 
 use std::path::PathBuf;

@@ -466,12 +466,12 @@ async fn a_crashed_consumers_successor_does_not_send_its_alerts_again() {
 /// acknowledgements with what its consumer processed, per device and sequence.
 #[test]
 fn metrocloud_run_stopped_with_ctrl_c_reconciles_every_acknowledged_reading() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     let cluster = common::shared();
     let topic = common::unique_topic("run");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_metrocloud"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_metrocloud"));
+    command
         .arg("run")
         .env_remove("RUST_LOG")
         .env("KAFKA_BOOTSTRAP_SERVERS", cluster.bootstrap_list())
@@ -482,59 +482,20 @@ fn metrocloud_run_stopped_with_ctrl_c_reconciles_every_acknowledged_reading() {
         .env("IOT_DATA_INTERVAL_SEC", "0.2")
         .env("LOG_LEVEL", "WARN")
         // Its console on a free port, so that nothing else on 8080 stands in the way.
-        .env("METROCLOUD_CONSOLE_ADDR", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start metrocloud run");
-    let stdout = child.stdout.take().expect("stdout");
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let next_line = || {
-        lines
-            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-            .ok()
-    };
+        .env("METROCLOUD_CONSOLE_ADDR", "127.0.0.1:0");
     // The first status line comes after 5 s of running.
-    let mut seen = Vec::new();
-    while let Some(line) = next_line() {
-        let status = line.contains("readings/s |");
-        seen.push(line);
-        if status {
-            break;
-        }
-    }
+    let is_status = |line: &str| line.contains("readings/s |");
+    let run = common::interrupt::run_then_interrupt(command, is_status);
+    let (seen, rest, stderr) = (&run.before, &run.after, &run.stderr);
     assert!(
-        seen.last().is_some_and(|l| l.contains("readings/s |")),
-        "no status line within 120 s: {seen:#?}"
+        run.reached(is_status),
+        "no status line within 120 s: {seen:#?}\n{stderr}"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT");
-    let rest: Vec<String> = std::iter::from_fn(next_line).collect();
-    let exited_by = std::time::Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("try_wait").is_none() && std::time::Instant::now() < exited_by {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // Still running after that: killed, and the exit check below fails.
-    let _ = child.kill();
-    let exit = child.wait().expect("wait");
-    reader.join().expect("reader");
     let summary = rest
         .iter()
         .find(|line| line.starts_with("pipeline summary:"))
         .unwrap_or_else(|| panic!("no pipeline summary in {rest:#?}"));
-    assert!(exit.success(), "exit {exit:?}; output {rest:#?}");
+    assert!(run.success, "output {rest:#?}\n{stderr}");
     let count = |name: &str| -> u64 {
         let start = summary
             .find(&format!(" {name} "))

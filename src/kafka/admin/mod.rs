@@ -185,11 +185,6 @@ impl AdminClient {
         &self.security
     }
 
-    /// The bootstrap brokers and how they are reached.
-    pub fn brokers(&self) -> Brokers {
-        Brokers::new(self.bootstrap.clone(), Arc::clone(&self.security))
-    }
-
     /// Sends one request to the current broker, moving on to the next address
     /// when a broker cannot be reached. After the current broker failed, the
     /// addresses are tried from the one after it, so that a broker that

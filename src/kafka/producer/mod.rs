@@ -307,6 +307,7 @@ impl<M: Send + 'static> Producer<M> {
         };
         let admin = AdminClient::new(brokers, timeouts);
         let security = Arc::clone(admin.security());
+        let connection = security.describe();
         let route = Arc::new(Route::new(admin, topic));
         let partitions = partition_count(&route, topic, settings, shutdown).await?;
         let senders = Arc::new(Senders::new(SenderSettings {
@@ -335,7 +336,7 @@ impl<M: Send + 'static> Producer<M> {
             writers.spawn(writer.run(rx));
         }
         tracing::info!(
-            "producer ready: topic {topic}, {partitions} partitions, linger up to {:?}, {} batches in flight per partition, batches up to {} bytes, buffer {} bytes, compression {}",
+            "producer ready: topic {topic} over {connection}, {partitions} partitions, linger up to {:?}, {} batches in flight per partition, batches up to {} bytes, buffer {} bytes, compression {}",
             settings.linger,
             settings.max_in_flight,
             settings.batch_bytes,
