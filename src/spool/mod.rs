@@ -27,8 +27,11 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+mod cursor;
 #[cfg(test)]
 mod tests;
+
+pub use cursor::Cursor;
 
 /// Bytes of a record's frame besides its payload: length, CRC, number.
 const FRAME: u64 = 4 + 4 + 8;
@@ -60,6 +63,14 @@ pub enum SpoolError {
     /// A record larger than [`MAX_RECORD`].
     #[error("a record of {0} bytes is larger than the spool takes ({MAX_RECORD})")]
     TooLarge(usize),
+    /// A record that was durable cannot be read back whole.
+    #[error("{path}: the record at byte {offset} cannot be read back whole")]
+    Damaged {
+        /// The segment file.
+        path: PathBuf,
+        /// Where the record starts.
+        offset: u64,
+    },
     /// The queue holds `max_bytes` already: push back, drop nothing.
     #[error("the spool is full ({held} of {max} bytes held until Kafka acknowledges them)")]
     Full {
@@ -74,6 +85,23 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// What a sync started by [`Spool::begin_sync`] still has to do.
+#[derive(Debug)]
+pub struct PendingSync {
+    file: File,
+    path: PathBuf,
+    upto: u64,
+}
+
+impl PendingSync {
+    /// Fsyncs the segment; every record below the returned number is then
+    /// durable (older segments were synced when the next one started).
+    pub fn fsync(self) -> Result<u64, SpoolError> {
+        self.file.sync_data().map_err(io(&self.path))?;
+        Ok(self.upto)
     }
 }
 
@@ -212,18 +240,44 @@ impl Spool {
     /// Writes and fsyncs everything appended; every record below the
     /// returned number is durable.
     pub fn sync(&mut self) -> Result<u64, SpoolError> {
-        if self.durable < self.next {
-            let path = self.segments.last().expect("one segment").path.clone();
-            self.writer.flush().map_err(io(&path))?;
-            self.writer.get_ref().sync_data().map_err(io(&path))?;
-            self.durable = self.next;
+        if let Some(pending) = self.begin_sync()? {
+            let upto = pending.fsync()?;
+            self.finish_sync(upto);
         }
         Ok(self.durable)
+    }
+
+    /// The first half of [`Spool::sync`], for callers that share the queue:
+    /// writes what was appended to the segment file and hands back what the
+    /// fsync needs, so that appends can go on while it runs. `None` when
+    /// everything is durable already.
+    pub fn begin_sync(&mut self) -> Result<Option<PendingSync>, SpoolError> {
+        if self.durable == self.next {
+            return Ok(None);
+        }
+        let path = self.segments.last().expect("one segment").path.clone();
+        self.writer.flush().map_err(io(&path))?;
+        let file = self.writer.get_ref().try_clone().map_err(io(&path))?;
+        Ok(Some(PendingSync {
+            file,
+            path,
+            upto: self.next,
+        }))
+    }
+
+    /// The second half: [`PendingSync::fsync`] made every record below `upto` durable.
+    pub fn finish_sync(&mut self, upto: u64) {
+        self.durable = self.durable.max(upto.min(self.next));
     }
 
     /// Every record below this number is durable.
     pub fn durable(&self) -> u64 {
         self.durable
+    }
+
+    /// The number the next append gets.
+    pub fn next(&self) -> u64 {
+        self.next
     }
 
     /// The first record not yet acknowledged by Kafka.
@@ -331,12 +385,17 @@ struct Reader {
 
 impl Reader {
     fn open(path: &Path) -> Result<Reader, SpoolError> {
+        Reader::open_at(path, 0)
+    }
+
+    /// A reader from byte `offset` of `path`, the start of a record.
+    fn open_at(path: &Path, offset: u64) -> Result<Reader, SpoolError> {
         let mut file = File::open(path).map_err(io(path))?;
-        file.seek(SeekFrom::Start(0)).map_err(io(path))?;
+        file.seek(SeekFrom::Start(offset)).map_err(io(path))?;
         Ok(Reader {
             path: path.to_path_buf(),
             file: std::io::BufReader::with_capacity(256 * 1024, file),
-            offset: 0,
+            offset,
         })
     }
 
