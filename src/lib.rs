@@ -17,6 +17,8 @@
 //! - [`pipeline`]: sources through processing into sinks, the audits, and the
 //!   orchestration of `metrocloud run`.
 //! - [`cluster`]: a real local Kafka cluster, as JVM processes, with no Docker.
+//! - [`gateway`]: real devices in over MQTT and HTTP, through a disk buffer,
+//!   into the sensor topic.
 //! - [`console`]: the monitoring console.
 //! - [`chaos`]: fault scenarios on a cluster of their own, judged by the delivery audit.
 //! - [`bench`]: our clients beside Kafka's perf tools, same cluster, same run.
@@ -42,5 +44,6 @@ pub mod bench;
 pub mod chaos;
 pub mod cluster;
 pub mod console;
+pub mod gateway;
 
 pub mod cli;

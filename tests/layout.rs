@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("logging", 4),
     ("pipeline", 4),
     ("console", 5),
+    ("gateway", 5),
     ("chaos", 6),
     ("bench", 6),
     ("cli", 7),

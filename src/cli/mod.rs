@@ -9,6 +9,7 @@ mod bench;
 mod chaos;
 mod cluster;
 mod console;
+mod gateway;
 mod health;
 mod history;
 mod pipeline;
@@ -66,6 +67,11 @@ enum Command {
     /// anomalies) on KAFKA_AGGREGATES_TOPIC, each minute exactly once, in a
     /// consumer group of its own (METROCLOUD_AGGREGATE_GROUP_ID).
     Aggregate,
+    /// Devices' readings in over MQTT (sensors/<device_type>/<device_id>) and HTTP
+    /// (POST /api/v1/readings), acknowledged once durable in a disk buffer, then
+    /// forwarded to the sensor topic in order; the buffer holds them while Kafka
+    /// is away. Ctrl-C stops it.
+    Gateway,
     /// A device's stored readings or minute aggregates, oldest first (from the
     /// Parquet files under METROCLOUD_DATA_DIR; the last 24 hours unless
     /// --from/--to say otherwise).
@@ -215,6 +221,7 @@ async fn run(command: Command, config: Config) -> Result<(), CliError> {
         }
         Command::Store => pipeline::store(config, crate::shutdown::on_signals()).await,
         Command::Aggregate => pipeline::aggregate(config, crate::shutdown::on_signals()).await,
+        Command::Gateway => gateway::run(config, crate::shutdown::on_signals()).await,
         Command::History(args) => history::run(args, &config),
         Command::Config { example, markdown } => {
             if example {

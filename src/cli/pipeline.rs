@@ -92,6 +92,7 @@ pub(crate) async fn run(
         console.check(&config)?;
     }
     let (config, _cluster) = cluster_for_run(config).await?;
+    let gateway = super::gateway::beside_run(&config, shutdown.clone()).await?;
     // The console's fleet view is fed with what processing saw, rather than by
     // reading the sensor topic a second time.
     let console_fleet: Option<SharedFleet> = console.as_ref().map(|_| Arc::default());
@@ -116,13 +117,21 @@ pub(crate) async fn run(
             Ok(Some(running.task))
         }
     };
-    let Some(summary) = run::run(&config, observer, attach, shutdown)
-        .await
-        .map_err(failed)?
-    else {
-        return Ok(());
+    let ran = run::run(&config, observer, attach, shutdown.clone()).await;
+    let gateway = match gateway {
+        Some(task) => {
+            // The pipeline may end on its own (an error): the gateway stops with it.
+            shutdown.cancel();
+            task.await
+                .unwrap_or_else(|e| Err(CliError::Failed(format!("gateway task failed: {e}"))))
+        }
+        None => Ok(()),
+    };
+    let Some(summary) = ran.map_err(failed)? else {
+        return gateway;
     };
     println!("{summary}");
+    gateway?;
     match summary.failures() {
         Some(failures) => Err(CliError::Failed(failures)),
         None => Ok(()),

@@ -23,6 +23,8 @@ pub enum Group {
     Storage,
     /// The aggregation stage and its topic.
     Aggregates,
+    /// The device gateway.
+    Gateway,
     /// The local cluster of `metrocloud cluster`, `run`, `chaos` and `bench`.
     LocalCluster,
     /// The monitoring console.
@@ -45,6 +47,9 @@ impl Group {
             Group::Alerts => "Alerts and dead letters",
             Group::Storage => "Storage (metrocloud store, and metrocloud run)",
             Group::Aggregates => "Aggregates (metrocloud aggregate, and metrocloud run)",
+            Group::Gateway => {
+                "Device gateway (metrocloud gateway, and metrocloud run when METROCLOUD_GATEWAY=on)"
+            }
             Group::LocalCluster => "Local cluster (metrocloud cluster, run, chaos, bench)",
             Group::Console => {
                 "Console (metrocloud console, and metrocloud run unless --no-console)"

@@ -9,10 +9,12 @@
 //! and what is allowed, and the binaries exit with status 2 for it.
 
 mod checked;
+mod gateway;
 mod group;
 #[macro_use]
 mod setting;
 pub mod table;
+pub use gateway::GatewaySettings;
 mod values;
 
 use std::collections::{BTreeSet, HashMap};
@@ -93,6 +95,8 @@ pub struct Config {
     pub aggregates_topic: String,
     /// `METROCLOUD_AGGREGATE_*`: the aggregation stage.
     pub aggregate: AggregateSettings,
+    /// `METROCLOUD_GATEWAY*`: the device gateway.
+    pub gateway: GatewaySettings,
     /// `METROCLOUD_CLUSTER_DIR`: the local cluster's directory; unset, the XDG default.
     pub cluster_dir: Option<PathBuf>,
     /// `METROCLOUD_KAFKA_CACHE`: where Kafka's jars are cached; unset, the XDG default.
@@ -225,6 +229,7 @@ impl Config {
             store: StoreSettings::default(),
             aggregates_topic: String::new(),
             aggregate: AggregateSettings::default(),
+            gateway: GatewaySettings::default(),
             cluster_dir: None,
             kafka_cache: None,
             kafka_heap: String::new(),

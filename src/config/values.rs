@@ -119,6 +119,25 @@ pub fn non_empty(given: &str) -> Result<String, Allowed> {
     }
 }
 
+/// `on` or `off`.
+pub fn on_off(given: &str) -> Result<bool, Allowed> {
+    match given.trim().to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("on or off".to_string()),
+    }
+}
+
+/// A switch as `on` or `off`.
+pub fn show_on_off(value: &bool) -> String {
+    if *value { "on" } else { "off" }.to_string()
+}
+
+/// Bytes, in whole MiB.
+pub fn show_mebibytes(value: &u64) -> String {
+    (value / (1024 * 1024)).to_string()
+}
+
 /// Any text, as given.
 pub fn text(given: &str) -> Result<String, Allowed> {
     Ok(given.to_string())

@@ -69,12 +69,41 @@ pub struct Rejection {
     pub reason: RejectReason,
     /// What exactly was wrong.
     pub detail: String,
+    /// Where in the reading, when the JSON did not fit the schema
+    /// (`status`, `location.latitude`).
+    pub path: Option<String>,
+}
+
+impl Rejection {
+    /// The field of the reading at fault, where the reason names one: what an
+    /// HTTP client is told beside the reason.
+    pub fn field(&self) -> Option<String> {
+        let named = match self.reason {
+            RejectReason::UnknownDeviceType => "device_type",
+            RejectReason::WrongUnit => "unit",
+            RejectReason::KeyMismatch => "device_id",
+            RejectReason::UnsupportedSchemaVersion => "schema_version",
+            // "value 999 outside ...", "battery_level 120 outside ...".
+            RejectReason::OutOfRange => self.detail.split(' ').next().unwrap_or_default(),
+            // Where the JSON did not fit; else serde's "missing field `value`",
+            // or our own "is_anomaly and anomaly_kind disagree".
+            RejectReason::Schema => match (&self.path, self.detail.split('`').nth(1)) {
+                (Some(path), _) => path,
+                (None, Some(name)) if self.detail.starts_with("missing field") => name,
+                _ if self.detail.starts_with("is_anomaly") => "is_anomaly",
+                _ => "",
+            },
+            _ => "",
+        };
+        (!named.is_empty()).then(|| named.to_string())
+    }
 }
 
 fn reject(reason: RejectReason, detail: impl Into<String>) -> Rejection {
     Rejection {
         reason,
         detail: detail.into(),
+        path: None,
     }
 }
 
@@ -89,8 +118,34 @@ pub fn physical_range(kind: DeviceType) -> (f64, f64) {
     }
 }
 
+/// Where `text` stops fitting the reading's schema, found by parsing it
+/// again: only refused readings pay for it.
+fn schema_path(text: &str) -> Option<String> {
+    let mut json = serde_json::Deserializer::from_str(text);
+    let error = serde_path_to_error::deserialize::<_, SensorReading>(&mut json).err()?;
+    let path = error.path().to_string();
+    (path != ".").then_some(path)
+}
+
 /// Parses and checks one record's key and value.
 pub fn validate(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<SensorReading, Rejection> {
+    let reading = validate_value(value)?;
+    if key != Some(reading.device_id.as_bytes()) {
+        return Err(reject(
+            RejectReason::KeyMismatch,
+            format!(
+                "record key {:?} is not the device id {:?}",
+                key.map(String::from_utf8_lossy),
+                reading.device_id
+            ),
+        ));
+    }
+    Ok(reading)
+}
+
+/// Parses and checks a reading on its own, where no record key comes with it
+/// (a device's message to the gateway).
+pub fn validate_value(value: Option<&[u8]>) -> Result<SensorReading, Rejection> {
     let value = match value {
         Some(v) if !v.is_empty() => v,
         _ => return Err(reject(RejectReason::Empty, "the record has no value")),
@@ -115,7 +170,10 @@ pub fn validate(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<SensorReadin
             Category::Data if e.to_string().contains("unknown device type") => {
                 reject(RejectReason::UnknownDeviceType, e.to_string())
             }
-            Category::Data => reject(RejectReason::Schema, e.to_string()),
+            Category::Data => Rejection {
+                path: schema_path(text),
+                ..reject(RejectReason::Schema, e.to_string())
+            },
         }
     })?;
     if reading.schema_version != SCHEMA_VERSION {
@@ -124,16 +182,6 @@ pub fn validate(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<SensorReadin
             format!(
                 "schema_version {}, this consumer reads {SCHEMA_VERSION}",
                 reading.schema_version
-            ),
-        ));
-    }
-    if key != Some(reading.device_id.as_bytes()) {
-        return Err(reject(
-            RejectReason::KeyMismatch,
-            format!(
-                "record key {:?} is not the device id {:?}",
-                key.map(String::from_utf8_lossy),
-                reading.device_id
             ),
         ));
     }
@@ -311,5 +359,35 @@ mod tests {
             reason_for(key, Some(&with(|j| j["is_anomaly"] = true.into()))),
             RejectReason::Schema
         );
+    }
+
+    #[test]
+    fn a_refused_reading_names_the_field_at_fault() {
+        type Change = fn(&mut serde_json::Value);
+        let field = |change: Change| validate_value(Some(&with(change))).unwrap_err().field();
+        let cases: [(Change, &str); 9] = [
+            (|j| j["value"] = "high".into(), "value"),
+            (|j| j["status"] = "active".into(), "status"),
+            (
+                |j| j["location"]["latitude"] = "north".into(),
+                "location.latitude",
+            ),
+            (
+                |j| {
+                    j.as_object_mut().unwrap().remove("sequence");
+                },
+                "sequence",
+            ),
+            (|j| j["device_type"] = "thermostat".into(), "device_type"),
+            (|j| j["battery_level"] = (-3.0).into(), "battery_level"),
+            (|j| j["value"] = 140.0.into(), "value"),
+            (|j| j["unit"] = "°C".into(), "unit"),
+            (|j| j["is_anomaly"] = true.into(), "is_anomaly"),
+        ];
+        for (change, expected) in cases {
+            assert_eq!(field(change).as_deref(), Some(expected));
+        }
+        let not_json = validate_value(Some(b"temperature=21.5")).unwrap_err();
+        assert_eq!(not_json.field(), None, "{not_json:?}");
     }
 }

@@ -1,0 +1,332 @@
+//! From the disk buffer to Kafka, in order, releasing only what Kafka
+//! acknowledged.
+//!
+//! The forwarder reads the buffer with its own cursor and hands each record
+//! to a producer (readings to the sensor topic keyed by device, so one
+//! device's readings share a partition and keep their order; dead letters to
+//! the dead-letter topic). It keeps at most [`WINDOW`] records unacknowledged;
+//! as acknowledgements come, the buffer is released up to the first record
+//! still waiting, a few times a second.
+//!
+//! When a record is not acknowledged (Kafka away past the delivery timeout),
+//! the forwarder stops sending, lets the rest of the window settle, and goes
+//! back to the first unacknowledged record, sending everything from there
+//! again after a backoff: nothing is skipped and no device's readings are
+//! reordered, at the price of sending again what Kafka had already taken
+//! after it (duplicates a consumer removes by device and sequence).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::GatewayError;
+use super::buffer::{Buffer, Spooled};
+use super::intake::GatewayStats;
+use crate::config::Config;
+use crate::kafka::Headers;
+use crate::kafka::producer::{Delivery, OutgoingRecord, Producer, ProducerError};
+use crate::kafka::retry::Backoff;
+use crate::kafka::topics::TopicError;
+use crate::pipeline::sinks::kafka::{DLQ_DETAIL, DLQ_FAILED_AT, DLQ_REASON};
+use crate::pipeline::wiring::ensure_topics;
+use crate::spool::Cursor;
+
+/// Records sent and not yet acknowledged, at most.
+pub const WINDOW: usize = 20_000;
+
+/// How often the buffer is released up to the acknowledged prefix: each
+/// release fsyncs a file, so not once per acknowledgement.
+const RELEASE_EVERY: Duration = Duration::from_millis(200);
+
+/// The dead-letter header naming where a refused message came from.
+pub const DLQ_ORIGIN: &str = "dlq.origin";
+
+type Outcomes = mpsc::UnboundedReceiver<(u64, bool)>;
+
+/// Where each sent record stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Waiting,
+    Acked,
+    Failed,
+}
+
+/// Connects to Kafka (waiting for it as long as it takes, the buffer
+/// holding what comes meanwhile) and forwards until `shutdown`; then waits
+/// for what is in flight, releases what was acknowledged, and returns.
+pub async fn forward(
+    config: &Config,
+    buffer: Arc<Buffer>,
+    stats: Arc<GatewayStats>,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    let Some((readings, dead_letters, outcomes)) = connect(config, &shutdown).await? else {
+        return Ok(());
+    };
+    let mut forwarder = Forwarder {
+        cursor: Cursor::at(buffer.dir(), buffer.released()),
+        buffer,
+        stats,
+        window: BTreeMap::new(),
+        oldest: BTreeMap::new(),
+        outcomes,
+        backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
+    };
+    let result = forwarder.run(&readings, &dead_letters, &shutdown).await;
+    // What is in flight gets its answer (within the delivery timeout) before
+    // the buffer is released one last time.
+    readings.close().await;
+    dead_letters.close().await;
+    forwarder.settle();
+    forwarder.release().await?;
+    result
+}
+
+/// The two producers and the channel their acknowledgements come back on;
+/// `None` if shut down first.
+async fn connect(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Option<(Producer<u64>, Producer<u64>, Outcomes)>, GatewayError> {
+    let topics = [config.topic.as_str(), config.dlq_topic.as_str()];
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        match ensure_topics(config, &topics, shutdown).await {
+            Ok(()) => break,
+            Err(e) if shutdown.is_cancelled() => {
+                tracing::debug!("stopped while waiting for Kafka: {e}");
+                return Ok(None);
+            }
+            // Only giving up on an absent cluster is worth trying again.
+            Err(e) if !matches!(e, TopicError::StartupWait { .. }) => {
+                return Err(GatewayError::Topics(e));
+            }
+            Err(e) => {
+                tracing::warn!("Kafka not reachable yet ({e}); readings wait in the buffer");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+        }
+    }
+    let (tx, outcomes) = mpsc::unbounded_channel();
+    let listener = move |number: u64, delivery: Delivery| {
+        let acked = matches!(delivery, Delivery::Acked { .. });
+        if let Delivery::Failed { reason, .. } = &delivery {
+            tracing::warn!(
+                "record {number} of the buffer not acknowledged, to be sent again: {reason}"
+            );
+        }
+        let _ = tx.send((number, acked));
+    };
+    let listener: Arc<dyn Fn(u64, Delivery) + Send + Sync> = Arc::new(listener);
+    let mut producers = Vec::with_capacity(2);
+    for topic in topics {
+        match Producer::connect(
+            config.brokers(),
+            topic,
+            &config.producer,
+            Arc::clone(&listener),
+            shutdown,
+        )
+        .await
+        {
+            Ok(producer) => producers.push(producer),
+            Err(ProducerError::Cancelled(_)) => return Ok(None),
+            Err(e) => return Err(GatewayError::Producer(e)),
+        }
+    }
+    let dead_letters = producers.pop().expect("two producers");
+    let readings = producers.pop().expect("two producers");
+    Ok(Some((readings, dead_letters, outcomes)))
+}
+
+struct Forwarder {
+    buffer: Arc<Buffer>,
+    cursor: Cursor,
+    stats: Arc<GatewayStats>,
+    /// Every record sent and not yet released, by number.
+    window: BTreeMap<u64, (Sent, bool)>,
+    /// When each record in the window was accepted, for the oldest's age.
+    oldest: BTreeMap<u64, i64>,
+    outcomes: Outcomes,
+    backoff: Backoff,
+}
+
+impl Forwarder {
+    async fn run(
+        &mut self,
+        readings: &Producer<u64>,
+        dead_letters: &Producer<u64>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), GatewayError> {
+        let mut last_release = Instant::now();
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            self.settle();
+            if self.window.values().any(|(s, _)| *s == Sent::Failed) {
+                if self.window.values().all(|(s, _)| *s != Sent::Waiting) {
+                    self.rewind(shutdown).await;
+                }
+            } else if self.window.len() < WINDOW {
+                let batch = self.cursor.read(
+                    self.buffer.durable(),
+                    (WINDOW - self.window.len()).min(1000),
+                )?;
+                for (number, bytes) in batch {
+                    let Some(record) = Spooled::decode(bytes) else {
+                        tracing::error!(
+                            "record {number} of the buffer is not one this gateway wrote; skipped"
+                        );
+                        self.window.insert(number, (Sent::Acked, false));
+                        continue;
+                    };
+                    self.oldest.insert(number, record.at_ms());
+                    let is_reading = matches!(record, Spooled::Reading { .. });
+                    self.window.insert(number, (Sent::Waiting, is_reading));
+                    let producer = if is_reading { readings } else { dead_letters };
+                    let sent = tokio::select! {
+                        sent = producer.send(outgoing(number, record)) => sent,
+                        _ = shutdown.cancelled() => return Ok(()),
+                    };
+                    if let Err(e) = sent {
+                        if matches!(e, ProducerError::Refused(_)) {
+                            return Err(GatewayError::Producer(e));
+                        }
+                        tracing::warn!(
+                            "record {number} of the buffer not taken by the producer: {e}"
+                        );
+                        self.window.insert(number, (Sent::Failed, is_reading));
+                        break;
+                    }
+                }
+            }
+            if last_release.elapsed() >= RELEASE_EVERY {
+                self.release().await?;
+                last_release = Instant::now();
+            }
+            let next = self.cursor.next_number();
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                outcome = self.outcomes.recv() => if let Some(outcome) = outcome { self.record(outcome) },
+                _ = self.buffer.until_durable(next), if self.window.len() < WINDOW => {}
+                _ = tokio::time::sleep(RELEASE_EVERY) => {}
+            }
+        }
+    }
+
+    /// Takes every acknowledgement that has come.
+    fn settle(&mut self) {
+        while let Ok(outcome) = self.outcomes.try_recv() {
+            self.record(outcome);
+        }
+    }
+
+    fn record(&mut self, (number, acked): (u64, bool)) {
+        if let Some((sent, is_reading)) = self.window.get_mut(&number) {
+            *sent = if acked { Sent::Acked } else { Sent::Failed };
+            if acked {
+                let counter = if *is_reading {
+                    &self.stats.forwarded
+                } else {
+                    &self.stats.dead_letters
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Releases the buffer up to the first record not acknowledged.
+    async fn release(&mut self) -> Result<(), GatewayError> {
+        let mut upto = None;
+        while let Some((&number, &(Sent::Acked, _))) = self.window.first_key_value() {
+            self.window.remove(&number);
+            self.oldest.remove(&number);
+            upto = Some(number + 1);
+        }
+        let oldest = self.oldest.first_key_value().map_or(0, |(_, at)| *at);
+        self.stats
+            .oldest_waiting_ms
+            .store(oldest.max(0) as u64, Ordering::Relaxed);
+        if let Some(upto) = upto {
+            self.buffer.release(upto).await?;
+            self.backoff.reset();
+        }
+        Ok(())
+    }
+
+    /// After a failure, with nothing left waiting: from the first record not
+    /// acknowledged, everything is sent again, after a backoff.
+    async fn rewind(&mut self, shutdown: &CancellationToken) {
+        let _ = self.release().await;
+        let Some(&first) = self.window.keys().next() else {
+            return;
+        };
+        let again = self.window.len() as u64;
+        self.stats.resent.fetch_add(again, Ordering::Relaxed);
+        let delay = self.backoff.next_delay();
+        tracing::warn!(
+            "Kafka did not acknowledge record {first} of the buffer: sending {again} records from it again in {delay:?}"
+        );
+        self.window.clear();
+        self.oldest.clear();
+        self.cursor = Cursor::at(self.buffer.dir(), first);
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// The Kafka record of a spooled one.
+fn outgoing(number: u64, record: Spooled) -> OutgoingRecord<u64> {
+    match record {
+        Spooled::Reading {
+            accepted_at_ms,
+            key,
+            value,
+        } => OutgoingRecord {
+            key,
+            value,
+            headers: Headers::new(),
+            timestamp: at(accepted_at_ms),
+            meta: number,
+        },
+        Spooled::DeadLetter {
+            refused_at_ms,
+            key,
+            value,
+            reason,
+            detail,
+            origin,
+        } => {
+            let mut headers = Headers::new();
+            headers.insert(DLQ_REASON, reason);
+            headers.insert(DLQ_DETAIL, detail);
+            headers.insert(DLQ_ORIGIN, origin);
+            headers.insert(
+                DLQ_FAILED_AT,
+                at(refused_at_ms).to_rfc3339_opts(SecondsFormat::Millis, true),
+            );
+            OutgoingRecord {
+                key,
+                value,
+                headers,
+                timestamp: at(refused_at_ms),
+                meta: number,
+            }
+        }
+    }
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_else(Utc::now)
+}
