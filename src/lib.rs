@@ -24,8 +24,9 @@
 //! - [`bench`]: our clients beside Kafka's perf tools, same cluster, same run.
 //! - [`cli`]: the `metrocloud` command line.
 //!
-//! [`logging`], [`shutdown`] and [`lock`] are plumbing every layer may use.
+//! [`logging`], [`shutdown`], [`lock`] and [`exposition`] are plumbing every layer may use.
 
+pub mod exposition;
 pub mod intern;
 pub mod lock;
 

@@ -193,6 +193,13 @@ fn post(gateway: &Gateway, content_type: &str, token: Option<&str>, body: &str) 
     (code.parse().unwrap(), body.to_string())
 }
 
+/// `curl`'s GET of `url`: the body, which must come with status 200.
+fn get(url: &str) -> String {
+    let output = run("curl", &["-s", "-S", "-f", "--max-time", "30", url], "");
+    assert!(output.status.success(), "GET {url}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
 /// An MQTT 5 publication by paho-mqtt, QoS 1: the PUBACK's reason code and reason string.
 fn paho_v5(
     gateway: &Gateway,
@@ -335,6 +342,16 @@ async fn readings_from_mosquitto_pub_and_curl_reach_the_sensor_topic_keyed_and_i
     assert_eq!((status, body.as_str()), (202, r#"{"accepted":1}"#));
 
     wait_for_records(&topic, 601).await;
+    let metrics = get(&gateway.http.replace("/api/v1/readings", "/metrics"));
+    for line in [
+        "metrocloud_gateway_readings_accepted_total 601",
+        "metrocloud_gateway_messages_refused_total 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in {metrics}"
+        );
+    }
     let rest = gateway.stop();
     let by_device = sequences_by_device(&topic).await;
     assert_eq!(by_device[temperature], (0..200).collect::<Vec<_>>());
@@ -661,68 +678,24 @@ for sequence, reading in enumerate(readings):
     let gateway = start_gateway(&topic_vars(&topic, spool.path()));
     wait_for_records(&topic, acknowledged.len()).await;
     gateway.stop();
+    // Replayed readings repeat some that Kafka had before the kill; the first
+    // time each appears, they are in order, and every acknowledged one is there.
     let in_topic = &sequences_by_device(&topic).await[device];
-    let mut distinct = in_topic.clone();
-    distinct.dedup();
-    assert!(
-        distinct.starts_with(&acknowledged),
-        "every acknowledged reading, in order: {} acknowledged, topic holds {:?}...",
-        acknowledged.len(),
-        &in_topic[..in_topic.len().min(20)]
-    );
-}
-
-#[tokio::test]
-async fn metrocloud_run_with_the_gateway_on_forwards_devices_beside_the_simulator() {
-    let topic = common::unique_topic("gateway-run");
-    let data = tempfile::tempdir().unwrap();
-    let mut vars = topic_vars(&topic, &data.path().join("spool"));
-    vars.extend([
-        ("METROCLOUD_GATEWAY", "on".to_string()),
-        ("METROCLOUD_DATA_DIR", data.path().display().to_string()),
-        ("IOT_NUM_DEVICES", "5".to_string()),
-        ("KAFKA_CONSUMER_GROUP_ID", format!("{topic}-group")),
-        ("KAFKA_ALERTS_TOPIC", format!("{topic}-alerts")),
-        ("KAFKA_AGGREGATES_TOPIC", format!("{topic}-aggregates")),
-        ("LOG_LEVEL", "WARN".to_string()),
-    ]);
-    let pipeline = start(&["run", "--no-console"], &vars);
-    let device = "pressure-000050";
-    let sent = mosquitto_pub(
-        &pipeline,
-        &format!("sensors/pressure/{device}"),
-        &[],
-        &lines(DeviceType::Pressure, device, 0..50),
-    );
-    assert!(sent.status.success(), "{sent:?}");
-    common::eventually(
-        Duration::from_secs(90),
-        "the device's 50 readings in the topic",
-        || async {
-            sequences_by_device(&topic)
-                .await
-                .get(device)
-                .map_or(0, Vec::len)
-                >= 50
-        },
-    )
-    .await;
-    let rest = pipeline.stop();
+    let mut seen = std::collections::BTreeSet::new();
+    let first_appearances: Vec<u64> = in_topic
+        .iter()
+        .copied()
+        .filter(|s| seen.insert(*s))
+        .collect();
     assert_eq!(
-        sequences_by_device(&topic).await[device],
-        (0..50).collect::<Vec<_>>()
+        first_appearances,
+        (0..first_appearances.len() as u64).collect::<Vec<_>>(),
+        "in order, none missing"
     );
-    let gateway = rest
-        .iter()
-        .find(|l| l.starts_with("gateway summary:"))
-        .unwrap_or_else(|| panic!("{rest:#?}"));
     assert!(
-        gateway.starts_with("gateway summary: accepted 50 readings, refused 0, forwarded 50,"),
-        "{gateway}"
+        first_appearances.len() >= acknowledged.len(),
+        "{} acknowledged, {} in the topic",
+        acknowledged.len(),
+        first_appearances.len()
     );
-    let pipeline = rest
-        .iter()
-        .find(|l| l.starts_with("pipeline summary:"))
-        .unwrap_or_else(|| panic!("{rest:#?}"));
-    assert!(pipeline.contains(" lost 0"), "{pipeline}");
 }

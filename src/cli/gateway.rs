@@ -1,14 +1,11 @@
 //! `metrocloud gateway`: devices' readings in over MQTT and HTTP.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::CliError;
 use crate::config::Config;
-use crate::gateway::{self, Gateway, GatewayError};
+use crate::gateway::{self, Gateway, GatewayError, GatewayView};
 
 fn cli_error(e: GatewayError) -> CliError {
     if e.is_configuration() {
@@ -30,12 +27,16 @@ pub(crate) async fn run(config: Config, shutdown: CancellationToken) -> Result<(
 pub(crate) async fn beside_run(
     config: &Config,
     shutdown: CancellationToken,
-) -> Result<Option<JoinHandle<Result<(), CliError>>>, CliError> {
+) -> Result<Option<(JoinHandle<Result<(), CliError>>, GatewayView)>, CliError> {
     if !config.gateway.in_run {
         return Ok(None);
     }
     let gateway = Gateway::bind(config).await.map_err(cli_error)?;
-    Ok(Some(tokio::spawn(serve(gateway, config.clone(), shutdown))))
+    let view = gateway.view();
+    Ok(Some((
+        tokio::spawn(serve(gateway, config.clone(), shutdown)),
+        view,
+    )))
 }
 
 async fn serve(
@@ -49,22 +50,16 @@ async fn serve(
         gateway.http_addr,
         gateway::spool_dir(&config).display()
     );
-    let stats = Arc::clone(&gateway.stats);
-    let buffer = gateway.buffer();
+    let view = gateway.view();
     let status_stop = shutdown.child_token();
-    let status =
-        gateway::spawn_status(Arc::clone(&stats), Arc::clone(&buffer), status_stop.clone());
+    let status = gateway::spawn_status(view.clone(), status_stop.clone());
     let outcome = gateway.run(&config, shutdown).await;
     status_stop.cancel();
     let _ = status.await;
-    let (waiting, _) = buffer.depth();
+    let s = view.snapshot();
     println!(
         "gateway summary: accepted {} readings, refused {}, forwarded {}, dead letters {}, {} records left in the buffer (forwarded at the next start)",
-        stats.accepted.load(Ordering::Relaxed),
-        stats.refused.load(Ordering::Relaxed),
-        stats.forwarded.load(Ordering::Relaxed),
-        stats.dead_letters.load(Ordering::Relaxed),
-        waiting
+        s.accepted, s.refused, s.forwarded, s.dead_letters, s.buffered_records
     );
     outcome.map_err(cli_error)
 }

@@ -92,7 +92,9 @@ pub(crate) async fn run(
         console.check(&config)?;
     }
     let (config, _cluster) = cluster_for_run(config).await?;
-    let gateway = super::gateway::beside_run(&config, shutdown.clone()).await?;
+    let (gateway, gateway_view) = super::gateway::beside_run(&config, shutdown.clone())
+        .await?
+        .unzip();
     // The console's fleet view is fed with what processing saw, rather than by
     // reading the sensor topic a second time.
     let console_fleet: Option<SharedFleet> = console.as_ref().map(|_| Arc::default());
@@ -109,6 +111,7 @@ pub(crate) async fn run(
                 processing: Some(counters.processing),
                 delivery: Some(counters.delivery),
                 fleet: console_fleet,
+                gateway: gateway_view,
             };
             let running = console
                 .start(config, handles, stop)

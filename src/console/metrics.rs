@@ -1,4 +1,4 @@
-//! `/metrics` in Prometheus' text format (version 0.0.4).
+//! `/metrics` in Prometheus' text format ([`crate::exposition`]).
 //!
 //! Our side of what the original design watches over JMX: the producer,
 //! consumer and processing counters of the pipeline running in this process
@@ -6,10 +6,11 @@
 //! the console itself read, and the cluster's state as the console last saw it.
 //! Every name starts with `metrocloud_`; counters end in `_total`.
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use crate::exposition::{Exposition, label};
+use crate::gateway::GatewayView;
 use crate::kafka::consumer::ConsumerStats;
 use crate::kafka::producer::ProducerStats;
 use crate::pipeline::process::ProcessingStats;
@@ -33,6 +34,8 @@ pub struct PipelineHandles {
     /// (and every repeat it removed). With it, the console does not read the
     /// sensor topic a second time.
     pub fleet: Option<super::fleet::SharedFleet>,
+    /// The device gateway, when it runs beside the pipeline (`METROCLOUD_GATEWAY=on`).
+    pub gateway: Option<GatewayView>,
 }
 
 impl std::fmt::Debug for PipelineHandles {
@@ -43,36 +46,9 @@ impl std::fmt::Debug for PipelineHandles {
             .field("processing", &self.processing.is_some())
             .field("delivery", &self.delivery.is_some())
             .field("fleet", &self.fleet.is_some())
+            .field("gateway", &self.gateway.is_some())
             .finish()
     }
-}
-
-struct Exposition(String);
-
-impl Exposition {
-    fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
-        let _ = writeln!(self.0, "# HELP metrocloud_{name} {help}");
-        let _ = writeln!(self.0, "# TYPE metrocloud_{name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(self.0, "metrocloud_{name}{labels} {value}");
-        }
-    }
-
-    fn counter(&mut self, name: &str, help: &str, value: u64) {
-        self.metric(name, "counter", help, &[("", value as f64)]);
-    }
-
-    fn gauge(&mut self, name: &str, help: &str, value: f64) {
-        self.metric(name, "gauge", help, &[("", value)]);
-    }
-}
-
-/// Escapes a label value.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// The whole exposition.
@@ -82,7 +58,7 @@ pub fn render(
     cluster: Option<&ClusterSnapshot>,
     now_ms: i64,
 ) -> String {
-    let mut out = Exposition(String::new());
+    let mut out = Exposition::new();
     if let Some(producer) = &pipeline.producer {
         let p = producer.snapshot();
         out.counter(
@@ -314,5 +290,8 @@ pub fn render(
             &lags,
         );
     }
-    out.0
+    if let Some(gateway) = &pipeline.gateway {
+        gateway.metrics(&mut out);
+    }
+    out.into_text()
 }

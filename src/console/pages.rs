@@ -181,6 +181,15 @@ pub fn overview(o: &Overview) -> Markup {
                 (card("Dead letters, last hour", thousands(o.dead_letters_last_hour as i64),
                     html! { "records that failed validation · " a href="/dead-letters" { "dead letters" } },
                     level(o.dead_letters_last_hour == 0, true)))
+                @if let Some(g) = &o.gateway {
+                    (card("Gateway buffer", thousands(g.buffered_records as i64),
+                        html! {
+                            "readings waiting for Kafka, oldest " (format!("{:.1}", g.oldest_age_seconds)) " s · "
+                            (thousands(g.accepted as i64)) " accepted · " (thousands(g.forwarded as i64)) " forwarded · "
+                            (thousands(g.refused as i64)) " refused · " (thousands(g.pushed_back as i64)) " pushed back"
+                        },
+                        level(g.oldest_age_seconds <= 30.0, g.pushed_back == 0)))
+                }
             }
             (error_box(o.error.as_deref()))
         }

@@ -12,6 +12,7 @@ use super::ConsoleState;
 use super::cluster::GroupView;
 use super::fleet::{AlertEntry, DeadLetterEntry, DeviceView, Presence};
 use super::messages::{BrowseError, BrowseQuery, MessageView};
+use crate::gateway::{GatewaySnapshot, GatewayView};
 
 /// Milliseconds since the epoch, now.
 pub(super) fn now_ms() -> i64 {
@@ -66,6 +67,10 @@ pub struct LossCounters {
     pub delivery_failed: Option<u64>,
 }
 
+/// Readings waiting this long in the gateway's buffer turn the overview amber:
+/// Kafka has not taken them for longer than a delivery timeout would explain.
+const GATEWAY_WAIT_WARNING_SECS: f64 = 30.0;
+
 /// The overview page.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overview {
@@ -101,6 +106,8 @@ pub struct Overview {
     pub presence: PresenceCounts,
     /// Data loss.
     pub loss: LossCounters,
+    /// The device gateway, when it runs in this process.
+    pub gateway: Option<GatewaySnapshot>,
     /// What failed while looking, if anything.
     pub error: Option<String>,
 }
@@ -164,6 +171,15 @@ pub(super) async fn overview(state: &ConsoleState) -> Overview {
             loss.delivery_failed.unwrap_or(0)
         ));
     }
+    let gateway = state.pipeline.gateway.as_ref().map(GatewayView::snapshot);
+    if let Some(g) = &gateway
+        && g.oldest_age_seconds > GATEWAY_WAIT_WARNING_SECS
+    {
+        amber.push(format!(
+            "{} readings wait in the gateway's buffer, the oldest for {:.0} s",
+            g.buffered_records, g.oldest_age_seconds
+        ));
+    }
     let level = if !red.is_empty() {
         "red"
     } else if !amber.is_empty() {
@@ -191,6 +207,7 @@ pub(super) async fn overview(state: &ConsoleState) -> Overview {
         devices,
         presence,
         loss,
+        gateway,
         error: cluster.error.clone(),
     }
 }

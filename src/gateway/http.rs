@@ -10,6 +10,8 @@
 //! - 503 with `Retry-After` when the buffer is full: the lines before the
 //!   one that found it full are taken (listed as accepted), the rest are not;
 //! - 500 when the disk failed: nothing is acknowledged.
+//!
+//! `GET /metrics` gives the gateway's counters and buffer to Prometheus.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,11 +20,14 @@ use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::credentials::Identity;
 use super::intake::{Intake, Message, Refusal};
+use super::view::GatewayView;
+use crate::exposition::Exposition;
 
 /// The largest request body taken: about 40,000 readings of NDJSON.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -34,6 +39,7 @@ const RETRY_AFTER_SECS: &str = "1";
 pub fn router(intake: Arc<Intake>) -> Router {
     Router::new()
         .route("/api/v1/readings", post(post_readings))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(intake)
 }
@@ -46,27 +52,52 @@ enum Outcome {
     NotTaken,
 }
 
+/// The identity of the request's bearer token.
+fn authenticate(intake: &Intake, headers: &HeaderMap) -> Option<Identity> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    intake.token(token)
+}
+
+/// The 401 a request without a valid token gets.
+fn unauthorized() -> Response {
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"error": "not_authorized", "detail": "a device's bearer token is required (Authorization: Bearer <token>)"})),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// `GET /metrics`: the gateway's counters and buffer, for Prometheus (with
+/// the same bearer token as readings when devices need credentials).
+async fn metrics(State(intake): State<Arc<Intake>>, headers: HeaderMap) -> Response {
+    if authenticate(&intake, &headers).is_none() {
+        return unauthorized();
+    }
+    let mut out = Exposition::new();
+    GatewayView::new(Arc::clone(intake.stats()), Arc::clone(intake.buffer())).metrics(&mut out);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out.into_text(),
+    )
+        .into_response()
+}
+
 async fn post_readings(
     State(intake): State<Arc<Intake>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(identity) = intake.token(token) else {
-        let mut response = (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"error": "not_authorized", "detail": "a device's bearer token is required (Authorization: Bearer <token>)"})),
-        )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+    let Some(identity) = authenticate(&intake, &headers) else {
+        return unauthorized();
     };
     let batch = headers
         .get(header::CONTENT_TYPE)

@@ -20,11 +20,13 @@ pub mod forward;
 pub mod http;
 pub mod intake;
 pub mod mqtt;
+mod view;
+
+pub use view::{GatewaySnapshot, GatewayView};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -222,65 +224,32 @@ impl Gateway {
     }
 }
 
-/// The status line: `gateway: accepted 1000 (200/s) | refused 2 | forwarded ...`.
-pub fn status_line(
-    stats: &GatewayStats,
-    buffer_depth: (u64, u64),
-    elapsed: f64,
-    previous: u64,
-) -> (String, u64) {
-    let forwarded = stats.forwarded.load(Ordering::Relaxed);
-    let oldest = stats.oldest_waiting_ms.load(Ordering::Relaxed);
-    let age = if oldest == 0 {
-        0.0
-    } else {
-        ((chrono::Utc::now().timestamp_millis() as u64).saturating_sub(oldest)) as f64 / 1000.0
-    };
-    let text = format!(
-        "gateway: accepted {} | refused {} | forwarded {} ({:.0}/s) | buffered {} records, {:.1} MiB, oldest {:.1} s | pushed back {} | resent {}",
-        stats.accepted.load(Ordering::Relaxed),
-        stats.refused.load(Ordering::Relaxed),
-        forwarded,
-        (forwarded - previous.min(forwarded)) as f64 / elapsed,
-        buffer_depth.0,
-        buffer_depth.1 as f64 / (1024.0 * 1024.0),
-        age,
-        stats.pushed_back.load(Ordering::Relaxed),
-        stats.resent.load(Ordering::Relaxed),
-    );
-    (text, forwarded)
-}
-
 impl Gateway {
     /// Records and bytes the buffer holds for Kafka.
     pub fn depth(&self) -> (u64, u64) {
         self.buffer.depth()
     }
 
-    /// A handle on the buffer, for status lines while the gateway runs.
-    pub fn buffer(&self) -> Arc<Buffer> {
-        Arc::clone(&self.buffer)
+    /// A view of the counters and the buffer, for status lines, `/metrics`
+    /// and the console while the gateway runs.
+    pub fn view(&self) -> GatewayView {
+        GatewayView::new(Arc::clone(&self.stats), Arc::clone(&self.buffer))
     }
 }
 
-/// Prints [`status_line`] every 5 s until `shutdown`.
-pub fn spawn_status(
-    stats: Arc<GatewayStats>,
-    buffer: Arc<Buffer>,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+/// Prints the status line every 5 s until `shutdown`.
+pub fn spawn_status(view: GatewayView, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut previous = 0;
+        let mut previous = GatewaySnapshot::default();
         let mut last = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
-            let elapsed = last.elapsed().as_secs_f64().max(0.001);
+            let (text, now) = view.status_line(&previous, last.elapsed().as_secs_f64());
             last = Instant::now();
-            let (text, count) = status_line(&stats, buffer.depth(), elapsed, previous);
-            previous = count;
+            previous = now;
             println!("{text}");
         }
     })
