@@ -64,6 +64,9 @@ pub enum BenchError {
     /// The console did not answer as it should.
     #[error("console: {0}")]
     Console(String),
+    /// The gateway benchmark's servers or load failed.
+    #[error("gateway: {0}")]
+    Gateway(String),
 }
 
 impl BenchError {

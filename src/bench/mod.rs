@@ -18,6 +18,8 @@
 //! - **simulator**: CPU and peak memory of 10k and 100k devices at 1 Hz.
 //! - **storage**: a pre-filled topic into Parquet and PostgreSQL by our
 //!   storage stage, beside `psql \copy` of the same rows.
+//! - **gateway**: MQTT QoS 1 readings from many clients into our gateway and
+//!   on into Kafka, beside Mosquitto under the same load generator.
 //!
 //! Every client, ours or Kafka's, is a child process of its own ([`worker`],
 //! [`peer`]); [`usage`] measures it. Each run gets a fresh topic, deleted
@@ -30,8 +32,10 @@ pub mod console;
 mod consumer;
 mod e2e;
 mod error;
-mod http;
+mod gateway;
+pub mod http;
 pub mod kcat;
+pub mod mqtt;
 pub mod peer;
 pub mod postgres;
 mod producer;
@@ -79,17 +83,20 @@ pub enum Suite {
     Console,
     /// A pre-filled topic into Parquet and PostgreSQL, beside `psql \copy`.
     Storage,
+    /// MQTT QoS 1 readings into the gateway, beside Mosquitto.
+    Gateway,
 }
 
 impl Suite {
     /// All, in the order they run.
-    pub const ALL: [Suite; 6] = [
+    pub const ALL: [Suite; 7] = [
         Suite::Producer,
         Suite::Consumer,
         Suite::EndToEnd,
         Suite::Simulator,
         Suite::Console,
         Suite::Storage,
+        Suite::Gateway,
     ];
 
     /// The name on the command line.
@@ -101,6 +108,7 @@ impl Suite {
             Suite::Simulator => "simulator",
             Suite::Console => "console",
             Suite::Storage => "storage",
+            Suite::Gateway => "gateway",
         }
     }
 
@@ -384,6 +392,7 @@ impl Bench<'_> {
             simulator: Vec::new(),
             console: None,
             storage: None,
+            gateway: None,
         };
         let readings = self.write_readings()?;
         for suite in suites {
@@ -394,6 +403,7 @@ impl Bench<'_> {
                 Suite::Simulator => report.simulator = self.simulator().await?,
                 Suite::Console => report.console = Some(self.console(&readings).await?),
                 Suite::Storage => report.storage = Some(self.storage().await?),
+                Suite::Gateway => report.gateway = Some(self.gateway(&readings).await?),
             }
         }
         Ok(report)

@@ -243,6 +243,9 @@ pub struct BenchReport {
     /// Storage loads.
     #[serde(default)]
     pub storage: Option<super::storage::StorageSection>,
+    /// MQTT into our gateway beside Mosquitto.
+    #[serde(default)]
+    pub gateway: Option<super::gateway::GatewaySection>,
 }
 
 fn ratio(ours: f64, peer: f64) -> String {
@@ -257,7 +260,7 @@ fn optional(value: Option<f64>, decimals: usize) -> String {
     value.map_or("—".to_string(), |v| format!("{v:.decimals$}"))
 }
 
-fn thousands(value: f64) -> String {
+pub(super) fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -386,6 +389,9 @@ impl BenchReport {
         }
         if let Some(storage) = &self.storage {
             out.push_str(&super::storage::storage_table(storage));
+        }
+        if let Some(gateway) = &self.gateway {
+            out.push_str(&super::gateway::gateway_table(gateway));
         }
         out
     }
@@ -560,6 +566,7 @@ mod tests {
             simulator: vec![],
             console: None,
             storage: None,
+            gateway: None,
         };
         let table = report.to_markdown();
         let row = table

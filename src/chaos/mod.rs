@@ -6,8 +6,9 @@
 //! the load runs, the scenario breaks something the way it breaks in
 //! production (a SIGKILLed leader, a frozen broker, two brokers gone, the whole
 //! cluster restarted, a consumer crashed, a cluster that is not there yet, the
-//! storage stage killed with files open, its PostgreSQL server restarted),
-//! then heals it. The verdict comes from [`DeliveryAudit`]: every reading the
+//! storage stage killed with files open, its PostgreSQL server restarted,
+//! the device gateway without Kafka, killed, or with its buffer full), then
+//! heals it. The verdict comes from [`DeliveryAudit`]: every reading the
 //! producer saw acknowledged must have been processed by some member and must
 //! still be in the topic; repeats must stay within what at-least-once
 //! delivery explains; and the scenario's own checks (no acknowledgement
@@ -21,6 +22,8 @@
 //!
 //! [`DeliveryAudit`]: crate::pipeline::reconcile::DeliveryAudit
 
+mod devices;
+mod gateway;
 mod load;
 mod report;
 mod run;
@@ -65,11 +68,17 @@ pub enum Scenario {
     StorageKill,
     /// Stop the storage stage's PostgreSQL server at once under load; start it again.
     PostgresRestart,
+    /// Devices publish to the gateway while every Kafka node is stopped; Kafka returns.
+    GatewayOffline,
+    /// SIGKILL the gateway while devices publish; start it again on its buffer.
+    GatewayKill,
+    /// Kafka away with a gateway buffer too small for the outage: devices are pushed back.
+    GatewayFull,
 }
 
 impl Scenario {
     /// Every scenario, in the order `metrocloud chaos` runs them.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::LeaderKill,
         Scenario::ControllerKill,
         Scenario::RollingRestart,
@@ -80,6 +89,9 @@ impl Scenario {
         Scenario::LateCluster,
         Scenario::StorageKill,
         Scenario::PostgresRestart,
+        Scenario::GatewayOffline,
+        Scenario::GatewayKill,
+        Scenario::GatewayFull,
     ];
 
     /// The name on the command line and in the table.
@@ -95,6 +107,9 @@ impl Scenario {
             Scenario::LateCluster => "late-cluster",
             Scenario::StorageKill => "storage-kill",
             Scenario::PostgresRestart => "postgres-restart",
+            Scenario::GatewayOffline => "gateway-offline",
+            Scenario::GatewayKill => "gateway-kill",
+            Scenario::GatewayFull => "gateway-full",
         }
     }
 
@@ -343,18 +358,22 @@ pub async fn run_scenario(
             started.elapsed().as_secs_f64()
         ))
     };
-    let outcome = Run {
-        scenario,
-        settings,
-        cluster: &cluster,
-        spec: &spec,
-        say: &say,
-        checks: Vec::new(),
-        store: None,
-        postgres: None,
-    }
-    .execute(&dir)
-    .await;
+    let outcome = if scenario.is_gateway() {
+        gateway::execute(scenario, settings, &cluster, spec.ready_timeout, &dir, &say).await
+    } else {
+        Run {
+            scenario,
+            settings,
+            cluster: &cluster,
+            spec: &spec,
+            say: &say,
+            checks: Vec::new(),
+            store: None,
+            postgres: None,
+        }
+        .execute(&dir)
+        .await
+    };
     // The cluster is thrown away: no clean shutdown to wait for.
     say("ending the cluster");
     cluster.kill_all().await;

@@ -339,7 +339,11 @@ impl Run<'_> {
                 server.resume().map_err(ChaosError::Log)?;
                 (self.say)("PostgreSQL started again");
             }
-            Scenario::LateCluster => {}
+            // Started before the load; the gateway's scenarios run in [`super::gateway`].
+            Scenario::LateCluster
+            | Scenario::GatewayOffline
+            | Scenario::GatewayKill
+            | Scenario::GatewayFull => {}
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use crate::config::Config;
 pub(crate) struct ChaosArgs {
     /// Scenarios to run, in order [default: all]: leader-kill, controller-kill,
     /// rolling-restart, two-down, broker-hang, consumer-kill, full-restart, late-cluster, storage-kill,
-    /// postgres-restart.
+    /// postgres-restart, gateway-offline, gateway-kill, gateway-full.
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<String>,
     /// Readings per second offered during each scenario.

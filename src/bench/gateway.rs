@@ -1,0 +1,406 @@
+//! The gateway benchmark: MQTT QoS 1 readings from many concurrent clients
+//! into our gateway (acknowledged once durable on disk, forwarded to Kafka
+//! with `acks=all`), beside Debian's Mosquitto broker under the same load
+//! generator ([`super::mqtt`]) and payloads. Mosquitto forwards nothing and
+//! keeps nothing on disk (no subscriber, no persistence): it bounds what MQTT
+//! handling alone costs on this machine.
+//!
+//! Two loads per server: as fast as the clients' windows allow (readings/s
+//! acknowledged, and for ours also into Kafka: until the topic holds them
+//! all), then a fixed offered rate for publish→PUBACK latency. Server CPU is
+//! the server process's, from the first publication to its last reading
+//! handled (for ours: forwarded); peak RSS its `VmHWM`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::mqtt::{LoadOutcome, LoadSpec, Message};
+use super::report::thousands;
+use super::usage::{peak_rss, process_cpu};
+use super::*;
+use crate::sensor::reading::ReadingView;
+
+/// One load on one server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayRun {
+    /// The server.
+    pub server: String,
+    /// Offered rate, or none: as fast as the windows allow.
+    pub offered_rate: Option<u32>,
+    /// Readings acknowledged (PUBACK).
+    pub acked: u64,
+    /// Acknowledged per second, first publication to last PUBACK.
+    pub acked_per_sec: f64,
+    /// Into Kafka per second, first publication to the last one acknowledged
+    /// by Kafka (ours only).
+    pub kafka_per_sec: Option<f64>,
+    /// Publication to PUBACK, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// The server's CPU seconds per million readings.
+    pub cpu_per_million: f64,
+    /// The server's peak resident memory.
+    pub peak_rss_mib: f64,
+}
+
+/// The benchmark's results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewaySection {
+    /// Concurrent MQTT connections.
+    pub clients: usize,
+    /// Publications each keeps awaiting their PUBACK.
+    pub window: usize,
+    /// Mean payload size.
+    pub payload_bytes: usize,
+    /// Every run, in the order run.
+    pub runs: Vec<GatewayRun>,
+    /// Why a peer is missing, if one is.
+    pub note: Option<String>,
+}
+
+const OURS: &str = "ours: metrocloud gateway (fsync, then Kafka)";
+const MOSQUITTO: &str = "Mosquitto 2 (no persistence, no subscriber)";
+
+/// A server under load: its process and where it listens.
+struct Server {
+    child: tokio::process::Child,
+    pid: i32,
+    mqtt: SocketAddr,
+    /// Ours: its HTTP listener, where `/metrics` says what Kafka acknowledged.
+    http: Option<SocketAddr>,
+}
+
+impl Bench<'_> {
+    pub(super) async fn gateway(
+        &mut self,
+        readings: &Readings,
+    ) -> Result<GatewaySection, BenchError> {
+        let settings = self.settings;
+        let messages = Arc::new(messages(&readings.path)?);
+        let (clients, window) = if settings.smoke { (4, 8) } else { (100, 32) };
+        let (total, rate, seconds) = if settings.smoke {
+            (2_000, 500, 2.0)
+        } else {
+            (300_000, 10_000, 15.0)
+        };
+        let mosquitto = crate::cluster::which("mosquitto")
+            .or_else(|| Some(PathBuf::from("/usr/sbin/mosquitto")).filter(|p| p.exists()));
+        let note = mosquitto.is_none().then(|| {
+            "Mosquitto is not installed (Debian's mosquitto): its rows are left out".to_string()
+        });
+        let mut runs = Vec::new();
+        for repeat in 0..settings.repeats {
+            for side in order(repeat) {
+                let binary = match side {
+                    Side::Ours => None,
+                    Side::Peer => match &mosquitto {
+                        Some(path) => Some(path.as_path()),
+                        None => continue,
+                    },
+                };
+                for offered in [None, Some(rate)] {
+                    let total = offered.map_or(total, |r| (f64::from(r) * seconds) as u64);
+                    let spec = |addr| LoadSpec {
+                        addr,
+                        clients,
+                        window: if offered.is_some() { 4096 } else { window },
+                        total,
+                        rate: offered,
+                        messages: Arc::clone(&messages),
+                    };
+                    let run = self.gateway_run(binary, spec, offered, repeat).await?;
+                    (self.say)(&format!(
+                        "gateway: {} {}: {} acked/s{}, PUBACK p50 {:.2} ms p99 {:.2} ms, {:.2} CPU s per million",
+                        run.server,
+                        offered.map_or("as fast as it goes".to_string(), |r| format!("at {r}/s")),
+                        thousands(run.acked_per_sec),
+                        run.kafka_per_sec.map_or(String::new(), |k| format!(
+                            ", {} into Kafka/s",
+                            thousands(k)
+                        )),
+                        run.p50_ms,
+                        run.p99_ms,
+                        run.cpu_per_million
+                    ));
+                    runs.push(run);
+                }
+            }
+        }
+        Ok(GatewaySection {
+            clients,
+            window,
+            payload_bytes: readings.mean_bytes,
+            runs,
+            note,
+        })
+    }
+
+    /// One load on a fresh server: ours when `mosquitto` is `None`.
+    async fn gateway_run(
+        &mut self,
+        mosquitto: Option<&Path>,
+        spec: impl Fn(SocketAddr) -> LoadSpec,
+        offered: Option<u32>,
+        repeat: u32,
+    ) -> Result<GatewayRun, BenchError> {
+        let dir = self.settings.work_dir.join(format!(
+            "gateway-{}-{repeat}-{}",
+            if mosquitto.is_some() {
+                "mosquitto"
+            } else {
+                "ours"
+            },
+            offered.unwrap_or(0)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| BenchError::io(&dir, e))?;
+        let topic = match mosquitto {
+            None => Some(self.fresh_topic("gateway").await?),
+            Some(_) => None,
+        };
+        let mut server = match (mosquitto, &topic) {
+            (Some(program), _) => start_mosquitto(program, &dir).await?,
+            (None, Some(topic)) => self.start_ours(topic, &dir).await?,
+            (None, None) => unreachable!("ours always has a topic"),
+        };
+        let spec = spec(server.mqtt);
+        let total = spec.total;
+        let cpu_before = process_cpu(server.pid).unwrap_or_default();
+        let started = Instant::now();
+        let outcome = super::mqtt::run(&spec).await;
+        let load = match outcome {
+            Ok(load) => load,
+            Err(e) => {
+                let _ = server.child.kill().await;
+                return Err(BenchError::Gateway(format!("the MQTT load failed: {e}")));
+            }
+        };
+        let kafka_secs = match server.http {
+            Some(http) => Some(
+                forwarded(http, total)
+                    .await?
+                    .duration_since(started)
+                    .as_secs_f64(),
+            ),
+            None => None,
+        };
+        let cpu = process_cpu(server.pid)
+            .unwrap_or_default()
+            .saturating_sub(cpu_before);
+        let peak = peak_rss(server.pid as u32).unwrap_or(0);
+        stop(&mut server).await;
+        if let Some(topic) = &topic {
+            self.drop_topic(topic).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(summarize(
+            if mosquitto.is_some() { MOSQUITTO } else { OURS },
+            offered,
+            &load,
+            kafka_secs.map(|secs| total as f64 / secs.max(1e-9)),
+            cpu.as_secs_f64(),
+            peak,
+        ))
+    }
+
+    async fn start_ours(&self, topic: &str, dir: &Path) -> Result<Server, BenchError> {
+        let (mqtt, http) = (free_address()?, free_address()?);
+        let mut command = Command::new(&self.settings.binary);
+        command
+            .arg("gateway")
+            .env("KAFKA_BOOTSTRAP_SERVERS", self.target().bootstrap.join(","))
+            .env("KAFKA_TOPIC_NAME", topic)
+            .env("METROCLOUD_GATEWAY_MQTT_ADDR", mqtt.to_string())
+            .env("METROCLOUD_GATEWAY_HTTP_ADDR", http.to_string())
+            .env("METROCLOUD_GATEWAY_SPOOL_DIR", dir.join("spool"))
+            .env("LOG_LEVEL", "WARN")
+            .env_remove("RUST_LOG");
+        if let Some(secure) = self.target.and_then(|t| t.secure.as_ref()) {
+            command.envs(secure.env.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let child = spawn(command, &dir.join("gateway.log"), "metrocloud gateway")?;
+        listening(child, mqtt, Some(http)).await
+    }
+}
+
+fn summarize(
+    server: &str,
+    offered: Option<u32>,
+    load: &LoadOutcome,
+    kafka_per_sec: Option<f64>,
+    cpu_secs: f64,
+    peak_rss_bytes: u64,
+) -> GatewayRun {
+    let ms = |q: f64| load.latency_us.value_at_quantile(q) as f64 / 1000.0;
+    GatewayRun {
+        server: server.to_string(),
+        offered_rate: offered,
+        acked: load.acked,
+        acked_per_sec: load.acked as f64 / load.elapsed.as_secs_f64().max(1e-9),
+        kafka_per_sec,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        cpu_per_million: cpu_secs / (load.acked.max(1) as f64 / 1e6),
+        peak_rss_mib: peak_rss_bytes as f64 / MIB,
+    }
+}
+
+/// Every reading of the readings file as a message on its device's topic.
+fn messages(path: &Path) -> Result<Vec<Message>, BenchError> {
+    let text = std::fs::read_to_string(path).map_err(|e| BenchError::io(path, e))?;
+    text.lines()
+        .map(|line| {
+            let view = ReadingView::decode(line.as_bytes())
+                .map_err(|e| BenchError::Gateway(format!("a reading of the readings file: {e}")))?;
+            Ok(Message {
+                topic: format!("sensors/{}/{}", view.device_type.as_str(), view.device_id),
+                payload: bytes::Bytes::copy_from_slice(line.as_bytes()),
+            })
+        })
+        .collect()
+}
+
+fn free_address() -> Result<SocketAddr, BenchError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| BenchError::Gateway(format!("no free port: {e}")))
+}
+
+fn spawn(
+    mut command: Command,
+    log: &Path,
+    what: &str,
+) -> Result<tokio::process::Child, BenchError> {
+    let file = std::fs::File::create(log).map_err(|e| BenchError::io(log, e))?;
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .kill_on_drop(true);
+    command.spawn().map_err(|e| BenchError::Spawn {
+        what: what.to_string(),
+        source: e,
+    })
+}
+
+async fn start_mosquitto(program: &Path, dir: &Path) -> Result<Server, BenchError> {
+    let mqtt = free_address()?;
+    let conf = dir.join("mosquitto.conf");
+    let text = format!(
+        "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+        mqtt.port()
+    );
+    std::fs::write(&conf, text).map_err(|e| BenchError::io(&conf, e))?;
+    let mut command = Command::new(program);
+    command.arg("-c").arg(&conf);
+    let child = spawn(command, &dir.join("mosquitto.log"), "mosquitto")?;
+    listening(child, mqtt, None).await
+}
+
+/// Waits (up to a minute) until the server accepts connections.
+async fn listening(
+    mut child: tokio::process::Child,
+    mqtt: SocketAddr,
+    http: Option<SocketAddr>,
+) -> Result<Server, BenchError> {
+    let pid = child.id().map_or(0, |p| p as i32);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if tokio::net::TcpStream::connect(mqtt).await.is_ok() {
+            return Ok(Server {
+                child,
+                pid,
+                mqtt,
+                http,
+            });
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(BenchError::Gateway(format!(
+                "the MQTT server exited before listening: {status}"
+            )));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill().await;
+            return Err(BenchError::Gateway(format!(
+                "nothing listens on {mqtt} after a minute"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// When the gateway's `/metrics` first says Kafka acknowledged `total` readings (within 5 minutes).
+async fn forwarded(http: SocketAddr, total: u64) -> Result<Instant, BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, body) = super::http::request(http, "GET", "/metrics", None)
+            .await
+            .map_err(|e| BenchError::Gateway(format!("the gateway's /metrics: {e}")))?;
+        let text = String::from_utf8_lossy(&body);
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix("metrocloud_gateway_readings_forwarded_total "))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        if count >= total {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Gateway(format!(
+                "Kafka acknowledged {count} of {total} readings after 5 minutes"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Ctrl-C (ours finishes what it holds), then a kill after 30 s.
+async fn stop(server: &mut Server) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    if tokio::time::timeout(Duration::from_secs(30), server.child.wait())
+        .await
+        .is_err()
+    {
+        let _ = server.child.kill().await;
+    }
+}
+
+/// The markdown table.
+pub fn gateway_table(g: &GatewaySection) -> String {
+    let mut out = format!(
+        "\n### Gateway: MQTT QoS 1 readings ({} B) from {} clients, ours beside Mosquitto\n\n",
+        g.payload_bytes, g.clients
+    );
+    if let Some(note) = &g.note {
+        out.push_str(&format!("{note}.\n\n"));
+    }
+    out.push_str("| server | offered rec/s | acked rec/s | into Kafka rec/s | PUBACK p50 ms | p99 ms | p99.9 ms | server CPU s/M rec | peak RSS MiB |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for run in &g.runs {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+            run.server,
+            run.offered_rate.map_or(
+                format!("as fast as {} in flight per client allows", g.window),
+                |r| thousands(f64::from(r))
+            ),
+            thousands(run.acked_per_sec),
+            run.kafka_per_sec.map_or("—".to_string(), thousands),
+            run.p50_ms,
+            run.p99_ms,
+            run.p999_ms,
+            run.cpu_per_million,
+            run.peak_rss_mib
+        ));
+    }
+    out
+}
