@@ -20,7 +20,7 @@ pub struct GatewaySettings {
     pub spool_dir: Option<PathBuf>,
     /// `METROCLOUD_GATEWAY_SPOOL_MAX_MB`: the buffer's bound.
     pub spool_max_bytes: u64,
-    /// `METROCLOUD_GATEWAY_FSYNC_MS`: how long appends gather before one fsync.
+    /// `METROCLOUD_GATEWAY_FSYNC_MS`: a wait before each fsync, to gather more appends.
     pub fsync_interval: Duration,
     /// `METROCLOUD_GATEWAY`: whether `metrocloud run` runs the gateway too.
     pub in_run: bool,
@@ -34,7 +34,7 @@ impl Default for GatewaySettings {
             credentials: None,
             spool_dir: None,
             spool_max_bytes: 1024 * 1024 * 1024,
-            fsync_interval: Duration::from_millis(2),
+            fsync_interval: Duration::ZERO,
             in_run: false,
         }
     }

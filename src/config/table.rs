@@ -497,8 +497,8 @@ pub static SETTINGS: &[Setting] = &[
     setting!("METROCLOUD_GATEWAY_SPOOL_MAX_MB", Gateway, "1024",
         "The disk buffer's bound in MiB; when it is full, devices are pushed back (no PUBACK, HTTP 503), nothing is dropped.",
         gateway.spool_max_bytes, |v| whole(v, 1u64, 1 << 30).map(|mb| mb * 1024 * 1024), show_mebibytes),
-    setting!("METROCLOUD_GATEWAY_FSYNC_MS", Gateway, "2",
-        "Group commit: appends gather this long before one fsync makes them durable and acknowledged (0: fsync at once).",
+    setting!("METROCLOUD_GATEWAY_FSYNC_MS", Gateway, "0",
+        "Group commit: appends that come during an fsync share the next one; this adds a wait before each fsync to gather more (for disks where an fsync is dear), at that much latency.",
         gateway.fsync_interval, |v| millis(v, 0), show_millis),
     setting!(
         "METROCLOUD_CLUSTER_DIR",

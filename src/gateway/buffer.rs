@@ -2,17 +2,20 @@
 //! group commit that makes appends durable a few milliseconds at a time.
 //!
 //! Connections append under a short lock (a copy into the spool's write
-//! buffer) and then wait for the durable number to pass theirs; one task
-//! writes out and fsyncs everything appended in an interval, outside the
-//! lock, so appends go on during the fsync. What each record holds is a
+//! buffer) and then wait for the durable number to pass theirs. One thread of
+//! its own (not a task: it must not wait for a busy runtime) writes out and
+//! fsyncs everything appended so far, outside the lock, so appends go on
+//! during the fsync and share the next one: group commit with no added delay.
+//! A gathering interval can be added for disks where an fsync is dear. What each record holds is a
 //! [`Spooled`]: a reading to forward, or a refused message's dead letter.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::spool::{Spool, SpoolError, SpoolSettings};
@@ -172,7 +175,9 @@ pub struct Buffer {
     dir: PathBuf,
     spool: Mutex<Spool>,
     durable: watch::Sender<Durable>,
-    appended: Notify,
+    /// Set by an append, taken by the group commit.
+    appended: Mutex<bool>,
+    wake: Condvar,
     released: Notify,
 }
 
@@ -192,7 +197,8 @@ impl Buffer {
                 upto,
                 failed: false,
             }),
-            appended: Notify::new(),
+            appended: Mutex::new(false),
+            wake: Condvar::new(),
             released: Notify::new(),
         }))
     }
@@ -211,7 +217,8 @@ impl Buffer {
     pub fn append(&self, record: &Spooled) -> Result<u64, SpoolError> {
         let bytes = record.encode();
         let number = self.spool().append(&bytes)?;
-        self.appended.notify_one();
+        *self.appended.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_one();
         Ok(number)
     }
 
@@ -261,24 +268,55 @@ impl Buffer {
         Ok(())
     }
 
-    /// The group commit, until `shutdown` (then one last sync): each time
-    /// something was appended, waits `interval` for more, writes it all out
-    /// and fsyncs once. A failed fsync ends it, and every waiter hears
-    /// [`NotDurable`].
+    /// The group commit, until `shutdown` (then one last sync), on a thread
+    /// of its own: whenever something was appended, waits `interval` (if
+    /// any) for more, writes it all out and fsyncs once. A failed fsync ends
+    /// it, and every waiter hears [`NotDurable`].
     pub async fn commit(
         self: Arc<Self>,
         interval: Duration,
         shutdown: CancellationToken,
     ) -> Result<(), SpoolError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (done, mut ended) = oneshot::channel();
+        let (buffer, stopping) = (Arc::clone(&self), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("gateway-commit".to_string())
+            .spawn(move || {
+                let _ = done.send(buffer.commit_loop(interval, &stopping));
+            })
+            .map_err(|source| SpoolError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
+        tokio::select! {
+            // Ended by itself: the disk failed.
+            result = &mut ended => return result.unwrap_or(Ok(())),
+            _ = shutdown.cancelled() => {}
+        }
+        stop.store(true, Ordering::Release);
+        self.wake.notify_one();
+        ended.await.unwrap_or(Ok(()))
+    }
+
+    fn commit_loop(&self, interval: Duration, stop: &AtomicBool) -> Result<(), SpoolError> {
         loop {
-            let stopping = tokio::select! {
-                _ = self.appended.notified() => false,
-                _ = shutdown.cancelled() => true,
-            };
-            if !stopping && !interval.is_zero() {
-                tokio::time::sleep(interval).await;
+            {
+                let mut appended = self.appended.lock().unwrap_or_else(|e| e.into_inner());
+                while !*appended && !stop.load(Ordering::Acquire) {
+                    appended = self
+                        .wake
+                        .wait_timeout(appended, Duration::from_millis(100))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                *appended = false;
             }
-            if let Err(e) = self.sync_once().await {
+            let stopping = stop.load(Ordering::Acquire);
+            if !stopping && !interval.is_zero() {
+                std::thread::sleep(interval);
+            }
+            if let Err(e) = self.sync_once() {
                 self.durable.send_modify(|d| d.failed = true);
                 return Err(e);
             }
@@ -288,13 +326,11 @@ impl Buffer {
         }
     }
 
-    async fn sync_once(&self) -> Result<(), SpoolError> {
+    fn sync_once(&self) -> Result<(), SpoolError> {
         let Some(pending) = self.spool().begin_sync()? else {
             return Ok(());
         };
-        let upto = tokio::task::spawn_blocking(move || pending.fsync())
-            .await
-            .expect("fsync does not panic")?;
+        let upto = pending.fsync()?;
         self.spool().finish_sync(upto);
         self.durable.send_modify(|d| d.upto = d.upto.max(upto));
         Ok(())
