@@ -63,6 +63,9 @@ pub enum SpoolError {
     /// A record larger than [`MAX_RECORD`].
     #[error("a record of {0} bytes is larger than the spool takes ({MAX_RECORD})")]
     TooLarge(usize),
+    /// Another process has the queue open.
+    #[error("{0}: in use by another process (one gateway per spool folder)")]
+    InUse(PathBuf),
     /// A record that was durable cannot be read back whole.
     #[error("{path}: the record at byte {offset} cannot be read back whole")]
     Damaged {
@@ -127,6 +130,8 @@ pub struct Spool {
     durable: u64,
     /// Every record below this number is acknowledged by Kafka.
     released: u64,
+    /// Held while the queue is open: two writers would interleave records.
+    _lock: nix::fcntl::Flock<File>,
 }
 
 impl Spool {
@@ -134,6 +139,15 @@ impl Spool {
     /// and cutting a torn tail off the last segment.
     pub fn open(dir: &Path, settings: SpoolSettings) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_file = dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_file)
+            .map_err(io(&lock_file))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| SpoolError::InUse(dir.to_path_buf()))?;
         let released_file = dir.join("released");
         let released = match std::fs::read_to_string(&released_file) {
             Ok(text) => text.trim().parse().unwrap_or(0),
@@ -197,6 +211,7 @@ impl Spool {
             next,
             durable: next,
             released: released.min(next),
+            _lock: lock,
         };
         spool.drop_released_segments()?;
         Ok(spool)

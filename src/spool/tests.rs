@@ -231,3 +231,16 @@ fn a_sync_split_in_two_halves_makes_records_durable_only_after_the_fsync() {
     assert_eq!(spool.sync().unwrap(), 12);
     assert!(spool.begin_sync().unwrap().is_none());
 }
+
+#[test]
+fn a_queue_open_in_one_place_is_refused_in_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), settings()).unwrap();
+    match Spool::open(dir.path(), settings()) {
+        Err(SpoolError::InUse(at)) => assert_eq!(at, dir.path()),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("opened twice"),
+    }
+    drop(spool);
+    Spool::open(dir.path(), settings()).expect("free again once closed");
+}
