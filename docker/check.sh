@@ -12,7 +12,9 @@
 # a container of its own; one broker killed while the pipeline runs, and
 # started again, with nothing acknowledged lost; the storage stage stopped
 # and its Parquet files read from its volume with pyarrow (every acknowledged
-# reading, no offset twice); then `down -v`. Kafka UI is left out: its
+# reading, no offset twice); the device gateway taking readings from
+# mosquitto_pub and curl on the host (a wrong password refused) and
+# forwarding them; then `down -v`. Kafka UI is left out: its
 # image comes from a registry.
 #
 # The local Kafka image is used (KAFKA_IMAGE=metrocloud-kafka:4.1.1) unless
@@ -35,10 +37,17 @@ done
 source docker/engine.sh
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-metrocloud}
 export METROCLOUD_CONSOLE_TOKEN=${METROCLOUD_CONSOLE_TOKEN:-check-$$}
+# The gateway's devices: one fleet credential, in a file the gateway's container reads.
+gateway_secret=gateway-check-$$-$RANDOM
+credentials_dir=$(mktemp -d)
+printf 'fleet compose-check %s\n' "$gateway_secret" >"$credentials_dir/devices"
+chmod 755 "$credentials_dir"
+chmod 644 "$credentials_dir/devices"
+export METROCLOUD_GATEWAY_CREDENTIALS_FILE=$credentials_dir/devices
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 image=metrocloud:$version
-compose() { "${compose_cmd[@]}" -f docker/compose.yaml --profile console --profile scale "$@"; }
-services=(kafka1 kafka2 kafka3 kafka4 topic-setup kafka-producer kafka-consumer metrocloud-aggregate metrocloud-store metrocloud-console)
+compose() { "${compose_cmd[@]}" -f docker/compose.yaml --profile console --profile scale --profile gateway "$@"; }
+services=(kafka1 kafka2 kafka3 kafka4 topic-setup kafka-producer kafka-consumer metrocloud-aggregate metrocloud-store metrocloud-console metrocloud-gateway)
 
 step "images"
 build_args=("${amd64_args[@]}")
@@ -81,11 +90,12 @@ cleanup() {
     compose logs --tail 30 "${services[@]}" 2>&1 | tail -n 150 || true
   fi
   compose down -v --remove-orphans >/dev/null 2>&1 || true
+  rm -rf "$credentials_dir"
   exit "$status"
 }
 trap cleanup EXIT
 
-for port in 29092 29093 29094 29095 8081; do
+for port in 29092 29093 29094 29095 8081 1883 8088; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     fail "port $port on this machine is taken, and the stack publishes it: stop what listens there (a local cluster: metrocloud cluster down)"
   fi
@@ -98,7 +108,7 @@ compose up -d --no-build "${services[@]}"
 step "healthy"
 health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1" 2>/dev/null; }
 deadline=$(( $(date +%s) + 240 ))
-for service in kafka1 kafka2 kafka3 kafka4 kafka-producer kafka-consumer metrocloud-aggregate metrocloud-store metrocloud-console; do
+for service in kafka1 kafka2 kafka3 kafka4 kafka-producer kafka-consumer metrocloud-aggregate metrocloud-store metrocloud-console metrocloud-gateway; do
   until [ "$(health "$service")" = healthy ]; do
     [ "$(date +%s)" -lt "$deadline" ] || fail "$service is $(health "$service"), not healthy, after 4 minutes"
     sleep 3
@@ -140,6 +150,37 @@ sleep 10
 after=$(end_offsets)
 [ "$after" -gt "$before" ] || fail "the topic's end offsets did not grow in 10 s ($before, then $after)"
 echo "end offsets of iot-sensor-data: $before, 10 s later $after"
+
+step "the gateway: mosquitto_pub and curl from the host, into the topic"
+readings=$(python3 - <<'PY'
+import json, datetime
+now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+for sequence in range(50):
+    print(json.dumps({"schema_version": 1, "device_id": "temperature-900001", "device_type": "temperature",
+        "run_id": "compose-check", "sequence": sequence, "timestamp": now, "value": 21.5, "unit": "°C",
+        "location": {"site": "site-01", "zone": "zone-01", "latitude": 52.5, "longitude": 13.4},
+        "battery_level": 90.0, "signal_strength": -60, "firmware_version": "1.0.0", "status": "ok",
+        "is_anomaly": False, "anomaly_kind": None}))
+PY
+)
+topic=sensors/temperature/temperature-900001
+if mosquitto_pub -h 127.0.0.1 -p 1883 -u compose-check -P wrong -q 1 -t "$topic" -m '{}' 2>"$credentials_dir/refused"; then
+  fail "the gateway took a wrong password"
+fi
+grep -q "not authorised" "$credentials_dir/refused" || fail "a wrong password was not refused as not authorised: $(cat "$credentials_dir/refused")"
+echo "a wrong password: $(head -n 1 "$credentials_dir/refused")"
+head -n 49 <<<"$readings" | mosquitto_pub -h 127.0.0.1 -p 1883 -u compose-check -P "$gateway_secret" -q 1 -t "$topic" -l ||
+  fail "mosquitto_pub could not publish 49 readings to the gateway"
+status=$(tail -n 1 <<<"$readings" | curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $gateway_secret" \
+  --data-binary @- http://127.0.0.1:8088/api/v1/readings)
+[ "$status" = 202 ] || fail "the gateway answered a reading over HTTP with $status, not 202"
+forwarded_by=$(( $(date +%s) + 60 ))
+until curl -s -H "Authorization: Bearer $gateway_secret" http://127.0.0.1:8088/metrics |
+    grep -qx 'metrocloud_gateway_readings_forwarded_total 50'; do
+  [ "$(date +%s)" -lt "$forwarded_by" ] || fail "the gateway did not forward the 50 readings to Kafka within 60 s"
+  sleep 2
+done
+echo "49 readings over MQTT (QoS 1) and 1 over HTTP (202): Kafka acknowledged all 50 (the gateway's /metrics)"
 
 step "health from a container of its own, on the stack's network"
 network=$(docker inspect -f '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}' kafka1)

@@ -498,3 +498,49 @@ fn the_storage_stage_keeps_its_files_in_a_named_volume_that_outlives_its_contain
     );
     assert!(store["profiles"].is_badvalue(), "it always runs");
 }
+
+#[test]
+fn the_gateway_profile_takes_devices_from_the_host_only_with_credentials_and_buffers_in_a_volume() {
+    let compose = compose();
+    let gateway = service(&compose, "metrocloud-gateway");
+    let list = |value: &Yaml| -> Vec<String> { value.as_vec().unwrap().iter().map(text).collect() };
+    assert_eq!(list(&gateway["profiles"]), ["gateway"]);
+    assert_eq!(list(&gateway["command"]), ["gateway"]);
+    assert_eq!(list(&gateway["ports"]), ["1883:1883", "8088:8088"]);
+    assert_eq!(env(gateway, "METROCLOUD_GATEWAY_MQTT_ADDR"), "0.0.0.0:1883");
+    assert_eq!(env(gateway, "METROCLOUD_GATEWAY_HTTP_ADDR"), "0.0.0.0:8088");
+    // Compose refuses to start it without a credentials file, as the binary would.
+    let volumes = list(&gateway["volumes"]);
+    let credentials = env(gateway, "METROCLOUD_GATEWAY_CREDENTIALS");
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.starts_with("${METROCLOUD_GATEWAY_CREDENTIALS_FILE:?")
+                && v.ends_with(&format!(":{credentials}:ro"))),
+        "{volumes:?}"
+    );
+    // The disk buffer (spool under METROCLOUD_DATA_DIR) is in a named volume.
+    let data_dir = env(gateway, "METROCLOUD_DATA_DIR");
+    let (volume, path) = volumes[0].split_once(':').expect("volume:path");
+    assert_eq!(path, data_dir);
+    assert!(
+        !compose["volumes"][volume].is_badvalue(),
+        "{volume} is a named volume"
+    );
+    let config = Config::from_vars(env_pairs(gateway)).expect("the gateway's environment is valid");
+    assert_eq!(
+        config.bootstrap_strings(),
+        ["kafka1:9092", "kafka2:9092", "kafka3:9092"]
+    );
+    let refused = Command::new(env!("CARGO_BIN_EXE_metrocloud"))
+        .arg("gateway")
+        .env("METROCLOUD_GATEWAY_MQTT_ADDR", "0.0.0.0:0")
+        .env_remove("METROCLOUD_GATEWAY_CREDENTIALS")
+        .output()
+        .unwrap();
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "no credentials, no gateway on 0.0.0.0"
+    );
+}
