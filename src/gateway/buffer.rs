@@ -257,13 +257,26 @@ impl Buffer {
         (spool.next() - spool.released(), spool.held_bytes())
     }
 
-    /// Kafka acknowledged every record below `upto`: the spool forgets them
-    /// (an fsynced file and a rename, so it runs on a blocking thread).
+    /// Kafka acknowledged every record below `upto`: the spool forgets them.
+    /// The file that records it is written and fsynced, and wholly released
+    /// segments deleted, on a blocking thread and outside the spool's lock:
+    /// appends never wait for those.
     pub async fn release(self: &Arc<Self>, upto: u64) -> Result<(), SpoolError> {
         let buffer = Arc::clone(self);
-        tokio::task::spawn_blocking(move || buffer.spool().release(upto))
-            .await
-            .expect("release does not panic")?;
+        tokio::task::spawn_blocking(move || {
+            let upto = upto.min(buffer.durable());
+            if upto <= buffer.released() {
+                return Ok(());
+            }
+            crate::spool::write_released(&buffer.dir, upto)?;
+            let gone = buffer.spool().mark_released(upto);
+            for path in gone {
+                std::fs::remove_file(&path).map_err(|source| SpoolError::Io { path, source })?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("release does not panic")?;
         self.released.notify_waiters();
         Ok(())
     }

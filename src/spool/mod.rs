@@ -213,7 +213,9 @@ impl Spool {
             released: released.min(next),
             _lock: lock,
         };
-        spool.drop_released_segments()?;
+        for path in spool.mark_released(released) {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
         Ok(spool)
     }
 
@@ -340,18 +342,24 @@ impl Spool {
         if upto <= self.released {
             return Ok(());
         }
-        let file = self.dir.join("released");
-        let temporary = self.dir.join("released.tmp");
-        {
-            let mut out = File::create(&temporary).map_err(io(&temporary))?;
-            out.write_all(upto.to_string().as_bytes())
-                .map_err(io(&temporary))?;
-            out.sync_all().map_err(io(&temporary))?;
+        write_released(&self.dir, upto)?;
+        for path in self.mark_released(upto) {
+            std::fs::remove_file(&path).map_err(io(&path))?;
         }
-        std::fs::rename(&temporary, &file).map_err(io(&file))?;
-        sync_dir(&self.dir)?;
-        self.released = upto;
-        self.drop_released_segments()
+        Ok(())
+    }
+
+    /// The second half of a release whose first, [`write_released`], ran
+    /// without the queue (its fsyncs need not hold up appends): records below
+    /// `upto` are released; the segments that held only such records are
+    /// handed back for the caller to delete.
+    pub fn mark_released(&mut self, upto: u64) -> Vec<PathBuf> {
+        self.released = self.released.max(upto.min(self.durable));
+        let mut gone = Vec::new();
+        while self.segments.len() > 1 && self.segments[1].first <= self.released {
+            gone.push(self.segments.remove(0).path);
+        }
+        gone
     }
 
     /// Starts a new segment for the next appends.
@@ -372,15 +380,23 @@ impl Spool {
         });
         Ok(())
     }
+}
 
-    /// Deletes the segments whose records are all released; never the last.
-    fn drop_released_segments(&mut self) -> Result<(), SpoolError> {
-        while self.segments.len() > 1 && self.segments[1].first <= self.released {
-            let segment = self.segments.remove(0);
-            std::fs::remove_file(&segment.path).map_err(io(&segment.path))?;
-        }
-        Ok(())
+/// Records in `dir` that every record below `upto` is released: a temporary
+/// file, fsynced, renamed over `released`, and the folder fsynced. It needs
+/// nothing of the open queue, so a caller sharing the queue runs it first,
+/// outside its lock, then [`Spool::mark_released`].
+pub fn write_released(dir: &Path, upto: u64) -> Result<(), SpoolError> {
+    let file = dir.join("released");
+    let temporary = dir.join("released.tmp");
+    {
+        let mut out = File::create(&temporary).map_err(io(&temporary))?;
+        out.write_all(upto.to_string().as_bytes())
+            .map_err(io(&temporary))?;
+        out.sync_all().map_err(io(&temporary))?;
     }
+    std::fs::rename(&temporary, &file).map_err(io(&file))?;
+    sync_dir(dir)
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
