@@ -509,15 +509,29 @@ fn the_gateway_profile_takes_devices_from_the_host_only_with_credentials_and_buf
     assert_eq!(list(&gateway["ports"]), ["1883:1883", "8088:8088"]);
     assert_eq!(env(gateway, "METROCLOUD_GATEWAY_MQTT_ADDR"), "0.0.0.0:1883");
     assert_eq!(env(gateway, "METROCLOUD_GATEWAY_HTTP_ADDR"), "0.0.0.0:8088");
-    // Compose refuses to start it without a credentials file, as the binary would.
+    // Without a credentials file it gets an empty one, which the binary refuses.
     let volumes = list(&gateway["volumes"]);
     let credentials = env(gateway, "METROCLOUD_GATEWAY_CREDENTIALS");
     assert!(
-        volumes
-            .iter()
-            .any(|v| v.starts_with("${METROCLOUD_GATEWAY_CREDENTIALS_FILE:?")
-                && v.ends_with(&format!(":{credentials}:ro"))),
+        volumes.iter().any(|v| v
+            == &format!("${{METROCLOUD_GATEWAY_CREDENTIALS_FILE:-/dev/null}}:{credentials}:ro")),
         "{volumes:?}"
+    );
+    let empty = Command::new(env!("CARGO_BIN_EXE_metrocloud"))
+        .arg("gateway")
+        .env("METROCLOUD_GATEWAY_MQTT_ADDR", "0.0.0.0:0")
+        .env("METROCLOUD_GATEWAY_CREDENTIALS", "/dev/null")
+        .output()
+        .unwrap();
+    assert_eq!(
+        empty.status.code(),
+        Some(2),
+        "an empty credentials file, no gateway"
+    );
+    let said = String::from_utf8_lossy(&empty.stderr);
+    assert!(
+        said.contains("METROCLOUD_GATEWAY_CREDENTIALS: /dev/null: no entries"),
+        "{said}"
     );
     // The disk buffer (spool under METROCLOUD_DATA_DIR) is in a named volume.
     let data_dir = env(gateway, "METROCLOUD_DATA_DIR");

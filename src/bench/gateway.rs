@@ -94,6 +94,19 @@ impl Bench<'_> {
         let note = mosquitto.is_none().then(|| {
             "Mosquitto is not installed (Debian's mosquitto): its rows are left out".to_string()
         });
+        let throughput = |addr| LoadSpec {
+            addr,
+            clients,
+            window,
+            total,
+            rate: None,
+            messages: Arc::clone(&messages),
+        };
+        if !settings.smoke {
+            // The brokers' JIT warms up on a first run, left out of the table.
+            (self.say)("gateway: a warm-up run of ours, not reported");
+            self.gateway_run(None, throughput, None, u32::MAX).await?;
+        }
         let mut runs = Vec::new();
         for repeat in 0..settings.repeats {
             for side in order(repeat) {

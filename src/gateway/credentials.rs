@@ -51,6 +51,9 @@ pub enum CredentialsError {
         /// Why.
         source: std::io::Error,
     },
+    /// No entry at all: no device could connect.
+    #[error("{0}: no entries (lines of `device|fleet NAME SECRET`): no device could connect")]
+    Empty(PathBuf),
     /// A line is not `device|fleet NAME SECRET`, or repeats a name or a secret.
     #[error("{path} line {line}: {reason}")]
     Invalid {
@@ -76,14 +79,18 @@ impl Credentials {
             path: path.to_path_buf(),
             source,
         })?;
-        Credentials::parse(&text).map_err(|(line, reason)| CredentialsError::Invalid {
-            path: path.to_path_buf(),
-            line,
-            reason,
+        Credentials::parse(&text).map_err(|(line, reason)| match line {
+            0 => CredentialsError::Empty(path.to_path_buf()),
+            _ => CredentialsError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                reason,
+            },
         })
     }
 
-    /// Parses the file's text; on error, the line number and what is wrong.
+    /// Parses the file's text; on error, the line number and what is wrong
+    /// (line 0: no entries at all).
     pub fn parse(text: &str) -> Result<Credentials, (usize, String)> {
         let mut entries: Vec<(Identity, String)> = Vec::new();
         for (index, line) in text.lines().enumerate() {
