@@ -699,3 +699,84 @@ for sequence, reading in enumerate(readings):
         first_appearances.len()
     );
 }
+
+#[tokio::test]
+async fn metrocloud_run_with_the_gateway_on_forwards_devices_beside_the_simulator_and_its_console_shows_them()
+ {
+    let topic = common::unique_topic("gateway-run");
+    let data = tempfile::tempdir().unwrap();
+    let mut vars = topic_vars(&topic, &data.path().join("spool"));
+    vars.extend([
+        ("METROCLOUD_GATEWAY", "on".to_string()),
+        ("METROCLOUD_DATA_DIR", data.path().display().to_string()),
+        ("IOT_NUM_DEVICES", "5".to_string()),
+        ("KAFKA_CONSUMER_GROUP_ID", format!("{topic}-group")),
+        ("KAFKA_ALERTS_TOPIC", format!("{topic}-alerts")),
+        ("KAFKA_AGGREGATES_TOPIC", format!("{topic}-aggregates")),
+        ("LOG_LEVEL", "WARN".to_string()),
+        ("METROCLOUD_CONSOLE_ADDR", "127.0.0.1:0".to_string()),
+    ]);
+    let pipeline = start(&["run"], &vars);
+    let console = std::iter::from_fn(|| pipeline.lines.recv_timeout(Duration::from_secs(60)).ok())
+        .find_map(|line| {
+            line.strip_prefix("console: ")
+                .map(|url| url.trim_end_matches('/').to_string())
+        })
+        .expect("the console's address");
+    let device = "pressure-000050";
+    let sent = mosquitto_pub(
+        &pipeline,
+        &format!("sensors/pressure/{device}"),
+        &[],
+        &lines(DeviceType::Pressure, device, 0..50),
+    );
+    assert!(sent.status.success(), "{sent:?}");
+    common::eventually(
+        Duration::from_secs(90),
+        "the device's 50 readings in the topic",
+        || async {
+            sequences_by_device(&topic)
+                .await
+                .get(device)
+                .map_or(0, Vec::len)
+                >= 50
+        },
+    )
+    .await;
+    // The console shows the gateway beside the pipeline: on its overview and in /metrics.
+    common::eventually(
+        Duration::from_secs(30),
+        "the overview shows the gateway",
+        || async {
+            let overview: serde_json::Value =
+                serde_json::from_str(&get(&format!("{console}/api/v1/overview"))).unwrap();
+            overview["gateway"]["accepted"] == 50 && overview["gateway"]["forwarded"] == 50
+        },
+    )
+    .await;
+    let metrics = get(&format!("{console}/metrics"));
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "metrocloud_gateway_readings_forwarded_total 50"),
+        "{metrics}"
+    );
+    let rest = pipeline.stop();
+    assert_eq!(
+        sequences_by_device(&topic).await[device],
+        (0..50).collect::<Vec<_>>()
+    );
+    let gateway = rest
+        .iter()
+        .find(|l| l.starts_with("gateway summary:"))
+        .unwrap_or_else(|| panic!("{rest:#?}"));
+    assert!(
+        gateway.starts_with("gateway summary: accepted 50 readings, refused 0, forwarded 50,"),
+        "{gateway}"
+    );
+    let pipeline = rest
+        .iter()
+        .find(|l| l.starts_with("pipeline summary:"))
+        .unwrap_or_else(|| panic!("{rest:#?}"));
+    assert!(pipeline.contains(" lost 0"), "{pipeline}");
+}

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::mqtt::{LoadOutcome, LoadSpec, Message};
-use super::report::thousands;
+use super::numbers::thousands;
 use super::usage::{peak_rss, process_cpu};
 use super::*;
 use crate::sensor::reading::ReadingView;

@@ -36,6 +36,7 @@ mod gateway;
 pub mod http;
 pub mod kcat;
 pub mod mqtt;
+mod numbers;
 pub mod peer;
 pub mod postgres;
 mod producer;

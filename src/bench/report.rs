@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+use super::numbers::thousands;
+
 /// One client run: ours or the peer's.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientRun {
@@ -258,18 +260,6 @@ fn ratio(ours: f64, peer: f64) -> String {
 
 fn optional(value: Option<f64>, decimals: usize) -> String {
     value.map_or("—".to_string(), |v| format!("{v:.decimals$}"))
-}
-
-pub(super) fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 impl BenchReport {
@@ -584,13 +574,5 @@ mod tests {
             other.contains("| 220,000 | 0.50x | 1.50 | 2.00x |"),
             "{other}"
         );
-    }
-
-    #[test]
-    fn numbers_get_thousands_separators() {
-        assert_eq!(thousands(0.4), "0");
-        assert_eq!(thousands(999.0), "999");
-        assert_eq!(thousands(1_000.0), "1,000");
-        assert_eq!(thousands(1_234_567.8), "1,234,568");
     }
 }
