@@ -56,6 +56,84 @@ enum Sent {
     Failed,
 }
 
+/// A record sent and not yet released.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    sent: Sent,
+    is_reading: bool,
+    /// When the gateway took it, milliseconds since the epoch.
+    at_ms: i64,
+}
+
+/// The records sent and not yet released, in order, with how many of them
+/// wait for an answer and how many failed (kept as counts: the window is
+/// looked at after every batch of answers).
+#[derive(Debug, Default)]
+struct Window {
+    records: BTreeMap<u64, InFlight>,
+    waiting: usize,
+    failed: usize,
+}
+
+impl Window {
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn count(&mut self, sent: Sent, by: isize) {
+        let counter = match sent {
+            Sent::Waiting => &mut self.waiting,
+            Sent::Failed => &mut self.failed,
+            Sent::Acked => return,
+        };
+        *counter = counter.saturating_add_signed(by);
+    }
+
+    fn insert(&mut self, number: u64, record: InFlight) {
+        self.count(record.sent, 1);
+        if let Some(before) = self.records.insert(number, record) {
+            self.count(before.sent, -1);
+        }
+    }
+
+    /// Marks a record's answer; the record, if it is in the window.
+    fn answer(&mut self, number: u64, sent: Sent) -> Option<InFlight> {
+        let record = self.records.get_mut(&number)?;
+        let before = record.sent;
+        record.sent = sent;
+        let record = *record;
+        self.count(before, -1);
+        self.count(sent, 1);
+        Some(record)
+    }
+
+    /// Removes the acknowledged records at the front; the number after the last removed.
+    fn take_acknowledged(&mut self) -> Option<u64> {
+        let mut upto = None;
+        while let Some((&number, record)) = self.records.first_key_value() {
+            if record.sent != Sent::Acked {
+                break;
+            }
+            self.records.remove(&number);
+            upto = Some(number + 1);
+        }
+        upto
+    }
+
+    /// When the oldest record still in the window was taken (0: none).
+    fn oldest_ms(&self) -> i64 {
+        self.records.first_key_value().map_or(0, |(_, r)| r.at_ms)
+    }
+
+    fn first(&self) -> Option<u64> {
+        self.records.keys().next().copied()
+    }
+
+    fn clear(&mut self) {
+        *self = Window::default();
+    }
+}
+
 /// Connects to Kafka (waiting for it as long as it takes, the buffer
 /// holding what comes meanwhile) and forwards until `shutdown`; then waits
 /// for what is in flight, releases what was acknowledged, and returns.
@@ -72,8 +150,7 @@ pub async fn forward(
         cursor: Cursor::at(buffer.dir(), buffer.released()),
         buffer,
         stats,
-        window: BTreeMap::new(),
-        oldest: BTreeMap::new(),
+        window: Window::default(),
         outcomes,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
     };
@@ -152,9 +229,7 @@ struct Forwarder {
     cursor: Cursor,
     stats: Arc<GatewayStats>,
     /// Every record sent and not yet released, by number.
-    window: BTreeMap<u64, (Sent, bool)>,
-    /// When each record in the window was accepted, for the oldest's age.
-    oldest: BTreeMap<u64, i64>,
+    window: Window,
     outcomes: Outcomes,
     backoff: Backoff,
 }
@@ -172,8 +247,8 @@ impl Forwarder {
                 return Ok(());
             }
             self.settle();
-            if self.window.values().any(|(s, _)| *s == Sent::Failed) {
-                if self.window.values().all(|(s, _)| *s != Sent::Waiting) {
+            if self.window.failed > 0 {
+                if self.window.waiting == 0 {
                     self.rewind(shutdown).await;
                 }
             } else if self.window.len() < WINDOW {
@@ -186,12 +261,21 @@ impl Forwarder {
                         tracing::error!(
                             "record {number} of the buffer is not one this gateway wrote; skipped"
                         );
-                        self.window.insert(number, (Sent::Acked, false));
+                        let skipped = InFlight {
+                            sent: Sent::Acked,
+                            is_reading: false,
+                            at_ms: 0,
+                        };
+                        self.window.insert(number, skipped);
                         continue;
                     };
-                    self.oldest.insert(number, record.at_ms());
                     let is_reading = matches!(record, Spooled::Reading { .. });
-                    self.window.insert(number, (Sent::Waiting, is_reading));
+                    let in_flight = InFlight {
+                        sent: Sent::Waiting,
+                        is_reading,
+                        at_ms: record.at_ms(),
+                    };
+                    self.window.insert(number, in_flight);
                     let producer = if is_reading { readings } else { dead_letters };
                     let sent = tokio::select! {
                         sent = producer.send(outgoing(number, record)) => sent,
@@ -204,7 +288,7 @@ impl Forwarder {
                         tracing::warn!(
                             "record {number} of the buffer not taken by the producer: {e}"
                         );
-                        self.window.insert(number, (Sent::Failed, is_reading));
+                        self.window.answer(number, Sent::Failed);
                         break;
                     }
                 }
@@ -231,31 +315,25 @@ impl Forwarder {
     }
 
     fn record(&mut self, (number, acked): (u64, bool)) {
-        if let Some((sent, is_reading)) = self.window.get_mut(&number) {
-            *sent = if acked { Sent::Acked } else { Sent::Failed };
-            if acked {
-                let counter = if *is_reading {
-                    &self.stats.forwarded
-                } else {
-                    &self.stats.dead_letters
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
+        let sent = if acked { Sent::Acked } else { Sent::Failed };
+        if let Some(record) = self.window.answer(number, sent)
+            && acked
+        {
+            let counter = if record.is_reading {
+                &self.stats.forwarded
+            } else {
+                &self.stats.dead_letters
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Releases the buffer up to the first record not acknowledged.
     async fn release(&mut self) -> Result<(), GatewayError> {
-        let mut upto = None;
-        while let Some((&number, &(Sent::Acked, _))) = self.window.first_key_value() {
-            self.window.remove(&number);
-            self.oldest.remove(&number);
-            upto = Some(number + 1);
-        }
-        let oldest = self.oldest.first_key_value().map_or(0, |(_, at)| *at);
+        let upto = self.window.take_acknowledged();
         self.stats
             .oldest_waiting_ms
-            .store(oldest.max(0) as u64, Ordering::Relaxed);
+            .store(self.window.oldest_ms().max(0) as u64, Ordering::Relaxed);
         if let Some(upto) = upto {
             self.buffer.release(upto).await?;
             self.backoff.reset();
@@ -267,7 +345,7 @@ impl Forwarder {
     /// acknowledged, everything is sent again, after a backoff.
     async fn rewind(&mut self, shutdown: &CancellationToken) {
         let _ = self.release().await;
-        let Some(&first) = self.window.keys().next() else {
+        let Some(first) = self.window.first() else {
             return;
         };
         let again = self.window.len() as u64;
@@ -277,7 +355,6 @@ impl Forwarder {
             "Kafka did not acknowledge record {first} of the buffer: sending {again} records from it again in {delay:?}"
         );
         self.window.clear();
-        self.oldest.clear();
         self.cursor = Cursor::at(self.buffer.dir(), first);
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -329,4 +406,66 @@ fn outgoing(number: u64, record: Spooled) -> OutgoingRecord<u64> {
 
 fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_else(Utc::now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(at_ms: i64) -> InFlight {
+        InFlight {
+            sent: Sent::Waiting,
+            is_reading: true,
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn the_buffer_is_released_only_up_to_the_first_record_not_acknowledged() {
+        let mut window = Window::default();
+        for number in 10..15 {
+            window.insert(number, waiting(number as i64));
+        }
+        assert_eq!(window.take_acknowledged(), None);
+        for number in [10, 11, 13] {
+            window.answer(number, Sent::Acked);
+        }
+        assert_eq!(
+            window.take_acknowledged(),
+            Some(12),
+            "12 still waits; 13 stays held"
+        );
+        assert_eq!(window.oldest_ms(), 12);
+        assert_eq!((window.len(), window.waiting, window.failed), (3, 2, 0));
+    }
+
+    #[test]
+    fn a_failure_is_counted_until_the_rewind_and_the_window_knows_when_nothing_waits() {
+        let mut window = Window::default();
+        for number in 0..4 {
+            window.insert(number, waiting(0));
+        }
+        window.answer(1, Sent::Failed);
+        assert_eq!(
+            (window.waiting, window.failed),
+            (3, 1),
+            "others still in flight"
+        );
+        for number in [0, 2, 3] {
+            window.answer(number, Sent::Acked);
+        }
+        assert_eq!(
+            (window.waiting, window.failed),
+            (0, 1),
+            "now it may go back"
+        );
+        assert_eq!(window.take_acknowledged(), Some(1));
+        assert_eq!(window.first(), Some(1), "sent again from the failed one");
+        window.clear();
+        assert_eq!((window.len(), window.waiting, window.failed), (0, 0, 0));
+        assert!(
+            window.answer(7, Sent::Acked).is_none(),
+            "an answer for a record not in the window"
+        );
+    }
 }
