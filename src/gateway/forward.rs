@@ -8,12 +8,19 @@
 //! as acknowledgements come, the buffer is released up to the first record
 //! still waiting, a few times a second.
 //!
-//! When a record is not acknowledged (Kafka away past the delivery timeout),
-//! the forwarder stops sending, lets the rest of the window settle, and goes
-//! back to the first unacknowledged record, sending everything from there
-//! again after a backoff: nothing is skipped and no device's readings are
-//! reordered, at the price of sending again what Kafka had already taken
-//! after it (duplicates a consumer removes by device and sequence).
+//! Its producer has no delivery deadline: while Kafka is away, it retries
+//! (idempotently, so a partition's batches stay in order) for as long as it
+//! takes, and the buffer holds what comes meanwhile. A deadline would make
+//! the oldest batches of a partition fail while later ones, sent after them,
+//! are written once Kafka is back: a device's readings out of order (seen
+//! with a 2-minute outage against the 120 s default).
+//!
+//! When a record is refused anyway (an error no retry can mend), the
+//! forwarder stops sending, lets the rest of the window settle, and goes back
+//! to the first unacknowledged record, sending everything from there again
+//! after a backoff: nothing is skipped, at the price of sending again what
+//! Kafka had already taken after it (duplicates a consumer removes by device
+//! and sequence).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,7 +36,7 @@ use super::buffer::{Buffer, Spooled};
 use super::intake::GatewayStats;
 use crate::config::Config;
 use crate::kafka::Headers;
-use crate::kafka::producer::{Delivery, OutgoingRecord, Producer, ProducerError};
+use crate::kafka::producer::{Delivery, OutgoingRecord, Producer, ProducerError, ProducerSettings};
 use crate::kafka::retry::Backoff;
 use crate::kafka::topics::TopicError;
 use crate::pipeline::sinks::kafka::{DLQ_DETAIL, DLQ_FAILED_AT, DLQ_REASON};
@@ -42,6 +49,9 @@ pub const WINDOW: usize = 20_000;
 /// How often the buffer is released up to the acknowledged prefix: each
 /// release fsyncs a file, so not once per acknowledgement.
 const RELEASE_EVERY: Duration = Duration::from_millis(200);
+
+/// The forwarder's delivery timeout: none, in effect (see the module documentation).
+const NO_DEADLINE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The dead-letter header naming where a refused message came from.
 pub const DLQ_ORIGIN: &str = "dlq.origin";
@@ -155,10 +165,20 @@ pub async fn forward(
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
     };
     let result = forwarder.run(&readings, &dead_letters, &shutdown).await;
-    // What is in flight gets its answer (within the delivery timeout) before
-    // the buffer is released one last time.
-    readings.close().await;
-    dead_letters.close().await;
+    // What is in flight gets one request timeout to be answered before the
+    // buffer is released one last time; what is not stays in the buffer, and
+    // is sent again at the next start.
+    let grace = config.producer.request_timeout;
+    let closed = tokio::time::timeout(grace, async {
+        readings.close().await;
+        dead_letters.close().await;
+    })
+    .await;
+    if closed.is_err() {
+        tracing::warn!(
+            "Kafka did not answer for what was in flight within {grace:?}: it stays in the buffer for the next start"
+        );
+    }
     forwarder.settle();
     forwarder.release().await?;
     result
@@ -203,12 +223,16 @@ async fn connect(
         let _ = tx.send((number, acked));
     };
     let listener: Arc<dyn Fn(u64, Delivery) + Send + Sync> = Arc::new(listener);
+    let settings = ProducerSettings {
+        delivery_timeout: NO_DEADLINE,
+        ..config.producer.clone()
+    };
     let mut producers = Vec::with_capacity(2);
     for topic in topics {
         match Producer::connect(
             config.brokers(),
             topic,
-            &config.producer,
+            &settings,
             Arc::clone(&listener),
             shutdown,
         )
