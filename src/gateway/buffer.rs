@@ -296,7 +296,10 @@ impl Buffer {
         std::thread::Builder::new()
             .name("gateway-commit".to_string())
             .spawn(move || {
-                let _ = done.send(buffer.commit_loop(interval, &stopping));
+                let result = buffer.commit_loop(interval, &stopping);
+                // Let go of the spool before saying so: whoever waits may reopen it.
+                drop(buffer);
+                let _ = done.send(result);
             })
             .map_err(|source| SpoolError::Io {
                 path: self.dir.clone(),
