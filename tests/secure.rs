@@ -524,9 +524,11 @@ fn the_console_serves_https_to_curl_and_nothing_in_the_clear() {
         .spawn()
         .expect("console");
     let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
     let url = first
         .trim()
         .strip_prefix("console: ")
