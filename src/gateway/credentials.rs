@@ -152,16 +152,6 @@ impl Credentials {
         }
         found
     }
-
-    /// How many entries the file has.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether it has none (never, once loaded).
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 fn name_of(identity: &Identity) -> &str {

@@ -225,11 +225,6 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// Records and bytes the buffer holds for Kafka.
-    pub fn depth(&self) -> (u64, u64) {
-        self.buffer.depth()
-    }
-
     /// A view of the counters and the buffer, for status lines, `/metrics`
     /// and the console while the gateway runs.
     pub fn view(&self) -> GatewayView {
