@@ -7,18 +7,23 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::records::Record;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::inbox::Inbox;
+
+/// A record from `send` until its delivery. It is moved from the caller to
+/// the partition's inbox and from there to its batch; it is kept small
+/// because each move is a copy ([`super::inbox`]).
 pub(super) struct Pending<M> {
     pub(super) record: Record,
     /// The record's [`super::OutgoingRecord::size`].
     pub(super) size: usize,
     pub(super) meta: M,
-    pub(super) deadline: Instant,
-    /// When `send` queued it: the linger counts from here.
+    /// When `send` queued it: the linger and the delivery deadline count from here.
     pub(super) gathered_at: Instant,
 }
 
@@ -45,23 +50,28 @@ pub(super) struct Batch<M> {
 }
 
 impl<M> Batch<M> {
-    /// The earliest delivery deadline of its records.
-    pub(super) fn deadline(&self) -> Instant {
+    /// The earliest delivery deadline of its records: the first one's, as
+    /// records are batched in the order they were sent.
+    pub(super) fn deadline(&self, delivery_timeout: Duration) -> Instant {
         self.records
-            .iter()
-            .map(|p| p.deadline)
-            .min()
+            .first()
             .expect("a batch is never empty")
+            .gathered_at
+            + delivery_timeout
     }
 }
 
 /// Record lists kept for the next batches, at most.
 const SPARE_LISTS: usize = 8;
 
-/// Records taken from the queue and not yet in a batch, and the emptied
+/// Records taken from the inbox and not yet in a batch, and the emptied
 /// record lists of finished batches, used again: a batch of a few thousand
 /// records needs a list of a few hundred kilobytes, which an allocator may
-/// map and unmap every time.
+/// map and unmap every time. Lists change hands without copying their
+/// records where they can: the inbox's list becomes the gathered records
+/// when none are waiting, and a batch that takes every gathered record takes
+/// their list. Otherwise records are copied once on the way in, and once more
+/// into a batch that takes only some of them.
 pub(super) struct Gathered<M> {
     records: VecDeque<Pending<M>>,
     bytes: usize,
@@ -79,6 +89,7 @@ impl<M> Default for Gathered<M> {
 }
 
 impl<M> Gathered<M> {
+    #[cfg(test)]
     pub(super) fn push(&mut self, pending: Pending<M>) {
         self.bytes += pending.size;
         self.records.push_back(pending);
@@ -97,21 +108,20 @@ impl<M> Gathered<M> {
         self.records.front().map(|p| p.gathered_at)
     }
 
-    /// Takes up to `limit` records that are already queued; `false` once the
-    /// queue is closed and empty.
-    pub(super) fn take_queued(
-        &mut self,
-        queue: &mut mpsc::UnboundedReceiver<Pending<M>>,
-        limit: usize,
-    ) -> bool {
-        for _ in 0..limit {
-            match queue.try_recv() {
-                Ok(pending) => self.push(pending),
-                Err(mpsc::error::TryRecvError::Empty) => return true,
-                Err(mpsc::error::TryRecvError::Disconnected) => return false,
-            }
+    /// Takes every record waiting in `inbox`, handing it an empty list to
+    /// fill next; `false` once it is closed and empty.
+    pub(super) fn take_arrived(&mut self, inbox: &Inbox<M>) -> bool {
+        let mut list = self.spare.pop().unwrap_or_default();
+        let open = inbox.take(&mut list);
+        self.bytes += list.iter().map(|p| p.size).sum::<usize>();
+        if self.records.is_empty() {
+            let emptied = std::mem::replace(&mut self.records, VecDeque::from(list));
+            self.give_back(Vec::from(emptied));
+        } else {
+            self.records.extend(list.drain(..));
+            self.give_back(list);
         }
-        true
+        open
     }
 
     /// Keeps a finished batch's emptied record list for a later batch.
@@ -142,8 +152,13 @@ impl<M> Gathered<M> {
             return None;
         }
         self.bytes -= bytes;
-        let mut records = self.spare.pop().unwrap_or_default();
-        records.extend(self.records.drain(..count));
+        let records = if count == self.records.len() {
+            Vec::from(std::mem::take(&mut self.records))
+        } else {
+            let mut records = self.spare.pop().unwrap_or_default();
+            records.extend(self.records.drain(..count));
+            records
+        };
         Some(Batch {
             records,
             _held: Held {
@@ -155,17 +170,16 @@ impl<M> Gathered<M> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
+pub(super) mod tests {
     use bytes::Bytes;
     use chrono::Utc;
 
     use super::*;
+    use crate::kafka::producer::inbox::inbox;
     use crate::kafka::producer::{OutgoingRecord, RECORD_OVERHEAD};
 
-    /// A record as `send` queues it, its size taken from `budget`.
-    fn pending(budget: &Arc<Semaphore>, value_bytes: usize, id: u32) -> Pending<u32> {
+    /// A record as `send` queues it, with `value_bytes` of value and `id` as its data.
+    pub(crate) fn pending(value_bytes: usize, id: u32) -> Pending<u32> {
         let record = OutgoingRecord {
             key: Bytes::from_static(b"k"),
             value: Bytes::from(vec![b'x'; value_bytes]),
@@ -174,18 +188,23 @@ mod tests {
             meta: id,
         };
         let size = record.size();
-        budget
-            .try_acquire_many(size as u32)
-            .expect("budget")
-            .forget();
         let (record, meta) = record.into_wire_record();
         Pending {
             record,
             size,
             meta,
-            deadline: Instant::now() + Duration::from_secs(120),
             gathered_at: Instant::now(),
         }
+    }
+
+    /// [`pending`], its size taken from `budget` as `send` does.
+    fn pending_in(budget: &Arc<Semaphore>, value_bytes: usize, id: u32) -> Pending<u32> {
+        let pending = pending(value_bytes, id);
+        budget
+            .try_acquire_many(pending.size as u32)
+            .expect("budget")
+            .forget();
+        pending
     }
 
     fn ids(batch: &Batch<u32>) -> Vec<u32> {
@@ -197,7 +216,7 @@ mod tests {
         let budget = Arc::new(Semaphore::new(100_000));
         let mut gathered = Gathered::default();
         for id in 0..5 {
-            gathered.push(pending(&budget, 1_000, id));
+            gathered.push(pending_in(&budget, 1_000, id));
         }
         // Each record is about 1,065 bytes: the third one reaches 2,500.
         let first = gathered.take_batch(2_500, &budget).unwrap();
@@ -208,25 +227,38 @@ mod tests {
     }
 
     #[test]
-    fn every_queued_record_taken_is_gathered_whatever_the_limit() {
+    fn every_record_in_the_inbox_is_gathered_after_those_gathered_before() {
         let budget = Arc::new(Semaphore::new(100_000));
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        for id in 0..10 {
-            tx.send(pending(&budget, 10, id)).ok();
+        let (sender, inbox) = inbox(1_000_000);
+        let mut gathered = Gathered::default();
+        gathered.push(pending_in(&budget, 10, 0));
+        for id in 1..10 {
+            sender.push(pending_in(&budget, 10, id));
+        }
+        assert!(gathered.take_arrived(&inbox));
+        assert_eq!(gathered.bytes(), 10 * (1 + 10 + RECORD_OVERHEAD));
+        let first = gathered.take_batch(1_000_000, &budget).unwrap();
+        assert_eq!(ids(&first), (0..10).collect::<Vec<_>>());
+        sender.push(pending_in(&budget, 10, 10));
+        drop(sender);
+        assert!(!gathered.take_arrived(&inbox), "closed once empty");
+        let rest = gathered.take_batch(1_000_000, &budget).unwrap();
+        assert_eq!(ids(&rest), [10]);
+    }
+
+    #[test]
+    fn a_batch_that_takes_every_gathered_record_takes_their_list() {
+        let budget = Arc::new(Semaphore::new(100_000));
+        let (sender, inbox) = inbox(1_000_000);
+        for id in 0..3 {
+            sender.push(pending_in(&budget, 10, id));
         }
         let mut gathered = Gathered::default();
-        assert!(gathered.take_queued(&mut rx, 4));
-        assert!(gathered.take_queued(&mut rx, 4));
-        let first = gathered.take_batch(1_000_000, &budget).unwrap();
-        assert_eq!(
-            ids(&first),
-            (0..8).collect::<Vec<_>>(),
-            "none dropped at the limit"
-        );
-        drop(tx);
-        assert!(!gathered.take_queued(&mut rx, 4), "closed once empty");
-        let rest = gathered.take_batch(1_000_000, &budget).unwrap();
-        assert_eq!(ids(&rest), [8, 9]);
+        gathered.take_arrived(&inbox);
+        let at = gathered.records.as_slices().0.as_ptr();
+        let batch = gathered.take_batch(1_000_000, &budget).unwrap();
+        assert_eq!(batch.records.as_ptr(), at, "moved, not copied");
+        assert!(gathered.is_empty());
     }
 
     #[test]
@@ -234,7 +266,7 @@ mod tests {
         let budget = Arc::new(Semaphore::new(100_000));
         let mut gathered = Gathered::default();
         for id in 0..10 {
-            gathered.push(pending(&budget, 10, id));
+            gathered.push(pending_in(&budget, 10, id));
         }
         let mut order = Vec::new();
         while let Some(batch) = gathered.take_batch(200, &budget) {
@@ -248,16 +280,21 @@ mod tests {
         let budget = Arc::new(Semaphore::new(100_000));
         let mut gathered = Gathered::default();
         for id in 0..3 {
-            gathered.push(pending(&budget, 10, id));
+            gathered.push(pending_in(&budget, 10, id));
         }
         let mut first = gathered.take_batch(1_000_000, &budget).unwrap();
         let list = std::mem::take(&mut first.records);
         let at = list.as_ptr();
         gathered.give_back(list);
-        gathered.push(pending(&budget, 10, 7));
+        // The emptied list goes to the inbox to gather the next records,
+        // and comes back with them.
+        let (sender, inbox) = inbox(1_000_000);
+        gathered.take_arrived(&inbox);
+        assert!(sender.push(pending_in(&budget, 10, 7)));
+        gathered.take_arrived(&inbox);
         let second = gathered.take_batch(1_000_000, &budget).unwrap();
         assert_eq!(second.records.as_ptr(), at, "the same list, used again");
-        assert_eq!(ids(&second), [7]);
+        assert_eq!(ids(&second), [7], "none of the first batch's records");
     }
 
     #[test]
@@ -266,7 +303,7 @@ mod tests {
         let budget = Arc::new(Semaphore::new(3 * one_record));
         let mut gathered = Gathered::default();
         for id in 0..3 {
-            gathered.push(pending(&budget, 1, id));
+            gathered.push(pending_in(&budget, 1, id));
         }
         assert_eq!(budget.available_permits(), 0, "a full buffer");
         let batch = gathered.take_batch(1_000_000, &budget).unwrap();

@@ -41,6 +41,7 @@ mod answer;
 mod batch;
 mod connect;
 mod encode;
+mod inbox;
 mod linger;
 mod route;
 mod sender;
@@ -55,7 +56,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use kafka_protocol::records::{Record, TimestampType};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +67,7 @@ use crate::kafka::partitioner::partition_for_key;
 use crate::kafka::security::Brokers;
 use batch::Pending;
 use connect::partition_count;
+use inbox::InboxSender;
 use route::Route;
 use sender::{SenderSettings, Senders};
 use writer::PartitionWriter;
@@ -281,10 +283,10 @@ impl ProducerStats {
 pub struct Producer<M> {
     topic: String,
     partitions: i32,
-    queues: Vec<mpsc::UnboundedSender<Pending<M>>>,
+    /// Each partition's inbox; dropping them closes the writers' inboxes.
+    inboxes: Vec<InboxSender<M>>,
     budget: Arc<Semaphore>,
     buffer_bytes: usize,
-    delivery_timeout: Duration,
     stats: Arc<ProducerStats>,
     writers: JoinSet<()>,
 }
@@ -318,11 +320,11 @@ impl<M: Send + 'static> Producer<M> {
         let stats = Arc::new(ProducerStats::default());
         let budget = Arc::new(Semaphore::new(settings.buffer_bytes));
         let mut writers = JoinSet::new();
-        let mut queues = Vec::with_capacity(partitions as usize);
+        let mut inboxes = Vec::with_capacity(partitions as usize);
         for partition in 0..partitions {
-            // Unbounded on its own, but every queued record holds part of the byte budget.
-            let (tx, rx) = mpsc::unbounded_channel();
-            queues.push(tx);
+            // Unbounded on its own, but every record in it holds part of the byte budget.
+            let (sender, inbox) = inbox::inbox(settings.batch_bytes);
+            inboxes.push(sender);
             let writer = PartitionWriter {
                 route: Arc::clone(&route),
                 senders: Arc::clone(&senders),
@@ -333,7 +335,7 @@ impl<M: Send + 'static> Producer<M> {
                 stats: Arc::clone(&stats),
                 budget: Arc::clone(&budget),
             };
-            writers.spawn(writer.run(rx));
+            writers.spawn(writer.run(inbox));
         }
         tracing::info!(
             "producer ready: topic {topic} over {connection}, {partitions} partitions, linger up to {:?}, {} batches in flight per partition, batches up to {} bytes, buffer {} bytes, compression {}",
@@ -346,10 +348,9 @@ impl<M: Send + 'static> Producer<M> {
         Ok(Producer {
             topic: topic.to_string(),
             partitions,
-            queues,
+            inboxes,
             budget,
             buffer_bytes: settings.buffer_bytes,
-            delivery_timeout: settings.delivery_timeout,
             stats,
             writers,
         })
@@ -396,12 +397,13 @@ impl<M: Send + 'static> Producer<M> {
             record,
             size,
             meta,
-            deadline: now + self.delivery_timeout,
             gathered_at: now,
         };
-        self.queues[partition as usize]
-            .send(pending)
-            .map_err(|_| ProducerError::Closed)
+        if self.inboxes[partition as usize].push(pending) {
+            Ok(())
+        } else {
+            Err(ProducerError::Closed)
+        }
     }
 
     /// The topic records go to.
@@ -435,7 +437,7 @@ impl<M: Send + 'static> Producer<M> {
 
     /// Takes no more records, delivers (or fails) everything queued, and stops the writers.
     pub async fn close(mut self) -> ProducerSnapshot {
-        self.queues.clear();
+        self.inboxes.clear();
         while let Some(result) = self.writers.join_next().await {
             if let Err(e) = result
                 && e.is_panic()

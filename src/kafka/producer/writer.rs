@@ -40,20 +40,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
 use super::answer::{Answer, Failure, Outcome, outcome};
-use super::batch::{Batch, Gathered, Pending};
+use super::batch::{Batch, Gathered};
 use super::encode::{Encoder, ProducerIdentity, number};
+use super::inbox::Inbox;
 use super::linger::{self, Limits, Next, Pipe};
 use super::route::Route;
 use super::sender::Senders;
 use super::{Delivery, DeliveryListener, ProducerSettings, ProducerStats};
 use crate::kafka::retry::Backoff;
-
-/// Records taken from the queue in one go, at most, before the writer looks at its answers again.
-const GATHER_AT_ONCE: usize = 4_096;
 
 /// How long an acknowledged numbering counts as known to the leader without
 /// another acknowledgement. Brokers forget an idle producer after
@@ -87,19 +85,20 @@ struct Sent<M> {
 }
 
 /// What woke the writer.
-enum Event<M> {
+enum Event {
     Answer(usize, Option<Answer>),
-    Record(Option<Pending<M>>),
+    /// Records may have arrived in the inbox, or it closed.
+    Arrived,
     Wake,
 }
 
 impl<M: Send + 'static> PartitionWriter<M> {
-    pub(super) async fn run(self, queue: mpsc::UnboundedReceiver<Pending<M>>) {
+    pub(super) async fn run(self, inbox: Inbox<M>) {
         let backoff = Backoff::new(self.settings.retry_backoff, self.settings.retry_backoff_max);
         let mut state = State {
             writer: self,
-            queue,
-            queue_open: true,
+            inbox,
+            inbox_open: true,
             gathered: Gathered::default(),
             in_flight: VecDeque::new(),
             identity: None,
@@ -116,8 +115,8 @@ impl<M: Send + 'static> PartitionWriter<M> {
 
 struct State<M> {
     writer: PartitionWriter<M>,
-    queue: mpsc::UnboundedReceiver<Pending<M>>,
-    queue_open: bool,
+    inbox: Inbox<M>,
+    inbox_open: bool,
     gathered: Gathered<M>,
     in_flight: VecDeque<Sent<M>>,
     identity: Option<ProducerIdentity>,
@@ -141,7 +140,7 @@ impl<M: Send + 'static> State<M> {
             max_in_flight: self.writer.settings.max_in_flight,
         };
         loop {
-            if !self.queue_open && self.gathered.is_empty() && self.in_flight.is_empty() {
+            if !self.inbox_open && self.gathered.is_empty() && self.in_flight.is_empty() {
                 return;
             }
             if self.failed && self.in_flight.iter().all(|s| s.answer.is_none()) {
@@ -169,8 +168,7 @@ impl<M: Send + 'static> State<M> {
             };
             match self.wait(wake).await {
                 Event::Answer(index, answer) => self.answered(index, answer),
-                Event::Record(Some(pending)) => self.gather(pending),
-                Event::Record(None) => self.queue_open = false,
+                Event::Arrived => self.gather(),
                 Event::Wake => {}
             }
         }
@@ -197,7 +195,7 @@ impl<M: Send + 'static> State<M> {
     }
 
     /// Waits for the oldest answer due, a record, or `wake`.
-    async fn wait(&mut self, wake: Option<Instant>) -> Event<M> {
+    async fn wait(&mut self, wake: Option<Instant>) -> Event {
         // The broker's sender gives up on a request after the request timeout;
         // this limit only guards against an answer that never comes at all.
         let timeout = self.writer.settings.request_timeout * 2 + Duration::from_secs(5);
@@ -218,26 +216,27 @@ impl<M: Send + 'static> State<M> {
                 Err(_) => Event::Answer(index, None),
             }
         };
-        let receiving = self.queue_open;
+        let receiving = self.inbox_open;
         let far = Instant::now() + Duration::from_secs(3600);
         tokio::select! {
             biased;
             event = answer, if answering => event,
-            record = self.queue.recv(), if receiving => Event::Record(record),
+            _ = self.inbox.arrived(), if receiving => Event::Arrived,
             _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => Event::Wake,
         }
     }
 
-    /// Takes `pending` and whatever else is queued already.
-    fn gather(&mut self, pending: Pending<M>) {
-        self.gathered.push(pending);
-        if !self.gathered.take_queued(&mut self.queue, GATHER_AT_ONCE) {
-            self.queue_open = false;
+    /// Takes whatever arrived in the inbox.
+    fn gather(&mut self) {
+        if self.inbox_open && !self.gathered.take_arrived(&self.inbox) {
+            self.inbox_open = false;
         }
     }
 
     /// Cuts the next batch from the gathered records and sends it.
     async fn launch(&mut self) {
+        // The batch carries everything sent so far, woken for or not.
+        self.gather();
         let settings = &self.writer.settings;
         let Some(batch) = self
             .gathered
@@ -411,8 +410,9 @@ impl<M: Send + 'static> State<M> {
         let pause = self.backoff.next_delay();
         let resume = Instant::now() + pause;
         let delivery_timeout = self.writer.settings.delivery_timeout;
-        let (due, expired): (Vec<_>, Vec<_>) =
-            retry.into_iter().partition(|s| s.batch.deadline() > resume);
+        let (due, expired): (Vec<_>, Vec<_>) = retry
+            .into_iter()
+            .partition(|s| s.batch.deadline(delivery_timeout) > resume);
         let rounds = self.rounds;
         for sent in expired {
             renumber = true;
