@@ -14,7 +14,13 @@
 //!   into a bigger batch until an answer comes.
 //!
 //! - a numbering the leader has not acknowledged yet (see [`super::writer`]):
-//!   one batch at a time, until the first is written.
+//!   one batch at a time, until the first is written;
+//! - the leader's connection busy with a request (of this partition or of
+//!   another the broker leads): keep gathering, unless the batch is full,
+//!   until it is free. A batch cut now would only wait for that request at
+//!   the broker's sender, and the records arriving meanwhile would miss the
+//!   next request and wait for the one after. Cut when the connection frees,
+//!   the batch carries them too.
 //!
 //! Under light load every record goes out at once; under heavy load batches
 //! fill while earlier ones are acknowledged, which is when batching is worth
@@ -50,6 +56,8 @@ pub(super) struct Pipe {
     /// Whether the leader has acknowledged a batch of the writer's current
     /// numbering; until then one batch goes out at a time.
     pub(super) confirmed: bool,
+    /// Whether the leader's connection carries a request now.
+    pub(super) connection_busy: bool,
 }
 
 /// The limits the decision applies.
@@ -73,7 +81,13 @@ pub(super) fn next(pipe: Pipe, limits: Limits, now: Instant) -> Next {
     if pipe.gathered_bytes == 0 || pipe.recovering || pipe.in_flight >= max_in_flight {
         return Next::Wait;
     }
-    if pipe.in_flight == 0 || pipe.gathered_bytes >= limits.batch_bytes {
+    if pipe.gathered_bytes >= limits.batch_bytes {
+        return Next::Send;
+    }
+    if pipe.connection_busy {
+        return Next::Wait;
+    }
+    if pipe.in_flight == 0 {
         return Next::Send;
     }
     if pipe.in_flight >= 2 {
@@ -105,6 +119,7 @@ mod tests {
             in_flight,
             recovering: false,
             confirmed: true,
+            connection_busy: false,
         };
         (pipe, now)
     }
@@ -160,6 +175,25 @@ mod tests {
         assert_eq!(next(pipe, LIMITS, now + Duration::from_secs(1)), Next::Wait);
         pipe.confirmed = true;
         assert_eq!(next(pipe, LIMITS, now), Next::Send);
+    }
+
+    #[test]
+    fn while_the_leaders_connection_is_busy_records_gather_until_it_frees_unless_the_batch_is_full()
+    {
+        for in_flight in [0, 1] {
+            let (mut pipe, now) = pipe(80, in_flight);
+            pipe.connection_busy = true;
+            assert_eq!(
+                next(pipe, LIMITS, now + Duration::from_secs(1)),
+                Next::Wait,
+                "{in_flight} in flight: the linger does not cut a batch that would wait"
+            );
+            pipe.connection_busy = false;
+            assert_eq!(next(pipe, LIMITS, now + LIMITS.linger), Next::Send);
+        }
+        let (mut full, now) = pipe(1_000, 0);
+        full.connection_busy = true;
+        assert_eq!(next(full, LIMITS, now), Next::Send);
     }
 
     #[test]

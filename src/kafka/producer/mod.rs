@@ -19,7 +19,8 @@
 //!   connection at a time anyway ([`sender`]).
 //! - **Adaptive linger**: a record on an idle partition goes out at once;
 //!   while batches are in flight, records gather for up to `linger` or until a
-//!   batch is full ([`linger`]).
+//!   batch is full, and while the leader's connection carries a request, until
+//!   it is free ([`linger`]).
 //! - **Bounded memory**: every record holds its size in a byte budget
 //!   (`buffer_bytes`) from [`Producer::send`] until it is acknowledged or has
 //!   failed. When the budget is spent, `send` waits: a slow or absent cluster

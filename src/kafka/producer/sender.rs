@@ -15,6 +15,17 @@
 //! flight, and 3.2 ms and 14.5 ms with one (Kafka's producer in the same
 //! runs: 9 and 32 ms, then 5 and 6 ms: the machine was busier in the first).
 //!
+//! The partition writers see whether their leader's connection carries a
+//! request, and while it does they keep gathering instead of cutting a batch
+//! that would only wait here (see [`super::linger`]). When the answer comes
+//! the sender says so before it hands the answers out, the writers cut their
+//! batches at once, and the sender lets them run for a moment before it
+//! builds the next request, so that it carries the batches of every partition
+//! the broker leads, with everything sent until then. The same build with and
+//! without this, alternating on one warm cluster (`bench-worker` end to end,
+//! 10 s each): send→ack median 2.5 and 2.6 ms against 5.4 and 5.5 at 10,000
+//! readings/s, 3.8 against 6.8 ms at 50,000, with the same throughput.
+//!
 //! A broker answers the requests of one connection in order, and the sender
 //! keeps each partition's batches in the order its writer handed them over,
 //! so a partition's batches are written in order. Every batch gets exactly
@@ -28,13 +39,17 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::answer::{Answer, partition_answers};
 use super::encode::{Encoder, RequestShape};
 use super::wire::{Pipeline, WireError};
 use crate::lock::lock;
+
+/// Times the sender lets the partition writers run before it cuts a request,
+/// picking up the batches they hand over meanwhile.
+const GATHER_ROUNDS: usize = 2;
 
 /// Bytes of batches one request carries, at most (brokers refuse requests
 /// over `socket.request.max.bytes`, 100 MiB by default).
@@ -59,7 +74,14 @@ pub(super) struct SenderSettings {
 /// The senders of one producer, one per broker address, started on first use.
 pub(super) struct Senders {
     settings: SenderSettings,
-    by_address: Mutex<HashMap<String, mpsc::UnboundedSender<Ready>>>,
+    by_address: Mutex<HashMap<String, Handle>>,
+}
+
+/// A running sender: where its batches go, and whether its connection
+/// carries a request now (the partition writers gather until it is free).
+struct Handle {
+    queue: mpsc::UnboundedSender<Ready>,
+    busy: watch::Receiver<bool>,
 }
 
 impl Senders {
@@ -79,24 +101,44 @@ impl Senders {
         batch: Bytes,
     ) -> oneshot::Receiver<Answer> {
         let (reply, answer) = oneshot::channel();
-        let mut ready = Ready {
+        let ready = Ready {
             partition,
             batch,
             reply,
         };
         let mut senders = lock(&self.by_address);
-        if let Some(queue) = senders.get(address) {
-            match queue.send(ready) {
-                Ok(()) => return answer,
-                // Its task has ended: a new one takes over.
-                Err(mpsc::error::SendError(back)) => ready = back,
-            }
+        if let Err(mpsc::error::SendError(ready)) =
+            self.handle(&mut senders, address).queue.send(ready)
+        {
+            // Its task ended between the look and the send: a new one takes over.
+            senders.remove(address);
+            let _ = self.handle(&mut senders, address).queue.send(ready);
         }
-        let (queue, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(run(address.to_string(), self.settings.clone(), incoming));
-        queue.send(ready).ok();
-        senders.insert(address.to_string(), queue);
         answer
+    }
+
+    /// Whether the connection to `address` carries a request, as it changes.
+    pub(super) fn busy(&self, address: &str) -> watch::Receiver<bool> {
+        let mut senders = lock(&self.by_address);
+        self.handle(&mut senders, address).busy.clone()
+    }
+
+    /// The running sender for `address`, started when there is none.
+    fn handle<'a>(&self, senders: &'a mut HashMap<String, Handle>, address: &str) -> &'a Handle {
+        if senders.get(address).is_some_and(|h| h.queue.is_closed()) {
+            senders.remove(address);
+        }
+        senders.entry(address.to_string()).or_insert_with(|| {
+            let (queue, incoming) = mpsc::unbounded_channel();
+            let (busy_tx, busy) = watch::channel(false);
+            tokio::spawn(run(
+                address.to_string(),
+                self.settings.clone(),
+                incoming,
+                busy_tx,
+            ));
+            Handle { queue, busy }
+        })
     }
 }
 
@@ -115,6 +157,7 @@ async fn run(
     address: String,
     settings: SenderSettings,
     mut incoming: mpsc::UnboundedReceiver<Ready>,
+    busy: watch::Sender<bool>,
 ) {
     let mut waiting: VecDeque<Ready> = VecDeque::new();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
@@ -126,6 +169,15 @@ async fn run(
             return;
         }
         if !waiting.is_empty() && in_flight.is_empty() {
+            // The writers that waited for the connection cut their batches
+            // as it freed: a moment for them to arrive, so that one request
+            // carries them all.
+            for _ in 0..GATHER_ROUNDS {
+                tokio::task::yield_now().await;
+                while let Ok(more) = incoming.try_recv() {
+                    waiting.push_back(more);
+                }
+            }
             let request = next_request(&mut waiting);
             if !pipeline.as_ref().is_some_and(Pipeline::is_open) {
                 pipeline = None;
@@ -156,6 +208,7 @@ async fn run(
             match encoder.produce_request(&settings.shape, version, &batches) {
                 Ok(message) => {
                     drop(batches);
+                    busy.send_replace(true);
                     in_flight.push_back(InFlight {
                         answer: connection.send(message.clone()),
                         sent_at: Instant::now(),
@@ -188,6 +241,11 @@ async fn run(
                     Err(_) => Err(format!("no answer from {address} within {timeout:?}")),
                 };
                 let failed = frame.is_err();
+                // Free before the answers go out: a writer that gets its
+                // answer cuts its next batch at once.
+                if in_flight.is_empty() {
+                    busy.send_replace(false);
+                }
                 deliver(sent.replies, frame.and_then(|f| partition_answers(f, sent.version)));
                 encoder.recycle(sent.request);
                 // The answers behind an overdue or unreadable one would wait behind it.

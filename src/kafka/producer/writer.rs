@@ -40,7 +40,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::time::Instant;
 
 use super::answer::{Answer, Failure, Outcome, outcome};
@@ -89,6 +89,8 @@ enum Event {
     Answer(usize, Option<Answer>),
     /// Records may have arrived in the inbox, or it closed.
     Arrived,
+    /// The leader's connection became free or busy (`false`: its sender ended).
+    Connection(bool),
     Wake,
 }
 
@@ -104,6 +106,7 @@ impl<M: Send + 'static> PartitionWriter<M> {
             identity: None,
             next_sequence: 0,
             acknowledged: None,
+            connection: None,
             encoder: Encoder::default(),
             failed: false,
             backoff,
@@ -123,6 +126,8 @@ struct State<M> {
     next_sequence: i32,
     /// When the leader last acknowledged a batch of the current numbering.
     acknowledged: Option<Instant>,
+    /// The leader this writer last sent to, and whether its connection is busy.
+    connection: Option<(String, watch::Receiver<bool>)>,
     encoder: Encoder,
     /// An answer failed: nothing new is sent until every answer is in and
     /// the failed batches went out again.
@@ -157,6 +162,10 @@ impl<M: Send + 'static> State<M> {
                 in_flight: self.in_flight.len(),
                 recovering: self.failed,
                 confirmed: self.confirmed(),
+                connection_busy: self
+                    .connection
+                    .as_mut()
+                    .is_some_and(|(_, busy)| *busy.borrow_and_update()),
             };
             let wake = match linger::next(pipe, limits, Instant::now()) {
                 Next::Send => {
@@ -166,9 +175,13 @@ impl<M: Send + 'static> State<M> {
                 Next::SendAt(at) => Some(at),
                 Next::Wait => None,
             };
-            match self.wait(wake).await {
+            // Gathered records waiting for the connection wake with it.
+            let for_connection = pipe.connection_busy && pipe.gathered_bytes > 0;
+            match self.wait(wake, for_connection).await {
                 Event::Answer(index, answer) => self.answered(index, answer),
                 Event::Arrived => self.gather(),
+                Event::Connection(true) => {}
+                Event::Connection(false) => self.connection = None,
                 Event::Wake => {}
             }
         }
@@ -194,8 +207,9 @@ impl<M: Send + 'static> State<M> {
         (!awaiting || self.confirmed()).then_some(held)
     }
 
-    /// Waits for the oldest answer due, a record, or `wake`.
-    async fn wait(&mut self, wake: Option<Instant>) -> Event {
+    /// Waits for the oldest answer due, a record, `wake`, or (`for_connection`)
+    /// a change of the leader's connection.
+    async fn wait(&mut self, wake: Option<Instant>, for_connection: bool) -> Event {
         // The broker's sender gives up on a request after the request timeout;
         // this limit only guards against an answer that never comes at all.
         let timeout = self.writer.settings.request_timeout * 2 + Duration::from_secs(5);
@@ -217,11 +231,18 @@ impl<M: Send + 'static> State<M> {
             }
         };
         let receiving = self.inbox_open;
+        let watching = for_connection && self.connection.is_some();
         let far = Instant::now() + Duration::from_secs(3600);
         tokio::select! {
             biased;
             event = answer, if answering => event,
             _ = self.inbox.arrived(), if receiving => Event::Arrived,
+            changed = async {
+                match self.connection.as_mut() {
+                    Some((_, busy)) => busy.changed().await.is_ok(),
+                    None => false,
+                }
+            }, if watching => Event::Connection(changed),
             _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => Event::Wake,
         }
     }
@@ -277,6 +298,13 @@ impl<M: Send + 'static> State<M> {
             Ok(leader) => leader,
             Err(reason) => return self.not_sent(from, reason, true),
         };
+        if self
+            .connection
+            .as_ref()
+            .is_none_or(|(address, _)| *address != leader)
+        {
+            self.connection = Some((leader.clone(), self.writer.senders.busy(&leader)));
+        }
         let compression = self.writer.settings.compression;
         let now = Instant::now();
         let confirmed = self.confirmed();
