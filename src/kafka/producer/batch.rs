@@ -110,7 +110,7 @@ impl<M> Gathered<M> {
 
     /// Takes every record waiting in `inbox`, handing it an empty list to
     /// fill next; `false` once it is closed and empty.
-    pub(super) fn take_arrived(&mut self, inbox: &Inbox<M>) -> bool {
+    pub(super) fn take_arrived(&mut self, inbox: &Inbox<Pending<M>>) -> bool {
         let mut list = self.spare.pop().unwrap_or_default();
         let open = inbox.take(&mut list);
         self.bytes += list.iter().map(|p| p.size).sum::<usize>();
@@ -170,16 +170,16 @@ impl<M> Gathered<M> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use bytes::Bytes;
     use chrono::Utc;
 
     use super::*;
-    use crate::kafka::producer::inbox::inbox;
+    use crate::kafka::producer::inbox::{InboxSender, inbox};
     use crate::kafka::producer::{OutgoingRecord, RECORD_OVERHEAD};
 
     /// A record as `send` queues it, with `value_bytes` of value and `id` as its data.
-    pub(crate) fn pending(value_bytes: usize, id: u32) -> Pending<u32> {
+    fn pending(value_bytes: usize, id: u32) -> Pending<u32> {
         let record = OutgoingRecord {
             key: Bytes::from_static(b"k"),
             value: Bytes::from(vec![b'x'; value_bytes]),
@@ -195,6 +195,12 @@ pub(super) mod tests {
             meta,
             gathered_at: Instant::now(),
         }
+    }
+
+    /// Leaves `pending` in the inbox as `send` does.
+    fn push(sender: &InboxSender<Pending<u32>>, pending: Pending<u32>) {
+        let size = pending.size;
+        assert!(sender.push(pending, size));
     }
 
     /// [`pending`], its size taken from `budget` as `send` does.
@@ -233,13 +239,13 @@ pub(super) mod tests {
         let mut gathered = Gathered::default();
         gathered.push(pending_in(&budget, 10, 0));
         for id in 1..10 {
-            sender.push(pending_in(&budget, 10, id));
+            push(&sender, pending_in(&budget, 10, id));
         }
         assert!(gathered.take_arrived(&inbox));
         assert_eq!(gathered.bytes(), 10 * (1 + 10 + RECORD_OVERHEAD));
         let first = gathered.take_batch(1_000_000, &budget).unwrap();
         assert_eq!(ids(&first), (0..10).collect::<Vec<_>>());
-        sender.push(pending_in(&budget, 10, 10));
+        push(&sender, pending_in(&budget, 10, 10));
         drop(sender);
         assert!(!gathered.take_arrived(&inbox), "closed once empty");
         let rest = gathered.take_batch(1_000_000, &budget).unwrap();
@@ -251,7 +257,7 @@ pub(super) mod tests {
         let budget = Arc::new(Semaphore::new(100_000));
         let (sender, inbox) = inbox(1_000_000);
         for id in 0..3 {
-            sender.push(pending_in(&budget, 10, id));
+            push(&sender, pending_in(&budget, 10, id));
         }
         let mut gathered = Gathered::default();
         gathered.take_arrived(&inbox);
@@ -290,7 +296,7 @@ pub(super) mod tests {
         // and comes back with them.
         let (sender, inbox) = inbox(1_000_000);
         gathered.take_arrived(&inbox);
-        assert!(sender.push(pending_in(&budget, 10, 7)));
+        push(&sender, pending_in(&budget, 10, 7));
         gathered.take_arrived(&inbox);
         let second = gathered.take_batch(1_000_000, &budget).unwrap();
         assert_eq!(second.records.as_ptr(), at, "the same list, used again");

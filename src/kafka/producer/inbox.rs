@@ -22,16 +22,15 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use super::batch::Pending;
 use crate::lock::lock;
 
-struct Shared<M> {
-    list: Mutex<List<M>>,
+struct Shared<T> {
+    list: Mutex<List<T>>,
     arrived: Notify,
 }
 
-struct List<M> {
-    records: Vec<Pending<M>>,
+struct List<T> {
+    records: Vec<T>,
     /// Bytes arrived since the writer was last woken.
     unannounced: usize,
     /// The sending side is gone: no more records will come.
@@ -39,19 +38,19 @@ struct List<M> {
 }
 
 /// The sending side; dropping it closes the inbox.
-pub(super) struct InboxSender<M> {
-    shared: Arc<Shared<M>>,
+pub(super) struct InboxSender<T> {
+    shared: Arc<Shared<T>>,
     /// Bytes of records that wake the writer again while the list is not empty.
     wake_every: usize,
 }
 
 /// The writer's side.
-pub(super) struct Inbox<M> {
-    shared: Arc<Shared<M>>,
+pub(super) struct Inbox<T> {
+    shared: Arc<Shared<T>>,
 }
 
 /// A new inbox; the writer is woken again after every `wake_every` bytes.
-pub(super) fn inbox<M>(wake_every: usize) -> (InboxSender<M>, Inbox<M>) {
+pub(super) fn inbox<T>(wake_every: usize) -> (InboxSender<T>, Inbox<T>) {
     let shared = Arc::new(Shared {
         list: Mutex::new(List {
             records: Vec::new(),
@@ -69,18 +68,18 @@ pub(super) fn inbox<M>(wake_every: usize) -> (InboxSender<M>, Inbox<M>) {
     )
 }
 
-impl<M> InboxSender<M> {
-    /// Leaves `pending` for the writer; `false` when the writer is gone
-    /// (it ended with a panic) and nothing would ever take it.
-    pub(super) fn push(&self, pending: Pending<M>) -> bool {
+impl<T> InboxSender<T> {
+    /// Leaves `record`, of `size` bytes, for the writer; `false` when the
+    /// writer is gone (it ended with a panic) and nothing would ever take it.
+    pub(super) fn push(&self, record: T, size: usize) -> bool {
         if Arc::strong_count(&self.shared) == 1 {
             return false;
         }
         let wake = {
             let mut list = lock(&self.shared.list);
             let first = list.records.is_empty();
-            list.unannounced += pending.size;
-            list.records.push(pending);
+            list.unannounced += size;
+            list.records.push(record);
             let wake = first || list.unannounced >= self.wake_every;
             if wake {
                 list.unannounced = 0;
@@ -94,17 +93,17 @@ impl<M> InboxSender<M> {
     }
 }
 
-impl<M> Drop for InboxSender<M> {
+impl<T> Drop for InboxSender<T> {
     fn drop(&mut self) {
         lock(&self.shared.list).closed = true;
         self.shared.arrived.notify_one();
     }
 }
 
-impl<M> Inbox<M> {
+impl<T> Inbox<T> {
     /// Moves every record waiting onto the end of `into` (swapping lists
     /// when `into` is empty); `false` once the sender is gone and nothing is left.
-    pub(super) fn take(&self, into: &mut Vec<Pending<M>>) -> bool {
+    pub(super) fn take(&self, into: &mut Vec<T>) -> bool {
         let mut list = lock(&self.shared.list);
         list.unannounced = 0;
         if into.is_empty() {
@@ -127,23 +126,20 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::kafka::producer::batch::tests::pending;
 
-    fn ids(list: &[Pending<u32>]) -> Vec<u32> {
-        list.iter().map(|p| p.meta).collect()
-    }
+    const SIZE: usize = 100;
 
     #[tokio::test]
     async fn the_writer_takes_every_record_in_the_order_sent() {
         let (sender, inbox) = inbox(1_000_000);
         for id in 0..3 {
-            assert!(sender.push(pending(10, id)));
+            assert!(sender.push(id, SIZE));
         }
         let mut taken = Vec::new();
         assert!(inbox.take(&mut taken));
-        sender.push(pending(10, 3));
+        assert!(sender.push(3, SIZE));
         assert!(inbox.take(&mut taken), "still open");
-        assert_eq!(ids(&taken), [0, 1, 2, 3]);
+        assert_eq!(taken, [0, 1, 2, 3]);
         assert!(inbox.take(&mut taken));
         assert_eq!(taken.len(), 4, "nothing taken twice");
     }
@@ -151,13 +147,13 @@ mod tests {
     #[tokio::test]
     async fn the_first_record_after_a_take_wakes_the_writer() {
         let (sender, inbox) = inbox(1_000_000);
-        sender.push(pending(10, 0));
+        sender.push(0, SIZE);
         tokio::time::timeout(Duration::from_secs(1), inbox.arrived())
             .await
             .expect("woken by the first record");
         let mut taken = Vec::new();
         inbox.take(&mut taken);
-        sender.push(pending(10, 1));
+        sender.push(1, SIZE);
         tokio::time::timeout(Duration::from_secs(1), inbox.arrived())
             .await
             .expect("woken by the first record after the take");
@@ -165,15 +161,14 @@ mod tests {
 
     #[tokio::test]
     async fn records_joining_a_waiting_list_wake_the_writer_once_a_batch_worth_arrived() {
-        let one = pending(10, 0).size;
-        let (sender, inbox) = inbox(3 * one);
-        sender.push(pending(10, 0));
+        let (sender, inbox) = inbox(3 * SIZE);
+        sender.push(0, SIZE);
         inbox.arrived().await;
-        sender.push(pending(10, 1));
-        sender.push(pending(10, 2));
+        sender.push(1, SIZE);
+        sender.push(2, SIZE);
         let asleep = tokio::time::timeout(Duration::from_millis(50), inbox.arrived()).await;
         assert!(asleep.is_err(), "two more records do not wake the writer");
-        sender.push(pending(10, 3));
+        sender.push(3, SIZE);
         tokio::time::timeout(Duration::from_secs(1), inbox.arrived())
             .await
             .expect("woken once three more records' bytes arrived");
@@ -182,13 +177,20 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_sender_closes_the_inbox_after_its_last_records() {
         let (sender, inbox) = inbox(1_000_000);
-        sender.push(pending(10, 7));
+        sender.push(7, SIZE);
         drop(sender);
         tokio::time::timeout(Duration::from_secs(1), inbox.arrived())
             .await
             .expect("woken by the close");
         let mut taken = Vec::new();
         assert!(!inbox.take(&mut taken), "closed");
-        assert_eq!(ids(&taken), [7], "the last record is still taken");
+        assert_eq!(taken, [7], "the last record is still taken");
+    }
+
+    #[tokio::test]
+    async fn a_record_for_a_writer_that_is_gone_is_refused() {
+        let (sender, inbox) = inbox(1_000_000);
+        drop(inbox);
+        assert!(!sender.push(1, SIZE));
     }
 }

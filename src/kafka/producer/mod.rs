@@ -285,7 +285,7 @@ pub struct Producer<M> {
     topic: String,
     partitions: i32,
     /// Each partition's inbox; dropping them closes the writers' inboxes.
-    inboxes: Vec<InboxSender<M>>,
+    inboxes: Vec<InboxSender<Pending<M>>>,
     budget: Arc<Semaphore>,
     buffer_bytes: usize,
     stats: Arc<ProducerStats>,
@@ -400,7 +400,7 @@ impl<M: Send + 'static> Producer<M> {
             meta,
             gathered_at: now,
         };
-        if self.inboxes[partition as usize].push(pending) {
+        if self.inboxes[partition as usize].push(pending, size) {
             Ok(())
         } else {
             Err(ProducerError::Closed)

@@ -44,7 +44,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::time::Instant;
 
 use super::answer::{Answer, Failure, Outcome, outcome};
-use super::batch::{Batch, Gathered};
+use super::batch::{Batch, Gathered, Pending};
 use super::encode::{Encoder, ProducerIdentity, number};
 use super::inbox::Inbox;
 use super::linger::{self, Limits, Next, Pipe};
@@ -95,7 +95,7 @@ enum Event {
 }
 
 impl<M: Send + 'static> PartitionWriter<M> {
-    pub(super) async fn run(self, inbox: Inbox<M>) {
+    pub(super) async fn run(self, inbox: Inbox<Pending<M>>) {
         let backoff = Backoff::new(self.settings.retry_backoff, self.settings.retry_backoff_max);
         let mut state = State {
             writer: self,
@@ -118,7 +118,7 @@ impl<M: Send + 'static> PartitionWriter<M> {
 
 struct State<M> {
     writer: PartitionWriter<M>,
-    inbox: Inbox<M>,
+    inbox: Inbox<Pending<M>>,
     inbox_open: bool,
     gathered: Gathered<M>,
     in_flight: VecDeque<Sent<M>>,
