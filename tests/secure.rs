@@ -535,9 +535,12 @@ fn the_console_serves_https_to_curl_and_nothing_in_the_clear() {
         .unwrap_or_else(|| panic!("no address in {first:?}"))
         .to_string();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    // The console asks the cluster for its brokers before it answers: with
+    // every other test of this file running beside it on a busy machine,
+    // that can take a while. `-S` puts curl's reason in the failure message.
     let curl = |args: &[&str]| {
         Command::new("curl")
-            .args(["-s", "--max-time", "20"])
+            .args(["-sS", "--max-time", "60"])
             .args(args)
             .output()
             .expect("curl")
