@@ -3,7 +3,7 @@
 //!
 //! A channel copies each record into a slot of its own and out again, and
 //! wakes its receiver for every record. A record here is about 200 bytes (the
-//! wire record with its header map, the caller's data, two instants), so
+//! wire record with its header map, the caller's data, when it was sent), so
 //! those copies, with the one into the writer's list and the one into the
 //! batch, were most of the producer's CPU for small records: `perf` of the
 //! glibc build sending 3 million 100-byte records put 24 % of its samples in

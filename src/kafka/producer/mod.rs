@@ -393,12 +393,11 @@ impl<M: Send + 'static> Producer<M> {
             .forget();
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
         let (record, meta) = record.into_wire_record();
-        let now = Instant::now();
         let pending = Pending {
             record,
             size,
             meta,
-            gathered_at: now,
+            gathered_at: Instant::now(),
         };
         if self.inboxes[partition as usize].push(pending, size) {
             Ok(())
