@@ -29,6 +29,8 @@ fn readings(count: usize) -> Vec<SensorReading> {
         device_types: DeviceType::ALL.to_vec(),
         anomaly_probability: 0.05,
         seed: 1,
+        fault_probability: 0.0,
+        fault_kinds: metrocloud::sensor::fault::FaultKind::ALL.to_vec(),
     };
     let mut fleet = Fleet::new(&settings, chrono::Utc::now());
     (0..count)

@@ -44,6 +44,7 @@ fn reading(device_type: DeviceType, device_id: &str, sequence: u64) -> String {
         status: DeviceStatus::Ok,
         is_anomaly: false,
         anomaly_kind: None,
+        fault: None,
     };
     String::from_utf8(reading.to_json()).unwrap()
 }

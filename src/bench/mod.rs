@@ -422,6 +422,8 @@ impl Bench<'_> {
             device_types: crate::sensor::device::DeviceType::ALL.to_vec(),
             anomaly_probability: 0.0,
             seed: 42,
+            fault_probability: 0.0,
+            fault_kinds: crate::sensor::fault::FaultKind::ALL.to_vec(),
         };
         let mut fleet = Fleet::new(&settings, chrono::Utc::now());
         let mut text = String::new();

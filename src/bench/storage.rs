@@ -243,6 +243,8 @@ fn write_distinct_readings(
         device_types: crate::sensor::device::DeviceType::ALL.to_vec(),
         anomaly_probability: 0.05,
         seed: 7,
+        fault_probability: 0.0,
+        fault_kinds: crate::sensor::fault::FaultKind::ALL.to_vec(),
     };
     let mut fleet = Fleet::new(&settings, chrono::Utc::now());
     let (jsonl, csv) = (dir.join("readings.jsonl"), dir.join("readings.csv"));

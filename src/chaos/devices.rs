@@ -123,6 +123,7 @@ pub(super) fn reading(id: u32, sequence: u64) -> SensorReading {
         status: DeviceStatus::Ok,
         is_anomaly: false,
         anomaly_kind: None,
+        fault: None,
     }
 }
 

@@ -32,6 +32,7 @@ use crate::kafka::security::{Brokers, Security};
 use crate::kafka::topics::TopicSpec;
 use crate::sensor::aggregate::AggregateSettings;
 use crate::sensor::device::DeviceType;
+use crate::sensor::fault::FaultKind;
 use crate::sensor::rules::AlertSettings;
 use crate::sensor::simulator::SimulatorSettings;
 use crate::store::StoreSettings;
@@ -66,6 +67,10 @@ pub struct Config {
     pub device_types: Vec<DeviceType>,
     /// `IOT_ANOMALY_PROBABILITY`: chance that a reading is an injected anomaly.
     pub anomaly_probability: f64,
+    /// `IOT_FAULT_PROBABILITY`: chance per reading that a healthy device starts a fault episode.
+    pub fault_probability: f64,
+    /// `IOT_FAULT_KINDS`: the fault kinds the simulator injects.
+    pub fault_kinds: Vec<FaultKind>,
     /// `IOT_SIMULATOR_SEED`: seed of the simulator; random when unset.
     pub simulator_seed: Option<u64>,
     /// `LOG_LEVEL`: the least severe log level written.
@@ -215,6 +220,8 @@ impl Config {
             data_interval: Duration::ZERO,
             device_types: Vec::new(),
             anomaly_probability: 0.0,
+            fault_probability: 0.0,
+            fault_kinds: Vec::new(),
             simulator_seed: None,
             log_level: LogLevel::Info,
             environment: String::new(),
@@ -341,6 +348,8 @@ impl Config {
             interval: self.data_interval,
             device_types: self.device_types.clone(),
             anomaly_probability: self.anomaly_probability,
+            fault_probability: self.fault_probability,
+            fault_kinds: self.fault_kinds.clone(),
             seed: self.simulator_seed.unwrap_or_else(rand::random),
         }
     }

@@ -140,6 +140,24 @@ pub static SETTINGS: &[Setting] = &[
         show
     ),
     setting!(
+        "IOT_FAULT_PROBABILITY",
+        Simulator,
+        "0",
+        "Probability per reading that a healthy simulated device starts a sensor fault episode (0.0 to 1.0): stuck, drift, spike, noise_burst, level_shift, silence or wrong_time_of_day, in range of the thresholds.",
+        fault_probability,
+        |v| probability(v),
+        show
+    ),
+    setting!(
+        "IOT_FAULT_KINDS",
+        Simulator,
+        "spike,stuck,drift,noise_burst,level_shift,silence,wrong_time_of_day",
+        "Sensor fault kinds the simulator injects (comma-separated).",
+        fault_kinds,
+        |v| fault_kinds(v),
+        show_list
+    ),
+    setting!(
         "IOT_SIMULATOR_SEED",
         Simulator,
         "",

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::kafka::BrokerAddress;
 use crate::sensor::device::DeviceType;
+use crate::sensor::fault::FaultKind;
 use crate::store::StoreKind;
 
 /// What a parser says when a value is refused: what the variable allows.
@@ -183,6 +184,26 @@ pub fn device_types(given: &str) -> Result<Vec<DeviceType>, Allowed> {
         return Err(allowed);
     }
     Ok(types)
+}
+
+/// A comma-separated list of sensor fault kinds.
+pub fn fault_kinds(given: &str) -> Result<Vec<FaultKind>, Allowed> {
+    let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.as_str()).collect();
+    let allowed = format!(
+        "a comma-separated list of fault kinds from {}",
+        names.join(", ")
+    );
+    let mut kinds = Vec::new();
+    for part in given.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let kind: FaultKind = part.parse().map_err(|_| allowed.clone())?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    if kinds.is_empty() {
+        return Err(allowed);
+    }
+    Ok(kinds)
 }
 
 /// A comma-separated list of `host:port`.

@@ -8,11 +8,14 @@
 //! - [`reading`]: the record format of a sensor reading, and its decoders.
 //! - [`validate`]: bytes -> a checked reading, or the reason it is refused.
 //! - [`simulator`]: a fleet of simulated sensors.
+//! - [`fault`]: the sensor faults it injects beside threshold anomalies.
 //! - [`rules`]: threshold, battery and silence rules, with episodes and a cooldown.
 
 pub mod aggregate;
 pub mod device;
+pub mod fault;
 pub mod reading;
 pub mod rules;
 pub mod simulator;
+mod timestamp;
 pub mod validate;

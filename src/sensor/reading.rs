@@ -11,10 +11,12 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::sensor::device::DeviceType;
+use crate::sensor::fault::FaultTruth;
+use crate::sensor::timestamp::{from_rfc3339, rfc3339_millis};
 
 /// The version of the record layout this code writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -53,6 +55,10 @@ pub struct SensorReading {
     pub is_anomaly: bool,
     /// Which anomaly, when `is_anomaly`.
     pub anomaly_kind: Option<AnomalyKind>,
+    /// Ground truth: the sensor fault episode this reading belongs to, when the
+    /// simulator injected one (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultTruth>,
 }
 
 /// Where a device is installed.
@@ -183,17 +189,6 @@ impl SensorReading {
     }
 }
 
-fn rfc3339_millis<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Millis, true))
-}
-
-fn from_rfc3339<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
-    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-    DateTime::parse_from_rfc3339(&text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(serde::de::Error::custom)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -222,6 +217,7 @@ pub(crate) mod tests {
             status: DeviceStatus::Ok,
             is_anomaly: false,
             anomaly_kind: None,
+            fault: None,
         }
     }
 

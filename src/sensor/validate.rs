@@ -265,6 +265,7 @@ mod tests {
             status: DeviceStatus::Ok,
             is_anomaly: false,
             anomaly_kind: None,
+            fault: None,
         }
     }
 

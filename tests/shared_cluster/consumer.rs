@@ -48,6 +48,8 @@ async fn produce(cluster: &common::TestCluster, topic: &str, count: u64, seed: u
         device_types: DeviceType::ALL.to_vec(),
         anomaly_probability: 0.05,
         seed,
+        fault_probability: 0.0,
+        fault_kinds: metrocloud::sensor::fault::FaultKind::ALL.to_vec(),
     };
     let producer = common::reading_producer(cluster, topic, |_, _| {}).await;
     let summary = run_ingest(
@@ -335,6 +337,8 @@ async fn a_crashed_member_is_replaced_and_only_its_last_commit_interval_is_read_
         device_types: DeviceType::ALL.to_vec(),
         anomaly_probability: 0.05,
         seed: 7,
+        fault_probability: 0.0,
+        fault_kinds: metrocloud::sensor::fault::FaultKind::ALL.to_vec(),
     };
     let ingest = tokio::spawn(run_ingest(
         Fleet::new(&settings, Utc::now()),

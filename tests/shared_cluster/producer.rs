@@ -24,6 +24,8 @@ fn fleet(num_devices: u32, interval: Duration, seed: u64) -> Fleet {
         device_types: DeviceType::ALL.to_vec(),
         anomaly_probability: 0.05,
         seed,
+        fault_probability: 0.0,
+        fault_kinds: metrocloud::sensor::fault::FaultKind::ALL.to_vec(),
     };
     Fleet::new(&settings, Utc::now())
 }

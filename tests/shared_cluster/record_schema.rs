@@ -34,6 +34,9 @@ async fn records_written_to_kafka_by_the_simulator_follow_the_json_schema() {
         // Plenty of anomalies, so every kind shows up.
         anomaly_probability: 0.2,
         seed: 99,
+        // And sensor faults, so that their labels are checked too.
+        fault_probability: 0.05,
+        fault_kinds: metrocloud::sensor::fault::FaultKind::ALL.to_vec(),
     };
     let producer = common::reading_producer(cluster, &topic, |_, _| {}).await;
     run_ingest(
@@ -49,6 +52,7 @@ async fn records_written_to_kafka_by_the_simulator_follow_the_json_schema() {
     let stored = common::read_all(&cluster.bootstrap, &topic, 6).await;
     assert_eq!(stored.len(), 5_000);
     let mut kinds = std::collections::BTreeSet::new();
+    let mut faults = std::collections::BTreeSet::new();
     for (_, record) in &stored {
         let value: serde_json::Value =
             serde_json::from_slice(record.record.value.as_deref().unwrap()).unwrap();
@@ -60,8 +64,19 @@ async fn records_written_to_kafka_by_the_simulator_follow_the_json_schema() {
         if let Some(kind) = value["anomaly_kind"].as_str() {
             kinds.insert(kind.to_string());
         }
+        if let Some(kind) = value["fault"]["kind"].as_str() {
+            faults.insert(kind.to_string());
+        }
     }
     assert_eq!(kinds.len(), 5, "every anomaly kind was checked: {kinds:?}");
+    // Silences and wrong clocks last longer than the 20 readings a device
+    // makes here, or start only at some hours: the kinds that start at once.
+    for kind in ["spike", "stuck", "drift", "noise_burst", "level_shift"] {
+        assert!(
+            faults.contains(kind),
+            "no {kind} fault was checked: {faults:?}"
+        );
+    }
 }
 
 #[test]

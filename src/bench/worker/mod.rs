@@ -453,6 +453,8 @@ async fn simulate(devices: u32, seconds: f64) -> SimulateOutcome {
         device_types: crate::sensor::device::DeviceType::ALL.to_vec(),
         anomaly_probability: 0.05,
         seed: 7,
+        fault_probability: 0.0,
+        fault_kinds: crate::sensor::fault::FaultKind::ALL.to_vec(),
     };
     let mut fleet = Fleet::new(&settings, Utc::now());
     let run = Duration::from_secs_f64(seconds);

@@ -33,6 +33,7 @@ fn reading(device: &str, sequence: u64, celsius: f64) -> SensorReading {
         status: DeviceStatus::Ok,
         is_anomaly: celsius > 45.0,
         anomaly_kind: (celsius > 45.0).then(|| AnomalyKind::of(DeviceType::Temperature)),
+        fault: None,
     }
 }
 

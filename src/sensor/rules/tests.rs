@@ -14,6 +14,8 @@ fn default_thresholds_find_the_injected_anomalies_over_100000_readings() {
         device_types: DeviceType::ALL.to_vec(),
         anomaly_probability: 0.05,
         seed: 2026,
+        fault_probability: 0.0,
+        fault_kinds: crate::sensor::fault::FaultKind::ALL.to_vec(),
     };
     // 120,000 readings spread over 5 simulated days, so every hour of the day is covered.
     let mut fleet = Fleet::new(
@@ -58,6 +60,7 @@ fn reading(kind: DeviceType, value: f64, second: i64) -> SensorReading {
         status: DeviceStatus::Ok,
         is_anomaly: false,
         anomaly_kind: None,
+        fault: None,
     }
 }
 

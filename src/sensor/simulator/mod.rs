@@ -9,6 +9,11 @@
 //! keep up (a slow Kafka pushing back), readings keep their scheduled
 //! timestamps and are produced late rather than piling up in memory.
 //!
+//! Besides the threshold anomalies (values no room or lamp can have), devices
+//! show sensor faults that stay in range ([`crate::sensor::fault`]): an
+//! episode starts on a healthy device with `IOT_FAULT_PROBABILITY` per
+//! reading, and the readings it touches carry its kind, start and end.
+//!
 //! Everything random comes from one generator seeded with `IOT_SIMULATOR_SEED`,
 //! so a seed gives the same devices, values and anomalies every time. The run
 //! id does not come from the seed: a restarted producer is a new run even with
@@ -21,7 +26,10 @@ use chrono::{DateTime, DurationRound, Timelike, Utc};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+mod faults;
+
 use crate::sensor::device::DeviceType;
+use crate::sensor::fault::FaultKind;
 use crate::sensor::reading::{AnomalyKind, DeviceStatus, Location, SCHEMA_VERSION, SensorReading};
 
 /// Share of the fleet of each kind, in percent, before `IOT_DEVICE_TYPES` narrows it.
@@ -55,6 +63,10 @@ pub struct SimulatorSettings {
     pub device_types: Vec<DeviceType>,
     /// Chance that a reading is an injected anomaly.
     pub anomaly_probability: f64,
+    /// Chance per reading that a healthy device starts a fault episode.
+    pub fault_probability: f64,
+    /// The fault kinds episodes are drawn from.
+    pub fault_kinds: Vec<FaultKind>,
     /// Seed of every random choice.
     pub seed: u64,
 }
@@ -78,6 +90,8 @@ struct DeviceState {
     /// Readings left in the current motion burst.
     burst_left: u16,
     firmware: u8,
+    /// The fault episode in progress.
+    fault: Option<faults::ActiveFault>,
 }
 
 /// The simulated fleet and its timeline.
@@ -89,8 +103,12 @@ pub struct Fleet {
     start: DateTime<Utc>,
     interval: Duration,
     anomaly_probability: f64,
+    fault_probability: f64,
+    fault_kinds: Vec<FaultKind>,
     seed: u64,
     next_emission: u64,
+    /// Readings not made: devices silent by a fault.
+    silenced: u64,
 }
 
 impl Fleet {
@@ -112,8 +130,11 @@ impl Fleet {
                 .unwrap_or(start),
             interval: settings.interval,
             anomaly_probability: settings.anomaly_probability,
+            fault_probability: settings.fault_probability,
+            fault_kinds: settings.fault_kinds.clone(),
             seed: settings.seed,
             next_emission: 0,
+            silenced: 0,
         }
     }
 
@@ -139,7 +160,12 @@ impl Fleet {
 
     /// Readings generated so far.
     pub fn emitted(&self) -> u64 {
-        self.next_emission
+        self.next_emission - self.silenced
+    }
+
+    /// Readings devices did not make because a fault silenced them.
+    pub fn silenced(&self) -> u64 {
+        self.silenced
     }
 
     /// Device ids and kinds, in device order.
@@ -163,29 +189,77 @@ impl Fleet {
 
     /// The next reading if it is due by `elapsed` after the start.
     pub fn next_due(&mut self, elapsed: Duration) -> Option<SensorReading> {
-        if self.devices.is_empty() || self.next_due_at() > elapsed {
-            return None;
+        while !self.devices.is_empty() && self.next_due_at() <= elapsed {
+            let emission = self.next_emission;
+            self.next_emission += 1;
+            let index = (emission % self.devices.len() as u64) as usize;
+            // Readings carry millisecond timestamps, as Kafka records and the JSON do.
+            let due = self.due_at(emission);
+            let at = self.start
+                + chrono::Duration::milliseconds(
+                    i64::try_from(due.as_millis()).unwrap_or(i64::MAX),
+                );
+            let slot = u32::try_from(emission / self.devices.len() as u64).unwrap_or(u32::MAX);
+            match self.read(index, slot, at) {
+                Some(reading) => return Some(reading),
+                None => self.silenced += 1,
+            }
         }
-        let emission = self.next_emission;
-        self.next_emission += 1;
-        let index = (emission % self.devices.len() as u64) as usize;
-        // Readings carry millisecond timestamps, as Kafka records and the JSON do.
-        let due = self.due_at(emission);
-        let at = self.start
-            + chrono::Duration::milliseconds(i64::try_from(due.as_millis()).unwrap_or(i64::MAX));
-        Some(self.read(index, at))
+        None
     }
 
-    fn read(&mut self, index: usize, at: DateTime<Utc>) -> SensorReading {
+    /// Device `index`'s reading due `at`, or none when a fault silences it.
+    fn read(&mut self, index: usize, slot: u32, at: DateTime<Utc>) -> Option<SensorReading> {
         let p = self.anomaly_probability;
+        let n = self.devices.len() as u64;
+        let (start, interval) = (self.start, self.interval);
+        let slot_time = |slot: u32| {
+            let due = interval.as_nanos() * u128::from(u64::from(slot) * n + index as u64)
+                / u128::from(n);
+            start + chrono::Duration::milliseconds((due / 1_000_000).min(i64::MAX as u128) as i64)
+        };
         let rng = &mut self.rng;
         let device = &mut self.devices[index];
         let hour = f64::from(at.num_seconds_from_midnight()) / 3600.0;
 
         device.drift = (device.drift * 0.999 + gaussian(rng) as f32 * drift_step(device.kind))
             .clamp(-drift_limit(device.kind), drift_limit(device.kind));
-        let normal = normal_value(device, hour) + f64::from(device.drift) + noise(device.kind, rng);
+        let shape = device.clone();
+        let value_at = |hours: f64| normal_value(&shape, hour + hours) + f64::from(shape.drift);
+        let normal = value_at(0.0) + noise(device.kind, rng);
 
+        if device.fault.is_none()
+            && self.fault_probability > 0.0
+            && rng.random_bool(self.fault_probability.min(1.0))
+        {
+            let start = faults::Start {
+                device: device.kind,
+                allowed: &self.fault_kinds,
+                slot,
+                value_now: round_for(device.kind, normal),
+                value_at: &value_at,
+            };
+            device.fault = faults::start(&start, rng);
+        }
+        let mut truth = None;
+        let mut faulty = None;
+        if let Some(fault) = device.fault.as_mut() {
+            if fault.kind == FaultKind::Silence && !fault.is_over() {
+                fault.done += 1;
+                return None;
+            }
+            truth = Some(fault.truth(slot_time));
+            if fault.kind != FaultKind::Silence {
+                faulty = Some(faults::apply(fault, device.kind, normal, &value_at, rng));
+            }
+            if fault.is_over() {
+                device.fault = None;
+            }
+        }
+
+        // A faulty device shows no threshold anomaly besides: one truth per reading.
+        let healthy = faulty.is_none();
+        let normal = faulty.unwrap_or(normal);
         let (value, anomaly) = match device.kind {
             DeviceType::Motion => {
                 if device.burst_left == 0 && rng.random_bool((p / MEAN_MOTION_BURST).min(1.0)) {
@@ -198,7 +272,9 @@ impl Fleet {
                     (0.0, None)
                 }
             }
-            kind if rng.random_bool(p) => (anomalous_value(kind, rng), Some(AnomalyKind::of(kind))),
+            kind if healthy && rng.random_bool(p) => {
+                (anomalous_value(kind, rng), Some(AnomalyKind::of(kind)))
+            }
             DeviceType::Humidity => (normal.clamp(0.0, 100.0), None),
             DeviceType::Light => (normal.max(0.0), None),
             _ => (normal, None),
@@ -224,7 +300,7 @@ impl Fleet {
         let sequence = device.sequence;
         device.sequence += 1;
 
-        SensorReading {
+        Some(SensorReading {
             schema_version: SCHEMA_VERSION,
             device_id: device_id(device.kind, index),
             device_type: device.kind,
@@ -240,7 +316,8 @@ impl Fleet {
             status,
             is_anomaly: anomaly.is_some(),
             anomaly_kind: anomaly,
-        }
+            fault: truth,
+        })
     }
 }
 
@@ -297,6 +374,7 @@ fn new_device(kind: DeviceType, rng: &mut SmallRng) -> DeviceState {
         sequence: 0,
         burst_left: 0,
         firmware: rng.random_range(0..FIRMWARE_VERSIONS.len() as u8),
+        fault: None,
     }
 }
 
@@ -340,14 +418,7 @@ fn drift_limit(kind: DeviceType) -> f32 {
 }
 
 fn noise(kind: DeviceType, rng: &mut SmallRng) -> f64 {
-    let sigma = match kind {
-        DeviceType::Temperature => 0.15,
-        DeviceType::Humidity => 0.8,
-        DeviceType::Pressure => 0.3,
-        DeviceType::Light => 8.0,
-        DeviceType::Motion => 0.0,
-    };
-    gaussian(rng) * sigma
+    gaussian(rng) * faults::noise_sigma(kind)
 }
 
 /// A value far outside the normal range, on the side the alert rules watch.

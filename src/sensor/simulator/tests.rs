@@ -1,6 +1,7 @@
 //! The simulated fleet: timing, values, anomalies and the state it keeps.
 
 use super::*;
+use crate::sensor::fault::FaultKind;
 
 fn settings(num_devices: u32, anomaly_probability: f64, seed: u64) -> SimulatorSettings {
     SimulatorSettings {
@@ -9,6 +10,8 @@ fn settings(num_devices: u32, anomaly_probability: f64, seed: u64) -> SimulatorS
         device_types: DeviceType::ALL.to_vec(),
         anomaly_probability,
         seed,
+        fault_probability: 0.0,
+        fault_kinds: FaultKind::ALL.to_vec(),
     }
 }
 
@@ -216,4 +219,95 @@ fn temperature_follows_the_day_warmest_in_the_afternoon() {
         mean_at(15),
         mean_at(3)
     );
+}
+
+fn faulty(num_devices: u32, fault_probability: f64, seed: u64) -> SimulatorSettings {
+    SimulatorSettings {
+        fault_probability,
+        ..settings(num_devices, 0.0, seed)
+    }
+}
+
+#[test]
+fn fault_episodes_label_their_readings_with_a_window_that_holds_them() {
+    let mut fleet = Fleet::new(&faulty(200, 0.01, 3), start());
+    let readings = drain(&mut fleet, Duration::from_secs(600));
+    let mut kinds = std::collections::BTreeSet::new();
+    for reading in &readings {
+        let Some(truth) = &reading.fault else {
+            continue;
+        };
+        kinds.insert(truth.kind);
+        assert!(truth.started_at <= truth.ends_at, "{truth:?}");
+        if truth.kind == FaultKind::Silence {
+            // Carried by the first reading after the silence.
+            assert!(reading.timestamp > truth.ends_at, "{reading:?}");
+        } else {
+            assert!(
+                truth.started_at <= reading.timestamp && reading.timestamp <= truth.ends_at,
+                "{reading:?}"
+            );
+        }
+        assert!(
+            !reading.is_anomaly,
+            "a faulty reading is no threshold anomaly too"
+        );
+    }
+    assert_eq!(kinds.len(), FaultKind::ALL.len(), "{kinds:?}");
+}
+
+#[test]
+fn faulty_values_stay_inside_what_the_threshold_rules_accept() {
+    let alert_settings = crate::sensor::rules::AlertSettings::default();
+    let mut fleet = Fleet::new(&faulty(300, 0.02, 4), start());
+    let readings = drain(&mut fleet, Duration::from_secs(900));
+    let faulted: Vec<&SensorReading> = readings.iter().filter(|r| r.fault.is_some()).collect();
+    assert!(faulted.len() > 1000, "{}", faulted.len());
+    for reading in faulted {
+        let breach = crate::sensor::rules::threshold_breach(&alert_settings, reading);
+        assert_eq!(breach, None, "{reading:?}");
+    }
+}
+
+#[test]
+fn a_silenced_device_skips_readings_but_never_a_sequence_number() {
+    let settings = SimulatorSettings {
+        fault_kinds: vec![FaultKind::Silence],
+        ..faulty(50, 0.01, 5)
+    };
+    let mut fleet = Fleet::new(&settings, start());
+    let readings = drain(
+        &mut fleet,
+        Duration::from_secs(1200) - Duration::from_nanos(1),
+    );
+    assert!(fleet.silenced() > 0);
+    assert_eq!(readings.len() as u64 + fleet.silenced(), 50 * 1200);
+    assert_eq!(fleet.emitted(), readings.len() as u64);
+    let mut next = std::collections::HashMap::new();
+    let mut last_at = std::collections::HashMap::new();
+    let mut silences = 0;
+    for reading in &readings {
+        let expected = next.entry(reading.device_id.clone()).or_insert(0u64);
+        assert_eq!(reading.sequence, *expected, "{}", reading.device_id);
+        *expected += 1;
+        let previous: Option<DateTime<Utc>> =
+            last_at.insert(reading.device_id.clone(), reading.timestamp);
+        if let (Some(truth), Some(previous)) = (&reading.fault, previous) {
+            silences += 1;
+            // Nothing from the device between the reading before and the one after.
+            assert!(previous < truth.started_at && truth.ends_at < reading.timestamp);
+            let gap = (reading.timestamp - previous).num_seconds();
+            let length = (truth.ends_at - truth.started_at).num_seconds() + 1;
+            assert_eq!(gap, length + 1, "{reading:?}");
+        }
+    }
+    assert!(silences > 10, "{silences}");
+}
+
+#[test]
+fn without_a_fault_probability_no_reading_is_labelled() {
+    let mut fleet = Fleet::new(&settings(200, 0.05, 6), start());
+    let readings = drain(&mut fleet, Duration::from_secs(300));
+    assert!(readings.iter().all(|r| r.fault.is_none()));
+    assert_eq!(fleet.silenced(), 0);
 }
