@@ -9,9 +9,11 @@
 //! - [`validate`]: bytes -> a checked reading, or the reason it is refused.
 //! - [`simulator`]: a fleet of simulated sensors.
 //! - [`fault`]: the sensor faults it injects beside threshold anomalies.
+//! - [`detect`]: a streaming per-device detector of those faults.
 //! - [`rules`]: threshold, battery and silence rules, with episodes and a cooldown.
 
 pub mod aggregate;
+pub mod detect;
 pub mod device;
 pub mod fault;
 pub mod reading;
