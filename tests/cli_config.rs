@@ -1,4 +1,5 @@
-//! Bad configuration stops the binary with status 2 and one line naming the variable.
+//! Bad configuration stops the binary with status 2 and one line naming the
+//! variable; bad input to `metrocloud detect` does so naming the line.
 
 use std::process::{Command, Output};
 
@@ -19,6 +20,7 @@ fn each_bad_value_exits_with_status_2_and_one_line_naming_variable_and_value() {
     let cases = [
         ("IOT_ANOMALY_PROBABILITY", "1.5", "between 0.0 and 1.0"),
         ("KAFKA_PARTITIONS", "0", "whole number from 1"),
+        ("DETECT_SILENCE_GAPS", "1", "above 1"),
         (
             "IOT_DEVICE_TYPES",
             "temperature,thermostat",
@@ -297,4 +299,72 @@ fn history_piped_into_a_reader_that_stops_early_ends_with_status_0() {
     let errors = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{:?}: {errors}", output.status);
     assert!(!errors.contains("panicked"), "{errors}");
+}
+
+/// A day of one reading a minute around 20 °C, with a 2 °C shift from row 600 to 659.
+fn series_with_a_shift() -> String {
+    let mut text = String::from("timestamp,value,label\n");
+    for i in 0..1440_i64 {
+        let noise = ((i * 7919) % 13) as f64 / 13.0 - 0.5;
+        let (value, label) = if (600..660).contains(&i) {
+            (22.0 + 0.3 * noise, 1)
+        } else {
+            (20.0 + 0.3 * noise, 0)
+        };
+        text.push_str(&format!("{},{value:.2},{label}\n", 1_780_000_000 + 60 * i));
+    }
+    text
+}
+
+#[test]
+fn detect_scores_every_row_of_a_csv_file_and_names_the_alerts() {
+    let dir = std::env::temp_dir().join(format!("metrocloud-detect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("series.csv");
+    std::fs::write(&input, series_with_a_shift()).unwrap();
+    let output = metrocloud(&[], &["detect", "--csv", input.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "timestamp,value,anomaly_score");
+    assert_eq!(lines.len(), 1 + 1440);
+    assert!(
+        lines[601].starts_with(&format!("{},", 1_780_000_000 + 60 * 600)),
+        "{}",
+        lines[601]
+    );
+    assert!(lines[601].ends_with(",1.0000"), "{}", lines[601]);
+    assert!(stderr.contains("1440 rows scored"), "{stderr}");
+    // Row 601: the second shifted reading confirms the jump.
+    assert!(
+        stderr.contains("alert level_shift at 2026-05-29T06:27:40+00:00"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("labels: 1 anomalous episodes, 1 found, 0 alerts outside any"),
+        "{stderr}"
+    );
+
+    // The detector's settings come from the environment, as the pipeline's do.
+    let output = metrocloud(
+        &[("DETECT_WARMUP_READINGS", "100000")],
+        &["detect", "--csv", input.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(", 0 alerts"), "{stderr}");
+
+    std::fs::write(
+        &input,
+        "2026-06-01T00:00:00Z,20.1\n2026-06-01T00:01:00Z,warm\n",
+    )
+    .unwrap();
+    let output = metrocloud(&[], &["detect", "--csv", input.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("series.csv: line 2: \"warm\" is not a number"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

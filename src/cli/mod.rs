@@ -9,6 +9,7 @@ mod bench;
 mod chaos;
 mod cluster;
 mod console;
+mod detect;
 mod gateway;
 mod health;
 mod history;
@@ -76,6 +77,10 @@ enum Command {
     /// Parquet files under METROCLOUD_DATA_DIR; the last 24 hours unless
     /// --from/--to say otherwise).
     History(history::HistoryArgs),
+    /// Score a time series with the pipeline's fault detector: reads
+    /// `timestamp,value[,label]` rows and writes `timestamp,value,anomaly_score`
+    /// (0 to 1) for each, with the alerts it would raise on standard error.
+    Detect(detect::DetectArgs),
     /// Print the effective configuration (from the environment and defaults).
     Config {
         /// Print `.env.example` instead: every variable with its help and default.
@@ -223,6 +228,7 @@ async fn run(command: Command, config: Config) -> Result<(), CliError> {
         Command::Aggregate => pipeline::aggregate(config, crate::shutdown::on_signals()).await,
         Command::Gateway => gateway::run(config, crate::shutdown::on_signals()).await,
         Command::History(args) => history::run(args, &config),
+        Command::Detect(args) => detect::run(args, &config),
         Command::Config { example, markdown } => {
             if example {
                 print!("{}", crate::config::env_example());

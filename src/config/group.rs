@@ -19,6 +19,8 @@ pub enum Group {
     Startup,
     /// Alert rules and the topics of alerts and dead letters.
     Alerts,
+    /// The streaming fault detector.
+    Detector,
     /// The storage stage and its files.
     Storage,
     /// The aggregation stage and its topic.
@@ -45,6 +47,7 @@ impl Group {
             Group::Consumer => "Consumer (group, commits, fetches)",
             Group::Startup => "Start-up",
             Group::Alerts => "Alerts and dead letters",
+            Group::Detector => "Fault detector (metrocloud detect, and the consumer)",
             Group::Storage => "Storage (metrocloud store, and metrocloud run)",
             Group::Aggregates => "Aggregates (metrocloud aggregate, and metrocloud run)",
             Group::Gateway => {

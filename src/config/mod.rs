@@ -31,6 +31,7 @@ use crate::kafka::producer::ProducerSettings;
 use crate::kafka::security::{Brokers, Security};
 use crate::kafka::topics::TopicSpec;
 use crate::sensor::aggregate::AggregateSettings;
+use crate::sensor::detect::DetectorSettings;
 use crate::sensor::device::DeviceType;
 use crate::sensor::fault::FaultKind;
 use crate::sensor::rules::AlertSettings;
@@ -92,6 +93,8 @@ pub struct Config {
     pub dlq_topic: String,
     /// `ALERT_*`: thresholds and timings of the alert rules.
     pub alerts: AlertSettings,
+    /// `DETECT_*`: the fault detector.
+    pub detector: DetectorSettings,
     /// `RUST_LOG`: a tracing filter that overrides `LOG_LEVEL`.
     pub rust_log: Option<String>,
     /// `METROCLOUD_STORE*`, `METROCLOUD_DATA_DIR`: the storage stage.
@@ -232,6 +235,7 @@ impl Config {
             alerts_topic: String::new(),
             dlq_topic: String::new(),
             alerts: AlertSettings::default(),
+            detector: DetectorSettings::default(),
             rust_log: None,
             store: StoreSettings::default(),
             aggregates_topic: String::new(),

@@ -414,6 +414,51 @@ pub static SETTINGS: &[Setting] = &[
         show_seconds
     ),
     setting!(
+        "DETECT_WARMUP_READINGS",
+        Detector,
+        "30",
+        "Readings a device makes before the fault detector may raise an alert for it (its noise is learned by then).",
+        detector.warmup,
+        |v| whole(v, 3, 100_000),
+        show
+    ),
+    setting!(
+        "DETECT_QUIET_READINGS",
+        Detector,
+        "5",
+        "Normal readings in a row that end a fault episode.",
+        detector.quiet,
+        |v| whole(v, 1, 10_000),
+        show
+    ),
+    setting!(
+        "DETECT_RELEARN_READINGS",
+        Detector,
+        "240",
+        "Readings after which a fault episode's values count as the device's new normal.",
+        detector.relearn,
+        |v| whole(v, 10, 1_000_000),
+        show
+    ),
+    setting!(
+        "DETECT_REARM_READINGS",
+        Detector,
+        "30",
+        "Readings after an episode ends during which the way back from its shift raises no second alert.",
+        detector.rearm,
+        |v| whole(v, 0, 1_000_000),
+        show
+    ),
+    setting!(
+        "DETECT_SILENCE_GAPS",
+        Detector,
+        "3",
+        "A device is silent after this many of its usual gaps without a reading.",
+        detector.silence_gaps,
+        |v| silence_gaps(v),
+        show
+    ),
+    setting!(
         "RUST_LOG",
         Logging,
         "",

@@ -76,6 +76,17 @@ pub fn number(given: &str) -> Result<f64, Allowed> {
     }
 }
 
+/// How many usual gaps make a device silent: more than 1.
+pub fn silence_gaps(given: &str) -> Result<f64, Allowed> {
+    let allowed = "a number above 1 and at most 1000";
+    let value = number(given).map_err(|_| allowed.to_string())?;
+    if value > 1.0 && value <= 1000.0 {
+        Ok(value)
+    } else {
+        Err(allowed.to_string())
+    }
+}
+
 /// A probability.
 pub fn probability(given: &str) -> Result<f64, Allowed> {
     let allowed = "a probability between 0.0 and 1.0";

@@ -57,6 +57,7 @@
 //! (0 or 1) are watched for silence only.
 
 mod profile;
+pub mod series;
 #[cfg(test)]
 mod tests;
 
