@@ -55,6 +55,9 @@ pub enum BenchError {
     /// Our worker printed something other than its outcome.
     #[error("could not read the worker's outcome: {0}")]
     Worker(String),
+    /// A clock or a memory figure of this process could not be read.
+    #[error("could not measure: {0}")]
+    Measure(String),
     /// The cluster could not be started, or a topic created.
     #[error("cluster: {0}")]
     Cluster(String),

@@ -30,6 +30,7 @@ mod builds;
 pub mod chart;
 pub mod console;
 mod consumer;
+mod detect;
 mod e2e;
 mod error;
 mod gateway;
@@ -86,11 +87,13 @@ pub enum Suite {
     Storage,
     /// MQTT QoS 1 readings into the gateway, beside Mosquitto.
     Gateway,
+    /// The fault detector's quality and cost on a simulated fleet (no Kafka).
+    Detect,
 }
 
 impl Suite {
     /// All, in the order they run.
-    pub const ALL: [Suite; 7] = [
+    pub const ALL: [Suite; 8] = [
         Suite::Producer,
         Suite::Consumer,
         Suite::EndToEnd,
@@ -98,6 +101,7 @@ impl Suite {
         Suite::Console,
         Suite::Storage,
         Suite::Gateway,
+        Suite::Detect,
     ];
 
     /// The name on the command line.
@@ -110,6 +114,7 @@ impl Suite {
             Suite::Console => "console",
             Suite::Storage => "storage",
             Suite::Gateway => "gateway",
+            Suite::Detect => "detect",
         }
     }
 
@@ -166,6 +171,9 @@ pub struct BenchSettings {
     pub simulator_devices: Vec<u32>,
     /// Seconds each fleet runs.
     pub simulator_seconds: f64,
+    /// Devices and days of the detector benchmark's fleet.
+    pub detect_devices: u32,
+    pub detect_days: u64,
     /// Devices in the fleet the console's pages are timed with.
     pub console_devices: u32,
     /// Requests timed per console page.
@@ -202,6 +210,8 @@ impl BenchSettings {
             e2e_peer_records: 5_000,
             simulator_devices: vec![10_000, 100_000],
             simulator_seconds: 30.0,
+            detect_devices: 1_000,
+            detect_days: 7,
             console_devices: 100_000,
             console_page_requests: 20,
             console_impact_records: 1_000_000,
@@ -223,6 +233,8 @@ impl BenchSettings {
             e2e_peer_records: 50,
             simulator_devices: vec![1_000],
             simulator_seconds: 2.0,
+            detect_devices: 50,
+            detect_days: 1,
             console_devices: 1_000,
             console_page_requests: 2,
             console_impact_records: 2_000,
@@ -258,7 +270,9 @@ pub async fn run(
             started.elapsed().as_secs_f64()
         ))
     };
-    let needs_cluster = suites.iter().any(|s| *s != Suite::Simulator);
+    let needs_cluster = suites
+        .iter()
+        .any(|s| !matches!(s, Suite::Simulator | Suite::Detect));
     let target = if needs_cluster {
         Some(connect(settings, &say).await?)
     } else {
@@ -394,6 +408,7 @@ impl Bench<'_> {
             console: None,
             storage: None,
             gateway: None,
+            detect: None,
         };
         let readings = self.write_readings()?;
         for suite in suites {
@@ -405,6 +420,13 @@ impl Bench<'_> {
                 Suite::Console => report.console = Some(self.console(&readings).await?),
                 Suite::Storage => report.storage = Some(self.storage().await?),
                 Suite::Gateway => report.gateway = Some(self.gateway(&readings).await?),
+                Suite::Detect => {
+                    report.detect = Some(detect::run(
+                        settings.detect_devices,
+                        settings.detect_days,
+                        self.say,
+                    )?)
+                }
             }
         }
         Ok(report)

@@ -248,6 +248,9 @@ pub struct BenchReport {
     /// MQTT into our gateway beside Mosquitto.
     #[serde(default)]
     pub gateway: Option<super::gateway::GatewaySection>,
+    /// The fault detector's quality and cost.
+    #[serde(default)]
+    pub detect: Option<super::detect::DetectSection>,
 }
 
 fn ratio(ours: f64, peer: f64) -> String {
@@ -382,6 +385,9 @@ impl BenchReport {
         }
         if let Some(gateway) = &self.gateway {
             out.push_str(&super::gateway::gateway_table(gateway));
+        }
+        if let Some(detect) = &self.detect {
+            out.push_str(&super::detect::detect_table(detect));
         }
         out
     }
@@ -557,6 +563,7 @@ mod tests {
             console: None,
             storage: None,
             gateway: None,
+            detect: None,
         };
         let table = report.to_markdown();
         let row = table

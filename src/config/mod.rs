@@ -93,6 +93,8 @@ pub struct Config {
     pub dlq_topic: String,
     /// `ALERT_*`: thresholds and timings of the alert rules.
     pub alerts: AlertSettings,
+    /// `DETECT_FAULTS`: whether the consumer runs the fault detector.
+    pub detect_faults: bool,
     /// `DETECT_*`: the fault detector.
     pub detector: DetectorSettings,
     /// `RUST_LOG`: a tracing filter that overrides `LOG_LEVEL`.
@@ -235,6 +237,7 @@ impl Config {
             alerts_topic: String::new(),
             dlq_topic: String::new(),
             alerts: AlertSettings::default(),
+            detect_faults: true,
             detector: DetectorSettings::default(),
             rust_log: None,
             store: StoreSettings::default(),

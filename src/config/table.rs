@@ -139,24 +139,12 @@ pub static SETTINGS: &[Setting] = &[
         |v| probability(v),
         show
     ),
-    setting!(
-        "IOT_FAULT_PROBABILITY",
-        Simulator,
-        "0",
+    setting!("IOT_FAULT_PROBABILITY", Simulator, "0",
         "Probability per reading that a healthy simulated device starts a sensor fault episode (0.0 to 1.0): stuck, drift, spike, noise_burst, level_shift, silence or wrong_time_of_day, in range of the thresholds.",
-        fault_probability,
-        |v| probability(v),
-        show
-    ),
-    setting!(
-        "IOT_FAULT_KINDS",
-        Simulator,
-        "spike,stuck,drift,noise_burst,level_shift,silence,wrong_time_of_day",
+        fault_probability, |v| probability(v), show),
+    setting!("IOT_FAULT_KINDS", Simulator, "spike,stuck,drift,noise_burst,level_shift,silence,wrong_time_of_day",
         "Sensor fault kinds the simulator injects (comma-separated).",
-        fault_kinds,
-        |v| fault_kinds(v),
-        show_list
-    ),
+        fault_kinds, |v| fault_kinds(v), show_list),
     setting!(
         "IOT_SIMULATOR_SEED",
         Simulator,
@@ -413,51 +401,24 @@ pub static SETTINGS: &[Setting] = &[
         |v| seconds(v, 86_400 * 30),
         show_seconds
     ),
-    setting!(
-        "DETECT_WARMUP_READINGS",
-        Detector,
-        "30",
+    setting!("DETECT_FAULTS", Detector, "on",
+        "on: the consumer runs the fault detector beside the threshold rules and alerts sensor_fault; off: the rules alone.",
+        detect_faults, |v| on_off(v), show_on_off),
+    setting!("DETECT_WARMUP_READINGS", Detector, "30",
         "Readings a device makes before the fault detector may raise an alert for it (its noise is learned by then).",
-        detector.warmup,
-        |v| whole(v, 3, 100_000),
-        show
-    ),
-    setting!(
-        "DETECT_QUIET_READINGS",
-        Detector,
-        "5",
+        detector.warmup, |v| whole(v, 3, 100_000), show),
+    setting!("DETECT_QUIET_READINGS", Detector, "5",
         "Normal readings in a row that end a fault episode.",
-        detector.quiet,
-        |v| whole(v, 1, 10_000),
-        show
-    ),
-    setting!(
-        "DETECT_RELEARN_READINGS",
-        Detector,
-        "240",
+        detector.quiet, |v| whole(v, 1, 10_000), show),
+    setting!("DETECT_RELEARN_READINGS", Detector, "240",
         "Readings after which a fault episode's values count as the device's new normal.",
-        detector.relearn,
-        |v| whole(v, 10, 1_000_000),
-        show
-    ),
-    setting!(
-        "DETECT_REARM_READINGS",
-        Detector,
-        "30",
+        detector.relearn, |v| whole(v, 10, 1_000_000), show),
+    setting!("DETECT_REARM_READINGS", Detector, "30",
         "Readings after an episode ends during which the way back from its shift raises no second alert.",
-        detector.rearm,
-        |v| whole(v, 0, 1_000_000),
-        show
-    ),
-    setting!(
-        "DETECT_SILENCE_GAPS",
-        Detector,
-        "3",
+        detector.rearm, |v| whole(v, 0, 1_000_000), show),
+    setting!("DETECT_SILENCE_GAPS", Detector, "3",
         "A device is silent after this many of its usual gaps without a reading.",
-        detector.silence_gaps,
-        |v| silence_gaps(v),
-        show
-    ),
+        detector.silence_gaps, |v| silence_gaps(v), show),
     setting!(
         "RUST_LOG",
         Logging,

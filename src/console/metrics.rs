@@ -166,6 +166,7 @@ pub fn render(
                 ("{outcome=\"false_negative\"}", q.false_negatives as f64),
             ],
         );
+        fault_quality(&mut out, &stats.fault_quality());
     }
     if let Some(delivery) = &pipeline.delivery {
         let report = delivery.lock().unwrap_or_else(|e| e.into_inner()).report();
@@ -294,4 +295,79 @@ pub fn render(
         gateway.metrics(&mut out);
     }
     out.into_text()
+}
+
+/// The fault detector's alerts against the simulator's fault episodes, per kind.
+fn fault_quality(out: &mut Exposition, q: &crate::sensor::detect::quality::FaultQuality) {
+    let per_kind = |value: &dyn Fn(&crate::sensor::detect::quality::KindQuality) -> f64| {
+        q.kinds()
+            .iter()
+            .map(|k| (format!("{{kind=\"{}\"}}", k.kind), value(k)))
+            .collect::<Vec<_>>()
+    };
+    let series =
+        |name: &str, kind: &str, help: &str, values: Vec<(String, f64)>, out: &mut Exposition| {
+            let labelled: Vec<(&str, f64)> = values.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+            out.metric(name, kind, help, &labelled);
+        };
+    series(
+        "pipeline_fault_episodes_total",
+        "counter",
+        "Sensor fault episodes in the readings' ground truth, by kind.",
+        per_kind(&|k| k.episodes as f64),
+        out,
+    );
+    series(
+        "pipeline_fault_episodes_found_total",
+        "counter",
+        "Of those, the episodes the fault detector raised an alert for.",
+        per_kind(&|k| k.found as f64),
+        out,
+    );
+    series(
+        "pipeline_fault_alerts_total",
+        "counter",
+        "The fault detector's alerts, by the kind they name.",
+        per_kind(&|k| k.alerts as f64),
+        out,
+    );
+    series(
+        "pipeline_fault_precision",
+        "gauge",
+        "Share of the detector's alerts naming the kind that fell inside an episode.",
+        per_kind(&|k| k.precision()),
+        out,
+    );
+    series(
+        "pipeline_fault_recall",
+        "gauge",
+        "Share of the kind's episodes the detector found.",
+        per_kind(&|k| k.recall()),
+        out,
+    );
+    series(
+        "pipeline_fault_f1",
+        "gauge",
+        "Harmonic mean of the kind's precision and recall.",
+        per_kind(&|k| k.f1()),
+        out,
+    );
+    series(
+        "pipeline_fault_median_delay_readings",
+        "gauge",
+        "Median readings from an episode's start to its first alert (absent until one is found).",
+        q.kinds()
+            .iter()
+            .filter_map(|k| {
+                k.median_delay()
+                    .map(|d| (format!("{{kind=\"{}\"}}", k.kind), d as f64))
+            })
+            .collect(),
+        out,
+    );
+    out.counter(
+        "pipeline_fault_false_alarms_total",
+        "The detector's alerts outside every episode.",
+        q.false_alarms,
+    );
 }

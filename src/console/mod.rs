@@ -21,6 +21,7 @@
 
 mod auth;
 pub mod cluster;
+mod fault_table;
 pub mod fleet;
 pub mod follow;
 pub mod history;

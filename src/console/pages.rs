@@ -521,6 +521,7 @@ pub fn alerts(v: &AlertsView, q: &AlertsQuery) -> Markup {
                 Some(quality) => p.quality { "Against the simulator's ground truth: precision " (format!("{:.3}", quality.precision)) ", recall " (format!("{:.3}", quality.recall)) " (" (quality.true_positives) " true, " (quality.false_positives) " false alarms, " (quality.false_negatives) " missed)." },
                 None => p.meta { "Alert quality against the simulator's ground truth shows when the console runs inside " code { "metrocloud run" } "." },
             }
+            @if let Some(lines) = &v.faults { (super::fault_table::fault_table(lines)) }
             table {
                 thead { tr { th { "Received (UTC)" } th { "Severity" } th { "Kind" } th { "Device" } th.num { "Value" } th.num { "Threshold" } th { "Reading time" } th.num { "Repeats suppressed" } } }
                 tbody {
@@ -528,7 +529,7 @@ pub fn alerts(v: &AlertsView, q: &AlertsQuery) -> Markup {
                         tr data-kind=(a.alert.kind.as_str()) {
                             td { (time_ms(a.received_ms)) }
                             td { span class=(if a.alert.severity == Severity::Critical { "pill red" } else { "pill amber" }) { (if a.alert.severity == Severity::Critical { "critical" } else { "warning" }) } }
-                            td { (a.alert.kind.as_str()) }
+                            td { (a.alert.kind.as_str()) @if let Some(fault) = a.alert.fault { " (" (fault.as_str()) ")" } }
                             td { a href={ "/fleet?q=" (a.alert.device_id) } { code { (a.alert.device_id) } } }
                             td.num { (format!("{:.2}", a.alert.value)) }
                             td.num { (format!("{:.2}", a.alert.threshold)) }

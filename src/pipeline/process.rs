@@ -1,9 +1,13 @@
-//! The processing side: consumed records -> validation -> dedupe -> alert rules.
+//! The processing side: consumed records -> validation -> dedupe -> alert
+//! rules and the fault detector.
 //!
 //! For each record: a record that is not a valid reading becomes a dead
 //! letter with its reason; a reading seen before (same device, run and
-//! sequence) is dropped; a new reading goes through the alert rules once, and
-//! its alerts go to the sink. Before the consumer commits offsets it calls
+//! sequence) is dropped; a new reading goes through the alert rules and the
+//! fault detector once, and their alerts go to the sink. Devices silent
+//! against the newest reading's time are looked for on every tick. When the
+//! readings carry the simulator's ground truth, the detector's alerts are
+//! judged against it ([`FaultJudge`]) for the console and `/metrics`. Before the consumer commits offsets it calls
 //! [`RecordProcessor::flush`], which waits until the sink has made every alert
 //! and dead letter durable, so a committed offset never hides an alert or a
 //! bad record that was lost. The processor is generic over its [`Sink`], so
@@ -19,6 +23,10 @@ use crate::kafka::consumer::{ConsumedRecord, RecordProcessor};
 use crate::pipeline::audit::{AuditTotals, SequenceLedger, Verdict};
 use crate::pipeline::observer::{ProcessingEvent, ProcessingObserver};
 use crate::pipeline::sink::{DeadLetter, Sink};
+use crate::sensor::detect::DetectorSettings;
+use crate::sensor::detect::fleet::FleetDetector;
+use crate::sensor::detect::quality::{FaultJudge, FaultQuality};
+use crate::sensor::fault::FaultKind;
 use crate::sensor::rules::{
     Alert, AlertKind, AlertQuality, AlertRules, AlertSettings, SourceRecord,
 };
@@ -52,6 +60,9 @@ pub struct ProcessingStats {
     pub false_positives: AtomicU64,
     /// Injected anomalies no threshold rule fired on.
     pub false_negatives: AtomicU64,
+    /// The fault detector's alerts against the simulator's fault episodes,
+    /// as of the last tick.
+    pub fault_quality: std::sync::Mutex<FaultQuality>,
 }
 
 impl ProcessingStats {
@@ -62,6 +73,11 @@ impl ProcessingStats {
             false_positives: self.false_positives.load(Ordering::Relaxed),
             false_negatives: self.false_negatives.load(Ordering::Relaxed),
         }
+    }
+
+    /// The fault detector's quality as of the last tick.
+    pub fn fault_quality(&self) -> FaultQuality {
+        crate::lock::lock(&self.fault_quality).clone()
     }
 
     /// Alerts sent so far, by kind.
@@ -84,6 +100,12 @@ impl ProcessingStats {
 pub struct ReadingProcessor<S> {
     sink: S,
     rules: AlertRules,
+    /// The fault detector, unless it is off.
+    detector: Option<FleetDetector>,
+    judge: FaultJudge,
+    /// Per partition, the newest reading's time: the clock its devices'
+    /// silences are measured against.
+    newest: HashMap<i32, chrono::DateTime<Utc>>,
     ledger: SequenceLedger,
     device_partitions: HashMap<String, i32>,
     dead_letter_reasons: BTreeMap<RejectReason, u64>,
@@ -107,6 +129,9 @@ impl<S: Sink> ReadingProcessor<S> {
         ReadingProcessor {
             sink,
             rules: AlertRules::new(settings),
+            detector: None,
+            judge: FaultJudge::new(),
+            newest: HashMap::new(),
             ledger: SequenceLedger::new(MAX_TRACKED_DEVICES),
             device_partitions: HashMap::new(),
             dead_letter_reasons: BTreeMap::new(),
@@ -115,6 +140,12 @@ impl<S: Sink> ReadingProcessor<S> {
             source_topic: None,
             processed_before: HashMap::new(),
         }
+    }
+
+    /// Runs the fault detector with `settings` beside the rules.
+    pub fn detecting(mut self, settings: DetectorSettings) -> Self {
+        self.detector = Some(FleetDetector::new(settings));
+        self
     }
 
     /// On taking over partitions of `source_topic`, asks the sink which records a
@@ -191,6 +222,58 @@ impl<S: Sink> ReadingProcessor<S> {
         self.sink.dead_letter(letter).await;
     }
 
+    /// The fault detector's verdict on `reading`, its alert if it raised one,
+    /// and the judge's tally when the reading carries ground truth.
+    fn detect(
+        &mut self,
+        reading: &crate::sensor::reading::SensorReading,
+        partition: i32,
+        source: SourceRecord,
+    ) -> Option<Alert> {
+        let detector = self.detector.as_mut()?;
+        let newest = self.newest.entry(partition).or_insert(reading.timestamp);
+        *newest = (*newest).max(reading.timestamp);
+        self.judge.reading(
+            &reading.device_id,
+            reading.timestamp,
+            reading.fault.as_ref(),
+        );
+        let verdict = detector.observe(reading);
+        let fault = verdict.raised?;
+        self.judge
+            .alert(&reading.device_id, reading.timestamp, fault);
+        Some(Alert::sensor_fault(
+            reading,
+            fault,
+            verdict.score,
+            Some(source),
+        ))
+    }
+
+    /// Alerts for devices silent, by their own usual gaps, against the
+    /// newest reading's time on their partition.
+    async fn look_for_silences(&mut self) {
+        let Some(detector) = self.detector.as_mut() else {
+            return;
+        };
+        let (partitions, newest) = (&self.device_partitions, &self.newest);
+        let silent = detector.silences(|device| {
+            partitions
+                .get(device)
+                .and_then(|partition| newest.get(partition))
+                .copied()
+        });
+        for (device, now) in silent {
+            let Some(last) = self.rules.last_reading(&device) else {
+                continue;
+            };
+            self.judge.alert(&device, now, FaultKind::Silence);
+            let silent = (now - last.reading_time).num_milliseconds() as f64 / 1000.0;
+            self.send_alert(Alert::sensor_silence(&device, &last, silent))
+                .await;
+        }
+    }
+
     /// Whether the record repeats one already processed, here or by a previous owner.
     fn is_repeat(
         &mut self,
@@ -236,24 +319,26 @@ impl<S: Sink> RecordProcessor for ReadingProcessor<S> {
             .store(self.ledger.totals().missing, Ordering::Relaxed);
         self.device_partitions
             .insert(reading.device_id.clone(), record.partition);
-        let source = SourceRecord {
-            topic: record.topic.to_string(),
-            partition: record.partition,
-            offset: record.offset,
-        };
-        let evaluation = self.rules.on_reading(&reading, source);
+        let evaluation = self.rules.on_reading(&reading, source_of(&record));
         self.stats
             .count_quality(evaluation.threshold_fired, reading.is_anomaly);
         self.stats.readings.fetch_add(1, Ordering::Relaxed);
         self.stats
             .alerts_suppressed
             .store(self.rules.counters().suppressed, Ordering::Relaxed);
+        // Values out of every normal range are the rules' to alert; the
+        // detector looks for the faults inside it.
+        let fault_alert = if evaluation.threshold_fired {
+            None
+        } else {
+            self.detect(&reading, record.partition, source_of(&record))
+        };
         self.observe(ProcessingEvent::Reading {
             reading,
             partition: record.partition,
             offset: record.offset,
         });
-        for alert in evaluation.alerts {
+        for alert in evaluation.alerts.into_iter().chain(fault_alert) {
             self.send_alert(alert).await;
         }
     }
@@ -266,6 +351,8 @@ impl<S: Sink> RecordProcessor for ReadingProcessor<S> {
         for alert in self.rules.silent_devices() {
             self.send_alert(alert).await;
         }
+        self.look_for_silences().await;
+        *crate::lock::lock(&self.stats.fault_quality) = self.judge.quality().clone();
     }
 
     async fn partitions_assigned(&mut self, starts: &[(i32, i64)]) {
@@ -288,6 +375,7 @@ impl<S: Sink> RecordProcessor for ReadingProcessor<S> {
     fn partitions_revoked(&mut self, partitions: &[i32]) {
         for partition in partitions {
             self.processed_before.remove(partition);
+            self.newest.remove(partition);
         }
         let moved: HashSet<String> = self
             .device_partitions
@@ -297,7 +385,19 @@ impl<S: Sink> RecordProcessor for ReadingProcessor<S> {
             .collect();
         self.device_partitions.retain(|d, _| !moved.contains(d));
         self.rules.forget(|d| moved.contains(d));
+        if let Some(detector) = self.detector.as_mut() {
+            detector.forget(|d| moved.contains(d));
+        }
         self.ledger.forget(|d| moved.contains(d));
+    }
+}
+
+/// Where `record` is, as alerts cite it.
+fn source_of(record: &ConsumedRecord) -> SourceRecord {
+    SourceRecord {
+        topic: record.topic.to_string(),
+        partition: record.partition,
+        offset: record.offset,
     }
 }
 

@@ -230,8 +230,12 @@ pub async fn processing_consumer(
     );
     let sink = KafkaSink::new(alerts, dead_letters, Arc::clone(&stats.delivery_failures))
         .with_history(history);
-    let processor = ReadingProcessor::new(sink, config.alerts.clone(), Arc::clone(stats), observer)
-        .resuming_from_sink(&config.topic);
+    let mut processor =
+        ReadingProcessor::new(sink, config.alerts.clone(), Arc::clone(stats), observer)
+            .resuming_from_sink(&config.topic);
+    if config.detect_faults {
+        processor = processor.detecting(config.detector.clone());
+    }
     let spec = ConsumerSpec {
         bootstrap: config.brokers(),
         topic: config.topic.clone(),

@@ -56,7 +56,9 @@
 //! work per reading is a few dozen arithmetic operations. Motion sensors
 //! (0 or 1) are watched for silence only.
 
+pub mod fleet;
 mod profile;
+pub mod quality;
 pub mod series;
 #[cfg(test)]
 mod tests;

@@ -1,44 +1,28 @@
 //! The detector against the simulator's faults, one kind at a time, and on
 //! clean signals.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::fleet::{FleetDetector, replay};
+use super::quality::{FaultJudge, FaultQuality};
 use super::*;
 use crate::sensor::device::DeviceType;
-use crate::sensor::fault::FaultTruth;
 use crate::sensor::simulator::{Fleet, SimulatorSettings};
 
 const INTERVAL: Duration = Duration::from_secs(60);
 
 /// What one simulated run showed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Outcome {
-    episodes: u64,
-    detected: u64,
-    /// Alerts, and those raised inside an episode (or just after it).
-    alerts: u64,
-    true_alerts: u64,
-    /// Alerts whose kind was the episode's.
-    right_kind: u64,
-    /// Readings from an episode's start to its first alert.
-    delays: Vec<i64>,
+    quality: FaultQuality,
     device_days: f64,
 }
 
 impl Outcome {
-    fn recall(&self) -> f64 {
-        self.detected as f64 / self.episodes.max(1) as f64
-    }
     fn false_alarms_per_device_day(&self) -> f64 {
-        (self.alerts - self.true_alerts) as f64 / self.device_days
-    }
-    fn median_delay(&self) -> i64 {
-        let mut delays = self.delays.clone();
-        delays.sort_unstable();
-        delays.get(delays.len() / 2).copied().unwrap_or(0)
+        self.quality.false_alarms as f64 / self.device_days
     }
 }
 
@@ -55,80 +39,25 @@ fn run(types: &[DeviceType], kinds: &[FaultKind], devices: u32, days: u64, seed:
         fault_probability: if kinds.is_empty() { 0.0 } else { 0.0015 },
         fault_kinds: kinds.to_vec(),
     };
-    let detector_settings = DetectorSettings::default();
     let mut fleet = Fleet::new(&settings, start);
-    let mut detectors: HashMap<String, DeviceDetector> = HashMap::new();
-    // Per device: the last episode seen and whether an alert matched it yet,
-    // and alerts raised by a silence not labelled yet.
-    let mut last_episode: HashMap<String, (FaultTruth, bool)> = HashMap::new();
-    let mut pending_silence: HashMap<String, DateTime<Utc>> = HashMap::new();
-    let mut outcome = Outcome {
+    let mut detector = FleetDetector::new(DetectorSettings::default());
+    let mut judge = FaultJudge::new();
+    let duration = Duration::from_secs(days * 86_400);
+    let replayed = replay(
+        &mut fleet,
+        duration,
+        INTERVAL,
+        &mut detector,
+        Some(&mut judge),
+    );
+    assert_eq!(
+        replayed.readings + fleet.silenced(),
+        u64::from(devices) * days * 1440
+    );
+    Outcome {
+        quality: judge.quality().clone(),
         device_days: f64::from(devices) * days as f64,
-        ..Outcome::default()
-    };
-    let grace = chrono::Duration::from_std(INTERVAL * (detector_settings.quiet + 3)).unwrap();
-    let judge = |outcome: &mut Outcome,
-                 last_episode: &mut HashMap<String, (FaultTruth, bool)>,
-                 device: &str,
-                 kind: FaultKind,
-                 at: DateTime<Utc>| {
-        outcome.alerts += 1;
-        if let Some((truth, detected)) = last_episode.get_mut(device)
-            && truth.started_at <= at
-            && at <= truth.ends_at + grace
-        {
-            outcome.true_alerts += 1;
-            outcome.right_kind += u64::from(kind == truth.kind);
-            if !*detected {
-                *detected = true;
-                outcome.detected += 1;
-                let slots =
-                    (at - truth.started_at).num_milliseconds() / INTERVAL.as_millis() as i64;
-                outcome.delays.push(slots);
-            }
-        }
-    };
-    let total = Duration::from_secs(days * 86_400);
-    let mut swept_at = Duration::ZERO;
-    while let Some(reading) = fleet.next_due(total) {
-        let now = reading.timestamp;
-        let elapsed = (now - start).to_std().unwrap();
-        if elapsed >= swept_at + INTERVAL / 4 {
-            swept_at = elapsed;
-            for (device, detector) in detectors.iter_mut() {
-                if detector.is_silent(now.timestamp_millis(), &detector_settings)
-                    && detector.mark_silent()
-                {
-                    pending_silence.insert(device.clone(), now);
-                }
-            }
-        }
-        let device = reading.device_id.clone();
-        if let Some(truth) = &reading.fault
-            && last_episode.get(&device).is_none_or(|(t, _)| t != truth)
-        {
-            outcome.episodes += 1;
-            last_episode.insert(device.clone(), (truth.clone(), false));
-        }
-        if let Some(at) = pending_silence.remove(&device) {
-            judge(
-                &mut outcome,
-                &mut last_episode,
-                &device,
-                FaultKind::Silence,
-                at,
-            );
-        }
-        let verdict = detectors
-            .entry(device.clone())
-            .or_insert_with(|| DeviceDetector::for_device(reading.device_type))
-            .observe(now, reading.value, &detector_settings);
-        assert!((0.0..=1.0).contains(&verdict.score), "{verdict:?}");
-        if let Some(kind) = verdict.raised {
-            judge(&mut outcome, &mut last_episode, &device, kind, now);
-        }
     }
-    outcome
 }
 
 const SENSORS: [DeviceType; 4] = [
@@ -141,26 +70,30 @@ const SENSORS: [DeviceType; 4] = [
 /// Episodes of `kind` on 20 devices of `types` over 6 days: 90 % found, 90 %
 /// of the alerts inside an episode, the median alert within `readings` of
 /// the episode's start.
-fn assert_detects(kind: FaultKind, types: &[DeviceType], readings: i64) {
+fn assert_detects(kind: FaultKind, types: &[DeviceType], readings: u64) {
     let outcome = run(types, &[kind], 20, 6, 11);
+    let quality = &outcome.quality;
+    let tally = quality.kinds().iter().find(|k| k.kind == kind).unwrap();
     assert!(
-        outcome.episodes >= 20,
-        "{kind}: too few episodes to judge: {outcome:?}"
+        tally.episodes >= 20,
+        "{kind}: too few episodes to judge: {tally:?}"
+    );
+    assert_eq!(
+        quality.episodes(),
+        tally.episodes,
+        "only {kind} was injected"
     );
     assert!(
-        outcome.recall() >= 0.9,
-        "{kind}: recall {:.3}: {outcome:?}",
-        outcome.recall()
+        tally.recall() >= 0.9,
+        "{kind}: recall {:.3}: {tally:?}",
+        tally.recall()
     );
     assert!(
-        outcome.true_alerts as f64 >= 0.9 * outcome.alerts as f64,
-        "{kind}: alerts outside episodes: {outcome:?}"
+        quality.precision() >= 0.9,
+        "{kind}: alerts outside episodes: {quality:?}"
     );
-    assert!(
-        outcome.median_delay() <= readings,
-        "{kind}: median delay {}: {outcome:?}",
-        outcome.median_delay()
-    );
+    let delay = tally.median_delay().unwrap();
+    assert!(delay <= readings, "{kind}: median delay {delay}: {tally:?}");
 }
 
 #[test]
@@ -202,7 +135,7 @@ fn values_of_the_wrong_time_of_day_are_found() {
 #[test]
 fn clean_signals_raise_at_most_one_alert_per_device_and_day() {
     let outcome = run(&DeviceType::ALL, &[], 50, 3, 12);
-    assert_eq!(outcome.episodes, 0);
+    assert_eq!(outcome.quality.episodes(), 0);
     assert!(
         outcome.false_alarms_per_device_day() <= 1.0,
         "{} false alarms per device-day: {outcome:?}",

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::kinds::{AlertKind, Severity};
 use crate::sensor::device::DeviceType;
+use crate::sensor::fault::FaultKind;
+use crate::sensor::reading::SensorReading;
 
 /// Where in Kafka the reading behind an alert is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +34,7 @@ pub struct Alert {
     pub severity: Severity,
     /// The reading's value (battery level for `low_battery`, seconds silent for `device_silent`).
     pub value: f64,
-    /// The threshold crossed.
+    /// The threshold crossed (for `sensor_fault`, the reading's anomaly score).
     pub threshold: f64,
     /// When the reading was taken (RFC 3339, UTC, ms); for `device_silent`, the last reading.
     pub reading_time: String,
@@ -44,9 +46,61 @@ pub struct Alert {
     pub source: Option<SourceRecord>,
     /// Readings in this episode since the last alert that were counted, not sent.
     pub repeats_suppressed: u64,
+    /// For `sensor_fault`: what the detector found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultKind>,
 }
 
 impl Alert {
+    /// The fault detector's alert for a device silent for `silent_secs` (of
+    /// event time) since its `last` reading.
+    pub fn sensor_silence(device_id: &str, last: &super::LastReading, silent_secs: f64) -> Alert {
+        Alert {
+            alert_id: new_alert_id(),
+            device_id: device_id.to_string(),
+            device_type: last.device_type,
+            kind: AlertKind::SensorFault,
+            severity: Severity::Critical,
+            value: silent_secs.round(),
+            threshold: 1.0,
+            reading_time: alert_time(last.reading_time),
+            run_id: last.run_id.clone(),
+            sequence: last.sequence,
+            source: None,
+            repeats_suppressed: 0,
+            fault: Some(FaultKind::Silence),
+        }
+    }
+
+    /// The fault detector's alert for an episode of `fault` it recognised at
+    /// `reading` (for a silence: the device's last reading, `source` absent).
+    pub fn sensor_fault(
+        reading: &SensorReading,
+        fault: FaultKind,
+        score: f64,
+        source: Option<SourceRecord>,
+    ) -> Alert {
+        let severity = match fault {
+            FaultKind::Silence | FaultKind::Stuck => Severity::Critical,
+            _ => Severity::Warning,
+        };
+        Alert {
+            alert_id: new_alert_id(),
+            device_id: reading.device_id.clone(),
+            device_type: reading.device_type,
+            kind: AlertKind::SensorFault,
+            severity,
+            value: reading.value,
+            threshold: score,
+            reading_time: alert_time(reading.timestamp),
+            run_id: reading.run_id.clone(),
+            sequence: reading.sequence,
+            source,
+            repeats_suppressed: 0,
+            fault: Some(fault),
+        }
+    }
+
     /// The alert as JSON.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an alert always serializes")

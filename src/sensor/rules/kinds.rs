@@ -66,6 +66,8 @@ pub enum AlertKind {
     LowBattery,
     /// No reading for longer than allowed.
     DeviceSilent,
+    /// The fault detector found a sensor fault (its kind is the alert's `fault`).
+    SensorFault,
 }
 
 /// How urgent an alert is.
@@ -79,7 +81,7 @@ pub enum Severity {
 }
 
 /// Every kind: its name in alerts and metrics, and how urgent it is.
-const KINDS: [(AlertKind, &str, Severity); 7] = [
+const KINDS: [(AlertKind, &str, Severity); 8] = [
     (
         AlertKind::ExtremeTemperature,
         "extreme_temperature",
@@ -95,11 +97,12 @@ const KINDS: [(AlertKind, &str, Severity); 7] = [
     (AlertKind::LowLight, "low_light", Severity::Warning),
     (AlertKind::LowBattery, "low_battery", Severity::Warning),
     (AlertKind::DeviceSilent, "device_silent", Severity::Critical),
+    (AlertKind::SensorFault, "sensor_fault", Severity::Warning),
 ];
 
 impl AlertKind {
     /// Every kind, in the order of the table.
-    pub const ALL: [AlertKind; 7] = [
+    pub const ALL: [AlertKind; 8] = [
         AlertKind::ExtremeTemperature,
         AlertKind::HighHumidity,
         AlertKind::LowPressure,
@@ -107,6 +110,7 @@ impl AlertKind {
         AlertKind::LowLight,
         AlertKind::LowBattery,
         AlertKind::DeviceSilent,
+        AlertKind::SensorFault,
     ];
 
     /// The kind's place in [`AlertKind::ALL`], for per-kind counters.

@@ -41,6 +41,19 @@ pub struct Evaluation {
     pub threshold_fired: bool,
 }
 
+/// A device's last reading, as the rules remember it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastReading {
+    /// Its kind of device.
+    pub device_type: DeviceType,
+    /// When it was taken.
+    pub reading_time: DateTime<Utc>,
+    /// Its producer run.
+    pub run_id: String,
+    /// Its sequence number.
+    pub sequence: u64,
+}
+
 /// Counters of the rules.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RuleCounters {
@@ -151,6 +164,17 @@ impl AlertRules {
         }
     }
 
+    /// The last reading the rules saw of `device`: what an alert about the
+    /// device's silence tells of it.
+    pub fn last_reading(&self, device: &str) -> Option<LastReading> {
+        self.devices.get(device).map(|state| LastReading {
+            device_type: state.device_type,
+            reading_time: state.reading_time,
+            run_id: state.run_id.to_string(),
+            sequence: state.sequence,
+        })
+    }
+
     /// Alerts for devices that have sent nothing for longer than the silence limit
     /// (once per silence; a new reading ends it).
     pub fn silent_devices(&mut self) -> Vec<Alert> {
@@ -177,6 +201,7 @@ impl AlertRules {
                 sequence: seen.sequence,
                 source: None,
                 repeats_suppressed: 0,
+                fault: None,
             });
         }
         alerts
@@ -239,6 +264,7 @@ fn evaluate(
             sequence: reading.sequence,
             source: Some(source.clone()),
             repeats_suppressed: repeats,
+            fault: None,
         });
     }
     Evaluation {
