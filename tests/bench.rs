@@ -224,6 +224,22 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
         assert!(load["bytes_per_reading"].as_f64().unwrap() > 0.0, "{load}");
     }
 
+    // The detector: every kind injected into the smoke fleet is tallied, and
+    // its cost is measured beside the rules alone.
+    let detect = &report["detect"];
+    assert_eq!(detect["devices"], 50, "{detect}");
+    // 50 devices for a day at one reading a minute, less the silenced ones.
+    let readings = detect["readings"].as_u64().unwrap();
+    assert!(readings > 60_000 && readings <= 72_000, "{detect}");
+    let kinds = detect["kinds"].as_array().unwrap();
+    assert_eq!(kinds.len(), 7, "{detect}");
+    let episodes: u64 = kinds.iter().map(|k| k["episodes"].as_u64().unwrap()).sum();
+    assert!(episodes > 0, "{detect}");
+    for field in ["detector_cpu_us", "rules_cpu_us", "bytes_per_device"] {
+        assert!(detect[field].as_f64().unwrap() > 0.0, "{field}: {detect}");
+    }
+    assert!(detect["clean_readings"].as_u64().unwrap() > 0, "{detect}");
+
     let markdown = std::fs::read_to_string(only_file_with_extension(out.path(), "md")).unwrap();
     // The latency chart is written beside the report and shown in it.
     let chart = only_file_with_extension(out.path(), "svg");
@@ -243,6 +259,7 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
         "### Console: our producer without and with a console",
         "### Console: end to end at 500 readings/s",
         "### Storage: a pre-filled topic of 4000 distinct readings",
+        "### Fault detection: 50 devices, 1 day at one reading a minute",
     ] {
         assert!(
             markdown.contains(heading),

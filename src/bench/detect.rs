@@ -282,9 +282,13 @@ fn resident_bytes() -> Result<u64, BenchError> {
 
 /// The section as markdown.
 pub fn detect_table(section: &DetectSection) -> String {
+    let days = match section.days {
+        1 => "1 day".to_string(),
+        n => format!("{n} days"),
+    };
     let mut out = format!(
-        "\n### Fault detection: {} devices, {} days at one reading a minute ({} readings), seed {}, no Kafka\n\n",
-        section.devices, section.days, section.readings, section.seed
+        "\n### Fault detection: {} devices, {days} at one reading a minute ({} readings), seed {}, no Kafka\n\n",
+        section.devices, section.readings, section.seed
     );
     out.push_str("An episode is found when an alert for its device comes between its start and 8 readings after its end; precision counts the alerts naming the kind that fell inside an episode. Delay: readings from the episode's start to its first alert. The threshold rules alone are the baseline.\n\n");
     out.push_str("| fault kind | episodes | found | alerts naming it | precision | recall | F1 | median delay (readings) | found by the thresholds alone |\n");

@@ -12,7 +12,7 @@ use crate::config::Config;
 /// What `metrocloud bench` is asked for.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Benchmarks to run, in order [default: all]: producer, consumer, e2e, simulator, console, storage, all.
+    /// Benchmarks to run, in order [default: all]: producer, consumer, e2e, simulator, console, storage, gateway, detect, all.
     #[arg(value_name = "BENCHMARK")]
     benchmarks: Vec<String>,
     /// Seconds instead of minutes: tiny counts that only show everything works.
@@ -73,7 +73,7 @@ pub(crate) async fn run(args: BenchArgs, config: &Config) -> Result<(), CliError
         }
         let suite = Suite::from_name(name).ok_or_else(|| {
             CliError::Usage(format!(
-                "unknown benchmark {name:?}; known: producer, consumer, e2e, simulator, console, storage, all"
+                "unknown benchmark {name:?}; known: producer, consumer, e2e, simulator, console, storage, gateway, detect, all"
             ))
         })?;
         suites.push(suite);

@@ -1,5 +1,7 @@
 //! The end-to-end worker: produce at a fixed rate and consume in the same
-//! process, timing each reading from its send to its validation.
+//! process, timing each reading from its send to the end of its processing:
+//! validation, the threshold rules and (unless `DETECT_FAULTS=off`) the fault
+//! detector, as the pipeline's consumer does (its alerts are not written).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,24 +18,41 @@ use crate::config::Config;
 use crate::kafka::Headers;
 use crate::kafka::consumer::{ConsumedRecord, GroupConsumer, RecordProcessor};
 use crate::kafka::producer::{Delivery, OutgoingRecord, Producer};
+use crate::sensor::detect::fleet::FleetDetector;
+use crate::sensor::rules::{AlertRules, SourceRecord};
 use crate::sensor::validate::validate;
 
 use super::*;
 
-/// Validates each reading and records how long it took from send to here.
+/// Processes each reading and records how long it took from send to here.
 struct LatencyRecorder {
     clock: Instant,
     histogram: Histogram<u64>,
     processed: Arc<AtomicU64>,
     rejected: u64,
+    rules: AlertRules,
+    detector: Option<FleetDetector>,
 }
 
 impl RecordProcessor for LatencyRecorder {
     async fn process(&mut self, record: ConsumedRecord) {
-        let now = self.clock.elapsed().as_nanos() as u64;
-        if validate(record.key.as_deref(), record.value.as_deref()).is_err() {
-            self.rejected += 1;
+        match validate(record.key.as_deref(), record.value.as_deref()) {
+            Ok(reading) => {
+                let source = SourceRecord {
+                    topic: record.topic.to_string(),
+                    partition: record.partition,
+                    offset: record.offset,
+                };
+                let evaluation = self.rules.on_reading(&reading, source);
+                if let Some(detector) = self.detector.as_mut()
+                    && !evaluation.threshold_fired
+                {
+                    std::hint::black_box(detector.observe(&reading));
+                }
+            }
+            Err(_) => self.rejected += 1,
         }
+        let now = self.clock.elapsed().as_nanos() as u64;
         if record.headers.contains_key(WARMUP_HEADER) {
             return;
         }
@@ -71,6 +90,10 @@ pub(super) async fn end_to_end(
         histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
         processed: Arc::clone(&processed),
         rejected: 0,
+        rules: AlertRules::new(config.alerts.clone()),
+        detector: config
+            .detect_faults
+            .then(|| FleetDetector::new(config.detector.clone())),
     };
     let stop_consumer = CancellationToken::new();
     let consumer = GroupConsumer::connect(
