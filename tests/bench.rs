@@ -232,9 +232,18 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
     let readings = detect["readings"].as_u64().unwrap();
     assert!(readings > 60_000 && readings <= 72_000, "{detect}");
     let kinds = detect["kinds"].as_array().unwrap();
-    assert_eq!(kinds.len(), 7, "{detect}");
-    let episodes: u64 = kinds.iter().map(|k| k["episodes"].as_u64().unwrap()).sum();
+    assert_eq!(
+        kinds.len(),
+        7 + 1,
+        "a line per kind and one for all: {detect}"
+    );
+    let episodes: u64 = kinds[..7]
+        .iter()
+        .map(|k| k["episodes"].as_u64().unwrap())
+        .sum();
     assert!(episodes > 0, "{detect}");
+    assert_eq!(kinds[7]["kind"], "all");
+    assert_eq!(kinds[7]["episodes"], episodes, "{detect}");
     for field in ["detector_cpu_us", "rules_cpu_us", "bytes_per_device"] {
         assert!(detect[field].as_f64().unwrap() > 0.0, "{field}: {detect}");
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::BenchError;
 use crate::sensor::detect::fleet::{FleetDetector, replay};
-use crate::sensor::detect::quality::{FaultJudge, FaultQuality};
+use crate::sensor::detect::quality::{FaultJudge, FaultQuality, QualityLine};
 use crate::sensor::detect::{DetectorSettings, DeviceDetector};
 use crate::sensor::device::DeviceType;
 use crate::sensor::fault::FaultKind;
@@ -27,21 +27,6 @@ const CHUNK: usize = 20_000;
 /// Devices the memory per device is measured with.
 const MEMORY_DEVICES: usize = 100_000;
 
-/// One fault kind's line.
-#[derive(Debug, Clone, Serialize)]
-pub struct KindRow {
-    pub kind: FaultKind,
-    pub episodes: u64,
-    pub found: u64,
-    pub alerts: u64,
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
-    pub median_delay_readings: Option<u64>,
-    /// Episodes a threshold rule fired in (the rules alone).
-    pub thresholds_found: u64,
-}
-
 /// What `bench detect` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct DetectSection {
@@ -49,11 +34,10 @@ pub struct DetectSection {
     pub days: u64,
     pub seed: u64,
     pub readings: u64,
-    pub kinds: Vec<KindRow>,
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
-    pub median_delay_readings: Option<u64>,
+    /// A line per fault kind, then one for all.
+    pub kinds: Vec<QualityLine>,
+    /// Per kind, then all: the episodes the threshold rules alone fired in.
+    pub thresholds_found: Vec<u64>,
     pub clean_readings: u64,
     pub clean_false_alarms: u64,
     pub clean_false_alarms_per_device_day: f64,
@@ -116,32 +100,15 @@ pub(super) fn run(
     let (rules_cpu_us, detector_cpu_us) = costs(&settings(FAULT_PROBABILITY), start, duration)?;
     let bytes_per_device = memory_per_device()?;
 
-    let kinds = quality
-        .kinds()
-        .iter()
-        .zip(thresholds.kinds())
-        .map(|(k, t)| KindRow {
-            kind: k.kind,
-            episodes: k.episodes,
-            found: k.found,
-            alerts: k.alerts,
-            precision: k.precision(),
-            recall: k.recall(),
-            f1: k.f1(),
-            median_delay_readings: k.median_delay(),
-            thresholds_found: t.found,
-        })
-        .collect();
+    let mut thresholds_found: Vec<u64> = thresholds.kinds().iter().map(|k| k.found).collect();
+    thresholds_found.push(thresholds_found.iter().sum());
     let section = DetectSection {
         devices,
         days,
         seed: SEED,
         readings: replayed.readings,
-        kinds,
-        precision: quality.precision(),
-        recall: quality.recall(),
-        f1: quality.f1(),
-        median_delay_readings: quality.median_delay(),
+        kinds: quality.lines(),
+        thresholds_found,
         clean_readings: clean_run.readings,
         clean_false_alarms,
         clean_false_alarms_per_device_day: clean_false_alarms as f64
@@ -151,13 +118,13 @@ pub(super) fn run(
         state_bytes: std::mem::size_of::<DeviceDetector>(),
         bytes_per_device,
     };
+    let all = section.kinds.last().expect("a line for all kinds");
     say(&format!(
         "detect: F1 {:.3} (precision {:.3}, recall {:.3}), median delay {} readings, {:.3} false alarms per device-day on clean signals, {:.2} µs per reading (rules alone {:.2}), {:.0} bytes per device",
-        section.f1,
-        section.precision,
-        section.recall,
-        section
-            .median_delay_readings
+        all.f1,
+        all.precision,
+        all.recall,
+        all.median_delay_readings
             .map_or("-".to_string(), |d| d.to_string()),
         section.clean_false_alarms_per_device_day,
         section.detector_cpu_us,
@@ -294,35 +261,23 @@ pub fn detect_table(section: &DetectSection) -> String {
     out.push_str("| fault kind | episodes | found | alerts naming it | precision | recall | F1 | median delay (readings) | found by the thresholds alone |\n");
     out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let delay = |d: Option<u64>| d.map_or("-".to_string(), |d| d.to_string());
-    for k in &section.kinds {
+    for (line, thresholds) in section.kinds.iter().zip(&section.thresholds_found) {
+        let name = if line.kind == "all" {
+            "**all**".to_string()
+        } else {
+            line.kind.clone()
+        };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} |\n",
-            k.kind,
-            k.episodes,
-            k.found,
-            k.alerts,
-            k.precision,
-            k.recall,
-            k.f1,
-            delay(k.median_delay_readings),
-            k.thresholds_found
+            "| {name} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {thresholds} |\n",
+            line.episodes,
+            line.found,
+            line.alerts,
+            line.precision,
+            line.recall,
+            line.f1,
+            delay(line.median_delay_readings),
         ));
     }
-    out.push_str(&format!(
-        "| **all** | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} |\n",
-        section.kinds.iter().map(|k| k.episodes).sum::<u64>(),
-        section.kinds.iter().map(|k| k.found).sum::<u64>(),
-        section.kinds.iter().map(|k| k.alerts).sum::<u64>(),
-        section.precision,
-        section.recall,
-        section.f1,
-        delay(section.median_delay_readings),
-        section
-            .kinds
-            .iter()
-            .map(|k| k.thresholds_found)
-            .sum::<u64>(),
-    ));
     out.push_str(&format!(
         "\nClean signals (the same fleet, no faults, {} readings): {} false alarms, {:.3} per device-day.\n\nCost: {:.3} µs of CPU per reading for the detector, {:.3} µs for the threshold rules alone; {} bytes of state per device, {:.0} bytes per device resident in a fleet's map ({} devices).\n",
         section.clean_readings,

@@ -179,42 +179,34 @@ pub fn seed(given: &str) -> Result<Option<u64>, Allowed> {
 
 /// A comma-separated list of device types, without repeats.
 pub fn device_types(given: &str) -> Result<Vec<DeviceType>, Allowed> {
-    let names: Vec<&str> = DeviceType::ALL.iter().map(|t| t.as_str()).collect();
-    let allowed = format!(
-        "a comma-separated list of device types from {}",
-        names.join(", ")
-    );
-    let mut types = Vec::new();
-    for part in given.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let kind: DeviceType = part.parse().map_err(|_| allowed.clone())?;
-        if !types.contains(&kind) {
-            types.push(kind);
-        }
-    }
-    if types.is_empty() {
-        return Err(allowed);
-    }
-    Ok(types)
+    names_list(given, &DeviceType::ALL, DeviceType::as_str, "device types")
 }
 
-/// A comma-separated list of sensor fault kinds.
+/// A comma-separated list of sensor fault kinds, without repeats.
 pub fn fault_kinds(given: &str) -> Result<Vec<FaultKind>, Allowed> {
-    let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.as_str()).collect();
-    let allowed = format!(
-        "a comma-separated list of fault kinds from {}",
-        names.join(", ")
-    );
-    let mut kinds = Vec::new();
+    names_list(given, &FaultKind::ALL, FaultKind::as_str, "fault kinds")
+}
+
+/// A comma-separated, non-empty list of names from `all`, without repeats.
+fn names_list<T: FromStr + PartialEq + Copy>(
+    given: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &str,
+) -> Result<Vec<T>, Allowed> {
+    let names: Vec<&str> = all.iter().map(|t| name(*t)).collect();
+    let allowed = format!("a comma-separated list of {what} from {}", names.join(", "));
+    let mut picked = Vec::new();
     for part in given.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let kind: FaultKind = part.parse().map_err(|_| allowed.clone())?;
-        if !kinds.contains(&kind) {
-            kinds.push(kind);
+        let item: T = part.parse().map_err(|_| allowed.clone())?;
+        if !picked.contains(&item) {
+            picked.push(item);
         }
     }
-    if kinds.is_empty() {
+    if picked.is_empty() {
         return Err(allowed);
     }
-    Ok(kinds)
+    Ok(picked)
 }
 
 /// A comma-separated list of `host:port`.

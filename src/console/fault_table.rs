@@ -2,10 +2,10 @@
 
 use maud::{Markup, html};
 
-use super::views::FaultLine;
+use crate::sensor::detect::quality::QualityLine;
 
 /// One line per fault kind and one for all of them.
-pub(super) fn fault_table(lines: &[FaultLine]) -> Markup {
+pub(super) fn fault_table(lines: &[QualityLine]) -> Markup {
     let delay = |d: Option<u64>| d.map_or("-".to_string(), |d| d.to_string());
     html! {
         p.quality { "The fault detector against the simulator's fault episodes (found: an alert between an episode's start and 8 readings after its end):" }

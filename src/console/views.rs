@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use crate::sensor::detect::quality::QualityLine;
+
 use super::ConsoleState;
 use super::cluster::GroupView;
 use super::fleet::{AlertEntry, DeadLetterEntry, DeviceView, Presence};
@@ -423,27 +425,6 @@ pub struct Quality {
     pub recall: f64,
 }
 
-/// The fault detector's quality for one fault kind, against the simulator's episodes.
-#[derive(Debug, Clone, Serialize)]
-pub struct FaultLine {
-    /// The kind (`all` for every kind together).
-    pub kind: String,
-    /// Episodes injected.
-    pub episodes: u64,
-    /// Episodes an alert was raised for.
-    pub found: u64,
-    /// Alerts naming the kind.
-    pub alerts: u64,
-    /// Of those, the share inside an episode.
-    pub precision: f64,
-    /// Of the episodes, the share found.
-    pub recall: f64,
-    /// Harmonic mean of the two.
-    pub f1: f64,
-    /// Median readings from an episode's start to its alert.
-    pub median_delay_readings: Option<u64>,
-}
-
 /// The alerts page.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertsView {
@@ -453,7 +434,7 @@ pub struct AlertsView {
     pub quality: Option<Quality>,
     /// The fault detector's quality per kind, when the pipeline runs in this
     /// process with the detector on and readings carry fault episodes.
-    pub faults: Option<Vec<FaultLine>>,
+    pub faults: Option<Vec<QualityLine>>,
     /// Kinds seen, for the filter.
     pub kinds: Vec<String>,
     /// The matching alerts kept, newest first.
@@ -496,35 +477,8 @@ pub(super) fn alerts(state: &ConsoleState, query: &AlertsQuery) -> AlertsView {
         }
     });
     let faults = state.pipeline.processing.as_ref().and_then(|stats| {
-        let q = stats.fault_quality();
-        if q.episodes() == 0 {
-            return None;
-        }
-        let mut lines: Vec<FaultLine> = q
-            .kinds()
-            .iter()
-            .map(|k| FaultLine {
-                kind: k.kind.as_str().to_string(),
-                episodes: k.episodes,
-                found: k.found,
-                alerts: k.alerts,
-                precision: k.precision(),
-                recall: k.recall(),
-                f1: k.f1(),
-                median_delay_readings: k.median_delay(),
-            })
-            .collect();
-        lines.push(FaultLine {
-            kind: "all".to_string(),
-            episodes: q.episodes(),
-            found: q.kinds().iter().map(|k| k.found).sum(),
-            alerts: q.alerts(),
-            precision: q.precision(),
-            recall: q.recall(),
-            f1: q.f1(),
-            median_delay_readings: q.median_delay(),
-        });
-        Some(lines)
+        let quality = stats.fault_quality();
+        (quality.episodes() > 0).then(|| quality.lines())
     });
     AlertsView {
         last_hour: fleet.alerts_last_hour(now_ms()),

@@ -40,6 +40,7 @@ struct Processing {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     events: Events,
+    stats: Arc<ProcessingStats>,
 }
 
 async fn start_processing(config: &Config) -> Processing {
@@ -63,7 +64,12 @@ async fn start_processing(config: &Config) -> Processing {
         let processor = consumer.run(token).await.expect("consumer ran");
         processor.close().await;
     });
-    Processing { stop, task, events }
+    Processing {
+        stop,
+        task,
+        events,
+        stats,
+    }
 }
 
 #[tokio::test]
@@ -225,26 +231,7 @@ async fn the_fault_detector_finds_injected_sensor_faults_and_its_quality_is_coun
     wiring::ensure_pipeline_topics(&config, &CancellationToken::new())
         .await
         .expect("topics");
-    let events: Events = Arc::default();
-    let sink = Arc::clone(&events);
-    let stats = Arc::new(ProcessingStats::default());
-    let stop = CancellationToken::new();
-    let consumer = wiring::processing_consumer(
-        &config,
-        &stats,
-        Some(Arc::new(move |event: &ProcessingEvent| {
-            sink.lock().unwrap().push(event.clone())
-        })),
-        &stop,
-    )
-    .await
-    .expect("processing starts")
-    .expect("not cancelled");
-    let token = stop.clone();
-    let task = tokio::spawn(async move {
-        let processor = consumer.run(token).await.expect("consumer ran");
-        processor.close().await;
-    });
+    let processing = start_processing(&config).await;
 
     let shutdown = CancellationToken::new();
     let producer = wiring::reading_producer(&config, |_, _| {}, &shutdown)
@@ -255,6 +242,7 @@ async fn the_fault_detector_finds_injected_sensor_faults_and_its_quality_is_coun
         .await
         .expect("ingest");
     assert_eq!(summary.producer.acked, total);
+    let stats = Arc::clone(&processing.stats);
     common::eventually(
         Duration::from_secs(90),
         "every reading processed",
@@ -263,11 +251,11 @@ async fn the_fault_detector_finds_injected_sensor_faults_and_its_quality_is_coun
     .await;
     // A tick passes the judge's tally to the stats.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.cancel();
-    task.await.expect("processing task");
+    processing.stop.cancel();
+    processing.task.await.expect("processing task");
 
     // The episodes in the readings, counted here from their labels.
-    let events = events.lock().unwrap().clone();
+    let events = processing.events.lock().unwrap().clone();
     let mut episodes: BTreeMap<String, HashSet<(String, String)>> = BTreeMap::new();
     let mut fault_alerts = 0;
     for event in &events {

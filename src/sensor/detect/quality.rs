@@ -74,6 +74,27 @@ impl KindQuality {
     }
 }
 
+/// One line of a quality table: a kind, or `all`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QualityLine {
+    /// The fault kind, or `all`.
+    pub kind: String,
+    /// Episodes.
+    pub episodes: u64,
+    /// Episodes an alert was raised for.
+    pub found: u64,
+    /// Alerts naming the kind.
+    pub alerts: u64,
+    /// Of those, the share inside an episode.
+    pub precision: f64,
+    /// Of the episodes, the share found.
+    pub recall: f64,
+    /// Harmonic mean of the two.
+    pub f1: f64,
+    /// Median readings from an episode's start to its first alert.
+    pub median_delay_readings: Option<u64>,
+}
+
 /// The whole tally, per kind and over all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaultQuality {
@@ -133,6 +154,35 @@ impl FaultQuality {
         f1(self.precision(), self.recall())
     }
 
+    /// A line per kind, then one for all of them.
+    pub fn lines(&self) -> Vec<QualityLine> {
+        let mut lines: Vec<QualityLine> = self
+            .kinds
+            .iter()
+            .map(|k| QualityLine {
+                kind: k.kind.as_str().to_string(),
+                episodes: k.episodes,
+                found: k.found,
+                alerts: k.alerts,
+                precision: k.precision(),
+                recall: k.recall(),
+                f1: k.f1(),
+                median_delay_readings: k.median_delay(),
+            })
+            .collect();
+        lines.push(QualityLine {
+            kind: "all".to_string(),
+            episodes: self.episodes(),
+            found: self.kinds.iter().map(|k| k.found).sum(),
+            alerts: self.alerts(),
+            precision: self.precision(),
+            recall: self.recall(),
+            f1: self.f1(),
+            median_delay_readings: self.median_delay(),
+        });
+        lines
+    }
+
     /// Median delay over every episode found, in readings.
     pub fn median_delay(&self) -> Option<u64> {
         let mut all = vec![0; DELAY_BUCKETS];
@@ -175,10 +225,13 @@ impl FaultJudge {
         &self.quality
     }
 
-    /// Takes a reading of `device` at `at` and the episode it belongs to, if any.
+    /// Takes a reading of `device` at `at` and the episode it belongs to, if
+    /// any. A device is remembered from its first episode or alert on: a
+    /// fleet without ground truth costs the judge nothing per device.
     pub fn reading(&mut self, device: &str, at: DateTime<Utc>, truth: Option<&FaultTruth>) {
         let state = match self.devices.get_mut(device) {
             Some(state) => state,
+            None if truth.is_none() => return,
             None => self.devices.entry(device.to_string()).or_default(),
         };
         if let Some(last) = state.last_at {
@@ -188,6 +241,13 @@ impl FaultJudge {
             }
         }
         state.last_at = Some(at);
+        // A silence's label rides on the reading one interval after its end.
+        if let Some(truth) = truth
+            && truth.kind == FaultKind::Silence
+            && state.interval_ms == 0
+        {
+            state.interval_ms = (at - truth.ends_at).num_milliseconds().max(0);
+        }
         if let Some(truth) = truth
             && state
                 .episode
@@ -209,11 +269,12 @@ impl FaultJudge {
     }
 
     fn judge(&mut self, device: &str, at: DateTime<Utc>, kind: FaultKind, last_chance: bool) {
-        let Some(state) = self.devices.get_mut(device) else {
-            self.quality.kind_mut(kind).alerts += 1;
-            self.quality.false_alarms += 1;
-            return;
-        };
+        if !self.devices.contains_key(device) {
+            // Its label (a silence's comes after it) may still come.
+            self.devices
+                .insert(device.to_string(), DeviceTruth::default());
+        }
+        let state = self.devices.get_mut(device).expect("inserted above");
         let grace = chrono::Duration::milliseconds(state.interval_ms.max(1) * GRACE_READINGS);
         let matched = state
             .episode
