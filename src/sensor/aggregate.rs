@@ -31,14 +31,19 @@
 //! then rebuilt from all its records, which all lie at or after the commit.
 
 use std::collections::{BTreeMap, btree_map::Entry};
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::intern::Interner;
+use crate::sensor::device::DeviceType;
 use crate::sensor::reading::SensorReading;
 
 /// Milliseconds in a minute.
 const MINUTE_MS: i64 = 60_000;
+/// Distinct units kept before those no open minute uses are dropped.
+const UNITS_KEPT: usize = 64;
 
 /// What the aggregation stage is configured with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,11 +162,12 @@ impl From<AggregateSource> for Resume {
     }
 }
 
-/// A minute being summed up.
+/// A minute being summed up: a hundred thousand devices keep one or two
+/// open each, so it holds no string of its own (the unit is shared).
 #[derive(Debug, Clone)]
 struct OpenMinute {
-    device_type: String,
-    unit: String,
+    device_type: DeviceType,
+    unit: Arc<str>,
     first_offset: i64,
     count: u64,
     min: f64,
@@ -173,10 +179,10 @@ struct OpenMinute {
 }
 
 impl OpenMinute {
-    fn new(reading: &SensorReading, offset: i64) -> Self {
+    fn new(reading: &SensorReading, unit: Arc<str>, offset: i64) -> Self {
         OpenMinute {
-            device_type: reading.device_type.as_str().to_string(),
-            unit: reading.unit.clone(),
+            device_type: reading.device_type,
+            unit,
             first_offset: offset,
             count: 0,
             min: f64::INFINITY,
@@ -217,6 +223,8 @@ pub struct PartitionAggregator {
     resume: Option<Resume>,
     /// Readings that came after their minute was closed.
     late: u64,
+    /// The units of the open minutes, one copy each.
+    units: Interner,
 }
 
 impl PartitionAggregator {
@@ -230,6 +238,7 @@ impl PartitionAggregator {
             first_offsets: BTreeMap::new(),
             resume: None,
             late: 0,
+            units: Interner::new(),
         }
     }
 
@@ -272,7 +281,8 @@ impl PartitionAggregator {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
                 *self.first_offsets.entry(offset).or_default() += 1;
-                entry.insert(OpenMinute::new(reading, offset))
+                let unit = self.units.get(&reading.unit);
+                entry.insert(OpenMinute::new(reading, unit, offset))
             }
         };
         open.add(reading);
@@ -329,8 +339,8 @@ impl PartitionAggregator {
             }
             closed.push(MinuteAggregate {
                 device_id,
-                device_type: open.device_type,
-                unit: open.unit,
+                device_type: open.device_type.as_str().to_string(),
+                unit: open.unit.to_string(),
                 minute: Utc
                     .timestamp_millis_opt(minute)
                     .single()
@@ -349,6 +359,11 @@ impl PartitionAggregator {
                     watermark_ms: after,
                 },
             });
+        }
+        if self.units.len() > UNITS_KEPT {
+            // Units only devices of closed minutes used (readings from a
+            // gateway may name any) are let go.
+            self.units.drop_unused();
         }
         closed
     }
