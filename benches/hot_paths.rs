@@ -16,7 +16,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use metrocloud::kafka::partitioner::partition_for_key;
 use metrocloud::kafka::producer::{BatchEncoding, Compression};
-use metrocloud::pipeline::sources::simulator::to_record;
+use metrocloud::pipeline::sources::simulator::RecordWriter;
 use metrocloud::sensor::device::DeviceType;
 use metrocloud::sensor::reading::SensorReading;
 use metrocloud::sensor::simulator::{Fleet, SimulatorSettings};
@@ -66,9 +66,10 @@ fn hot_paths(c: &mut Criterion) {
     let mut group = c.benchmark_group("build a batch");
     group.throughput(Throughput::Elements(sample.len() as u64));
     let mut encoding = BatchEncoding::new("iot-sensor-data", Compression::None);
+    let mut writer = RecordWriter::new(1);
     group.bench_function("1,000 readings into a Produce request", |b| {
         b.iter(|| {
-            let records = sample.iter().map(|r| to_record(r, &run_id));
+            let records = sample.iter().map(|r| writer.record(r, &run_id).1);
             black_box(encoding.encode(records))
         })
     });

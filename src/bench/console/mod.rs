@@ -26,7 +26,7 @@ use super::usage::{peak_rss, process_cpu};
 use super::worker::Payload;
 use super::{Bench, BenchError, MIB, Readings};
 use crate::kafka::producer::Producer;
-use crate::pipeline::sources::simulator::to_record;
+use crate::pipeline::sources::simulator::RecordWriter;
 use crate::sensor::simulator::{Fleet, SimulatorSettings};
 
 /// Every page, and the JSON of the fleet, as a browser or a script asks for them.
@@ -370,12 +370,14 @@ impl Bench<'_> {
         .await
         .map_err(|e| BenchError::Cluster(format!("producer for {topic}: {e}")))?;
         let count = u64::from(devices) * 2;
+        let mut records = RecordWriter::new(producer.partitions());
         for _ in 0..count {
             let reading = fleet
                 .next_due(Duration::MAX)
                 .expect("a fleet always has a next reading");
+            let (partition, record) = records.record(&reading, &run_id);
             producer
-                .send(to_record(&reading, &run_id))
+                .send_to(partition, record)
                 .await
                 .map_err(|e| BenchError::Cluster(format!("sending to {topic}: {e}")))?;
         }

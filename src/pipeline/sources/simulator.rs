@@ -5,15 +5,22 @@
 //! cluster slows the simulator rather than filling memory. On shutdown the
 //! simulator stops first and the producer then delivers everything it holds:
 //! every reading generated ends acknowledged or counted as failed.
+//!
+//! A record's key and value are not allocations of their own: they are
+//! written into a chunk of a buffer kept per partition ([`RecordWriter`]),
+//! which a hundred or so records share. A heap profile of `metrocloud run`
+//! with 100,000 devices found the readings' JSON, each in a vector grown by
+//! doubling (512 bytes for a reading of 390), among its largest holders.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::Headers;
+use crate::kafka::partitioner::partition_for_key;
 use crate::kafka::producer::{
     Delivery, DeliveryListener, OutgoingRecord, Producer, ProducerError, ProducerSnapshot,
 };
@@ -45,18 +52,57 @@ fn schema_header(version: u32) -> Bytes {
     }
 }
 
-/// Turns a reading into the record that carries it.
-pub fn to_record(reading: &SensorReading, run_id: &Arc<str>) -> OutgoingRecord<ReadingId> {
-    OutgoingRecord {
-        key: Bytes::copy_from_slice(reading.key()),
-        value: Bytes::from(reading.to_json()),
-        headers: Headers::one(SCHEMA_HEADER, schema_header(reading.schema_version)),
-        timestamp: reading.timestamp,
-        meta: ReadingId {
-            device_id: reading.device_id.clone(),
-            run_id: Arc::clone(run_id),
-            sequence: reading.sequence,
-        },
+/// Bytes a partition's buffer takes at a time for the records written into it.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// Room left in a chunk below which the next record starts a new one (a
+/// record that is larger still grows the chunk as it is written).
+const RECORD_ROOM: usize = 2 * 1024;
+
+/// Writes readings' records into one buffer per partition, a record's key
+/// and value each a slice of the partition's current chunk. A chunk is freed
+/// when the last record in it is done with; a partition's records are
+/// acknowledged in order, so a partition whose leader is away holds back
+/// only its own chunks, never its neighbours'.
+#[derive(Debug)]
+pub struct RecordWriter {
+    chunks: Vec<BytesMut>,
+}
+
+impl RecordWriter {
+    /// A writer for a topic of `partitions` partitions.
+    pub fn new(partitions: i32) -> Self {
+        RecordWriter {
+            chunks: (0..partitions.max(1)).map(|_| BytesMut::new()).collect(),
+        }
+    }
+
+    /// The partition a reading's record goes to (its device's, by key), and the record.
+    pub fn record(
+        &mut self,
+        reading: &SensorReading,
+        run_id: &Arc<str>,
+    ) -> (i32, OutgoingRecord<ReadingId>) {
+        let partition = partition_for_key(reading.key(), self.chunks.len() as i32);
+        let chunk = &mut self.chunks[partition as usize];
+        if chunk.capacity() - chunk.len() < RECORD_ROOM {
+            chunk.reserve(CHUNK_BYTES);
+        }
+        chunk.extend_from_slice(reading.key());
+        let key = chunk.split().freeze();
+        serde_json::to_writer(chunk.writer(), reading).expect("a reading always serializes");
+        let value = chunk.split().freeze();
+        let record = OutgoingRecord {
+            key,
+            value,
+            headers: Headers::one(SCHEMA_HEADER, schema_header(reading.schema_version)),
+            timestamp: reading.timestamp,
+            meta: ReadingId {
+                device_id: reading.device_id.clone(),
+                run_id: Arc::clone(run_id),
+                sequence: reading.sequence,
+            },
+        };
+        (partition, record)
     }
 }
 
@@ -112,6 +158,7 @@ pub async fn run_ingest(
     shutdown: CancellationToken,
 ) -> Result<IngestSummary, ProducerError> {
     let run_id: Arc<str> = Arc::from(fleet.run_id());
+    let mut records = RecordWriter::new(producer.partitions());
     let started = Instant::now();
     let result = async {
         loop {
@@ -119,7 +166,8 @@ pub async fn run_ingest(
             while let Some(reading) = fleet.next_due(elapsed) {
                 // A generated reading is always handed over, even when shutdown
                 // comes while the buffer is full: it then ends acked or failed.
-                producer.send(to_record(&reading, &run_id)).await?;
+                let (partition, record) = records.record(&reading, &run_id);
+                producer.send_to(partition, record).await?;
                 if shutdown.is_cancelled() || limit.is_some_and(|limit| fleet.emitted() >= limit) {
                     return Ok(());
                 }
@@ -149,10 +197,11 @@ mod tests {
     use crate::sensor::reading::tests::example;
 
     #[test]
-    fn a_readings_record_is_keyed_by_its_device_and_names_its_schema() {
+    fn a_readings_record_is_keyed_by_its_device_and_goes_to_its_partition() {
         let reading = example();
-        let record = to_record(&reading, &Arc::from("run-1"));
+        let (partition, record) = RecordWriter::new(6).record(&reading, &Arc::from("run-1"));
         assert_eq!(&record.key[..], b"temperature-000042");
+        assert_eq!(partition, partition_for_key(b"temperature-000042", 6));
         assert_eq!(record.value, reading.to_json());
         assert_eq!(
             record.headers.get(SCHEMA_HEADER),
@@ -165,7 +214,37 @@ mod tests {
     fn an_older_schema_version_is_named_as_it_is() {
         let mut reading = example();
         reading.schema_version = 7;
-        let record = to_record(&reading, &Arc::from("run-1"));
+        let (_, record) = RecordWriter::new(6).record(&reading, &Arc::from("run-1"));
         assert_eq!(record.headers.get(SCHEMA_HEADER), Some(&b"7"[..]));
+    }
+
+    #[test]
+    fn records_sharing_a_chunk_keep_their_own_bytes_whatever_comes_after_them() {
+        let mut writer = RecordWriter::new(1);
+        let run: Arc<str> = Arc::from("run-1");
+        let mut readings = Vec::new();
+        let mut records = Vec::new();
+        // Enough readings to fill several chunks, one far larger than a
+        // record's room, and records dropped on the way (acknowledged ones).
+        for sequence in 0..1_000u64 {
+            let mut reading = example();
+            reading.sequence = sequence;
+            reading.device_id = format!("temperature-{sequence:06}");
+            if sequence == 500 {
+                reading.firmware_version = "x".repeat(3 * CHUNK_BYTES);
+            }
+            let (_, record) = writer.record(&reading, &run);
+            if sequence % 3 == 0 {
+                drop(record);
+            } else {
+                records.push(record);
+                readings.push(reading);
+            }
+        }
+        for (reading, record) in readings.iter().zip(&records) {
+            assert_eq!(&record.key[..], reading.device_id.as_bytes());
+            assert_eq!(record.value, reading.to_json());
+            assert_eq!(record.meta.sequence, reading.sequence);
+        }
     }
 }
