@@ -71,30 +71,14 @@ pub(super) fn run(
         "detect: {devices} devices, {days} days at one reading a minute, faults with probability {FAULT_PROBABILITY} per reading, seed {SEED}"
     ));
     let mut fleet = Fleet::new(&settings(FAULT_PROBABILITY), start);
-    let mut detector = FleetDetector::new(DetectorSettings::default());
-    let mut judge = FaultJudge::new();
-    let replayed = replay(
-        &mut fleet,
-        duration,
-        INTERVAL,
-        &mut detector,
-        Some(&mut judge),
-    );
-    let quality = judge.quality().clone();
+    let replayed = replay(&mut fleet, duration, INTERVAL, DetectorSettings::default());
+    let quality = &replayed.quality;
     let thresholds = thresholds_alone(&settings(FAULT_PROBABILITY), start, duration);
 
     say("detect: the same fleet without faults");
     let mut clean = Fleet::new(&settings(0.0), start);
-    let mut clean_detector = FleetDetector::new(DetectorSettings::default());
-    let mut clean_judge = FaultJudge::new();
-    let clean_run = replay(
-        &mut clean,
-        duration,
-        INTERVAL,
-        &mut clean_detector,
-        Some(&mut clean_judge),
-    );
-    let clean_false_alarms = clean_judge.quality().false_alarms;
+    let clean_run = replay(&mut clean, duration, INTERVAL, DetectorSettings::default());
+    let clean_false_alarms = clean_run.quality.false_alarms;
 
     say("detect: CPU per reading, the rules alone and the detector alone");
     let (rules_cpu_us, detector_cpu_us) = costs(&settings(FAULT_PROBABILITY), start, duration)?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::quality::FaultJudge;
+use super::quality::{FaultJudge, FaultQuality};
 use super::{DetectorSettings, DeviceDetector, Verdict};
 use crate::sensor::fault::FaultKind;
 use crate::sensor::reading::SensorReading;
@@ -79,25 +79,28 @@ impl FleetDetector {
 }
 
 /// What a replay counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Replayed {
     /// Readings the fleet made.
     pub readings: u64,
     /// Alerts the detector raised (silences included).
     pub alerts: u64,
+    /// The alerts judged against the fleet's labels.
+    pub quality: FaultQuality,
 }
 
 /// Runs `fleet` from its start for `duration` of its own time, as fast as it
-/// goes, through `detector` (looking for silences four times per `interval`)
-/// and, with `judge`, tallies the alerts against the fleet's labels.
+/// goes, through a detector per device with `settings` (looking for silences
+/// four times per `interval`), and judges the alerts against the fleet's labels.
 pub fn replay(
     fleet: &mut Fleet,
     duration: Duration,
     interval: Duration,
-    detector: &mut FleetDetector,
-    mut judge: Option<&mut FaultJudge>,
+    settings: DetectorSettings,
 ) -> Replayed {
-    let mut replayed = Replayed::default();
+    let mut detector = FleetDetector::new(settings);
+    let mut judge = FaultJudge::new();
+    let (mut readings, mut alerts) = (0, 0);
     let sweep_every = chrono::Duration::from_std(interval / 4).unwrap_or(chrono::Duration::MAX);
     let mut swept_at: Option<DateTime<Utc>> = None;
     // The readings due before `duration`, not at it.
@@ -107,23 +110,21 @@ pub fn replay(
         if swept_at.is_none_or(|last| now - last >= sweep_every) {
             swept_at = Some(now);
             for (device, now) in detector.silences(|_| Some(now)) {
-                replayed.alerts += 1;
-                if let Some(judge) = judge.as_deref_mut() {
-                    judge.alert(&device, now, FaultKind::Silence);
-                }
+                alerts += 1;
+                judge.alert(&device, now, FaultKind::Silence);
             }
         }
-        if let Some(judge) = judge.as_deref_mut() {
-            judge.reading(&reading.device_id, now, reading.fault.as_ref());
-        }
+        judge.reading(&reading.device_id, now, reading.fault.as_ref());
         let verdict = detector.observe(&reading);
-        replayed.readings += 1;
+        readings += 1;
         if let Some(kind) = verdict.raised {
-            replayed.alerts += 1;
-            if let Some(judge) = judge.as_deref_mut() {
-                judge.alert(&reading.device_id, now, kind);
-            }
+            alerts += 1;
+            judge.alert(&reading.device_id, now, kind);
         }
     }
-    replayed
+    Replayed {
+        readings,
+        alerts,
+        quality: judge.quality().clone(),
+    }
 }

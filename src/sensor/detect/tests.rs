@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::fleet::{FleetDetector, replay};
-use super::quality::{FaultJudge, FaultQuality};
+use super::fleet::replay;
+use super::quality::FaultQuality;
 use super::*;
 use crate::sensor::device::DeviceType;
 use crate::sensor::simulator::{Fleet, SimulatorSettings};
@@ -40,22 +40,14 @@ fn run(types: &[DeviceType], kinds: &[FaultKind], devices: u32, days: u64, seed:
         fault_kinds: kinds.to_vec(),
     };
     let mut fleet = Fleet::new(&settings, start);
-    let mut detector = FleetDetector::new(DetectorSettings::default());
-    let mut judge = FaultJudge::new();
     let duration = Duration::from_secs(days * 86_400);
-    let replayed = replay(
-        &mut fleet,
-        duration,
-        INTERVAL,
-        &mut detector,
-        Some(&mut judge),
-    );
+    let replayed = replay(&mut fleet, duration, INTERVAL, DetectorSettings::default());
     assert_eq!(
         replayed.readings + fleet.silenced(),
         u64::from(devices) * days * 1440
     );
     Outcome {
-        quality: judge.quality().clone(),
+        quality: replayed.quality,
         device_days: f64::from(devices) * days as f64,
     }
 }
