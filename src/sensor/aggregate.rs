@@ -42,7 +42,7 @@ use crate::sensor::reading::SensorReading;
 
 /// Milliseconds in a minute.
 const MINUTE_MS: i64 = 60_000;
-/// Distinct units kept before those no open minute uses are dropped.
+/// Distinct units held before the first look for those no open minute uses.
 const UNITS_KEPT: usize = 64;
 
 /// What the aggregation stage is configured with.
@@ -225,6 +225,10 @@ pub struct PartitionAggregator {
     late: u64,
     /// The units of the open minutes, one copy each.
     units: Interner,
+    /// Units held at which those no open minute uses are looked for next:
+    /// twice what was left the last time, so the look is rare however many
+    /// units are in use.
+    units_limit: usize,
 }
 
 impl PartitionAggregator {
@@ -239,6 +243,7 @@ impl PartitionAggregator {
             resume: None,
             late: 0,
             units: Interner::new(),
+            units_limit: UNITS_KEPT,
         }
     }
 
@@ -360,10 +365,11 @@ impl PartitionAggregator {
                 },
             });
         }
-        if self.units.len() > UNITS_KEPT {
+        if self.units.len() > self.units_limit {
             // Units only devices of closed minutes used (readings from a
             // gateway may name any) are let go.
             self.units.drop_unused();
+            self.units_limit = (2 * self.units.len()).max(UNITS_KEPT);
         }
         closed
     }

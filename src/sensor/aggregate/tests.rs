@@ -239,3 +239,27 @@ fn the_commit_never_passes_the_first_record_of_an_open_minute() {
         assert_eq!(aggregator.low_water(), oldest_open, "after record {offset}");
     }
 }
+
+#[test]
+fn units_of_closed_minutes_are_let_go_and_each_aggregate_keeps_its_own() {
+    let mut aggregator = PartitionAggregator::new(0, GRACE_MS);
+    // A device a minute, each naming a unit of its own: 1,000 units in all.
+    let readings: Vec<SensorReading> = (0..1_000i64)
+        .map(|minute| SensorReading {
+            unit: format!("unit-{minute}"),
+            ..reading("a", minute * MINUTE_MS, 1.0)
+        })
+        .collect();
+    let written = aggregate_all(&mut aggregator, &readings);
+    assert!(written.len() >= 990, "{} aggregates", written.len());
+    for aggregate in &written {
+        let minute = (aggregate.minute - start()).num_minutes();
+        assert_eq!(aggregate.unit, format!("unit-{minute}"));
+    }
+    assert!(
+        aggregator.units.len() <= UNITS_KEPT + 1,
+        "{} units held for {} open minutes",
+        aggregator.units.len(),
+        aggregator.open_minutes()
+    );
+}

@@ -83,9 +83,7 @@ impl FleetDetector {
 pub struct Replayed {
     /// Readings the fleet made.
     pub readings: u64,
-    /// Alerts the detector raised (silences included).
-    pub alerts: u64,
-    /// The alerts judged against the fleet's labels.
+    /// The detector's alerts (silences included) judged against the fleet's labels.
     pub quality: FaultQuality,
 }
 
@@ -100,7 +98,7 @@ pub fn replay(
 ) -> Replayed {
     let mut detector = FleetDetector::new(settings);
     let mut judge = FaultJudge::new();
-    let (mut readings, mut alerts) = (0, 0);
+    let mut readings = 0;
     let sweep_every = chrono::Duration::from_std(interval / 4).unwrap_or(chrono::Duration::MAX);
     let mut swept_at: Option<DateTime<Utc>> = None;
     // The readings due before `duration`, not at it.
@@ -110,7 +108,6 @@ pub fn replay(
         if swept_at.is_none_or(|last| now - last >= sweep_every) {
             swept_at = Some(now);
             for (device, now) in detector.silences(|_| Some(now)) {
-                alerts += 1;
                 judge.alert(&device, now, FaultKind::Silence);
             }
         }
@@ -118,13 +115,11 @@ pub fn replay(
         let verdict = detector.observe(&reading);
         readings += 1;
         if let Some(kind) = verdict.raised {
-            alerts += 1;
             judge.alert(&reading.device_id, now, kind);
         }
     }
     Replayed {
         readings,
-        alerts,
         quality: judge.quality().clone(),
     }
 }
