@@ -163,15 +163,18 @@ impl Load {
                             observed.longest_stall = observed.longest_stall.max(now - last);
                         }
                         observed.last_ack = Some(now);
-                        observed.audit.acked(&id.device_id, &id.run_id, id.sequence);
                         observed
-                            .acked_at
-                            .insert((partition, offset), (id.device_id, id.sequence));
+                            .audit
+                            .acked(id.device_id(), &id.run_id, id.sequence);
+                        observed.acked_at.insert(
+                            (partition, offset),
+                            (id.device_id().to_string(), id.sequence),
+                        );
                     }
                     Delivery::Failed { .. } => {
                         observed
                             .audit
-                            .failed(&id.device_id, &id.run_id, id.sequence)
+                            .failed(id.device_id(), &id.run_id, id.sequence)
                     }
                 }
             }

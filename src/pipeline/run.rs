@@ -435,8 +435,8 @@ where
     let listener = {
         let audit = Arc::clone(&audit);
         move |id: ReadingId, delivery: Delivery| match delivery {
-            Delivery::Acked { .. } => lock(&audit).acked(&id.device_id, &id.run_id, id.sequence),
-            Delivery::Failed { .. } => lock(&audit).failed(&id.device_id, &id.run_id, id.sequence),
+            Delivery::Acked { .. } => lock(&audit).acked(id.device_id(), &id.run_id, id.sequence),
+            Delivery::Failed { .. } => lock(&audit).failed(id.device_id(), &id.run_id, id.sequence),
         }
     };
     let producer = wiring::reading_producer(config, listener, &shutdown).await?;

@@ -99,7 +99,9 @@ async fn every_acked_reading_is_processed_once_and_every_threshold_anomaly_is_al
         &config,
         move |id, delivery| {
             if matches!(delivery, Delivery::Acked { .. }) {
-                sink.lock().unwrap().insert((id.device_id, id.sequence));
+                sink.lock()
+                    .unwrap()
+                    .insert((id.device_id().to_string(), id.sequence));
             }
         },
         &shutdown,

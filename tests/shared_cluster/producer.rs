@@ -67,7 +67,7 @@ async fn every_reading_is_acked_once_stored_once_and_in_device_order_on_its_keys
         .iter()
         .map(|(id, delivery)| {
             assert!(matches!(delivery, Delivery::Acked { .. }), "{delivery:?}");
-            (id.device_id.clone(), id.sequence)
+            (id.device_id().to_string(), id.sequence)
         })
         .collect();
     assert_eq!(acked.len(), 5_000, "each reading acknowledged once");
@@ -146,7 +146,7 @@ async fn readings_sent_the_moment_a_topic_exists_are_stored_in_device_order() {
             .lock()
             .unwrap()
             .iter()
-            .map(|(id, _)| (id.device_id.clone(), id.sequence))
+            .map(|(id, _)| (id.device_id().to_string(), id.sequence))
             .collect();
         assert_eq!(stored_in_device_order(&stored), acked);
     }

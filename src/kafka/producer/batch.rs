@@ -9,17 +9,17 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::records::Record;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::encode::QueuedRecord;
 use super::inbox::Inbox;
 
 /// A record from `send` until its delivery. It is moved from the caller to
 /// the partition's inbox and from there to its batch; it is kept small
 /// because each move is a copy ([`super::inbox`]).
 pub(super) struct Pending<M> {
-    pub(super) record: Record,
+    pub(super) record: QueuedRecord,
     /// The record's [`super::OutgoingRecord::size`].
     pub(super) size: usize,
     pub(super) meta: M,
@@ -176,7 +176,7 @@ mod tests {
 
     use super::*;
     use crate::kafka::producer::inbox::{InboxSender, inbox};
-    use crate::kafka::producer::{OutgoingRecord, RECORD_OVERHEAD};
+    use crate::kafka::producer::{OutgoingRecord, record_overhead};
 
     /// A record as `send` queues it, with `value_bytes` of value and `id` as its data.
     fn pending(value_bytes: usize, id: u32) -> Pending<u32> {
@@ -188,7 +188,7 @@ mod tests {
             meta: id,
         };
         let size = record.size();
-        let (record, meta) = record.into_wire_record();
+        let (record, meta) = record.into_queued();
         Pending {
             record,
             size,
@@ -224,7 +224,7 @@ mod tests {
         for id in 0..5 {
             gathered.push(pending_in(&budget, 1_000, id));
         }
-        // Each record is about 1,065 bytes: the third one reaches 2,500.
+        // Each record is over 1,000 bytes: the third one reaches 2,500.
         let first = gathered.take_batch(2_500, &budget).unwrap();
         let second = gathered.take_batch(2_500, &budget).unwrap();
         assert_eq!([ids(&first), ids(&second)], [vec![0, 1, 2], vec![3, 4]]);
@@ -242,7 +242,7 @@ mod tests {
             push(&sender, pending_in(&budget, 10, id));
         }
         assert!(gathered.take_arrived(&inbox));
-        assert_eq!(gathered.bytes(), 10 * (1 + 10 + RECORD_OVERHEAD));
+        assert_eq!(gathered.bytes(), 10 * (1 + 10 + record_overhead::<u32>()));
         let first = gathered.take_batch(1_000_000, &budget).unwrap();
         assert_eq!(ids(&first), (0..10).collect::<Vec<_>>());
         push(&sender, pending_in(&budget, 10, 10));
@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn a_record_holds_its_share_of_the_buffer_until_its_batch_is_done() {
-        let one_record = 1 + 1 + RECORD_OVERHEAD;
+        let one_record = 1 + 1 + record_overhead::<u32>();
         let budget = Arc::new(Semaphore::new(3 * one_record));
         let mut gathered = Gathered::default();
         for id in 0..3 {

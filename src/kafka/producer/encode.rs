@@ -19,10 +19,11 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::{
-    Compression as WireCompression, Record, RecordBatchEncoder, RecordEncodeOptions,
+    Compression as WireCompression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 use super::Compression;
+use crate::kafka::headers::Headers;
 
 /// Buffers kept for reuse, at most; more are freed when given back.
 const POOLED_BUFFERS: usize = 8;
@@ -54,36 +55,54 @@ impl RequestShape {
     }
 }
 
-/// Numbers `records` as one batch of `identity` starting at `base_sequence`.
-pub(super) fn number<'a>(
-    records: impl Iterator<Item = &'a mut Record>,
-    identity: ProducerIdentity,
-    base_sequence: i32,
-) {
-    for (index, record) in records.enumerate() {
-        record.producer_id = identity.id;
-        record.producer_epoch = identity.epoch;
-        record.offset = index as i64;
-        record.sequence = base_sequence.wrapping_add(index as i32);
+/// A record to be filled in by [`Encoder::record_batch`].
+fn blank_record() -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: 0,
+        timestamp: 0,
+        key: None,
+        value: None,
+        headers: Default::default(),
     }
+}
+
+/// A record as it waits for its batch: what the batch is encoded from,
+/// again if it must be numbered anew.
+#[derive(Debug)]
+pub(super) struct QueuedRecord {
+    pub(super) key: Bytes,
+    pub(super) value: Bytes,
+    pub(super) headers: Headers,
+    pub(super) timestamp_ms: i64,
 }
 
 /// Encodes batches and requests into reused buffers; see the module documentation.
 #[derive(Default)]
 pub(super) struct Encoder {
     pool: Vec<BytesMut>,
+    /// The records of the batch being encoded, in the form the batch encoder
+    /// reads. They are used again for every batch (a header map keeps its
+    /// allocation), and hold none of a batch's bytes once it is encoded.
+    records: Vec<Record>,
 }
 
 impl Encoder {
-    /// `records`, numbered already ([`number`]), as one record batch.
-    pub(super) fn record_batch<'a, I>(
+    /// `records` as one record batch of `identity`, numbered from `base_sequence`.
+    pub(super) fn record_batch<'a>(
         &mut self,
         compression: Compression,
-        records: I,
-    ) -> Result<Bytes, String>
-    where
-        I: Iterator<Item = &'a Record> + Clone,
-    {
+        identity: ProducerIdentity,
+        base_sequence: i32,
+        records: impl Iterator<Item = &'a QueuedRecord>,
+    ) -> Result<Bytes, String> {
         let options = RecordEncodeOptions {
             version: 2,
             compression: match compression {
@@ -92,8 +111,31 @@ impl Encoder {
                 Compression::Snappy => WireCompression::Snappy,
             },
         };
+        let mut count = 0;
+        for (index, queued) in records.enumerate() {
+            if index == self.records.len() {
+                self.records.push(blank_record());
+            }
+            let record = &mut self.records[index];
+            record.producer_id = identity.id;
+            record.producer_epoch = identity.epoch;
+            record.offset = index as i64;
+            record.sequence = base_sequence.wrapping_add(index as i32);
+            record.timestamp = queued.timestamp_ms;
+            record.key = Some(queued.key.clone());
+            record.value = Some(queued.value.clone());
+            queued.headers.write_wire(&mut record.headers);
+            count = index + 1;
+        }
         let mut buffer = self.buffer();
-        match RecordBatchEncoder::encode(&mut buffer, records, &options) {
+        let encoded =
+            RecordBatchEncoder::encode(&mut buffer, self.records[..count].iter(), &options);
+        for record in &mut self.records[..count] {
+            record.key = None;
+            record.value = None;
+            record.headers.clear();
+        }
+        match encoded {
             Ok(()) => Ok(buffer.freeze()),
             Err(e) => {
                 self.recycle(buffer.freeze());
@@ -179,18 +221,14 @@ mod tests {
     }
 
     /// Records as the producer queues them: key "device", one value each.
-    fn records(values: &[&str]) -> Vec<Record> {
+    fn records(values: &[&str]) -> Vec<QueuedRecord> {
         values
             .iter()
-            .map(|v| {
-                let record = crate::kafka::producer::OutgoingRecord {
-                    key: Bytes::from_static(b"device"),
-                    value: Bytes::copy_from_slice(v.as_bytes()),
-                    headers: Default::default(),
-                    timestamp: chrono::Utc::now(),
-                    meta: (),
-                };
-                record.into_wire_record().0
+            .map(|v| QueuedRecord {
+                key: Bytes::from_static(b"device"),
+                value: Bytes::copy_from_slice(v.as_bytes()),
+                headers: Headers::one("schema", "2"),
+                timestamp_ms: 1_700_000_000_000,
             })
             .collect()
     }
@@ -203,9 +241,10 @@ mod tests {
         base_sequence: i32,
         values: &[&str],
     ) -> Bytes {
-        let mut records = records(values);
-        number(records.iter_mut(), identity, base_sequence);
-        encoder.record_batch(compression, records.iter()).unwrap()
+        let records = records(values);
+        encoder
+            .record_batch(compression, identity, base_sequence, records.iter())
+            .unwrap()
     }
 
     /// Each partition's records in a request, as a broker would read them.
@@ -289,6 +328,44 @@ mod tests {
             "only the second batch's record"
         );
         assert_eq!(read[0].1[0].sequence, 200);
+    }
+
+    #[test]
+    fn records_encoded_before_leave_nothing_in_the_next_batch_and_hold_no_bytes() {
+        let mut encoder = Encoder::default();
+        let first = records(&["a", "b", "c"]);
+        encoder
+            .record_batch(Compression::None, ID, 0, first.iter())
+            .unwrap();
+        assert!(
+            first.iter().all(|r| r.value.is_unique()),
+            "the encoder keeps no reference to an encoded record's bytes"
+        );
+        let plain = QueuedRecord {
+            key: Bytes::from_static(b"other"),
+            value: Bytes::from_static(b"d"),
+            headers: Headers::new(),
+            timestamp_ms: 1,
+        };
+        let second = encoder
+            .record_batch(Compression::None, ID, 3, std::iter::once(&plain))
+            .unwrap();
+        let request = encoder
+            .produce_request(&shape(), 12, &[(0, second)])
+            .unwrap();
+        let read = carried(&request, 12);
+        let records = &read[0].1;
+        assert_eq!(
+            values(records),
+            ["d"],
+            "one record, not the first batch's three"
+        );
+        assert!(
+            records[0].headers.is_empty(),
+            "no header of the first batch"
+        );
+        assert_eq!(records[0].key.as_deref(), Some(&b"other"[..]));
+        assert_eq!((records[0].sequence, records[0].timestamp), (3, 1));
     }
 
     #[test]

@@ -45,7 +45,7 @@ use tokio::time::Instant;
 
 use super::answer::{Answer, Failure, Outcome, outcome};
 use super::batch::{Batch, Gathered, Pending};
-use super::encode::{Encoder, ProducerIdentity, number};
+use super::encode::{Encoder, ProducerIdentity};
 use super::inbox::Inbox;
 use super::linger::{self, Limits, Next, Pipe};
 use super::route::Route;
@@ -319,18 +319,16 @@ impl<M: Send + 'static> State<M> {
                 sent.base_sequence = self.next_sequence;
                 let count = sent.batch.records.len() as i32;
                 self.next_sequence = self.next_sequence.wrapping_add(count);
-                number(
-                    sent.batch.records.iter_mut().map(|p| &mut p.record),
-                    identity,
-                    sent.base_sequence,
-                );
                 if let Some(old) = sent.encoded.take() {
                     self.encoder.recycle(old);
                 }
             }
             if sent.encoded.is_none() {
                 let records = sent.batch.records.iter().map(|p| &p.record);
-                match self.encoder.record_batch(compression, records) {
+                match self
+                    .encoder
+                    .record_batch(compression, identity, sent.base_sequence, records)
+                {
                     Ok(encoded) => sent.encoded = Some(encoded),
                     Err(reason) => {
                         sent.outcome = Some(Outcome::Failed(Failure::Permanent(reason)));

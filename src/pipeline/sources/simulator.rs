@@ -33,12 +33,20 @@ pub const SCHEMA_HEADER: &str = "schema_version";
 /// Which reading a delivery is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadingId {
-    /// Device id.
-    pub device_id: String,
+    /// The device id: the record's key, shared with the record rather than
+    /// copied, as one is kept for every reading waiting for Kafka.
+    device: Bytes,
     /// Producer run.
     pub run_id: Arc<str>,
     /// Sequence number within the device and run.
     pub sequence: u64,
+}
+
+impl ReadingId {
+    /// The reading's device id.
+    pub fn device_id(&self) -> &str {
+        std::str::from_utf8(&self.device).expect("keys are written from device ids")
+    }
 }
 
 /// The schema header's value: the current version's is made once and
@@ -91,16 +99,17 @@ impl RecordWriter {
         let key = chunk.split().freeze();
         serde_json::to_writer(chunk.writer(), reading).expect("a reading always serializes");
         let value = chunk.split().freeze();
+        let meta = ReadingId {
+            device: key.clone(),
+            run_id: Arc::clone(run_id),
+            sequence: reading.sequence,
+        };
         let record = OutgoingRecord {
             key,
             value,
             headers: Headers::one(SCHEMA_HEADER, schema_header(reading.schema_version)),
             timestamp: reading.timestamp,
-            meta: ReadingId {
-                device_id: reading.device_id.clone(),
-                run_id: Arc::clone(run_id),
-                sequence: reading.sequence,
-            },
+            meta,
         };
         (partition, record)
     }
@@ -114,7 +123,7 @@ pub fn logging_listener(
     Arc::new(move |id: ReadingId, delivery: Delivery| {
         if let Delivery::Failed { partition, reason } = &delivery {
             tracing::error!(
-                device_id = %id.device_id,
+                device_id = %id.device_id(),
                 sequence = id.sequence,
                 run_id = %id.run_id,
                 partition,
