@@ -33,6 +33,7 @@ pub mod readings;
 pub mod row;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use std::path::PathBuf;
 use std::time::Duration;

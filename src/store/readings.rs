@@ -9,7 +9,6 @@
 //! The date and hour a reading belongs to are not columns: they are the
 //! Hive-style folders the file lives in ([`super::layout`]).
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use parquet::data_type::{
@@ -22,6 +21,7 @@ use tokio_postgres::types::{ToSql, Type as SqlType};
 
 use super::layout;
 use super::row::{Origin, Row, RowColumns};
+use super::text::{CodedColumn, Dictionary, TextColumn};
 use crate::sensor::reading::SensorReading;
 
 /// The schema, in Parquet's message notation; the README shows it too.
@@ -60,31 +60,31 @@ pub fn schema() -> Arc<Type> {
 /// Readings taken apart into columns, waiting to be written as a row group.
 #[derive(Debug, Default)]
 pub struct ReadingColumns {
-    device_id: Vec<ByteArray>,
-    device_type: Vec<ByteArray>,
-    run_id: Vec<ByteArray>,
+    device_id: TextColumn,
+    device_type: CodedColumn,
+    run_id: CodedColumn,
     seq: Vec<i64>,
     event_time: Vec<i64>,
     value: Vec<f64>,
-    unit: Vec<ByteArray>,
-    site: Vec<ByteArray>,
-    zone: Vec<ByteArray>,
+    unit: CodedColumn,
+    site: CodedColumn,
+    zone: CodedColumn,
     latitude: Vec<f64>,
     longitude: Vec<f64>,
     battery_level: Vec<f64>,
     signal_strength: Vec<i32>,
-    firmware_version: Vec<ByteArray>,
-    status: Vec<ByteArray>,
+    firmware_version: CodedColumn,
+    status: CodedColumn,
     is_anomaly: Vec<bool>,
     /// Definition levels of `anomaly_kind`: 1 where present.
     anomaly_defined: Vec<i16>,
-    anomaly_kind: Vec<ByteArray>,
+    anomaly_kind: CodedColumn,
     schema_version: Vec<i32>,
     kafka_partition: Vec<i32>,
     kafka_offset: Vec<i64>,
     /// Values of the columns with few distinct ones (type, unit, site, ...),
-    /// shared instead of copied for every reading.
-    shared: HashMap<String, ByteArray>,
+    /// kept once instead of for every reading.
+    dictionary: Dictionary,
 }
 
 /// The table, partitioned by range of event time.
@@ -135,13 +135,6 @@ const COPY_COLUMNS: [(&str, SqlType); 19] = [
     ("kafka_offset", SqlType::INT8),
 ];
 
-/// Distinct values shared at most; beyond, values are copied.
-const SHARED_VALUES: usize = 4_096;
-
-fn text(value: &str) -> ByteArray {
-    ByteArray::from(value)
-}
-
 /// The status as records and stores name it.
 pub fn status_name(reading: &SensorReading) -> &'static str {
     use crate::sensor::reading::DeviceStatus;
@@ -149,20 +142,6 @@ pub fn status_name(reading: &SensorReading) -> &'static str {
         DeviceStatus::Ok => "ok",
         DeviceStatus::LowBattery => "low_battery",
         DeviceStatus::WeakSignal => "weak_signal",
-    }
-}
-
-impl ReadingColumns {
-    /// `value` as a column value, shared with earlier readings when it repeats.
-    fn shared(&mut self, value: &str) -> ByteArray {
-        if let Some(known) = self.shared.get(value) {
-            return known.clone();
-        }
-        let made = text(value);
-        if self.shared.len() < SHARED_VALUES {
-            self.shared.insert(value.to_string(), made.clone());
-        }
-        made
     }
 }
 
@@ -176,34 +155,29 @@ impl RowColumns<SensorReading> for ReadingColumns {
     }
 
     fn push(&mut self, reading: &SensorReading, origin: Origin) {
-        self.device_id.push(text(&reading.device_id));
-        let value = self.shared(reading.device_type.as_str());
-        self.device_type.push(value);
-        let value = self.shared(&reading.run_id);
-        self.run_id.push(value);
+        let dictionary = &mut self.dictionary;
+        self.device_id.push(&reading.device_id);
+        self.device_type
+            .push(reading.device_type.as_str(), dictionary);
+        self.run_id.push(&reading.run_id, dictionary);
         self.seq.push(reading.sequence as i64);
         self.event_time.push(reading.timestamp.timestamp_millis());
         self.value.push(reading.value);
-        let value = self.shared(&reading.unit);
-        self.unit.push(value);
-        let value = self.shared(&reading.location.site);
-        self.site.push(value);
-        let value = self.shared(&reading.location.zone);
-        self.zone.push(value);
+        self.unit.push(&reading.unit, dictionary);
+        self.site.push(&reading.location.site, dictionary);
+        self.zone.push(&reading.location.zone, dictionary);
         self.latitude.push(reading.location.latitude);
         self.longitude.push(reading.location.longitude);
         self.battery_level.push(reading.battery_level);
         self.signal_strength.push(reading.signal_strength);
-        let value = self.shared(&reading.firmware_version);
-        self.firmware_version.push(value);
-        let value = self.shared(status_name(reading));
-        self.status.push(value);
+        self.firmware_version
+            .push(&reading.firmware_version, dictionary);
+        self.status.push(status_name(reading), dictionary);
         self.is_anomaly.push(reading.is_anomaly);
         match reading.anomaly_kind {
             Some(kind) => {
                 self.anomaly_defined.push(1);
-                let value = self.shared(kind.as_str());
-                self.anomaly_kind.push(value);
+                self.anomaly_kind.push(kind.as_str(), dictionary);
             }
             None => self.anomaly_defined.push(0),
         }
@@ -217,28 +191,44 @@ impl RowColumns<SensorReading> for ReadingColumns {
         &mut self,
         group: &mut SerializedRowGroupWriter<'_, W>,
     ) -> parquet::errors::Result<()> {
+        // Each text column becomes `ByteArray`s only while it is written.
+        let mut text = Vec::with_capacity(self.len());
+        let dictionary = &self.dictionary;
         let mut next = 0;
         while let Some(mut column) = group.next_column()? {
+            let mut coded = |column: &mut CodedColumn| {
+                column.take_into(dictionary, &mut text);
+                std::mem::take(&mut text)
+            };
             match next {
-                0 => write::<ByteArrayType, _>(&mut column, &self.device_id, None)?,
-                1 => write::<ByteArrayType, _>(&mut column, &self.device_type, None)?,
-                2 => write::<ByteArrayType, _>(&mut column, &self.run_id, None)?,
+                0 => {
+                    self.device_id.take_into(&mut text);
+                    write::<ByteArrayType, _>(&mut column, &text, None)?
+                }
+                1 => write_text(&mut column, coded(&mut self.device_type), &mut text, None)?,
+                2 => write_text(&mut column, coded(&mut self.run_id), &mut text, None)?,
                 3 => write::<Int64Type, _>(&mut column, &self.seq, None)?,
                 4 => write::<Int64Type, _>(&mut column, &self.event_time, None)?,
                 5 => write::<DoubleType, _>(&mut column, &self.value, None)?,
-                6 => write::<ByteArrayType, _>(&mut column, &self.unit, None)?,
-                7 => write::<ByteArrayType, _>(&mut column, &self.site, None)?,
-                8 => write::<ByteArrayType, _>(&mut column, &self.zone, None)?,
+                6 => write_text(&mut column, coded(&mut self.unit), &mut text, None)?,
+                7 => write_text(&mut column, coded(&mut self.site), &mut text, None)?,
+                8 => write_text(&mut column, coded(&mut self.zone), &mut text, None)?,
                 9 => write::<DoubleType, _>(&mut column, &self.latitude, None)?,
                 10 => write::<DoubleType, _>(&mut column, &self.longitude, None)?,
                 11 => write::<DoubleType, _>(&mut column, &self.battery_level, None)?,
                 12 => write::<Int32Type, _>(&mut column, &self.signal_strength, None)?,
-                13 => write::<ByteArrayType, _>(&mut column, &self.firmware_version, None)?,
-                14 => write::<ByteArrayType, _>(&mut column, &self.status, None)?,
-                15 => write::<BoolType, _>(&mut column, &self.is_anomaly, None)?,
-                16 => write::<ByteArrayType, _>(
+                13 => write_text(
                     &mut column,
-                    &self.anomaly_kind,
+                    coded(&mut self.firmware_version),
+                    &mut text,
+                    None,
+                )?,
+                14 => write_text(&mut column, coded(&mut self.status), &mut text, None)?,
+                15 => write::<BoolType, _>(&mut column, &self.is_anomaly, None)?,
+                16 => write_text(
+                    &mut column,
+                    coded(&mut self.anomaly_kind),
+                    &mut text,
                     Some(&self.anomaly_defined),
                 )?,
                 17 => write::<Int32Type, _>(&mut column, &self.schema_version, None)?,
@@ -249,13 +239,28 @@ impl RowColumns<SensorReading> for ReadingColumns {
             column.close()?;
             next += 1;
         }
-        let shared = std::mem::take(&mut self.shared);
+        let mut dictionary = std::mem::take(&mut self.dictionary);
+        dictionary.written();
         *self = ReadingColumns {
-            shared,
+            dictionary,
             ..ReadingColumns::default()
         };
         Ok(())
     }
+}
+
+/// Writes a text column's `values`, then keeps their list (emptied) in
+/// `text` for the next column.
+fn write_text(
+    column: &mut parquet::file::writer::SerializedColumnWriter<'_>,
+    mut values: Vec<ByteArray>,
+    text: &mut Vec<ByteArray>,
+    defined: Option<&[i16]>,
+) -> parquet::errors::Result<()> {
+    write::<ByteArrayType, _>(column, &values, defined)?;
+    values.clear();
+    *text = values;
+    Ok(())
 }
 
 /// Writes `values` (with definition levels `defined` where the column is optional) into `column`.
