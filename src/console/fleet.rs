@@ -21,7 +21,7 @@ use serde::Serialize;
 pub use super::recent::{RECENT_VALUES, RecentValues};
 use crate::intern::Interner;
 use crate::pipeline::audit::{DeviceAudit, SequenceLedger, Verdict};
-use crate::sensor::device::DeviceType;
+use crate::sensor::device::{DeviceKey, DeviceType};
 use crate::sensor::reading::{LocationView, ReadingView, SensorReading};
 use crate::sensor::rules::Alert;
 
@@ -210,7 +210,7 @@ pub struct WatchCounters {
 /// Everything the fleet, alert and dead-letter views read; see the module documentation.
 #[derive(Debug)]
 pub struct FleetState {
-    devices: BTreeMap<String, DeviceRecord>,
+    devices: BTreeMap<DeviceKey, DeviceRecord>,
     /// Units and locations, shared by the devices that report them.
     labels: Interner,
     ledger: SequenceLedger,
@@ -320,7 +320,8 @@ impl FleetState {
             recent: RecentValues::default(),
         };
         device.update(reading, verdict, reading_ms, seen_ms, &mut self.labels);
-        self.devices.insert(reading.device_id.to_string(), device);
+        self.devices
+            .insert(DeviceKey::from(reading.device_id.as_ref()), device);
     }
 
     /// Takes a batch of alert-topic records of `partition`.
@@ -432,8 +433,10 @@ impl FleetState {
     }
 
     /// Every device with its id, in id order.
-    pub fn devices(&self) -> impl Iterator<Item = (&String, &DeviceRecord)> {
-        self.devices.iter()
+    pub fn devices(&self) -> impl Iterator<Item = (&str, &DeviceRecord)> {
+        self.devices
+            .iter()
+            .map(|(id, record)| (id.as_str(), record))
     }
 
     /// One device's view.

@@ -13,6 +13,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::intern::Interner;
+use crate::sensor::device::DeviceKey;
+
 /// Readings further behind the newest than this are taken as new, not duplicates.
 pub const WINDOW: u64 = 64;
 
@@ -63,7 +66,9 @@ pub struct DeviceAudit {
 /// The per-device ledger; see the module documentation.
 #[derive(Debug)]
 pub struct SequenceLedger {
-    devices: HashMap<String, DeviceTrack>,
+    devices: HashMap<DeviceKey, DeviceTrack>,
+    /// Run ids, each stored once however many devices carry it.
+    runs: Interner,
     max_devices: usize,
     totals: AuditTotals,
 }
@@ -74,6 +79,7 @@ impl SequenceLedger {
     pub fn new(max_devices: usize) -> Self {
         SequenceLedger {
             devices: HashMap::new(),
+            runs: Interner::new(),
             max_devices: max_devices.max(1),
             totals: AuditTotals::default(),
         }
@@ -97,6 +103,7 @@ impl SequenceLedger {
     /// Forgets devices for which `forget` is true (their partition moved to another member).
     pub fn forget(&mut self, mut forget: impl FnMut(&str) -> bool) {
         self.devices.retain(|device, _| !forget(device));
+        self.runs.drop_unused();
     }
 
     /// Records one reading and says whether it is new.
@@ -108,9 +115,9 @@ impl SequenceLedger {
                 self.devices.remove(&victim);
             }
             self.devices.insert(
-                device_id.to_string(),
+                DeviceKey::from(device_id),
                 DeviceTrack {
-                    run_id: Arc::from(run_id),
+                    run_id: self.runs.get(run_id),
                     highest: sequence,
                     seen: 1,
                     audit: DeviceAudit::default(),
@@ -121,7 +128,7 @@ impl SequenceLedger {
         };
         if &*track.run_id != run_id {
             // A restarted producer: its numbering starts again.
-            track.run_id = Arc::from(run_id);
+            track.run_id = self.runs.get(run_id);
             track.highest = sequence;
             track.seen = 1;
             self.totals.unique += 1;

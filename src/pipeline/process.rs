@@ -26,6 +26,7 @@ use crate::pipeline::sink::{DeadLetter, Sink};
 use crate::sensor::detect::DetectorSettings;
 use crate::sensor::detect::fleet::FleetDetector;
 use crate::sensor::detect::quality::{FaultJudge, FaultQuality};
+use crate::sensor::device::DeviceKey;
 use crate::sensor::fault::FaultKind;
 use crate::sensor::rules::{
     Alert, AlertKind, AlertQuality, AlertRules, AlertSettings, SourceRecord,
@@ -107,7 +108,7 @@ pub struct ReadingProcessor<S> {
     /// silences are measured against.
     newest: HashMap<i32, chrono::DateTime<Utc>>,
     ledger: SequenceLedger,
-    device_partitions: HashMap<String, i32>,
+    device_partitions: HashMap<DeviceKey, i32>,
     dead_letter_reasons: BTreeMap<RejectReason, u64>,
     stats: Arc<ProcessingStats>,
     observer: Option<ProcessingObserver>,
@@ -317,8 +318,15 @@ impl<S: Sink> RecordProcessor for ReadingProcessor<S> {
         self.stats
             .sequence_gaps
             .store(self.ledger.totals().missing, Ordering::Relaxed);
-        self.device_partitions
-            .insert(reading.device_id.clone(), record.partition);
+        match self.device_partitions.get_mut(reading.device_id.as_str()) {
+            Some(partition) => *partition = record.partition,
+            None => {
+                self.device_partitions.insert(
+                    DeviceKey::from(reading.device_id.as_str()),
+                    record.partition,
+                );
+            }
+        }
         let evaluation = self.rules.on_reading(&reading, source_of(&record));
         self.stats
             .count_quality(evaluation.threshold_fired, reading.is_anomaly);
@@ -377,7 +385,7 @@ impl<S: Sink> RecordProcessor for ReadingProcessor<S> {
             self.processed_before.remove(partition);
             self.newest.remove(partition);
         }
-        let moved: HashSet<String> = self
+        let moved: HashSet<DeviceKey> = self
             .device_partitions
             .iter()
             .filter(|(_, p)| partitions.contains(p))

@@ -11,12 +11,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::intern::Interner;
+use crate::sensor::device::DeviceKey;
 
 /// Sorted, disjoint, inclusive ranges of sequence numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SequenceRanges {
-    ranges: Vec<(u64, u64)>,
+    /// The first range inline: most devices' sequences are one range.
+    ranges: SmallVec<[(u64, u64); 1]>,
 }
 
 impl SequenceRanges {
@@ -123,11 +127,14 @@ pub struct AuditReport {
     pub unacknowledged: u64,
 }
 
+/// A device's runs, by run id: one inline, as a device is seldom in two.
+type DeviceRuns = SmallVec<[(Arc<str>, DeviceRun); 1]>;
+
 /// Acknowledgements against processing, per device and run; see the module documentation.
 #[derive(Debug, Default)]
 pub struct DeliveryAudit {
     /// Per device, its runs (one, unless the fleet restarted).
-    devices: HashMap<String, Vec<(Arc<str>, DeviceRun)>>,
+    devices: HashMap<DeviceKey, DeviceRuns>,
     /// Run ids, each stored once however many devices carry it.
     runs: Interner,
     duplicates: u64,
@@ -145,7 +152,7 @@ impl DeliveryAudit {
     fn device(&mut self, device_id: &str, run_id: &str) -> &mut DeviceRun {
         if !self.devices.contains_key(device_id) {
             self.devices
-                .insert(device_id.to_string(), Vec::with_capacity(1));
+                .insert(DeviceKey::from(device_id), SmallVec::new());
         }
         let runs = self.devices.get_mut(device_id).expect("inserted above");
         let index = match runs.iter().position(|(run, _)| **run == *run_id) {

@@ -37,7 +37,7 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::intern::Interner;
-use crate::sensor::device::DeviceType;
+use crate::sensor::device::{DeviceKey, DeviceType};
 use crate::sensor::reading::SensorReading;
 
 /// Milliseconds in a minute.
@@ -216,7 +216,7 @@ pub struct PartitionAggregator {
     /// The latest event time seen, once a record was.
     watermark: Option<i64>,
     /// Open minutes by (minute start, device): closed in this order.
-    open: BTreeMap<(i64, String), OpenMinute>,
+    open: BTreeMap<(i64, DeviceKey), OpenMinute>,
     /// First offsets of the open minutes, with how many minutes start at each.
     first_offsets: BTreeMap<i64, u32>,
     /// Until its trigger has gone by, what the previous owner already wrote.
@@ -281,7 +281,9 @@ impl PartitionAggregator {
     }
 
     fn include(&mut self, reading: &SensorReading, minute: i64, offset: i64) {
-        let entry = self.open.entry((minute, reading.device_id.clone()));
+        let entry = self
+            .open
+            .entry((minute, DeviceKey::from(reading.device_id.as_str())));
         let open = match entry {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
@@ -343,7 +345,7 @@ impl PartitionAggregator {
                 }
             }
             closed.push(MinuteAggregate {
-                device_id,
+                device_id: device_id.to_string(),
                 device_type: open.device_type.as_str().to_string(),
                 unit: open.unit.to_string(),
                 minute: Utc

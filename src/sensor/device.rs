@@ -7,6 +7,13 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// A device id as the per-device tables key it. A fleet of a hundred
+/// thousand devices keeps a table in each of the rules, the detector, the
+/// ledgers, the console and the aggregator; with `String` keys that was an
+/// allocation per device in each. Ids of up to 24 bytes (the simulator's
+/// `<type>-<number>`, and most real ones) are held inline, longer ones on the heap.
+pub type DeviceKey = compact_str::CompactString;
+
 /// One kind of sensor, with the unit its readings are in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DeviceType {

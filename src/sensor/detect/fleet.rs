@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::quality::{FaultJudge, FaultQuality};
 use super::{DetectorSettings, DeviceDetector, Verdict};
+use crate::sensor::device::DeviceKey;
 use crate::sensor::fault::FaultKind;
 use crate::sensor::reading::SensorReading;
 use crate::sensor::simulator::Fleet;
@@ -15,7 +16,7 @@ use crate::sensor::simulator::Fleet;
 #[derive(Debug)]
 pub struct FleetDetector {
     settings: DetectorSettings,
-    devices: HashMap<String, DeviceDetector>,
+    devices: HashMap<DeviceKey, DeviceDetector>,
 }
 
 impl FleetDetector {
@@ -48,7 +49,7 @@ impl FleetDetector {
             Some(detector) => detector,
             None => self
                 .devices
-                .entry(reading.device_id.clone())
+                .entry(DeviceKey::from(reading.device_id.as_str()))
                 .or_insert_with(|| DeviceDetector::for_device(reading.device_type)),
         };
         detector.observe(reading.timestamp, reading.value, &self.settings)
@@ -66,7 +67,7 @@ impl FleetDetector {
             let Some(now) = now_of(device) else { continue };
             if detector.is_silent(now.timestamp_millis(), &self.settings) && detector.mark_silent()
             {
-                silent.push((device.clone(), now));
+                silent.push((device.to_string(), now));
             }
         }
         silent

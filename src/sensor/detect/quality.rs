@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::sensor::device::DeviceKey;
 use crate::sensor::fault::{FaultKind, FaultTruth};
 
 /// Readings after an episode's end in which an alert still belongs to it.
@@ -210,7 +211,7 @@ struct DeviceTruth {
 /// Tallies alerts against the truth the readings carry, as they come.
 #[derive(Debug, Default)]
 pub struct FaultJudge {
-    devices: HashMap<String, DeviceTruth>,
+    devices: HashMap<DeviceKey, DeviceTruth>,
     quality: FaultQuality,
 }
 
@@ -232,7 +233,7 @@ impl FaultJudge {
         let state = match self.devices.get_mut(device) {
             Some(state) => state,
             None if truth.is_none() => return,
-            None => self.devices.entry(device.to_string()).or_default(),
+            None => self.devices.entry(DeviceKey::from(device)).or_default(),
         };
         if let Some(last) = state.last_at {
             let gap = (at - last).num_milliseconds();
@@ -272,7 +273,7 @@ impl FaultJudge {
         if !self.devices.contains_key(device) {
             // Its label (a silence's comes after it) may still come.
             self.devices
-                .insert(device.to_string(), DeviceTruth::default());
+                .insert(DeviceKey::from(device), DeviceTruth::default());
         }
         let state = self.devices.get_mut(device).expect("inserted above");
         let grace = chrono::Duration::milliseconds(state.interval_ms.max(1) * GRACE_READINGS);

@@ -27,7 +27,7 @@ pub use kinds::{AlertKind, AlertSettings, Severity, THRESHOLDS, threshold_breach
 pub use quality::AlertQuality;
 
 use crate::intern::Interner;
-use crate::sensor::device::DeviceType;
+use crate::sensor::device::{DeviceKey, DeviceType};
 use crate::sensor::reading::SensorReading;
 use alert::{alert_time, new_alert_id};
 
@@ -97,7 +97,7 @@ impl DeviceState {
 #[derive(Debug)]
 pub struct AlertRules {
     settings: AlertSettings,
-    devices: HashMap<String, DeviceState>,
+    devices: HashMap<DeviceKey, DeviceState>,
     /// Run ids, each stored once however many devices carry it.
     runs: Interner,
     counters: RuleCounters,
@@ -149,7 +149,7 @@ impl AlertRules {
             }
             None => {
                 let state = devices
-                    .entry(reading.device_id.clone())
+                    .entry(DeviceKey::from(reading.device_id.as_str()))
                     .or_insert(DeviceState {
                         device_type: reading.device_type,
                         reading_time: reading.timestamp,
@@ -190,7 +190,7 @@ impl AlertRules {
             self.counters.sent += 1;
             alerts.push(Alert {
                 alert_id: new_alert_id(),
-                device_id: device_id.clone(),
+                device_id: device_id.to_string(),
                 device_type: seen.device_type,
                 kind: AlertKind::DeviceSilent,
                 severity: Severity::Critical,
