@@ -13,10 +13,10 @@ use kafka_protocol::protocol::StrBytes;
 
 /// Header names and values of one record, in the order they were written.
 ///
-/// A produced record carries one header or none (the schema version of a
-/// reading), and waits in the producer's buffer by the ten thousand: one
-/// header is held inline, with no allocation, and only a second name makes
-/// a map.
+/// A record usually carries one header or none (the schema version of a
+/// reading), and records wait by the ten thousand in the producer's buffer
+/// and a consumer's queue: one header is held inline, with no allocation,
+/// and only a second name makes a map.
 #[derive(Debug, Clone, Default)]
 pub struct Headers(Repr);
 
@@ -42,9 +42,18 @@ impl Headers {
         ))
     }
 
-    /// The headers as decoded from a record batch.
+    /// The headers as decoded from a record batch. A single header is taken
+    /// out of its map, which is let go: a consumer's queue holds thousands of
+    /// records, most with one header.
     pub(crate) fn from_wire(headers: IndexMap<StrBytes, Option<Bytes>>) -> Self {
-        Headers(Repr::Many(headers))
+        match headers.len() {
+            0 => Headers(Repr::Empty),
+            1 => {
+                let (name, value) = headers.into_iter().next().expect("one header");
+                Headers(Repr::One(name, value))
+            }
+            _ => Headers(Repr::Many(headers)),
+        }
     }
 
     /// Writes the headers into `wire`, a record's map as a record batch

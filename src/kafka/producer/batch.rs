@@ -64,6 +64,12 @@ impl<M> Batch<M> {
 /// Record lists kept for the next batches, at most.
 const SPARE_LISTS: usize = 8;
 
+/// Records a kept list, or the gathered records' queue once a backlog has
+/// drained, has room for at most: a full batch of records of 128 bytes. A
+/// list grown larger held a backlog (the cluster away, or slower than the
+/// records come); kept, it would hold that memory for good.
+const ROOM_KEPT: usize = 4_096;
+
 /// Records taken from the inbox and not yet in a batch, and the emptied
 /// record lists of finished batches, used again: a batch of a few thousand
 /// records needs a list of a few hundred kilobytes, which an allocator may
@@ -127,7 +133,7 @@ impl<M> Gathered<M> {
     /// Keeps a finished batch's emptied record list for a later batch.
     pub(super) fn give_back(&mut self, mut records: Vec<Pending<M>>) {
         records.clear();
-        if self.spare.len() < SPARE_LISTS && records.capacity() > 0 {
+        if self.spare.len() < SPARE_LISTS && (1..=ROOM_KEPT).contains(&records.capacity()) {
             self.spare.push(records);
         }
     }
@@ -157,6 +163,12 @@ impl<M> Gathered<M> {
         } else {
             let mut records = self.spare.pop().unwrap_or_default();
             records.extend(self.records.drain(..count));
+            if self.records.capacity() > ROOM_KEPT
+                && self.records.len() < self.records.capacity() / 4
+            {
+                self.records
+                    .shrink_to(ROOM_KEPT.max(self.records.len() * 2));
+            }
             records
         };
         Some(Batch {
@@ -265,6 +277,49 @@ mod tests {
         let batch = gathered.take_batch(1_000_000, &budget).unwrap();
         assert_eq!(batch.records.as_ptr(), at, "moved, not copied");
         assert!(gathered.is_empty());
+    }
+
+    #[test]
+    fn a_drained_backlog_gives_its_room_back_and_no_backlogs_list_is_kept() {
+        let budget = Arc::new(Semaphore::new(usize::MAX >> 4));
+        let mut gathered = Gathered::default();
+        let backlog = 8 * ROOM_KEPT as u32;
+        for id in 0..backlog {
+            gathered.push(pending_in(&budget, 1, id));
+        }
+        let grown = gathered.records.capacity();
+        assert!(grown >= backlog as usize);
+        let mut order = Vec::new();
+        while gathered.records.len() > 1_500 {
+            let batch = gathered
+                .take_batch(1_000 * one_record_bytes(), &budget)
+                .unwrap();
+            order.extend(ids(&batch));
+            gathered.give_back(batch.records);
+        }
+        assert!(
+            gathered.records.capacity() <= grown / 4,
+            "{} of {grown} kept for {} records",
+            gathered.records.capacity(),
+            gathered.records.len()
+        );
+        while let Some(batch) = gathered.take_batch(1_000 * one_record_bytes(), &budget) {
+            order.extend(ids(&batch));
+        }
+        assert_eq!(
+            order,
+            (0..backlog).collect::<Vec<_>>(),
+            "nothing lost, in order"
+        );
+        let mut big = Vec::with_capacity(2 * ROOM_KEPT);
+        big.push(pending(1, 0));
+        let spares = gathered.spare.len();
+        gathered.give_back(big);
+        assert_eq!(gathered.spare.len(), spares, "a backlog's list is let go");
+    }
+
+    fn one_record_bytes() -> usize {
+        1 + 1 + record_overhead::<u32>()
     }
 
     #[test]
