@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use super::recent::{RECENT_VALUES, RecentValues};
 use crate::intern::Interner;
-use crate::pipeline::audit::{DeviceAudit, SequenceLedger, Verdict};
+use crate::pipeline::audit::{AuditTotals, DeviceAudit, SequenceTrack, Verdict};
 use crate::sensor::device::{DeviceKey, DeviceType};
 use crate::sensor::reading::{LocationView, ReadingView, SensorReading};
 use crate::sensor::rules::Alert;
@@ -95,9 +95,17 @@ pub struct DeviceRecord {
     pub repeats_removed: u32,
     /// The last values.
     pub recent: RecentValues,
+    /// Its sequence numbers: gaps, repeats and late readings.
+    pub sequence: SequenceTrack,
 }
 
 impl DeviceRecord {
+    /// Gaps, duplicates and out-of-order readings, summed.
+    pub fn problems(&self) -> u32 {
+        let audit = self.sequence.audit();
+        audit.missing + audit.duplicates + audit.out_of_order + self.repeats_removed
+    }
+
     /// Counts a reading, and keeps it as the latest unless it is a repeat or
     /// older than the latest.
     fn update(
@@ -213,7 +221,8 @@ pub struct FleetState {
     devices: BTreeMap<DeviceKey, DeviceRecord>,
     /// Units and locations, shared by the devices that report them.
     labels: Interner,
-    ledger: SequenceLedger,
+    /// Sequence totals over every device (each device's are in its record).
+    totals: AuditTotals,
     alerts: VecDeque<AlertEntry>,
     alert_hour: HourCount,
     dead_letters: VecDeque<DeadLetterEntry>,
@@ -228,7 +237,7 @@ impl Default for FleetState {
         FleetState {
             devices: BTreeMap::new(),
             labels: Interner::new(),
-            ledger: SequenceLedger::new(MAX_DEVICES),
+            totals: AuditTotals::default(),
             alerts: VecDeque::new(),
             alert_hour: HourCount::default(),
             dead_letters: VecDeque::new(),
@@ -292,17 +301,21 @@ impl FleetState {
     }
 
     fn take(&mut self, reading: &ReadingView<'_>, reading_ms: i64, seen_ms: i64) {
-        let verdict = self
-            .ledger
-            .observe(&reading.device_id, &reading.run_id, reading.sequence);
         // One lookup for a device already known, the common case.
         if let Some(device) = self.devices.get_mut(reading.device_id.as_ref()) {
+            let verdict = device.sequence.observe(
+                &reading.run_id,
+                reading.sequence,
+                &mut self.totals,
+                &mut self.labels,
+            );
             device.update(reading, verdict, reading_ms, seen_ms, &mut self.labels);
             return;
         }
         if self.devices.len() >= MAX_DEVICES {
             return;
         }
+        let run_id = self.labels.get(&reading.run_id);
         let mut device = DeviceRecord {
             device_type: reading.device_type,
             value: reading.value,
@@ -318,8 +331,9 @@ impl FleetState {
             readings: 0,
             repeats_removed: 0,
             recent: RecentValues::default(),
+            sequence: SequenceTrack::first(run_id, reading.sequence, &mut self.totals),
         };
-        device.update(reading, verdict, reading_ms, seen_ms, &mut self.labels);
+        device.update(reading, Verdict::New, reading_ms, seen_ms, &mut self.labels);
         self.devices
             .insert(DeviceKey::from(reading.device_id.as_ref()), device);
     }
@@ -407,7 +421,7 @@ impl FleetState {
 
     /// Sequence totals over every device.
     pub fn audit(&self) -> crate::pipeline::audit::AuditTotals {
-        let mut totals = self.ledger.totals();
+        let mut totals = self.totals;
         totals.duplicates += self.repeats_removed;
         totals
     }
@@ -419,12 +433,6 @@ impl FleetState {
         if let Some(device) = self.devices.get_mut(device_id) {
             device.repeats_removed += 1;
         }
-    }
-
-    /// Gaps, duplicates and out-of-order readings of one device, summed.
-    pub fn problems(&self, device_id: &str, record: &DeviceRecord) -> u32 {
-        let audit = self.ledger.device(device_id).unwrap_or_default();
-        audit.missing + audit.duplicates + audit.out_of_order + record.repeats_removed
     }
 
     /// Devices seen.
@@ -454,7 +462,7 @@ impl FleetState {
         now_ms: i64,
         interval: Duration,
     ) -> DeviceView {
-        let audit: DeviceAudit = self.ledger.device(device_id).unwrap_or_default();
+        let audit: DeviceAudit = record.sequence.audit();
         let quiet_ms = (now_ms - record.last_seen_ms).max(0);
         DeviceView {
             device_id: device_id.to_string(),

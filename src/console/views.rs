@@ -376,7 +376,7 @@ pub(super) fn fleet(state: &ConsoleState, query: &FleetQuery) -> FleetView {
     if query.sort.as_deref() == Some("problems") {
         let mut scored: Vec<_> = matching
             .iter()
-            .map(|(id, d)| (fleet.problems(id, d), *id, *d))
+            .map(|(id, d)| (d.problems(), *id, *d))
             .collect();
         scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
         matching = scored.into_iter().map(|(_, id, d)| (id, d)).collect();

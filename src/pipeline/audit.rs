@@ -43,8 +43,12 @@ pub struct AuditTotals {
     pub new_runs: u64,
 }
 
-#[derive(Debug)]
-struct DeviceTrack {
+/// What is known of one device's sequence numbers: its run, the highest
+/// sequence seen and the window below it. The ledger keeps one per device;
+/// a table that has an entry per device anyway (the console's) keeps its own
+/// in that entry rather than a second table.
+#[derive(Debug, Clone)]
+pub struct SequenceTrack {
     run_id: Arc<str>,
     highest: u64,
     /// Bit i set: sequence `highest - i` was seen (bit 0 is `highest` itself).
@@ -66,7 +70,7 @@ pub struct DeviceAudit {
 /// The per-device ledger; see the module documentation.
 #[derive(Debug)]
 pub struct SequenceLedger {
-    devices: HashMap<DeviceKey, DeviceTrack>,
+    devices: HashMap<DeviceKey, SequenceTrack>,
     /// Run ids, each stored once however many devices carry it.
     runs: Interner,
     max_devices: usize,
@@ -114,66 +118,81 @@ impl SequenceLedger {
             {
                 self.devices.remove(&victim);
             }
-            self.devices.insert(
-                DeviceKey::from(device_id),
-                DeviceTrack {
-                    run_id: self.runs.get(run_id),
-                    highest: sequence,
-                    seen: 1,
-                    audit: DeviceAudit::default(),
-                },
-            );
-            self.totals.unique += 1;
+            let track = SequenceTrack::first(self.runs.get(run_id), sequence, &mut self.totals);
+            self.devices.insert(DeviceKey::from(device_id), track);
             return Verdict::New;
         };
-        if &*track.run_id != run_id {
+        track.observe(run_id, sequence, &mut self.totals, &mut self.runs)
+    }
+}
+
+impl SequenceTrack {
+    /// A device's track from its first reading, counted in `totals`.
+    pub fn first(run_id: Arc<str>, sequence: u64, totals: &mut AuditTotals) -> Self {
+        totals.unique += 1;
+        SequenceTrack {
+            run_id,
+            highest: sequence,
+            seen: 1,
+            audit: DeviceAudit::default(),
+        }
+    }
+
+    /// The device's counters.
+    pub fn audit(&self) -> DeviceAudit {
+        self.audit
+    }
+
+    /// Records a later reading, counted in `totals`, and says whether it is
+    /// new; a new run's id is shared through `runs`.
+    pub fn observe(
+        &mut self,
+        run_id: &str,
+        sequence: u64,
+        totals: &mut AuditTotals,
+        runs: &mut Interner,
+    ) -> Verdict {
+        if &*self.run_id != run_id {
             // A restarted producer: its numbering starts again.
-            track.run_id = self.runs.get(run_id);
-            track.highest = sequence;
-            track.seen = 1;
-            self.totals.unique += 1;
-            self.totals.new_runs += 1;
+            self.run_id = runs.get(run_id);
+            self.highest = sequence;
+            self.seen = 1;
+            totals.unique += 1;
+            totals.new_runs += 1;
             return Verdict::New;
         }
-        if sequence > track.highest {
-            let ahead = sequence - track.highest;
+        if sequence > self.highest {
+            let ahead = sequence - self.highest;
             // Sequences about to leave the window unseen stay missing for good.
-            self.totals.missing += ahead - 1;
-            track.audit.missing = track
+            totals.missing += ahead - 1;
+            self.audit.missing = self
                 .audit
                 .missing
                 .saturating_add(u32::try_from(ahead - 1).unwrap_or(u32::MAX));
-            track.seen = if ahead >= WINDOW {
+            self.seen = if ahead >= WINDOW {
                 1
             } else {
-                (track.seen << ahead) | 1
+                (self.seen << ahead) | 1
             };
-            track.highest = sequence;
-            self.totals.unique += 1;
+            self.highest = sequence;
+            totals.unique += 1;
             return Verdict::New;
         }
-        let behind = track.highest - sequence;
-        if behind >= WINDOW {
-            // Too old to tell; count it as a late arrival, not a repeat.
-            self.totals.unique += 1;
-            self.totals.out_of_order += 1;
-            self.totals.missing = self.totals.missing.saturating_sub(1);
-            track.audit.out_of_order = track.audit.out_of_order.saturating_add(1);
-            track.audit.missing = track.audit.missing.saturating_sub(1);
-            return Verdict::New;
-        }
-        let bit = 1u64 << behind;
-        if track.seen & bit != 0 {
-            self.totals.duplicates += 1;
-            track.audit.duplicates = track.audit.duplicates.saturating_add(1);
+        let behind = self.highest - sequence;
+        if behind < WINDOW && self.seen & (1u64 << behind) != 0 {
+            totals.duplicates += 1;
+            self.audit.duplicates = self.audit.duplicates.saturating_add(1);
             return Verdict::Duplicate;
         }
-        track.seen |= bit;
-        self.totals.unique += 1;
-        self.totals.out_of_order += 1;
-        self.totals.missing = self.totals.missing.saturating_sub(1);
-        track.audit.out_of_order = track.audit.out_of_order.saturating_add(1);
-        track.audit.missing = track.audit.missing.saturating_sub(1);
+        if behind < WINDOW {
+            self.seen |= 1u64 << behind;
+        }
+        // Filling a gap, or too old to tell: a late arrival, not a repeat.
+        totals.unique += 1;
+        totals.out_of_order += 1;
+        totals.missing = totals.missing.saturating_sub(1);
+        self.audit.out_of_order = self.audit.out_of_order.saturating_add(1);
+        self.audit.missing = self.audit.missing.saturating_sub(1);
         Verdict::New
     }
 }
