@@ -19,7 +19,8 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::{
-    Compression as WireCompression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression as WireCompression, Record, RecordBatchDecoder, RecordBatchEncoder,
+    RecordEncodeOptions, TimestampType,
 };
 
 use super::Compression;
@@ -55,6 +56,18 @@ impl RequestShape {
     }
 }
 
+/// How batches are encoded: record format 2, with `compression`.
+fn options(compression: Compression) -> RecordEncodeOptions {
+    RecordEncodeOptions {
+        version: 2,
+        compression: match compression {
+            Compression::None => WireCompression::None,
+            Compression::Gzip => WireCompression::Gzip,
+            Compression::Snappy => WireCompression::Snappy,
+        },
+    }
+}
+
 /// A record to be filled in by [`Encoder::record_batch`].
 fn blank_record() -> Record {
     Record {
@@ -84,6 +97,15 @@ pub(super) struct QueuedRecord {
     pub(super) timestamp_ms: i64,
 }
 
+impl QueuedRecord {
+    /// Lets go of the record's bytes, once its batch is encoded.
+    pub(super) fn release(&mut self) {
+        self.key = Bytes::new();
+        self.value = Bytes::new();
+        self.headers = Headers::new();
+    }
+}
+
 /// Encodes batches and requests into reused buffers; see the module documentation.
 #[derive(Default)]
 pub(super) struct Encoder {
@@ -103,14 +125,7 @@ impl Encoder {
         base_sequence: i32,
         records: impl Iterator<Item = &'a QueuedRecord>,
     ) -> Result<Bytes, String> {
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: match compression {
-                Compression::None => WireCompression::None,
-                Compression::Gzip => WireCompression::Gzip,
-                Compression::Snappy => WireCompression::Snappy,
-            },
-        };
+        let options = options(compression);
         let mut count = 0;
         for (index, queued) in records.enumerate() {
             if index == self.records.len() {
@@ -136,6 +151,38 @@ impl Encoder {
             record.headers.clear();
         }
         match encoded {
+            Ok(()) => Ok(buffer.freeze()),
+            Err(e) => {
+                self.recycle(buffer.freeze());
+                Err(format!("cannot encode a record batch: {e}"))
+            }
+        }
+    }
+
+    /// `encoded`, a batch made by [`Self::record_batch`], as the same records
+    /// in a batch of `identity` numbered from `base_sequence`. Decoding it
+    /// gives back the records as they were sent (slices of `encoded` when it
+    /// is not compressed); this is the rare path of a batch whose producer id
+    /// changed while it was on its way.
+    pub(super) fn renumbered(
+        &mut self,
+        compression: Compression,
+        encoded: &Bytes,
+        identity: ProducerIdentity,
+        base_sequence: i32,
+    ) -> Result<Bytes, String> {
+        let mut batch = encoded.clone();
+        let mut records = RecordBatchDecoder::decode(&mut batch)
+            .map_err(|e| format!("cannot read back a record batch to renumber it: {e}"))?
+            .records;
+        for (index, record) in records.iter_mut().enumerate() {
+            record.producer_id = identity.id;
+            record.producer_epoch = identity.epoch;
+            record.offset = index as i64;
+            record.sequence = base_sequence.wrapping_add(index as i32);
+        }
+        let mut buffer = self.buffer();
+        match RecordBatchEncoder::encode(&mut buffer, records.iter(), &options(compression)) {
             Ok(()) => Ok(buffer.freeze()),
             Err(e) => {
                 self.recycle(buffer.freeze());
@@ -366,6 +413,35 @@ mod tests {
         );
         assert_eq!(records[0].key.as_deref(), Some(&b"other"[..]));
         assert_eq!((records[0].sequence, records[0].timestamp), (3, 1));
+    }
+
+    #[test]
+    fn a_batch_renumbered_from_its_encoded_form_carries_the_same_records_under_the_new_numbering() {
+        let mut encoder = Encoder::default();
+        for compression in [Compression::None, Compression::Snappy] {
+            let sent = records(&["a", "b", "c"]);
+            let first = encoder
+                .record_batch(compression, ID, 0, sent.iter())
+                .unwrap();
+            let next = ProducerIdentity { id: 43, epoch: 0 };
+            let again = encoder.renumbered(compression, &first, next, 0).unwrap();
+            let request = encoder
+                .produce_request(&shape(), 12, &[(0, again)])
+                .unwrap();
+            let read = carried(&request, 12);
+            let records = &read[0].1;
+            assert_eq!(values(records), ["a", "b", "c"], "{compression}");
+            for (index, record) in records.iter().enumerate() {
+                assert_eq!((record.producer_id, record.producer_epoch), (43, 0));
+                assert_eq!(record.sequence, index as i32);
+                assert_eq!(record.key.as_deref(), Some(&b"device"[..]));
+                assert_eq!(record.timestamp, 1_700_000_000_000);
+                assert_eq!(
+                    record.headers.get(&StrBytes::from_static_str("schema")),
+                    Some(&Some(Bytes::from_static(b"2")))
+                );
+            }
+        }
     }
 
     #[test]

@@ -320,7 +320,20 @@ impl<M: Send + 'static> State<M> {
                 let count = sent.batch.records.len() as i32;
                 self.next_sequence = self.next_sequence.wrapping_add(count);
                 if let Some(old) = sent.encoded.take() {
+                    // Its records' bytes went once it was first encoded: it
+                    // is numbered again from its encoded form.
+                    let renumbered =
+                        self.encoder
+                            .renumbered(compression, &old, identity, sent.base_sequence);
                     self.encoder.recycle(old);
+                    match renumbered {
+                        Ok(encoded) => sent.encoded = Some(encoded),
+                        Err(reason) => {
+                            sent.outcome = Some(Outcome::Failed(Failure::Permanent(reason)));
+                            self.failed = true;
+                            continue;
+                        }
+                    }
                 }
             }
             if sent.encoded.is_none() {
@@ -329,7 +342,15 @@ impl<M: Send + 'static> State<M> {
                     .encoder
                     .record_batch(compression, identity, sent.base_sequence, records)
                 {
-                    Ok(encoded) => sent.encoded = Some(encoded),
+                    Ok(encoded) => {
+                        sent.encoded = Some(encoded);
+                        // The encoded batch is all that is sent from now on;
+                        // the records' own bytes (their chunk of the
+                        // caller's buffer) can go.
+                        for pending in &mut sent.batch.records {
+                            pending.record.release();
+                        }
+                    }
                     Err(reason) => {
                         sent.outcome = Some(Outcome::Failed(Failure::Permanent(reason)));
                         self.failed = true;
