@@ -24,6 +24,7 @@ use crate::kafka::partitioner::partition_for_key;
 use crate::kafka::producer::{
     Delivery, DeliveryListener, OutgoingRecord, Producer, ProducerError, ProducerSnapshot,
 };
+use crate::sensor::device::DeviceKey;
 use crate::sensor::reading::{SCHEMA_VERSION, SensorReading};
 use crate::sensor::simulator::Fleet;
 
@@ -33,9 +34,10 @@ pub const SCHEMA_HEADER: &str = "schema_version";
 /// Which reading a delivery is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadingId {
-    /// The device id: the record's key, shared with the record rather than
-    /// copied, as one is kept for every reading waiting for Kafka.
-    device: Bytes,
+    /// The device id, held inline: one is kept for every reading waiting for
+    /// Kafka, and a share of the record's key would keep the key's chunk in
+    /// memory after its batch is encoded.
+    device: DeviceKey,
     /// Producer run.
     pub run_id: Arc<str>,
     /// Sequence number within the device and run.
@@ -45,7 +47,7 @@ pub struct ReadingId {
 impl ReadingId {
     /// The reading's device id.
     pub fn device_id(&self) -> &str {
-        std::str::from_utf8(&self.device).expect("keys are written from device ids")
+        &self.device
     }
 }
 
@@ -100,7 +102,7 @@ impl RecordWriter {
         serde_json::to_writer(chunk.writer(), reading).expect("a reading always serializes");
         let value = chunk.split().freeze();
         let meta = ReadingId {
-            device: key.clone(),
+            device: DeviceKey::from(reading.device_id.as_str()),
             run_id: Arc::clone(run_id),
             sequence: reading.sequence,
         };
