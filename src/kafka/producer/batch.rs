@@ -64,10 +64,12 @@ impl<M> Batch<M> {
 /// Record lists kept for the next batches, at most.
 const SPARE_LISTS: usize = 8;
 
-/// Records a kept list, or the gathered records' queue once a backlog has
-/// drained, has room for at most: a full batch of records of 128 bytes. A
-/// list grown larger held a backlog (the cluster away, or slower than the
-/// records come); kept, it would hold that memory for good.
+/// Records the gathered records' queue keeps room for once a backlog has
+/// drained, at most: a full batch of records of 128 bytes. Grown larger, it
+/// held a backlog (the cluster away, or slower than the records come); kept,
+/// it would hold that memory for good. A kept list has room for at most
+/// twice the records of the last batch: a batch of 700 readings in a list
+/// with room for 4,096 held 750 KB for nothing while it was on its way.
 const ROOM_KEPT: usize = 4_096;
 
 /// Records taken from the inbox and not yet in a batch, and the emptied
@@ -82,6 +84,8 @@ pub(super) struct Gathered<M> {
     records: VecDeque<Pending<M>>,
     bytes: usize,
     spare: Vec<Vec<Pending<M>>>,
+    /// Records in the last batch taken.
+    last_batch: usize,
 }
 
 impl<M> Default for Gathered<M> {
@@ -90,6 +94,7 @@ impl<M> Default for Gathered<M> {
             records: VecDeque::new(),
             bytes: 0,
             spare: Vec::new(),
+            last_batch: 0,
         }
     }
 }
@@ -133,7 +138,8 @@ impl<M> Gathered<M> {
     /// Keeps a finished batch's emptied record list for a later batch.
     pub(super) fn give_back(&mut self, mut records: Vec<Pending<M>>) {
         records.clear();
-        if self.spare.len() < SPARE_LISTS && (1..=ROOM_KEPT).contains(&records.capacity()) {
+        let room = ROOM_KEPT.min(2 * self.last_batch.max(64));
+        if self.spare.len() < SPARE_LISTS && (1..=room).contains(&records.capacity()) {
             self.spare.push(records);
         }
     }
@@ -158,6 +164,7 @@ impl<M> Gathered<M> {
             return None;
         }
         self.bytes -= bytes;
+        self.last_batch = count;
         let records = if count == self.records.len() {
             Vec::from(std::mem::take(&mut self.records))
         } else {
@@ -311,11 +318,26 @@ mod tests {
             (0..backlog).collect::<Vec<_>>(),
             "nothing lost, in order"
         );
-        let mut big = Vec::with_capacity(2 * ROOM_KEPT);
-        big.push(pending(1, 0));
+        for id in 0..1_000 {
+            gathered.push(pending_in(&budget, 1, id));
+        }
+        let batch = gathered.take_batch(usize::MAX, &budget).unwrap();
+        assert_eq!(batch.records.len(), 1_000);
         let spares = gathered.spare.len();
-        gathered.give_back(big);
+        gathered.give_back(Vec::with_capacity(2 * ROOM_KEPT));
         assert_eq!(gathered.spare.len(), spares, "a backlog's list is let go");
+        gathered.give_back(Vec::with_capacity(3_000));
+        assert_eq!(
+            gathered.spare.len(),
+            spares,
+            "a list with room for three batches of 1,000 is let go"
+        );
+        gathered.give_back(Vec::with_capacity(1_500));
+        assert_eq!(
+            gathered.spare.len(),
+            spares + 1,
+            "one that fits a batch is kept"
+        );
     }
 
     fn one_record_bytes() -> usize {
