@@ -97,7 +97,19 @@ pub(super) struct QueuedRecord {
     pub(super) timestamp_ms: i64,
 }
 
+/// Bytes of a record batch's header (record format 2), with room to spare.
+const BATCH_HEADER_BYTES: usize = 128;
+
 impl QueuedRecord {
+    /// The most bytes the record takes in an uncompressed batch: its key,
+    /// value and headers, and the varints around them.
+    fn encoded_size_at_most(&self) -> usize {
+        // Length, attributes, timestamp and offset deltas, key and value
+        // lengths, header count: at most 36 bytes; each header's name and
+        // value lengths at most 10.
+        36 + self.key.len() + self.value.len() + self.headers.byte_len() + 10 * self.headers.len()
+    }
+
     /// Lets go of the record's bytes, once its batch is encoded.
     pub(super) fn release(&mut self) {
         self.key = Bytes::new();
@@ -127,7 +139,9 @@ impl Encoder {
     ) -> Result<Bytes, String> {
         let options = options(compression);
         let mut count = 0;
+        let mut size = BATCH_HEADER_BYTES;
         for (index, queued) in records.enumerate() {
+            size += queued.encoded_size_at_most();
             if index == self.records.len() {
                 self.records.push(blank_record());
             }
@@ -142,7 +156,7 @@ impl Encoder {
             queued.headers.write_wire(&mut record.headers);
             count = index + 1;
         }
-        let mut buffer = self.buffer();
+        let mut buffer = self.buffer_for(size);
         let encoded =
             RecordBatchEncoder::encode(&mut buffer, self.records[..count].iter(), &options);
         for record in &mut self.records[..count] {
@@ -219,7 +233,15 @@ impl Encoder {
             .with_request_api_key(ApiKey::Produce as i16)
             .with_request_api_version(version)
             .with_client_id(Some(shape.client_id.clone()));
-        let mut message = self.buffer();
+        // The batches, and at most 64 bytes of framing each and 256 around them.
+        let size = batches
+            .iter()
+            .map(|(_, batch)| batch.len() + 64)
+            .sum::<usize>()
+            + 256
+            + shape.topic.0.len()
+            + shape.client_id.len();
+        let mut message = self.buffer_for(size);
         let encoded = header
             .encode(&mut message, ProduceRequest::header_version(version))
             .and_then(|_| request.encode(&mut message, version));
@@ -237,6 +259,19 @@ impl Encoder {
         let mut buffer = self.pool.pop().unwrap_or_default();
         buffer.clear();
         buffer
+    }
+
+    /// An empty buffer with room for `size` bytes: from the pool when its
+    /// buffer has the room, else a new one of that size. A buffer that grew
+    /// while a batch was encoded into it would double: a batch just over
+    /// 512 KiB would sit in 1 MiB until it is acknowledged.
+    fn buffer_for(&mut self, size: usize) -> BytesMut {
+        let buffer = self.buffer();
+        if buffer.capacity() >= size {
+            buffer
+        } else {
+            BytesMut::with_capacity(size)
+        }
     }
 
     /// Gives a batch's or a request's buffer back once nothing else holds it.
@@ -442,6 +477,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_batch_is_encoded_into_a_buffer_it_fits_without_growing() {
+        let mut encoder = Encoder::default();
+        let long: Vec<String> = (0..3_000)
+            .map(|i| format!("reading-{i:05}-{}", "v".repeat(150)))
+            .collect();
+        let long: Vec<&str> = long.iter().map(String::as_str).collect();
+        let sent = records(&long);
+        let estimate = BATCH_HEADER_BYTES
+            + sent
+                .iter()
+                .map(QueuedRecord::encoded_size_at_most)
+                .sum::<usize>();
+        let batch = encoder
+            .record_batch(Compression::None, ID, 0, sent.iter())
+            .unwrap();
+        assert!(batch.len() <= estimate, "{} > {estimate}", batch.len());
+        let buffer = batch.try_into_mut().expect("nothing else holds it");
+        assert_eq!(
+            buffer.capacity(),
+            estimate,
+            "allocated once, at the estimate"
+        );
     }
 
     #[test]
