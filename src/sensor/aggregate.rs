@@ -169,13 +169,13 @@ struct OpenMinute {
     device_type: DeviceType,
     unit: Arc<str>,
     first_offset: i64,
-    count: u64,
+    count: u32,
     min: f64,
     max: f64,
     sum: f64,
     last: f64,
     last_time: i64,
-    anomalies: u64,
+    anomalies: u32,
 }
 
 impl OpenMinute {
@@ -196,7 +196,7 @@ impl OpenMinute {
 
     fn add(&mut self, reading: &SensorReading) {
         let time = reading.timestamp.timestamp_millis();
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
         self.min = self.min.min(reading.value);
         self.max = self.max.max(reading.value);
         self.sum += reading.value;
@@ -204,7 +204,7 @@ impl OpenMinute {
             self.last_time = time;
             self.last = reading.value;
         }
-        self.anomalies += u64::from(reading.is_anomaly);
+        self.anomalies += u32::from(reading.is_anomaly);
     }
 }
 
@@ -352,12 +352,12 @@ impl PartitionAggregator {
                     .timestamp_millis_opt(minute)
                     .single()
                     .expect("a reading's minute is a valid time"),
-                count: open.count,
+                count: u64::from(open.count),
                 min: open.min,
                 max: open.max,
                 mean: open.sum / open.count as f64,
                 last: open.last,
-                anomalies: open.anomalies,
+                anomalies: u64::from(open.anomalies),
                 source: AggregateSource {
                     partition: self.partition,
                     offset: trigger,

@@ -52,14 +52,14 @@ use crate::kafka::security::Brokers;
 use fetcher::FetchedBatch;
 
 /// Batches waiting for processing, across all partitions. A batch holds up to
-/// `KAFKA_CONSUMER_FETCH_MAX_BYTES` of records, decoded into several times that
-/// in memory, so this bounds a lagging consumer's memory (each fetcher also
-/// holds the batch it waits to queue). Six keep a batch ready per partition of
-/// a six-partition topic; with sixteen, `metrocloud run` with 100,000 devices
-/// held 58 MB of fetched records at its heap's peak instead of 33 MB, and the
-/// consumer benchmark was no faster (0.54x of Kafka's consumer against 0.62x
-/// with six, static musl build).
-const QUEUE_BATCHES: usize = 6;
+/// `KAFKA_CONSUMER_FETCH_MAX_BYTES` of records, and records are slices of the
+/// fetch answer they came in, so this bounds a lagging consumer's memory
+/// (each fetcher also holds the batch it waits to queue: six more on a
+/// six-partition topic). With sixteen, `metrocloud run` with 100,000 devices
+/// held 58 MB of fetched records at its heap's peak instead of 33 MB with six,
+/// and the consumer benchmark was no faster; three, with the fetchers' own,
+/// still keep more than a batch ready per partition.
+const QUEUE_BATCHES: usize = 3;
 
 /// One record handed to the processor.
 #[derive(Debug, Clone)]

@@ -1,15 +1,17 @@
 //! A device's day: its mean value in each hour of the day, learned as it goes.
 
 /// Readings an hour needs before its mean counts.
-const LEARNED_AFTER: u16 = 3;
+const LEARNED_AFTER: u8 = 3;
 /// Weight of a new reading in its hour's mean, once the hour has this many.
-const HOUR_WEIGHT_AFTER: u16 = 50;
+const HOUR_WEIGHT_AFTER: u8 = 50;
 
 /// The running mean of each hour of the day (UTC) and the spread around them.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct DayProfile {
     means: [f32; 24],
-    counts: [u16; 24],
+    /// Readings taken per hour, up to 255: only whether an hour has more than
+    /// [`HOUR_WEIGHT_AFTER`] matters, and a fleet keeps one profile a device.
+    counts: [u8; 24],
     /// EWMA of the squared distance of a reading from its hour's mean.
     spread: f32,
 }
