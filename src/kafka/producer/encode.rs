@@ -68,6 +68,14 @@ fn options(compression: Compression) -> RecordEncodeOptions {
     }
 }
 
+/// Numbers `record`, the `index`th of a batch of `identity` from `base_sequence`.
+fn number(record: &mut Record, index: usize, identity: ProducerIdentity, base_sequence: i32) {
+    record.producer_id = identity.id;
+    record.producer_epoch = identity.epoch;
+    record.offset = index as i64;
+    record.sequence = base_sequence.wrapping_add(index as i32);
+}
+
 /// A record to be filled in by [`Encoder::record_batch`].
 fn blank_record() -> Record {
     Record {
@@ -146,10 +154,7 @@ impl Encoder {
                 self.records.push(blank_record());
             }
             let record = &mut self.records[index];
-            record.producer_id = identity.id;
-            record.producer_epoch = identity.epoch;
-            record.offset = index as i64;
-            record.sequence = base_sequence.wrapping_add(index as i32);
+            number(record, index, identity, base_sequence);
             record.timestamp = queued.timestamp_ms;
             record.key = Some(queued.key.clone());
             record.value = Some(queued.value.clone());
@@ -164,6 +169,16 @@ impl Encoder {
             record.value = None;
             record.headers.clear();
         }
+        self.finished(buffer, encoded)
+    }
+
+    /// The batch encoded into `buffer`, or why it could not be (the buffer
+    /// then goes back to the pool).
+    fn finished(
+        &mut self,
+        buffer: BytesMut,
+        encoded: Result<(), impl std::fmt::Display>,
+    ) -> Result<Bytes, String> {
         match encoded {
             Ok(()) => Ok(buffer.freeze()),
             Err(e) => {
@@ -190,19 +205,12 @@ impl Encoder {
             .map_err(|e| format!("cannot read back a record batch to renumber it: {e}"))?
             .records;
         for (index, record) in records.iter_mut().enumerate() {
-            record.producer_id = identity.id;
-            record.producer_epoch = identity.epoch;
-            record.offset = index as i64;
-            record.sequence = base_sequence.wrapping_add(index as i32);
+            number(record, index, identity, base_sequence);
         }
-        let mut buffer = self.buffer();
-        match RecordBatchEncoder::encode(&mut buffer, records.iter(), &options(compression)) {
-            Ok(()) => Ok(buffer.freeze()),
-            Err(e) => {
-                self.recycle(buffer.freeze());
-                Err(format!("cannot encode a record batch: {e}"))
-            }
-        }
+        // Numbered anew, the batch is the same size, give or take the varints.
+        let mut buffer = self.buffer_for(encoded.len() + BATCH_HEADER_BYTES);
+        let result = RecordBatchEncoder::encode(&mut buffer, records.iter(), &options(compression));
+        self.finished(buffer, result)
     }
 
     /// One Produce request (`acks=all`) carrying one batch for each of `batches`' partitions.
@@ -348,6 +356,13 @@ mod tests {
             .collect()
     }
 
+    /// `count` distinct values of `fill` bytes and a number each.
+    fn long_values(count: usize, fill: usize) -> Vec<String> {
+        (0..count)
+            .map(|i| format!("long-record-{i:05}-{}", "x".repeat(fill)))
+            .collect()
+    }
+
     fn values(records: &[Record]) -> Vec<String> {
         records
             .iter()
@@ -385,9 +400,7 @@ mod tests {
     #[test]
     fn a_reused_buffer_never_carries_one_batchs_bytes_into_the_next() {
         let mut encoder = Encoder::default();
-        let long: Vec<String> = (0..200)
-            .map(|i| format!("long-record-{i:04}-{}", "x".repeat(100)))
-            .collect();
+        let long = long_values(200, 100);
         let long: Vec<&str> = long.iter().map(String::as_str).collect();
         let first = batch(&mut encoder, Compression::None, ID, 0, &long);
         let (first_len, first_at) = (first.len(), first.as_ptr());
@@ -482,9 +495,7 @@ mod tests {
     #[test]
     fn a_batch_is_encoded_into_a_buffer_it_fits_without_growing() {
         let mut encoder = Encoder::default();
-        let long: Vec<String> = (0..3_000)
-            .map(|i| format!("reading-{i:05}-{}", "v".repeat(150)))
-            .collect();
+        let long = long_values(3_000, 150);
         let long: Vec<&str> = long.iter().map(String::as_str).collect();
         let sent = records(&long);
         let estimate = BATCH_HEADER_BYTES
