@@ -5,7 +5,8 @@
 //!
 //! Every device seen keeps its last reading, when it was seen, a short
 //! history of values for a chart, and its sequence audit (gaps, duplicates,
-//! out of order) from the same [`SequenceLedger`] the pipeline uses. Alerts
+//! out of order) in the same [`SequenceTrack`] the pipeline's ledger keeps per
+//! device, held in the device's record rather than a table of its own. Alerts
 //! and dead letters are kept as bounded rings with their counts over the
 //! last hour, so memory stays flat however long the console runs.
 
@@ -219,7 +220,7 @@ pub struct WatchCounters {
 #[derive(Debug)]
 pub struct FleetState {
     devices: BTreeMap<DeviceKey, DeviceRecord>,
-    /// Units and locations, shared by the devices that report them.
+    /// Units, locations and run ids, shared by the devices that report them.
     labels: Interner,
     /// Sequence totals over every device (each device's are in its record).
     totals: AuditTotals,

@@ -95,8 +95,9 @@ fn blank_record() -> Record {
     }
 }
 
-/// A record as it waits for its batch: what the batch is encoded from,
-/// again if it must be numbered anew.
+/// A record as it waits for its batch: what the batch is encoded from. Once
+/// it is, the record lets go of its bytes ([`Self::release`]); a batch
+/// numbered anew is read back from its encoded form ([`Encoder::renumbered`]).
 #[derive(Debug)]
 pub(super) struct QueuedRecord {
     pub(super) key: Bytes,
