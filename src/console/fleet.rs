@@ -22,7 +22,7 @@ use serde::Serialize;
 pub use super::recent::{RECENT_VALUES, RecentValues};
 use crate::intern::Interner;
 use crate::pipeline::audit::{AuditTotals, DeviceAudit, SequenceTrack, Verdict};
-use crate::sensor::device::{DeviceKey, DeviceType};
+use crate::sensor::device::{DeviceKey, DeviceTable, DeviceType};
 use crate::sensor::reading::{LocationView, ReadingView, SensorReading};
 use crate::sensor::rules::Alert;
 
@@ -219,7 +219,7 @@ pub struct WatchCounters {
 /// Everything the fleet, alert and dead-letter views read; see the module documentation.
 #[derive(Debug)]
 pub struct FleetState {
-    devices: BTreeMap<DeviceKey, DeviceRecord>,
+    devices: DeviceTable<DeviceRecord>,
     /// Units, locations and run ids, shared by the devices that report them.
     labels: Interner,
     /// Sequence totals over every device (each device's are in its record).
@@ -236,7 +236,7 @@ pub struct FleetState {
 impl Default for FleetState {
     fn default() -> Self {
         FleetState {
-            devices: BTreeMap::new(),
+            devices: DeviceTable::default(),
             labels: Interner::new(),
             totals: AuditTotals::default(),
             alerts: VecDeque::new(),
@@ -441,7 +441,7 @@ impl FleetState {
         self.devices.len()
     }
 
-    /// Every device with its id, in id order.
+    /// Every device with its id, in no particular order.
     pub fn devices(&self) -> impl Iterator<Item = (&str, &DeviceRecord)> {
         self.devices
             .iter()

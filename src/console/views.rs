@@ -373,6 +373,7 @@ pub(super) fn fleet(state: &ConsoleState, query: &FleetQuery) -> FleetView {
         }
         matching.push((id, device));
     }
+    matching.sort_unstable_by(|a, b| a.0.cmp(b.0));
     if query.sort.as_deref() == Some("problems") {
         let mut scored: Vec<_> = matching
             .iter()

@@ -10,11 +10,10 @@
 //! and closes it. Memory is a few dozen bytes per device, and the number of
 //! devices tracked is capped.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::intern::Interner;
-use crate::sensor::device::DeviceKey;
+use crate::sensor::device::{DeviceKey, DeviceTable};
 
 /// Readings further behind the newest than this are taken as new, not duplicates.
 pub const WINDOW: u64 = 64;
@@ -70,7 +69,7 @@ pub struct DeviceAudit {
 /// The per-device ledger; see the module documentation.
 #[derive(Debug)]
 pub struct SequenceLedger {
-    devices: HashMap<DeviceKey, SequenceTrack>,
+    devices: DeviceTable<SequenceTrack>,
     /// Run ids, each stored once however many devices carry it.
     runs: Interner,
     max_devices: usize,
@@ -78,11 +77,12 @@ pub struct SequenceLedger {
 }
 
 impl SequenceLedger {
-    /// A ledger tracking at most `max_devices` devices (the oldest is not
-    /// remembered beyond that; its next reading is taken as a new run).
+    /// A ledger tracking at most `max_devices` devices (beyond that a new
+    /// device takes the place of the first in the table, usually the earliest
+    /// tracked, whose next reading is then taken as a new run).
     pub fn new(max_devices: usize) -> Self {
         SequenceLedger {
-            devices: HashMap::new(),
+            devices: DeviceTable::default(),
             runs: Interner::new(),
             max_devices: max_devices.max(1),
             totals: AuditTotals::default(),
@@ -113,10 +113,10 @@ impl SequenceLedger {
     /// Records one reading and says whether it is new.
     pub fn observe(&mut self, device_id: &str, run_id: &str, sequence: u64) -> Verdict {
         let Some(track) = self.devices.get_mut(device_id) else {
-            if self.devices.len() >= self.max_devices
-                && let Some(victim) = self.devices.keys().next().cloned()
-            {
-                self.devices.remove(&victim);
+            if self.devices.len() >= self.max_devices {
+                // The first in the table: the earliest still tracked, unless
+                // an eviction since moved the latest into its place.
+                self.devices.swap_remove_index(0);
             }
             let track = SequenceTrack::first(self.runs.get(run_id), sequence, &mut self.totals);
             self.devices.insert(DeviceKey::from(device_id), track);

@@ -8,13 +8,12 @@
 //! question fault-tolerance work asks: was any acknowledged reading never
 //! processed?
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 
 use crate::intern::Interner;
-use crate::sensor::device::DeviceKey;
+use crate::sensor::device::{DeviceKey, DeviceTable};
 
 /// Sorted, disjoint, inclusive ranges of sequence numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -134,7 +133,7 @@ type DeviceRuns = SmallVec<[(Arc<str>, DeviceRun); 1]>;
 #[derive(Debug, Default)]
 pub struct DeliveryAudit {
     /// Per device, its runs (one, unless the fleet restarted).
-    devices: HashMap<DeviceKey, DeviceRuns>,
+    devices: DeviceTable<DeviceRuns>,
     /// Run ids, each stored once however many devices carry it.
     runs: Interner,
     duplicates: u64,

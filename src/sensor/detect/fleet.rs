@@ -1,13 +1,12 @@
 //! One detector per device of a fleet, and silences looked for now and then.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::quality::{FaultJudge, FaultQuality};
 use super::{DetectorSettings, DeviceDetector, Verdict};
-use crate::sensor::device::DeviceKey;
+use crate::sensor::device::{DeviceKey, DeviceTable};
 use crate::sensor::fault::FaultKind;
 use crate::sensor::reading::SensorReading;
 use crate::sensor::simulator::Fleet;
@@ -16,7 +15,7 @@ use crate::sensor::simulator::Fleet;
 #[derive(Debug)]
 pub struct FleetDetector {
     settings: DetectorSettings,
-    devices: HashMap<DeviceKey, DeviceDetector>,
+    devices: DeviceTable<DeviceDetector>,
 }
 
 impl FleetDetector {
@@ -24,7 +23,7 @@ impl FleetDetector {
     pub fn new(settings: DetectorSettings) -> FleetDetector {
         FleetDetector {
             settings,
-            devices: HashMap::new(),
+            devices: DeviceTable::default(),
         }
     }
 

@@ -17,7 +17,6 @@ pub mod alert;
 pub mod kinds;
 pub mod quality;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -27,7 +26,7 @@ pub use kinds::{AlertKind, AlertSettings, Severity, THRESHOLDS, threshold_breach
 pub use quality::AlertQuality;
 
 use crate::intern::Interner;
-use crate::sensor::device::{DeviceKey, DeviceType};
+use crate::sensor::device::{DeviceKey, DeviceTable, DeviceType};
 use crate::sensor::reading::SensorReading;
 use alert::{alert_time, new_alert_id};
 
@@ -97,7 +96,7 @@ impl DeviceState {
 #[derive(Debug)]
 pub struct AlertRules {
     settings: AlertSettings,
-    devices: HashMap<DeviceKey, DeviceState>,
+    devices: DeviceTable<DeviceState>,
     /// Run ids, each stored once however many devices carry it.
     runs: Interner,
     counters: RuleCounters,
@@ -108,7 +107,7 @@ impl AlertRules {
     pub fn new(settings: AlertSettings) -> Self {
         AlertRules {
             settings,
-            devices: HashMap::new(),
+            devices: DeviceTable::default(),
             runs: Interner::new(),
             counters: RuleCounters::default(),
         }
