@@ -37,7 +37,7 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::intern::Interner;
-use crate::sensor::device::{DeviceKey, DeviceType};
+use crate::sensor::device::{DeviceKey, DeviceTable, DeviceType};
 use crate::sensor::reading::SensorReading;
 
 /// Milliseconds in a minute.
@@ -215,8 +215,12 @@ pub struct PartitionAggregator {
     grace_ms: i64,
     /// The latest event time seen, once a record was.
     watermark: Option<i64>,
-    /// Open minutes by (minute start, device): closed in this order.
-    open: BTreeMap<(i64, DeviceKey), OpenMinute>,
+    /// Open minutes by minute start, then device: closed minute by minute,
+    /// each in device order. A minute's devices share its start, so the start
+    /// is held once, not beside every device.
+    open: BTreeMap<i64, DeviceTable<OpenMinute>>,
+    /// Open minutes, over every start.
+    open_count: usize,
     /// First offsets of the open minutes, with how many minutes start at each.
     first_offsets: BTreeMap<i64, u32>,
     /// Until its trigger has gone by, what the previous owner already wrote.
@@ -239,6 +243,7 @@ impl PartitionAggregator {
             grace_ms,
             watermark: None,
             open: BTreeMap::new(),
+            open_count: 0,
             first_offsets: BTreeMap::new(),
             resume: None,
             late: 0,
@@ -273,7 +278,7 @@ impl PartitionAggregator {
 
     /// Minutes open now.
     pub fn open_minutes(&self) -> usize {
-        self.open.len()
+        self.open_count
     }
 
     fn is_closed(&self, minute: i64, watermark: Option<i64>) -> bool {
@@ -281,18 +286,16 @@ impl PartitionAggregator {
     }
 
     fn include(&mut self, reading: &SensorReading, minute: i64, offset: i64) {
-        let entry = self
-            .open
-            .entry((minute, DeviceKey::from(reading.device_id.as_str())));
-        let open = match entry {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                *self.first_offsets.entry(offset).or_default() += 1;
-                let unit = self.units.get(&reading.unit);
-                entry.insert(OpenMinute::new(reading, unit, offset))
-            }
-        };
+        let devices = self.open.entry(minute).or_default();
+        if let Some(open) = devices.get_mut(reading.device_id.as_str()) {
+            open.add(reading);
+            return;
+        }
+        *self.first_offsets.entry(offset).or_default() += 1;
+        self.open_count += 1;
+        let mut open = OpenMinute::new(reading, self.units.get(&reading.unit), offset);
         open.add(reading);
+        devices.insert(DeviceKey::from(reading.device_id.as_str()), open);
     }
 
     /// Takes the reading at `offset`; returns the aggregates of the minutes it closed.
@@ -334,38 +337,42 @@ impl PartitionAggregator {
         let mut closed = Vec::new();
         let grace_ms = self.grace_ms;
         while let Some(entry) = self.open.first_entry() {
-            if entry.key().0 + MINUTE_MS + grace_ms > after {
+            if *entry.key() + MINUTE_MS + grace_ms > after {
                 break;
             }
-            let ((minute, device_id), open) = entry.remove_entry();
-            if let Entry::Occupied(mut starts) = self.first_offsets.entry(open.first_offset) {
-                *starts.get_mut() -= 1;
-                if *starts.get() == 0 {
-                    starts.remove();
+            let (minute, mut devices) = entry.remove_entry();
+            self.open_count -= devices.len();
+            devices.sort_unstable_keys();
+            for (device_id, open) in devices {
+                if let Entry::Occupied(mut starts) = self.first_offsets.entry(open.first_offset) {
+                    *starts.get_mut() -= 1;
+                    if *starts.get() == 0 {
+                        starts.remove();
+                    }
                 }
+                closed.push(MinuteAggregate {
+                    device_id: device_id.to_string(),
+                    device_type: open.device_type.as_str().to_string(),
+                    unit: open.unit.to_string(),
+                    minute: Utc
+                        .timestamp_millis_opt(minute)
+                        .single()
+                        .expect("a reading's minute is a valid time"),
+                    count: u64::from(open.count),
+                    min: open.min,
+                    max: open.max,
+                    mean: open.sum / open.count as f64,
+                    last: open.last,
+                    anomalies: u64::from(open.anomalies),
+                    source: AggregateSource {
+                        partition: self.partition,
+                        offset: trigger,
+                        emission: closed.len() as u32,
+                        watermark_before_ms: before,
+                        watermark_ms: after,
+                    },
+                });
             }
-            closed.push(MinuteAggregate {
-                device_id: device_id.to_string(),
-                device_type: open.device_type.as_str().to_string(),
-                unit: open.unit.to_string(),
-                minute: Utc
-                    .timestamp_millis_opt(minute)
-                    .single()
-                    .expect("a reading's minute is a valid time"),
-                count: u64::from(open.count),
-                min: open.min,
-                max: open.max,
-                mean: open.sum / open.count as f64,
-                last: open.last,
-                anomalies: u64::from(open.anomalies),
-                source: AggregateSource {
-                    partition: self.partition,
-                    offset: trigger,
-                    emission: closed.len() as u32,
-                    watermark_before_ms: before,
-                    watermark_ms: after,
-                },
-            });
         }
         if self.units.len() > self.units_limit {
             // Units only devices of closed minutes used (readings from a
