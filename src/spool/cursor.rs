@@ -54,15 +54,14 @@ impl Cursor {
                 }
                 None => {
                     // No whole record where a durable one must be: the segment
-                    // ended and the next one holds it, or the reader's buffer
+                    // ended (its room made ahead aside) and the next one, named
+                    // by its first record, holds it, or the reader's buffer
                     // caught part of a record appended after the last sync
                     // (read again from the same place, once).
                     let reader = self.reader.take().expect("a reader");
-                    let length = std::fs::metadata(&reader.path)
-                        .map_err(io(&reader.path))?
-                        .len();
-                    if length <= reader.offset {
-                        self.reader = Some(Reader::open(&segment_path(&self.dir, self.next))?);
+                    let next_segment = segment_path(&self.dir, self.next);
+                    if next_segment.exists() {
+                        self.reader = Some(Reader::open(&next_segment)?);
                     } else if reopened {
                         return Err(SpoolError::Damaged {
                             path: reader.path,

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 mod cursor;
+mod room;
 #[cfg(test)]
 mod tests;
 
@@ -130,6 +131,8 @@ pub struct Spool {
     durable: u64,
     /// Every record below this number is acknowledged by Kafka.
     released: u64,
+    /// The next segment, made ahead (see `room.rs`).
+    spare: room::Spare,
     /// Held while the queue is open: two writers would interleave records.
     _lock: nix::fcntl::Flock<File>,
 }
@@ -168,7 +171,7 @@ impl Spool {
             let path = segment_path(dir, first);
             let (count, valid) = scan(&path)?;
             let file_bytes = std::fs::metadata(&path).map_err(io(&path))?.len();
-            if valid < file_bytes {
+            if valid < file_bytes && !room::is_room(&path, valid).map_err(io(&path))? {
                 tracing::warn!(
                     "{}: {} bytes after the last whole record cut off (never synced, never acknowledged)",
                     path.display(),
@@ -190,8 +193,7 @@ impl Spool {
         }
         if segments.is_empty() {
             let path = segment_path(dir, next);
-            File::create(&path).map_err(io(&path))?;
-            sync_dir(dir)?;
+            room::make_zeroed(&path, settings.segment_bytes).map_err(io(&path))?;
             segments.push(Segment {
                 first: next,
                 path,
@@ -199,9 +201,11 @@ impl Spool {
             });
         }
         let last = segments.last().expect("one segment at least");
-        let file = OpenOptions::new()
-            .append(true)
+        let mut file = OpenOptions::new()
+            .write(true)
             .open(&last.path)
+            .map_err(io(&last.path))?;
+        file.seek(SeekFrom::Start(last.bytes))
             .map_err(io(&last.path))?;
         let mut spool = Spool {
             dir: dir.to_path_buf(),
@@ -211,6 +215,7 @@ impl Spool {
             next,
             durable: next,
             released: released.min(next),
+            spare: room::Spare::start(dir, settings.segment_bytes),
             _lock: lock,
         };
         for path in spool.mark_released(released) {
@@ -366,11 +371,15 @@ impl Spool {
     fn roll(&mut self) -> Result<(), SpoolError> {
         self.sync()?;
         let path = segment_path(&self.dir, self.next);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let file = match self.spare.take(&path) {
+            Some(file) => file,
+            None => OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&path)
+                .map_err(io(&path))?,
+        };
         sync_dir(&self.dir)?;
         self.writer = BufWriter::with_capacity(256 * 1024, file);
         self.segments.push(Segment {
@@ -434,6 +443,10 @@ impl Reader {
     fn next_record(&mut self) -> Result<Option<(u64, Bytes)>, SpoolError> {
         let mut head = [0u8; FRAME as usize];
         if !read_exactly(&mut self.file, &mut head).map_err(io(&self.path))? {
+            return Ok(None);
+        }
+        if head == [0u8; FRAME as usize] {
+            // Room made ahead for records to come (see `room.rs`).
             return Ok(None);
         }
         let length = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;

@@ -60,14 +60,16 @@ fn what_was_synced_is_there_after_reopening_and_numbering_goes_on() {
 fn a_torn_or_corrupt_tail_is_cut_off_and_only_it() {
     for damage in [&b"\x20\x00\x00\x00\x01\x02"[..], &[0xff; 40][..]] {
         let dir = tempfile::tempdir().unwrap();
-        let path = {
+        let (path, whole) = {
             let mut spool = Spool::open(dir.path(), settings()).unwrap();
             append_all(&mut spool, 0..3);
             spool.sync().unwrap();
-            spool.segments.last().unwrap().path.clone()
+            let last = spool.segments.last().unwrap();
+            (last.path.clone(), last.bytes)
         };
-        let whole = std::fs::metadata(&path).unwrap().len();
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        // Where the next record would have gone, over the room made ahead.
+        let mut file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(whole)).unwrap();
         file.write_all(damage).unwrap();
         drop(file);
         let mut spool = Spool::open(dir.path(), settings()).unwrap();
@@ -80,7 +82,7 @@ fn a_torn_or_corrupt_tail_is_cut_off_and_only_it() {
 }
 
 #[test]
-fn a_record_whose_checksum_fails_ends_the_log_there() {
+fn a_segment_is_made_at_full_size_in_zeros_and_its_room_is_not_taken_for_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let path = {
         let mut spool = Spool::open(dir.path(), settings()).unwrap();
@@ -88,9 +90,78 @@ fn a_record_whose_checksum_fails_ends_the_log_there() {
         spool.sync().unwrap();
         spool.segments[0].path.clone()
     };
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(size, settings().segment_bytes, "made at full size");
+    let mut spool = Spool::open(dir.path(), settings()).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "room kept");
+    assert_eq!(payloads(&spool, 0), numbered(0..3));
+    append_all(&mut spool, 3..5);
+    spool.sync().unwrap();
+    assert_eq!(payloads(&spool, 0), numbered(0..5));
+    drop(spool);
+    let spool = Spool::open(dir.path(), settings()).unwrap();
+    assert_eq!(
+        payloads(&spool, 0),
+        numbered(0..5),
+        "appends after reopening went over the room"
+    );
+}
+
+#[test]
+fn the_next_segment_is_made_while_the_current_fills_and_taken_when_it_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), settings()).unwrap();
+    let spare = dir.path().join("spare");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&spare).map_or(true, |m| m.len() != settings().segment_bytes) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spare segment made"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    append_all(&mut spool, 0..100);
+    spool.sync().unwrap();
+    assert!(spool.segments.len() >= 2, "100 records roll 1 KiB segments");
+    let second = &spool.segments[1];
+    assert!(
+        std::fs::metadata(&second.path).unwrap().len() >= settings().segment_bytes,
+        "the second segment is the spare, made at full size"
+    );
+    assert_eq!(payloads(&spool, 0), numbered(0..100));
+}
+
+#[test]
+fn an_empty_record_numbered_zero_is_not_mistaken_for_room() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut spool = Spool::open(dir.path(), settings()).unwrap();
+        assert_eq!(spool.append(b"").unwrap(), 0);
+        assert_eq!(spool.append(b"after").unwrap(), 1);
+        spool.sync().unwrap();
+    }
+    let spool = Spool::open(dir.path(), settings()).unwrap();
+    let read: Vec<(u64, Vec<u8>)> = spool
+        .read(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(n, p)| (n, p.to_vec()))
+        .collect();
+    assert_eq!(read, vec![(0, Vec::new()), (1, b"after".to_vec())]);
+}
+
+#[test]
+fn a_record_whose_checksum_fails_ends_the_log_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, end) = {
+        let mut spool = Spool::open(dir.path(), settings()).unwrap();
+        append_all(&mut spool, 0..3);
+        spool.sync().unwrap();
+        (spool.segments[0].path.clone(), spool.segments[0].bytes)
+    };
     // Flip the last byte of the third record's payload.
     let mut bytes = std::fs::read(&path).unwrap();
-    let last = bytes.len() - 1;
+    let last = end as usize - 1;
     bytes[last] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
     let spool = Spool::open(dir.path(), settings()).unwrap();

@@ -1,0 +1,128 @@
+//! Segment files written full of zeros before records go into them.
+//!
+//! Appending to the end of a file changes its size, and on ext4 (and most
+//! journalling file systems) an `fdatasync` of a file whose size changed
+//! waits for a journal commit, which carries every other process's metadata
+//! too: on a machine whose Kafka brokers append to their own logs, that put
+//! tails of 30 to 150 ms on a 390-byte group commit. Writing over blocks a
+//! file already has needs no journal, only the data: in the same conditions
+//! the tail stayed under 10 to 16 ms. So a segment is made at its full size,
+//! zeros written and synced, before any record goes into it; the end of its
+//! records is the first frame of zeros (a frame never is all zeros: its CRC
+//! covers the record's number).
+//!
+//! The next segment is made on a thread of its own while the current one
+//! fills (`spare`, renamed into place when the current one is full), so an
+//! append never waits for it; if it is not ready in time the new segment is
+//! an empty file that grows, as before.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+/// Zeros written at a time.
+const CHUNK: usize = 1024 * 1024;
+
+/// A segment file of `size` zero bytes at `path`, synced, made under a
+/// temporary name first, so that `path` is either absent or whole.
+pub(super) fn make_zeroed(path: &Path, size: u64) -> std::io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    {
+        let mut file = File::create(&temporary)?;
+        let zeros = vec![0u8; CHUNK];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(CHUNK as u64) as usize;
+            file.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, path)?;
+    File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+}
+
+/// Whether the bytes of `path` from `from` to its end are all zeros: room
+/// made ahead, not a torn record.
+pub(super) fn is_room(path: &Path, from: u64) -> std::io::Result<bool> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut buffer = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buffer[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
+}
+
+/// The next segment, being made or made.
+#[derive(Debug)]
+pub(super) struct Spare {
+    path: PathBuf,
+    size: u64,
+    making: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Spare {
+    /// Starts making a spare segment of `size` bytes in `dir`, unless one
+    /// from before is there already.
+    pub(super) fn start(dir: &Path, size: u64) -> Spare {
+        let mut spare = Spare {
+            path: dir.join("spare"),
+            size,
+            making: None,
+        };
+        spare.make();
+        spare
+    }
+
+    fn make(&mut self) {
+        if self.is_made() {
+            return;
+        }
+        let (path, size) = (self.path.clone(), self.size);
+        let spawned = std::thread::Builder::new()
+            .name("spool-spare".into())
+            .spawn(move || make_zeroed(&path, size));
+        match spawned {
+            Ok(handle) => self.making = Some(handle),
+            Err(e) => tracing::warn!("cannot start making a spare segment: {e}"),
+        }
+    }
+
+    /// A spare left by an earlier run counts only at the size wanted now.
+    fn is_made(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| m.len() == self.size)
+    }
+
+    /// The spare, renamed to `path` and opened for writing, when it is ready;
+    /// a new one is started either way. `None` while it is still being made
+    /// (or could not be): the caller makes an empty file instead.
+    pub(super) fn take(&mut self, path: &Path) -> Option<File> {
+        if let Some(making) = self.making.take_if(|m| m.is_finished()) {
+            match making.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("{}: {e}", self.path.display()),
+                Err(_) => tracing::warn!("making a spare segment panicked"),
+            }
+        }
+        if self.making.is_some() {
+            return None;
+        }
+        let taken = if self.is_made() {
+            std::fs::rename(&self.path, path)
+                .and_then(|()| OpenOptions::new().write(true).open(path))
+                .inspect_err(|e| tracing::warn!("{}: {e}", path.display()))
+                .ok()
+        } else {
+            None
+        };
+        self.make();
+        taken
+    }
+}
