@@ -193,7 +193,8 @@ impl Spool {
         }
         if segments.is_empty() {
             let path = segment_path(dir, next);
-            room::make_zeroed(&path, settings.segment_bytes).map_err(io(&path))?;
+            room::make_zeroed(&path, settings.segment_bytes, std::time::Duration::ZERO)
+                .map_err(io(&path))?;
             segments.push(Segment {
                 first: next,
                 path,

@@ -20,13 +20,22 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Zeros written at a time.
 const CHUNK: usize = 1024 * 1024;
 
+/// The pause after each chunk of a spare made while records are appended:
+/// a 64 MiB spare takes about a second and a half to make, with the disk
+/// free for group commits in between. At 10,000 readings/s a 64 MiB segment
+/// lasts 16 s.
+const SPARE_PAUSE: Duration = Duration::from_millis(20);
+
 /// A segment file of `size` zero bytes at `path`, synced, made under a
-/// temporary name first, so that `path` is either absent or whole.
-pub(super) fn make_zeroed(path: &Path, size: u64) -> std::io::Result<()> {
+/// temporary name first, so that `path` is either absent or whole. Each
+/// chunk is synced on its own, with `pause` after it: one flush of 64 MiB
+/// would hold the disk's queue, and the group commits waiting behind it.
+pub(super) fn make_zeroed(path: &Path, size: u64, pause: Duration) -> std::io::Result<()> {
     let temporary = path.with_extension("tmp");
     {
         let mut file = File::create(&temporary)?;
@@ -35,7 +44,11 @@ pub(super) fn make_zeroed(path: &Path, size: u64) -> std::io::Result<()> {
         while left > 0 {
             let n = left.min(CHUNK as u64) as usize;
             file.write_all(&zeros[..n])?;
+            file.sync_data()?;
             left -= n as u64;
+            if !pause.is_zero() && left > 0 {
+                std::thread::sleep(pause);
+            }
         }
         file.sync_all()?;
     }
@@ -88,7 +101,7 @@ impl Spare {
         let (path, size) = (self.path.clone(), self.size);
         let spawned = std::thread::Builder::new()
             .name("spool-spare".into())
-            .spawn(move || make_zeroed(&path, size));
+            .spawn(move || make_zeroed(&path, size, SPARE_PAUSE));
         match spawned {
             Ok(handle) => self.making = Some(handle),
             Err(e) => tracing::warn!("cannot start making a spare segment: {e}"),
