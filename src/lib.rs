@@ -27,6 +27,7 @@
 //! [`logging`], [`shutdown`], [`lock`] and [`exposition`] are plumbing every layer may use.
 
 pub mod exposition;
+pub mod idle;
 pub mod intern;
 pub mod lock;
 

@@ -15,6 +15,7 @@ const MAX_LINES: usize = 600;
 /// The layers, lowest first; a module may use its own layer and those below.
 const LAYERS: &[(&str, u8)] = &[
     ("exposition", 0),
+    ("idle", 0),
     ("intern", 0),
     ("lock", 0),
     ("shutdown", 0),

@@ -44,6 +44,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::idle::{IDLE_LIMIT, IdleLimit};
 use crate::kafka::admin::{AdminClient, Timeouts};
 use crate::kafka::client::SharedClient;
 pub(crate) use crate::lock::lock;
@@ -339,18 +340,18 @@ pub async fn start(
         #[cfg(feature = "tls")]
         let served = match listener {
             Either::Plain(listener) => {
-                axum::serve(listener, app)
+                axum::serve(IdleLimit::new(listener, IDLE_LIMIT), app)
                     .with_graceful_shutdown(shutdown.cancelled_owned())
                     .await
             }
             Either::Tls(listener) => {
-                axum::serve(listener, app)
+                axum::serve(IdleLimit::new(listener, IDLE_LIMIT), app)
                     .with_graceful_shutdown(shutdown.cancelled_owned())
                     .await
             }
         };
         #[cfg(not(feature = "tls"))]
-        let served = axum::serve(listener, app)
+        let served = axum::serve(IdleLimit::new(listener, IDLE_LIMIT), app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
         if let Err(e) = served {

@@ -13,7 +13,6 @@
 //!
 //! `GET /metrics` gives the gateway's counters and buffer to Prometheus.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -28,6 +27,7 @@ use super::credentials::Identity;
 use super::intake::{Intake, Message, Refusal};
 use super::view::GatewayView;
 use crate::exposition::Exposition;
+use crate::idle::Peer;
 
 /// The largest request body taken: about 40,000 readings of NDJSON.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -92,7 +92,7 @@ async fn metrics(State(intake): State<Arc<Intake>>, headers: HeaderMap) -> Respo
 
 async fn post_readings(
     State(intake): State<Arc<Intake>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {

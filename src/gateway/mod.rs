@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::idle::{IDLE_LIMIT, IdleLimit, Peer};
 use crate::kafka::producer::ProducerError;
 use crate::kafka::topics::TopicError;
 use crate::spool::SpoolError;
@@ -185,10 +186,10 @@ impl Gateway {
         ));
         let http = {
             let app = http::router(Arc::clone(&self.intake))
-                .into_make_service_with_connect_info::<SocketAddr>();
+                .into_make_service_with_connect_info::<Peer>();
             let stop = listeners.clone();
             tokio::spawn(async move {
-                axum::serve(self.http, app)
+                axum::serve(IdleLimit::new(self.http, IDLE_LIMIT), app)
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await
             })
