@@ -356,6 +356,16 @@ enum Side {
     Peer,
 }
 
+impl Side {
+    /// A short name, for consumer group names.
+    fn name(self) -> &'static str {
+        match self {
+            Side::Ours => "ours",
+            Side::Peer => "peer",
+        }
+    }
+}
+
 /// The order of the two sides in repeat `r`: ours first, then the peer first.
 fn order(repeat: u32) -> [Side; 2] {
     if repeat.is_multiple_of(2) {
