@@ -219,8 +219,6 @@ pub struct PartitionAggregator {
     /// each in device order. A minute's devices share its start, so the start
     /// is held once, not beside every device.
     open: BTreeMap<i64, DeviceTable<OpenMinute>>,
-    /// Open minutes, over every start.
-    open_count: usize,
     /// First offsets of the open minutes, with how many minutes start at each.
     first_offsets: BTreeMap<i64, u32>,
     /// Until its trigger has gone by, what the previous owner already wrote.
@@ -243,7 +241,6 @@ impl PartitionAggregator {
             grace_ms,
             watermark: None,
             open: BTreeMap::new(),
-            open_count: 0,
             first_offsets: BTreeMap::new(),
             resume: None,
             late: 0,
@@ -278,7 +275,7 @@ impl PartitionAggregator {
 
     /// Minutes open now.
     pub fn open_minutes(&self) -> usize {
-        self.open_count
+        self.open.values().map(|devices| devices.len()).sum()
     }
 
     fn is_closed(&self, minute: i64, watermark: Option<i64>) -> bool {
@@ -292,7 +289,6 @@ impl PartitionAggregator {
             return;
         }
         *self.first_offsets.entry(offset).or_default() += 1;
-        self.open_count += 1;
         let mut open = OpenMinute::new(reading, self.units.get(&reading.unit), offset);
         open.add(reading);
         devices.insert(DeviceKey::from(reading.device_id.as_str()), open);
@@ -341,7 +337,6 @@ impl PartitionAggregator {
                 break;
             }
             let (minute, mut devices) = entry.remove_entry();
-            self.open_count -= devices.len();
             devices.sort_unstable_keys();
             for (device_id, open) in devices {
                 if let Entry::Occupied(mut starts) = self.first_offsets.entry(open.first_offset) {

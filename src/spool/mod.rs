@@ -195,6 +195,7 @@ impl Spool {
             let path = segment_path(dir, next);
             room::make_zeroed(&path, settings.segment_bytes, std::time::Duration::ZERO)
                 .map_err(io(&path))?;
+            sync_dir(dir)?;
             segments.push(Segment {
                 first: next,
                 path,

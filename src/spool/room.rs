@@ -32,7 +32,8 @@ const CHUNK: usize = 1024 * 1024;
 const SPARE_PAUSE: Duration = Duration::from_millis(20);
 
 /// A segment file of `size` zero bytes at `path`, synced, made under a
-/// temporary name first, so that `path` is either absent or whole. Each
+/// temporary name first, so that `path` is either absent or whole (the
+/// caller syncs the folder when the name must last: a spare need not). Each
 /// chunk is synced on its own, with `pause` after it: one flush of 64 MiB
 /// would hold the disk's queue, and the group commits waiting behind it.
 pub(super) fn make_zeroed(path: &Path, size: u64, pause: Duration) -> std::io::Result<()> {
@@ -52,8 +53,7 @@ pub(super) fn make_zeroed(path: &Path, size: u64, pause: Duration) -> std::io::R
         }
         file.sync_all()?;
     }
-    std::fs::rename(&temporary, path)?;
-    File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+    std::fs::rename(&temporary, path)
 }
 
 /// Whether the bytes of `path` from `from` to its end are all zeros: room
