@@ -22,6 +22,9 @@ pub struct GatewaySettings {
     pub spool_max_bytes: u64,
     /// `METROCLOUD_GATEWAY_FSYNC_MS`: a wait before each fsync, to gather more appends.
     pub fsync_interval: Duration,
+    /// `METROCLOUD_GATEWAY_FORWARD_SPACING_MS`: shortest time between two
+    /// produce requests of the forwarder to one broker.
+    pub forward_spacing: Duration,
     /// `METROCLOUD_GATEWAY`: whether `metrocloud run` runs the gateway too.
     pub in_run: bool,
 }
@@ -35,6 +38,7 @@ impl Default for GatewaySettings {
             spool_dir: None,
             spool_max_bytes: 1024 * 1024 * 1024,
             fsync_interval: Duration::ZERO,
+            forward_spacing: Duration::from_millis(20),
             in_run: false,
         }
     }

@@ -225,6 +225,7 @@ async fn connect(
     let listener: Arc<dyn Fn(u64, Delivery) + Send + Sync> = Arc::new(listener);
     let settings = ProducerSettings {
         delivery_timeout: NO_DEADLINE,
+        request_spacing: config.gateway.forward_spacing,
         ..config.producer.clone()
     };
     let mut producers = Vec::with_capacity(2);

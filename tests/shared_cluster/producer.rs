@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use metrocloud::kafka::partitioner::partition_for_key;
-use metrocloud::kafka::producer::{Delivery, Producer};
+use metrocloud::kafka::producer::{Delivery, OutgoingRecord, Producer, ProducerSettings};
 use metrocloud::pipeline::sources::simulator::{ReadingId, run_ingest};
 use metrocloud::sensor::device::DeviceType;
 use metrocloud::sensor::reading::SensorReading;
@@ -222,4 +223,64 @@ async fn our_partition_for_a_key_is_the_one_kafkas_java_producer_chooses() {
             String::from_utf8_lossy(&key)
         );
     }
+}
+
+#[tokio::test]
+async fn with_a_request_spacing_records_arriving_meanwhile_share_the_next_request() {
+    let cluster = common::shared();
+    let topic = common::sensor_topic(cluster, "spacing").await;
+    let spacing = Duration::from_millis(250);
+    let settings = ProducerSettings {
+        request_spacing: spacing,
+        ..ProducerSettings::default()
+    };
+    let acked: Arc<Mutex<Vec<(u32, i64)>>> = Arc::default();
+    let listener = {
+        let acked = Arc::clone(&acked);
+        Arc::new(move |id: u32, delivery: Delivery| {
+            if let Delivery::Acked { offset, .. } = delivery {
+                acked.lock().unwrap().push((id, offset));
+            }
+        })
+    };
+    let producer = Producer::connect(
+        cluster.bootstrap.clone(),
+        &topic,
+        &settings,
+        listener,
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("producer connects");
+
+    // One device, so one partition and one broker: a record every 10 ms for 1.5 s.
+    let started = tokio::time::Instant::now();
+    for id in 0..150u32 {
+        let record = OutgoingRecord {
+            key: Bytes::from_static(b"device-1"),
+            value: Bytes::from(format!("{id:08}")),
+            headers: Default::default(),
+            timestamp: Utc::now(),
+            meta: id,
+        };
+        producer.send(record).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    producer.flush().await;
+    let elapsed = started.elapsed();
+    let summary = producer.close().await;
+
+    assert_eq!(summary.acked, 150, "{summary:?}");
+    // Each request carries this partition's batch at most: one request per
+    // spacing means as many batches, plus the first, sent at once.
+    let most = (elapsed.as_millis() / spacing.as_millis()) as u64 + 1;
+    assert!(
+        summary.batches <= most,
+        "{} batches in {elapsed:?}, at most {most} requests with a {spacing:?} spacing",
+        summary.batches
+    );
+    let mut acked = acked.lock().unwrap().clone();
+    acked.sort_by_key(|&(_, offset)| offset);
+    let ids: Vec<u32> = acked.iter().map(|&(id, _)| id).collect();
+    assert_eq!(ids, (0..150).collect::<Vec<_>>(), "stored in the order sent");
 }

@@ -307,6 +307,7 @@ impl<M: Send + 'static> Producer<M> {
         let senders = Arc::new(Senders::new(SenderSettings {
             shape: encode::RequestShape::new(topic, settings.request_timeout, CLIENT_ID),
             request_timeout: settings.request_timeout,
+            spacing: settings.request_spacing,
             security,
         }));
         let stats = Arc::new(ProducerStats::default());

@@ -26,6 +26,13 @@
 //! 10 s each): send→ack median 2.5 and 2.6 ms against 5.4 and 5.5 at 10,000
 //! readings/s, 3.8 against 6.8 ms at 50,000, with the same throughput.
 //!
+//! A producer whose records need not arrive soon (the gateway's forwarder,
+//! whose devices have their answer already) can space its requests: after a
+//! request the connection stays busy for the writers until the spacing has
+//! passed since it was sent, so everything gathered meanwhile goes in the next
+//! one. At 10,000 readings/s a 20 ms spacing cut the brokers' CPU from 1.5
+//! cores to 0.4. A lone record on a connection idle for longer goes at once.
+//!
 //! A broker answers the requests of one connection in order, and the sender
 //! keeps each partition's batches in the order its writer handed them over,
 //! so a partition's batches are written in order. Every batch gets exactly
@@ -67,6 +74,8 @@ struct Ready {
 pub(super) struct SenderSettings {
     pub(super) shape: RequestShape,
     pub(super) request_timeout: Duration,
+    /// Shortest time from one request to the next on a connection.
+    pub(super) spacing: Duration,
     /// How connections to the brokers are opened.
     pub(super) security: std::sync::Arc<Security>,
 }
@@ -164,11 +173,15 @@ async fn run(
     let mut pipeline: Option<Pipeline> = None;
     let mut encoder = Encoder::default();
     let mut open = true;
+    // While set, the connection stays busy for the writers (they go on
+    // gathering) though nothing is in flight: the spacing since the last request.
+    let mut spaced_until: Option<Instant> = None;
+    let mut last_sent: Option<Instant> = None;
     loop {
         if !open && waiting.is_empty() && in_flight.is_empty() {
             return;
         }
-        if !waiting.is_empty() && in_flight.is_empty() {
+        if !waiting.is_empty() && in_flight.is_empty() && spaced_until.is_none() {
             // The writers that waited for the connection cut their batches
             // as it freed: a moment for them to arrive, so that one request
             // carries them all.
@@ -209,9 +222,11 @@ async fn run(
                 Ok(message) => {
                     drop(batches);
                     busy.send_replace(true);
+                    let sent_at = Instant::now();
+                    last_sent = Some(sent_at);
                     in_flight.push_back(InFlight {
                         answer: connection.send(message.clone()),
-                        sent_at: Instant::now(),
+                        sent_at,
                         version,
                         request: message,
                         replies,
@@ -242,9 +257,16 @@ async fn run(
                 };
                 let failed = frame.is_err();
                 // Free before the answers go out: a writer that gets its
-                // answer cuts its next batch at once.
+                // answer cuts its next batch at once. Unless the next request
+                // must wait for the spacing: then free when it has passed.
+                let next_at = last_sent.map(|at| at + settings.spacing);
                 if in_flight.is_empty() {
-                    busy.send_replace(false);
+                    match next_at {
+                        Some(at) if !failed && at > Instant::now() => spaced_until = Some(at),
+                        _ => {
+                            busy.send_replace(false);
+                        }
+                    }
                 }
                 deliver(sent.replies, frame.and_then(|f| partition_answers(f, sent.version)));
                 encoder.recycle(sent.request);
@@ -252,6 +274,10 @@ async fn run(
                 if failed && let Some(connection) = pipeline.take() {
                     connection.abandon("an answer failed or is overdue");
                 }
+            }
+            _ = tokio::time::sleep_until(spaced_until.unwrap_or_else(Instant::now)), if spaced_until.is_some() => {
+                spaced_until = None;
+                busy.send_replace(false);
             }
             ready = incoming.recv(), if open => match ready {
                 Some(ready) => {
