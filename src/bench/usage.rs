@@ -174,6 +174,39 @@ impl BrokerCpu {
         }
         self.pids.iter().map(|&pid| process_cpu(pid)).sum()
     }
+
+    /// The CPU time so far of their JIT compiler threads (HotSpot names them
+    /// `C1 CompilerThreadN` and `C2 CompilerThreadN`), or `None` when there
+    /// is no broker to read. A young broker compiles for minutes, on the same
+    /// cores as the client measured.
+    pub fn compiling(&self) -> Option<Duration> {
+        if self.pids.is_empty() {
+            return None;
+        }
+        let ticks = clock_ticks_per_second();
+        let mut total = Duration::ZERO;
+        for pid in &self.pids {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+            for task in tasks.flatten() {
+                let path = task.path();
+                let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+                if is_compiler_thread(&comm)
+                    && let Some(cpu) = std::fs::read_to_string(path.join("stat"))
+                        .ok()
+                        .and_then(|stat| parse_stat_cpu(&stat, ticks))
+                {
+                    total += cpu;
+                }
+            }
+        }
+        Some(total)
+    }
+}
+
+/// Whether a thread's name (its `comm`, cut at 15 bytes) is HotSpot's JIT compiler's.
+fn is_compiler_thread(comm: &str) -> bool {
+    let comm = comm.trim_end();
+    comm.starts_with("C1 Compiler") || comm.starts_with("C2 Compiler")
 }
 
 #[cfg(test)]
@@ -190,6 +223,14 @@ mod tests {
             "250 + 50 ticks at 100 per second"
         );
         assert_eq!(parse_stat_cpu("garbage", 100), None);
+    }
+
+    #[test]
+    fn the_jit_compilers_threads_are_told_by_their_names() {
+        assert!(is_compiler_thread("C2 CompilerThre\n"));
+        assert!(is_compiler_thread("C1 CompilerThre"));
+        assert!(!is_compiler_thread("data-plane-kafk\n"));
+        assert!(!is_compiler_thread("GC Thread#0"));
     }
 
     #[test]
