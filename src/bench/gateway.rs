@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mqtt::{LoadOutcome, LoadSpec, Message};
 use super::numbers::thousands;
-use super::usage::{peak_rss, process_cpu};
+use super::usage::{WARM_UP_ROUNDS, peak_rss, process_cpu};
 use super::*;
 use crate::sensor::reading::ReadingView;
 
@@ -67,11 +67,6 @@ pub struct GatewaySection {
 const OURS: &str = "ours: metrocloud gateway (fsync, then Kafka)";
 const MOSQUITTO: &str = "Mosquitto 2 (no persistence, no subscriber)";
 
-/// Warm-up runs of ours at most, before the measured ones.
-const WARM_UP_ROUNDS: u32 = 4;
-
-/// The brokers' compilers are quiet once they take this share of the brokers' CPU or less.
-const QUIET_COMPILERS: f64 = 0.10;
 
 /// A server under load: its process and where it listens.
 struct Server {
@@ -163,7 +158,7 @@ impl Bench<'_> {
     /// took. A fresh cluster compiles for minutes, on the cores the gateway
     /// and the load share: in a run of ours at 10,000 readings/s after one
     /// warm-up run, the compilers took half of the brokers' 1.4 cores, and in
-    /// six warm-up runs (65 s from the cluster's start) 27 to 36 % of the
+    /// six warm-up runs (65 s from the cluster's start) 21 to 43 % of the
     /// brokers' CPU. Mosquitto's runs send nothing to Kafka.
     async fn gateway_warm_up(
         &mut self,
@@ -171,29 +166,21 @@ impl Bench<'_> {
     ) -> Result<(), BenchError> {
         let brokers = self.target().brokers.clone();
         for round in 1..=WARM_UP_ROUNDS {
-            let before = brokers.now().zip(brokers.compiling());
+            let mark = brokers.mark();
             self.gateway_run(None, throughput, None, u32::MAX).await?;
-            let after = brokers.now().zip(brokers.compiling());
-            let Some(((cpu_before, jit_before), (cpu_after, jit_after))) = before.zip(after) else {
+            let Some(compiling) = brokers.since(mark) else {
                 (self.say)("gateway: a warm-up run of ours, not reported");
                 return Ok(());
             };
-            let (cpu, jit) = (
-                cpu_after.saturating_sub(cpu_before).as_secs_f64(),
-                jit_after.saturating_sub(jit_before).as_secs_f64(),
-            );
-            let share = jit / cpu.max(1e-9);
             (self.say)(&format!(
-                "gateway: warm-up run {round} of ours, not reported: the brokers' JIT compilers took {jit:.1} of their {cpu:.1} CPU s ({:.0} %)",
-                share * 100.0
+                "gateway: warm-up run {round} of ours, not reported: {}",
+                compiling.describe()
             ));
-            if share <= QUIET_COMPILERS {
+            if compiling.quiet() {
                 return Ok(());
             }
         }
-        (self.say)(&format!(
-            "gateway: the brokers' compilers were still busy after {WARM_UP_ROUNDS} warm-up runs; measuring anyway"
-        ));
+        (self.say)("gateway: the brokers' compilers are still busy; measuring anyway");
         Ok(())
     }
 

@@ -203,6 +203,60 @@ impl BrokerCpu {
     }
 }
 
+/// Warm-up rounds at most before measured runs, when the brokers' JIT
+/// compilers stay busy.
+pub const WARM_UP_ROUNDS: u32 = 4;
+
+/// The brokers' CPU and their compilers' share of it over a stretch of time.
+#[derive(Debug, Clone, Copy)]
+pub struct Compiling {
+    /// Seconds of CPU the brokers took.
+    pub cpu_secs: f64,
+    /// Seconds of it their JIT compiler threads took.
+    pub jit_secs: f64,
+}
+
+impl Compiling {
+    /// The compilers took a tenth of the brokers' CPU or less: measured runs may start.
+    pub fn quiet(&self) -> bool {
+        self.jit_secs <= 0.10 * self.cpu_secs
+    }
+
+    /// For progress lines.
+    pub fn describe(&self) -> String {
+        format!(
+            "the brokers' JIT compilers took {:.1} of their {:.1} CPU s ({:.0} %)",
+            self.jit_secs,
+            self.cpu_secs,
+            100.0 * self.jit_secs / self.cpu_secs.max(1e-9)
+        )
+    }
+}
+
+/// A reading of the brokers' CPU and their compilers', to tell what a stretch took.
+#[derive(Debug, Clone, Copy)]
+pub struct CompilingMark {
+    cpu: Duration,
+    jit: Duration,
+}
+
+impl BrokerCpu {
+    /// Now, to compare with later; `None` when there is no broker to read.
+    pub fn mark(&self) -> Option<CompilingMark> {
+        let (cpu, jit) = self.now().zip(self.compiling())?;
+        Some(CompilingMark { cpu, jit })
+    }
+
+    /// What the brokers and their compilers took since `mark`.
+    pub fn since(&self, mark: Option<CompilingMark>) -> Option<Compiling> {
+        let (before, now) = mark.zip(self.mark())?;
+        Some(Compiling {
+            cpu_secs: now.cpu.saturating_sub(before.cpu).as_secs_f64(),
+            jit_secs: now.jit.saturating_sub(before.jit).as_secs_f64(),
+        })
+    }
+}
+
 /// Whether a thread's name (its `comm`, cut at 15 bytes) is HotSpot's JIT compiler's.
 fn is_compiler_thread(comm: &str) -> bool {
     let comm = comm.trim_end();
@@ -223,6 +277,21 @@ mod tests {
             "250 + 50 ticks at 100 per second"
         );
         assert_eq!(parse_stat_cpu("garbage", 100), None);
+    }
+
+    #[test]
+    fn the_brokers_are_warm_once_their_compilers_take_a_tenth_of_their_cpu_or_less() {
+        let busy = Compiling {
+            cpu_secs: 20.6,
+            jit_secs: 5.5,
+        };
+        assert!(!busy.quiet());
+        assert!(busy.describe().contains("5.5 of their 20.6 CPU s (27 %)"));
+        let quiet = Compiling {
+            cpu_secs: 12.0,
+            jit_secs: 1.2,
+        };
+        assert!(quiet.quiet());
     }
 
     #[test]
