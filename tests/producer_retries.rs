@@ -7,11 +7,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use chrono::Utc;
-use metrocloud::kafka::producer::{Delivery, OutgoingRecord, Producer, ProducerSettings};
+use metrocloud::kafka::producer::{Delivery, ProducerSettings};
 use metrocloud::kafka::topics::{TopicSpec, ensure_topic};
-use tokio_util::sync::CancellationToken;
 
 const RECORDS: u32 = 3_000;
 
@@ -59,32 +56,20 @@ async fn batches_retried_while_the_followers_were_frozen_are_stored_once_and_in_
     let failed: Arc<Mutex<Vec<String>>> = Arc::default();
     let listener = {
         let (acked, failed) = (Arc::clone(&acked), Arc::clone(&failed));
-        Arc::new(move |id: u32, delivery: Delivery| match delivery {
+        move |id: u32, delivery: Delivery| match delivery {
             Delivery::Acked { offset, .. } => acked.lock().unwrap().push((id, offset)),
             Delivery::Failed { reason, .. } => failed.lock().unwrap().push(reason),
-        })
+        }
     };
-    let producer = Producer::connect(
-        cluster.bootstrap.clone(),
-        &topic,
-        &settings,
-        listener,
-        &CancellationToken::new(),
-    )
-    .await
-    .expect("producer connects");
+    let producer = common::numbered_producer(&cluster, &topic, &settings, listener).await;
     let stats = producer.stats();
 
     let sending = tokio::spawn(async move {
         for id in 0..RECORDS {
-            let record = OutgoingRecord {
-                key: Bytes::from_static(b"device-1"),
-                value: Bytes::from(format!("{id:08}")),
-                headers: Default::default(),
-                timestamp: Utc::now(),
-                meta: id,
-            };
-            producer.send(record).await.expect("send");
+            producer
+                .send(common::numbered_record(id))
+                .await
+                .expect("send");
             if id % 50 == 49 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -262,6 +262,36 @@ pub async fn reading_producer(
     .expect("producer connects")
 }
 
+/// A producer of records the test numbers (see [`numbered_record`]) to
+/// `topic` under `settings`; `listener` hears each one's fate.
+pub async fn numbered_producer(
+    cluster: &TestCluster,
+    topic: &str,
+    settings: &metrocloud::kafka::producer::ProducerSettings,
+    listener: impl Fn(u32, metrocloud::kafka::producer::Delivery) + Send + Sync + 'static,
+) -> metrocloud::kafka::producer::Producer<u32> {
+    metrocloud::kafka::producer::Producer::connect(
+        cluster.bootstrap.clone(),
+        topic,
+        settings,
+        std::sync::Arc::new(listener),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("producer connects")
+}
+
+/// Record `id` of one device (`device-1`, so one partition), its number as its value.
+pub fn numbered_record(id: u32) -> metrocloud::kafka::producer::OutgoingRecord<u32> {
+    metrocloud::kafka::producer::OutgoingRecord {
+        key: bytes::Bytes::from_static(b"device-1"),
+        value: bytes::Bytes::from(format!("{id:08}")),
+        headers: Default::default(),
+        timestamp: chrono::Utc::now(),
+        meta: id,
+    }
+}
+
 /// A topic name no other test uses.
 pub fn unique_topic(purpose: &str) -> String {
     let suffix: u64 = rand::random();

@@ -7,12 +7,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use metrocloud::kafka::partitioner::partition_for_key;
-use metrocloud::kafka::producer::{Delivery, OutgoingRecord, Producer, ProducerSettings};
+use metrocloud::kafka::producer::{Delivery, Producer, ProducerSettings};
 use metrocloud::pipeline::sources::simulator::{ReadingId, run_ingest};
 use metrocloud::sensor::device::DeviceType;
 use metrocloud::sensor::reading::SensorReading;
@@ -237,33 +236,21 @@ async fn with_a_request_spacing_records_arriving_meanwhile_share_the_next_reques
     let acked: Arc<Mutex<Vec<(u32, i64)>>> = Arc::default();
     let listener = {
         let acked = Arc::clone(&acked);
-        Arc::new(move |id: u32, delivery: Delivery| {
+        move |id: u32, delivery: Delivery| {
             if let Delivery::Acked { offset, .. } = delivery {
                 acked.lock().unwrap().push((id, offset));
             }
-        })
+        }
     };
-    let producer = Producer::connect(
-        cluster.bootstrap.clone(),
-        &topic,
-        &settings,
-        listener,
-        &CancellationToken::new(),
-    )
-    .await
-    .expect("producer connects");
+    let producer = common::numbered_producer(cluster, &topic, &settings, listener).await;
 
     // One device, so one partition and one broker: a record every 10 ms for 1.5 s.
     let started = tokio::time::Instant::now();
     for id in 0..150u32 {
-        let record = OutgoingRecord {
-            key: Bytes::from_static(b"device-1"),
-            value: Bytes::from(format!("{id:08}")),
-            headers: Default::default(),
-            timestamp: Utc::now(),
-            meta: id,
-        };
-        producer.send(record).await.expect("send");
+        producer
+            .send(common::numbered_record(id))
+            .await
+            .expect("send");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     producer.flush().await;
