@@ -67,7 +67,6 @@ pub struct GatewaySection {
 const OURS: &str = "ours: metrocloud gateway (fsync, then Kafka)";
 const MOSQUITTO: &str = "Mosquitto 2 (no persistence, no subscriber)";
 
-
 /// A server under load: its process and where it listens.
 struct Server {
     child: tokio::process::Child,

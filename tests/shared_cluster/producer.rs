@@ -269,5 +269,9 @@ async fn with_a_request_spacing_records_arriving_meanwhile_share_the_next_reques
     let mut acked = acked.lock().unwrap().clone();
     acked.sort_by_key(|&(_, offset)| offset);
     let ids: Vec<u32> = acked.iter().map(|&(id, _)| id).collect();
-    assert_eq!(ids, (0..150).collect::<Vec<_>>(), "stored in the order sent");
+    assert_eq!(
+        ids,
+        (0..150).collect::<Vec<_>>(),
+        "stored in the order sent"
+    );
 }
