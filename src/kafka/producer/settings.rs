@@ -29,8 +29,8 @@ pub struct ProducerSettings {
     pub retry_backoff_max: Duration,
     /// Shortest time between two requests to one broker (zero: none). Every
     /// produce request costs the brokers much the same, whatever it carries;
-    /// spaced requests carry more each. Not from the environment: the
-    /// gateway's forwarder sets it, its records being acknowledged already.
+    /// spaced requests carry more each. Not from the environment: set by a
+    /// caller whose records need not arrive soon.
     pub request_spacing: Duration,
 }
 
