@@ -4,9 +4,12 @@
 //! The forwarder reads the buffer with its own cursor and hands each record
 //! to a producer (readings to the sensor topic keyed by device, so one
 //! device's readings share a partition and keep their order; dead letters to
-//! the dead-letter topic). It keeps at most [`WINDOW`] records unacknowledged;
-//! as acknowledgements come, the buffer is released up to the first record
-//! still waiting, a few times a second.
+//! the dead-letter topic). It keeps at most [`WINDOW`] records unacknowledged:
+//! as acknowledgements come, the acknowledged prefix leaves the window at
+//! once (making room for more), and the buffer is released up to it a few
+//! times a second (each release fsyncs a file). Counting acknowledged records
+//! until the next release would cap forwarding at a window per release
+//! interval: a 300,000-reading backlog drained at 34,000/s that way.
 //!
 //! Its producer has no delivery deadline: while Kafka is away, it retries
 //! (idempotently, so a partition's batches stay in order) for as long as it
@@ -161,6 +164,7 @@ pub async fn forward(
         buffer,
         stats,
         window: Window::default(),
+        to_release: None,
         outcomes,
         backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
     };
@@ -253,8 +257,11 @@ struct Forwarder {
     buffer: Arc<Buffer>,
     cursor: Cursor,
     stats: Arc<GatewayStats>,
-    /// Every record sent and not yet released, by number.
+    /// Every record sent and not yet acknowledged (with those acknowledged
+    /// after the first of them), by number.
     window: Window,
+    /// Every record below this number is acknowledged, and the buffer not yet told.
+    to_release: Option<u64>,
     outcomes: Outcomes,
     backoff: Backoff,
 }
@@ -332,10 +339,14 @@ impl Forwarder {
         }
     }
 
-    /// Takes every acknowledgement that has come.
+    /// Takes every acknowledgement that has come; the acknowledged prefix
+    /// leaves the window, to be released at the next [`Forwarder::release`].
     fn settle(&mut self) {
         while let Ok(outcome) = self.outcomes.try_recv() {
             self.record(outcome);
+        }
+        if let Some(upto) = self.window.take_acknowledged() {
+            self.to_release = Some(upto);
         }
     }
 
@@ -355,12 +366,13 @@ impl Forwarder {
 
     /// Releases the buffer up to the first record not acknowledged.
     async fn release(&mut self) -> Result<(), GatewayError> {
-        let upto = self.window.take_acknowledged();
+        self.settle();
         self.stats
             .oldest_waiting_ms
             .store(self.window.oldest_ms().max(0) as u64, Ordering::Relaxed);
-        if let Some(upto) = upto {
+        if let Some(upto) = self.to_release {
             self.buffer.release(upto).await?;
+            self.to_release = None;
             self.backoff.reset();
         }
         Ok(())
@@ -462,6 +474,51 @@ mod tests {
         );
         assert_eq!(window.oldest_ms(), 12);
         assert_eq!((window.len(), window.waiting, window.failed), (3, 2, 0));
+    }
+
+    #[tokio::test]
+    async fn acknowledged_records_leave_the_window_at_once_and_the_buffer_at_the_next_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = Buffer::open(dir.path(), 1 << 20).unwrap();
+        let shutdown = CancellationToken::new();
+        let commit = tokio::spawn(Arc::clone(&buffer).commit(Duration::ZERO, shutdown.clone()));
+        let reading = Spooled::Reading {
+            accepted_at_ms: 1,
+            key: bytes::Bytes::from_static(b"d"),
+            value: bytes::Bytes::from_static(b"{}"),
+        };
+        for _ in 0..4 {
+            buffer.append(&reading).unwrap();
+        }
+        buffer.until_durable(3).await.unwrap();
+        let (answers, outcomes) = mpsc::unbounded_channel();
+        let mut forwarder = Forwarder {
+            cursor: Cursor::at(buffer.dir(), 0),
+            buffer: Arc::clone(&buffer),
+            stats: Arc::default(),
+            window: Window::default(),
+            to_release: None,
+            outcomes,
+            backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(1)),
+        };
+        for number in 0..4 {
+            forwarder.window.insert(number, waiting(number as i64));
+        }
+        for number in [0, 1, 3] {
+            answers.send((number, true)).unwrap();
+        }
+        forwarder.settle();
+        assert_eq!(
+            (forwarder.window.len(), forwarder.window.waiting),
+            (2, 1),
+            "0 and 1 make room at once; 3 stays behind 2, which waits"
+        );
+        assert_eq!(buffer.released(), 0, "the buffer is told at the next release");
+        forwarder.release().await.unwrap();
+        assert_eq!(buffer.released(), 2);
+        assert_eq!(forwarder.stats.forwarded.load(Ordering::Relaxed), 3);
+        shutdown.cancel();
+        commit.await.unwrap().unwrap();
     }
 
     #[test]

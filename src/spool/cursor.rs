@@ -38,7 +38,7 @@ impl Cursor {
     /// Up to `limit` records from the cursor on, all below `durable`, in order.
     pub fn read(&mut self, durable: u64, limit: usize) -> Result<Vec<(u64, Bytes)>, SpoolError> {
         let mut found = Vec::new();
-        let mut reopened = false;
+        let mut read_again = false;
         while found.len() < limit && self.next < durable {
             let reader = match &mut self.reader {
                 Some(reader) => reader,
@@ -49,7 +49,7 @@ impl Cursor {
                 Some((number, _)) if number < self.next => {}
                 Some((number, payload)) => {
                     self.next = number + 1;
-                    reopened = false;
+                    read_again = false;
                     found.push((number, payload));
                 }
                 None => {
@@ -58,18 +58,17 @@ impl Cursor {
                     // by its first record, holds it, or the reader's buffer
                     // caught part of a record appended after the last sync
                     // (read again from the same place, once).
-                    let reader = self.reader.take().expect("a reader");
                     let next_segment = segment_path(&self.dir, self.next);
                     if next_segment.exists() {
                         self.reader = Some(Reader::open(&next_segment)?);
-                    } else if reopened {
+                    } else if read_again {
                         return Err(SpoolError::Damaged {
-                            path: reader.path,
+                            path: reader.path.clone(),
                             offset: reader.offset,
                         });
                     } else {
-                        self.reader = Some(Reader::open_at(&reader.path, reader.offset)?);
-                        reopened = true;
+                        reader.read_again()?;
+                        read_again = true;
                     }
                 }
             }

@@ -441,6 +441,15 @@ impl Reader {
         })
     }
 
+    /// Forgets what it read ahead, to read again from the start of the next
+    /// record (appended since, perhaps); its buffer is kept.
+    fn read_again(&mut self) -> Result<(), SpoolError> {
+        self.file
+            .seek(SeekFrom::Start(self.offset))
+            .map_err(io(&self.path))?;
+        Ok(())
+    }
+
     /// The next whole, sound record; `None` at the end or at a torn or corrupt one.
     fn next_record(&mut self) -> Result<Option<(u64, Bytes)>, SpoolError> {
         let mut head = [0u8; FRAME as usize];
