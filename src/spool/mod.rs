@@ -131,7 +131,7 @@ pub struct Spool {
     durable: u64,
     /// Every record below this number is acknowledged by Kafka.
     released: u64,
-    /// The next segment, made ahead (see `room.rs`).
+    /// The next segment, made ahead once the current one is half full (see `room.rs`).
     spare: room::Spare,
     /// Held while the queue is open: two writers would interleave records.
     _lock: nix::fcntl::Flock<File>,
@@ -217,7 +217,7 @@ impl Spool {
             next,
             durable: next,
             released: released.min(next),
-            spare: room::Spare::start(dir, settings.segment_bytes),
+            spare: room::Spare::new(dir, settings.segment_bytes),
             _lock: lock,
         };
         for path in spool.mark_released(released) {
@@ -257,6 +257,9 @@ impl Spool {
         self.writer.write_all(&head).map_err(io(&path))?;
         self.writer.write_all(payload).map_err(io(&path))?;
         segment.bytes += size;
+        if segment.bytes >= self.settings.segment_bytes / 2 {
+            self.spare.prepare();
+        }
         self.next += 1;
         Ok(number)
     }

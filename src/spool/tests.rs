@@ -108,10 +108,20 @@ fn a_segment_is_made_at_full_size_in_zeros_and_its_room_is_not_taken_for_a_torn_
 }
 
 #[test]
-fn the_next_segment_is_made_while_the_current_fills_and_taken_when_it_is_full() {
+fn the_next_segment_is_made_once_the_current_is_half_full_and_taken_when_it_is_full() {
     let dir = tempfile::tempdir().unwrap();
     let mut spool = Spool::open(dir.path(), settings()).unwrap();
     let spare = dir.path().join("spare");
+    append_all(&mut spool, 0..10);
+    assert!(
+        spool.segments[0].bytes < settings().segment_bytes / 2,
+        "10 records fill less than half a 1 KiB segment"
+    );
+    assert!(
+        !spare.exists(),
+        "no spare while the segment is less than half full"
+    );
+    append_all(&mut spool, 10..30);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::fs::metadata(&spare).map_or(true, |m| m.len() != settings().segment_bytes) {
         assert!(
@@ -120,7 +130,7 @@ fn the_next_segment_is_made_while_the_current_fills_and_taken_when_it_is_full() 
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    append_all(&mut spool, 0..100);
+    append_all(&mut spool, 30..100);
     spool.sync().unwrap();
     assert!(spool.segments.len() >= 2, "100 records roll 1 KiB segments");
     let second = &spool.segments[1];
