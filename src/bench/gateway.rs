@@ -199,8 +199,16 @@ impl Bench<'_> {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| BenchError::io(&dir, e))?;
+        // Ours forwards to a fresh topic and its dead-letter topic, both made
+        // before it starts, as a deployment's are: a gateway making its
+        // dead-letter topic has the brokers writing 18 new replicas' files
+        // during the first second of the load.
         let topic = match mosquitto {
-            None => Some(self.fresh_topic("gateway").await?),
+            None => {
+                let topic = self.fresh_topic("gateway").await?;
+                self.create_topic(&dead_letter_topic(&topic)).await?;
+                Some(topic)
+            }
             Some(_) => None,
         };
         let mut server = match (mosquitto, &topic) {
@@ -236,6 +244,7 @@ impl Bench<'_> {
         stop(&mut server).await;
         if let Some(topic) = &topic {
             self.drop_topic(topic).await;
+            self.drop_topic(&dead_letter_topic(topic)).await;
         }
         let _ = std::fs::remove_dir_all(&dir);
         Ok(summarize(
@@ -255,6 +264,7 @@ impl Bench<'_> {
             .arg("gateway")
             .env("KAFKA_BOOTSTRAP_SERVERS", self.target().bootstrap.join(","))
             .env("KAFKA_TOPIC_NAME", topic)
+            .env("KAFKA_DLQ_TOPIC", dead_letter_topic(topic))
             .env("METROCLOUD_GATEWAY_MQTT_ADDR", mqtt.to_string())
             .env("METROCLOUD_GATEWAY_HTTP_ADDR", http.to_string())
             .env("METROCLOUD_GATEWAY_SPOOL_DIR", dir.join("spool"))
@@ -289,6 +299,10 @@ fn summarize(
         cpu_per_million: cpu_secs / (load.acked.max(1) as f64 / 1e6),
         peak_rss_mib: peak_rss_bytes as f64 / MIB,
     }
+}
+
+fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}-dlq")
 }
 
 /// Every reading of the readings file as a message on its device's topic.

@@ -481,12 +481,18 @@ impl Bench<'_> {
     async fn fresh_topic(&mut self, purpose: &str) -> Result<String, BenchError> {
         self.topics += 1;
         let name = format!("bench-{purpose}-{}-{}", std::process::id(), self.topics);
+        self.create_topic(&name).await?;
+        Ok(name)
+    }
+
+    /// A topic as the benchmarks' are: 6 partitions, 3 replicas, 2 in sync.
+    async fn create_topic(&self, name: &str) -> Result<(), BenchError> {
         self.target()
             .admin
-            .create_topic(&name, 6, 3, &[("min.insync.replicas", "2".to_string())])
+            .create_topic(name, 6, 3, &[("min.insync.replicas", "2".to_string())])
             .await
             .map_err(|e| BenchError::Cluster(format!("cannot create topic {name}: {e}")))?;
-        Ok(name)
+        Ok(())
     }
 
     async fn drop_topic(&self, name: &str) {
