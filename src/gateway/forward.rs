@@ -513,7 +513,11 @@ mod tests {
             (2, 1),
             "0 and 1 make room at once; 3 stays behind 2, which waits"
         );
-        assert_eq!(buffer.released(), 0, "the buffer is told at the next release");
+        assert_eq!(
+            buffer.released(),
+            0,
+            "the buffer is told at the next release"
+        );
         forwarder.release().await.unwrap();
         assert_eq!(buffer.released(), 2);
         assert_eq!(forwarder.stats.forwarded.load(Ordering::Relaxed), 3);
