@@ -45,6 +45,7 @@ pub mod report;
 mod secure;
 mod simulator;
 pub mod storage;
+mod topics;
 pub mod usage;
 pub mod worker;
 
@@ -476,29 +477,6 @@ impl Bench<'_> {
             path,
             mean_bytes: total / count,
         })
-    }
-
-    async fn fresh_topic(&mut self, purpose: &str) -> Result<String, BenchError> {
-        self.topics += 1;
-        let name = format!("bench-{purpose}-{}-{}", std::process::id(), self.topics);
-        self.create_topic(&name).await?;
-        Ok(name)
-    }
-
-    /// A topic as the benchmarks' are: 6 partitions, 3 replicas, 2 in sync.
-    async fn create_topic(&self, name: &str) -> Result<(), BenchError> {
-        self.target()
-            .admin
-            .create_topic(name, 6, 3, &[("min.insync.replicas", "2".to_string())])
-            .await
-            .map_err(|e| BenchError::Cluster(format!("cannot create topic {name}: {e}")))?;
-        Ok(())
-    }
-
-    async fn drop_topic(&self, name: &str) {
-        if let Err(e) = self.target().admin.delete_topic(name).await {
-            tracing::warn!("could not delete benchmark topic {name}: {e}");
-        }
     }
 
     fn worker_command(&self, spec: &WorkerSpec) -> Command {
