@@ -182,7 +182,7 @@ pub struct Buffer {
 }
 
 impl Buffer {
-    /// Opens the spool in `dir` (a torn tail is cut off; see [`crate::spool`]).
+    /// Opens the spool in `dir` (a torn tail is passed over; see [`crate::spool`]).
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Arc<Buffer>, SpoolError> {
         let settings = SpoolSettings {
             segment_bytes: (64 * 1024 * 1024).min(max_bytes / 4).max(64 * 1024),

@@ -60,7 +60,7 @@ impl Cursor {
                     // (read again from the same place, once).
                     let next_segment = segment_path(&self.dir, self.next);
                     if next_segment.exists() {
-                        self.reader = Some(Reader::open(&next_segment)?);
+                        self.reader = Some(Reader::open(&next_segment, self.next)?);
                     } else if read_again {
                         return Err(SpoolError::Damaged {
                             path: reader.path.clone(),
@@ -88,6 +88,6 @@ impl Cursor {
             .filter(|first| *first <= self.next)
             .max()
             .unwrap_or(self.next);
-        Reader::open(&segment_path(&self.dir, first))
+        Reader::open(&segment_path(&self.dir, first), first)
     }
 }

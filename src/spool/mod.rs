@@ -16,10 +16,12 @@
 //! [`SpoolError::Full`], so the caller pushes back on its devices instead of
 //! dropping anything.
 //!
-//! Opening checks every record: a bad checksum or a short record ends the
-//! log there. Only the tail of the last segment can be torn (a crash during
-//! a write), and bytes after the last whole record were never synced, so
-//! never acknowledged to a device: they are cut off.
+//! Opening checks every record: a bad checksum, a short record or one not
+//! numbered next ends the log there. Only the tail of the last segment can
+//! be torn (a crash during a write), and bytes after the last whole record
+//! were never synced, so never acknowledged to a device: they are written
+//! over. (They need not be cut off: a reader stops where they start, and so
+//! it does at the older records of a reused segment file, see `room.rs`.)
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -131,7 +133,7 @@ pub struct Spool {
     durable: u64,
     /// Every record below this number is acknowledged by Kafka.
     released: u64,
-    /// The next segment, made ahead once the current one is half full (see `room.rs`).
+    /// The next segment, made ahead (see `room.rs`).
     spare: room::Spare,
     /// Held while the queue is open: two writers would interleave records.
     _lock: nix::fcntl::Flock<File>,
@@ -169,20 +171,13 @@ impl Spool {
         let mut next = released;
         for first in firsts {
             let path = segment_path(dir, first);
-            let (count, valid) = scan(&path)?;
+            let (count, valid) = scan(&path, first)?;
             let file_bytes = std::fs::metadata(&path).map_err(io(&path))?.len();
             if valid < file_bytes && !room::is_room(&path, valid).map_err(io(&path))? {
-                tracing::warn!(
-                    "{}: {} bytes after the last whole record cut off (never synced, never acknowledged)",
-                    path.display(),
-                    file_bytes - valid
+                tracing::info!(
+                    "{}: the records end at byte {valid}; what follows is a write a crash cut short (never synced, never acknowledged) or an earlier segment's records in a reused file, and is written over",
+                    path.display()
                 );
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io(&path))?;
-                file.set_len(valid).map_err(io(&path))?;
-                file.sync_all().map_err(io(&path))?;
             }
             next = next.max(first + count);
             segments.push(Segment {
@@ -191,10 +186,12 @@ impl Spool {
                 bytes: valid,
             });
         }
+        let mut spare = room::Spare::new(dir, settings.segment_bytes);
         if segments.is_empty() {
             let path = segment_path(dir, next);
             room::make_zeroed(&path, settings.segment_bytes, std::time::Duration::ZERO)
                 .map_err(io(&path))?;
+            spare.make_now().map_err(io(dir))?;
             sync_dir(dir)?;
             segments.push(Segment {
                 first: next,
@@ -217,7 +214,7 @@ impl Spool {
             next,
             durable: next,
             released: released.min(next),
-            spare: room::Spare::new(dir, settings.segment_bytes),
+            spare,
             _lock: lock,
         };
         for path in spool.mark_released(released) {
@@ -326,7 +323,7 @@ impl Spool {
             if next_first <= from || segment.first >= self.durable {
                 continue;
             }
-            let mut records = Reader::open(&segment.path)?;
+            let mut records = Reader::open(&segment.path, segment.first)?;
             while found.len() < limit {
                 let Some((number, payload)) = records.next_record()? else {
                     break;
@@ -361,13 +358,17 @@ impl Spool {
 
     /// The second half of a release whose first, [`write_released`], ran
     /// without the queue (its fsyncs need not hold up appends): records below
-    /// `upto` are released; the segments that held only such records are
-    /// handed back for the caller to delete.
+    /// `upto` are released; of the segments that held only such records, one
+    /// becomes the spare when there is none (renamed: no zeros written), and
+    /// the others are handed back for the caller to delete.
     pub fn mark_released(&mut self, upto: u64) -> Vec<PathBuf> {
         self.released = self.released.max(upto.min(self.durable));
         let mut gone = Vec::new();
         while self.segments.len() > 1 && self.segments[1].first <= self.released {
-            gone.push(self.segments.remove(0).path);
+            let segment = self.segments.remove(0);
+            if !self.spare.reuse(&segment.path) {
+                gone.push(segment.path);
+            }
         }
         gone
     }
@@ -421,26 +422,26 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
-/// The records of a segment file, in order, stopping at the first that is not whole and sound.
+/// The records of a segment file, in order, stopping at the first that is
+/// not whole and sound, or not numbered next: a reused segment file holds
+/// an older segment's records after the new ones (see `room.rs`).
 struct Reader {
     path: PathBuf,
     file: std::io::BufReader<File>,
     offset: u64,
+    /// The number the next record must have.
+    expected: u64,
 }
 
 impl Reader {
-    fn open(path: &Path) -> Result<Reader, SpoolError> {
-        Reader::open_at(path, 0)
-    }
-
-    /// A reader from byte `offset` of `path`, the start of a record.
-    fn open_at(path: &Path, offset: u64) -> Result<Reader, SpoolError> {
-        let mut file = File::open(path).map_err(io(path))?;
-        file.seek(SeekFrom::Start(offset)).map_err(io(path))?;
+    /// A reader of the segment whose first record is number `first`.
+    fn open(path: &Path, first: u64) -> Result<Reader, SpoolError> {
+        let file = File::open(path).map_err(io(path))?;
         Ok(Reader {
             path: path.to_path_buf(),
             file: std::io::BufReader::with_capacity(256 * 1024, file),
-            offset,
+            offset: 0,
+            expected: first,
         })
     }
 
@@ -473,9 +474,12 @@ impl Reader {
         if !read_exactly(&mut self.file, &mut payload).map_err(io(&self.path))? {
             return Ok(None);
         }
-        if crc32c::crc32c_append(crc32c::crc32c(&head[8..]), &payload) != crc {
+        if crc32c::crc32c_append(crc32c::crc32c(&head[8..]), &payload) != crc
+            || number != self.expected
+        {
             return Ok(None);
         }
+        self.expected += 1;
         self.offset += FRAME + length as u64;
         Ok(Some((number, Bytes::from(payload))))
     }
@@ -494,8 +498,8 @@ fn read_exactly(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
 }
 
 /// The count of whole, sound records at the start of `path`, and the bytes they take.
-fn scan(path: &Path) -> Result<(u64, u64), SpoolError> {
-    let mut reader = Reader::open(path)?;
+fn scan(path: &Path, first: u64) -> Result<(u64, u64), SpoolError> {
+    let mut reader = Reader::open(path, first)?;
     let mut count = 0;
     while reader.next_record()?.is_some() {
         count += 1;

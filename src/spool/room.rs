@@ -11,15 +11,24 @@
 //! records is the first frame of zeros (a frame never is all zeros: its CRC
 //! covers the record's number).
 //!
-//! The next segment is made on a thread of its own once the current one is
-//! half full (`spare`, renamed into place when the current one is full), so
-//! an append never waits for it; if it is not ready in time the new segment
-//! is an empty file that grows, as before. Not sooner: writing 64 MiB of
-//! zeros costs the disk and the CPU what 160,000 readings do, and while it
-//! runs the group commits' fsyncs queue behind its chunks (PUBACK p99 over
-//! half-second windows of a 10,000/s load: 10 to 18 ms while a spare was
-//! made at start, 5 to 13 ms without). A gateway that just started, or
-//! holds little, has no use for a spare yet.
+//! A spool keeps one such segment ahead (`spare`, renamed into place when
+//! the current one is full), so an append never waits for one. Writing
+//! zeros is dear: 64 MiB of them cost the disk and the CPU what 160,000
+//! readings do, and the group commits' fsyncs queue behind them (at 10,000
+//! readings/s the PUBACK p99 over half-second windows was 10 to 18 ms while
+//! a spare was being made, 5 to 13 ms otherwise; single windows reached 74
+//! to 162 ms). So zeros are written only where no segment can be reused:
+//!
+//! - a new spool makes its first segment and the spare before it takes
+//!   anything;
+//! - a segment whose records Kafka has all acknowledged becomes the spare
+//!   when there is none (as PostgreSQL recycles its WAL files): its old
+//!   records stay in it, after the new ones, and readers stop at them,
+//!   because each record's number (covered by its CRC) must be the next;
+//! - only when none was released in time (Kafka away, the spool growing) is
+//!   a spare made in zeros, on a thread of its own, once the current
+//!   segment is half full, a chunk at a time with pauses; if it is not ready
+//!   when needed, the new segment is an empty file that grows.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -102,7 +111,33 @@ impl Spare {
         spare
     }
 
-    /// Starts making the spare, unless it is made or being made.
+    /// Makes the spare now, on this thread, unless it is made.
+    pub(super) fn make_now(&mut self) -> std::io::Result<()> {
+        if !self.made {
+            make_zeroed(&self.path, self.size, Duration::ZERO)?;
+            self.made = true;
+        }
+        Ok(())
+    }
+
+    /// Takes the segment file at `path`, whose records are all released, as
+    /// the spare, if there is none and it is big enough; `false` when the
+    /// caller is to delete it.
+    pub(super) fn reuse(&mut self, path: &Path) -> bool {
+        if self.made
+            || self.making.is_some()
+            || !std::fs::metadata(path).is_ok_and(|m| m.len() >= self.size)
+        {
+            return false;
+        }
+        match std::fs::rename(path, &self.path) {
+            Ok(()) => self.made = true,
+            Err(e) => tracing::warn!("{}: not reused as the spare: {e}", path.display()),
+        }
+        self.made
+    }
+
+    /// Starts making the spare in zeros, unless it is made or being made.
     pub(super) fn prepare(&mut self) {
         if self.made || self.making.is_some() {
             return;
@@ -117,9 +152,9 @@ impl Spare {
         }
     }
 
-    /// A spare left by an earlier run counts only at the size wanted now.
+    /// A spare left by an earlier run counts only at the size wanted now, at least.
     fn is_made(&self) -> bool {
-        std::fs::metadata(&self.path).is_ok_and(|m| m.len() == self.size)
+        std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.size)
     }
 
     /// The spare, renamed to `path` and opened for writing, when it is ready.

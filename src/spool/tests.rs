@@ -57,7 +57,7 @@ fn what_was_synced_is_there_after_reopening_and_numbering_goes_on() {
 }
 
 #[test]
-fn a_torn_or_corrupt_tail_is_cut_off_and_only_it() {
+fn a_torn_or_corrupt_tail_is_passed_over_and_written_over() {
     for damage in [&b"\x20\x00\x00\x00\x01\x02"[..], &[0xff; 40][..]] {
         let dir = tempfile::tempdir().unwrap();
         let (path, whole) = {
@@ -73,10 +73,12 @@ fn a_torn_or_corrupt_tail_is_cut_off_and_only_it() {
         file.write_all(damage).unwrap();
         drop(file);
         let mut spool = Spool::open(dir.path(), settings()).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
         assert_eq!(payloads(&spool, 0), numbered(0..3));
         append_all(&mut spool, 3..4);
         spool.sync().unwrap();
+        assert_eq!(payloads(&spool, 0), numbered(0..4));
+        drop(spool);
+        let spool = Spool::open(dir.path(), settings()).unwrap();
         assert_eq!(payloads(&spool, 0), numbered(0..4));
     }
 }
@@ -107,38 +109,125 @@ fn a_segment_is_made_at_full_size_in_zeros_and_its_room_is_not_taken_for_a_torn_
     );
 }
 
-#[test]
-fn the_next_segment_is_made_once_the_current_is_half_full_and_taken_when_it_is_full() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut spool = Spool::open(dir.path(), settings()).unwrap();
-    let spare = dir.path().join("spare");
-    append_all(&mut spool, 0..10);
-    assert!(
-        spool.segments[0].bytes < settings().segment_bytes / 2,
-        "10 records fill less than half a 1 KiB segment"
-    );
-    assert!(
-        !spare.exists(),
-        "no spare while the segment is less than half full"
-    );
-    append_all(&mut spool, 10..30);
+fn spare_size(dir: &Path) -> Option<u64> {
+    std::fs::metadata(dir.join("spare")).ok().map(|m| m.len())
+}
+
+fn wait_for_spare(dir: &Path) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::fs::metadata(&spare).map_or(true, |m| m.len() != settings().segment_bytes) {
+    while spare_size(dir) != Some(settings().segment_bytes) {
         assert!(
             std::time::Instant::now() < deadline,
             "no spare segment made"
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    append_all(&mut spool, 30..100);
+}
+
+#[test]
+fn a_new_spool_has_its_first_segment_and_the_spare_made_before_it_takes_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), settings()).unwrap();
+    assert_eq!(spare_size(dir.path()), Some(settings().segment_bytes));
+    append_all(&mut spool, 0..100);
     spool.sync().unwrap();
     assert!(spool.segments.len() >= 2, "100 records roll 1 KiB segments");
-    let second = &spool.segments[1];
     assert!(
-        std::fs::metadata(&second.path).unwrap().len() >= settings().segment_bytes,
+        std::fs::metadata(&spool.segments[1].path).unwrap().len() >= settings().segment_bytes,
         "the second segment is the spare, made at full size"
     );
     assert_eq!(payloads(&spool, 0), numbered(0..100));
+}
+
+#[test]
+fn with_nothing_released_the_next_spare_is_made_once_the_current_segment_is_half_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path(), settings()).unwrap();
+    let mut next = 0;
+    while spool.segments.len() < 2 {
+        append_all(&mut spool, next..next + 1);
+        next += 1;
+    }
+    assert_eq!(
+        spare_size(dir.path()),
+        None,
+        "the spare became the second segment"
+    );
+    while spool.segments[1].bytes < settings().segment_bytes / 2 {
+        append_all(&mut spool, next..next + 1);
+        next += 1;
+        if spool.segments[1].bytes < settings().segment_bytes / 2 {
+            assert_eq!(
+                spare_size(dir.path()),
+                None,
+                "none while less than half full"
+            );
+        }
+    }
+    wait_for_spare(dir.path());
+}
+
+#[test]
+fn a_released_segment_becomes_the_spare_and_its_old_records_are_never_read_as_new() {
+    // Records of one size, so that the old records of the reused file start
+    // exactly where the new ones end: whole, with sound checksums.
+    fn append_sized(spool: &mut Spool, n: u64) {
+        assert_eq!(spool.append(format!("{n:08}").as_bytes()).unwrap(), n);
+    }
+    fn numbers(spool: &Spool) -> Vec<u64> {
+        payloads(spool, 0).into_iter().map(|(n, _)| n).collect()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut next = 0;
+    {
+        let mut spool = Spool::open(dir.path(), settings()).unwrap();
+        while spool.segments.len() < 2 {
+            append_sized(&mut spool, next);
+            next += 1;
+        }
+        spool.sync().unwrap();
+        let first = spool.segments[0].path.clone();
+        spool.release(spool.segments[1].first).unwrap();
+        assert!(!first.exists(), "the released segment was moved");
+        let reused = std::fs::read(dir.path().join("spare")).unwrap();
+        assert!(
+            reused.windows(8).any(|w| w == b"00000000"),
+            "the spare is the released segment, its records still in it"
+        );
+        let second = spool.segments.len();
+        while spool.segments.len() == second {
+            append_sized(&mut spool, next);
+            next += 1;
+        }
+        append_sized(&mut spool, next);
+        next += 1;
+        spool.sync().unwrap();
+        let unreleased: Vec<u64> = (spool.released()..next).collect();
+        assert_eq!(numbers(&spool), unreleased);
+        let mut cursor = Cursor::at(dir.path(), unreleased[0]);
+        let read: Vec<u64> = cursor
+            .read(spool.durable(), usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(read, unreleased);
+    }
+    let spool = Spool::open(dir.path(), settings()).unwrap();
+    let last = spool.segments.last().unwrap();
+    assert!(
+        std::fs::metadata(&last.path).unwrap().len() >= settings().segment_bytes,
+        "the reused segment keeps its room: nothing cut off"
+    );
+    assert_eq!(
+        spool.next(),
+        next,
+        "numbering goes on after the new records only"
+    );
+    assert_eq!(
+        numbers(&spool),
+        (spool.released()..next).collect::<Vec<_>>()
+    );
 }
 
 #[test]
