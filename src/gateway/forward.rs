@@ -183,7 +183,6 @@ pub async fn forward(
             "Kafka did not answer for what was in flight within {grace:?}: it stays in the buffer for the next start"
         );
     }
-    forwarder.settle();
     forwarder.release().await?;
     result
 }

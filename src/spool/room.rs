@@ -70,21 +70,16 @@ pub(super) fn make_zeroed(path: &Path, size: u64, pause: Duration) -> std::io::R
     std::fs::rename(&temporary, path)
 }
 
-/// Whether the bytes of `path` from `from` to its end are all zeros: room
-/// made ahead, not a torn record.
+/// Whether the frame at byte `from` of `path` is zeros (or the file ends
+/// first): room made ahead, rather than a torn write or a reused file's
+/// older records. Only what opening logs depends on it, so one frame is
+/// read, not the rest of a 64 MiB segment.
 pub(super) fn is_room(path: &Path, from: u64) -> std::io::Result<bool> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(from))?;
-    let mut buffer = vec![0u8; CHUNK];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            return Ok(true);
-        }
-        if buffer[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
-        }
-    }
+    let mut frame = Vec::with_capacity(super::FRAME as usize);
+    file.take(super::FRAME).read_to_end(&mut frame)?;
+    Ok(frame.iter().all(|&b| b == 0))
 }
 
 /// The next segment: none yet, being made, or made.
