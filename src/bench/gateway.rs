@@ -11,6 +11,8 @@
 //! the server process's, from the first publication to its last reading
 //! handled (for ours: forwarded); peak RSS its `VmHWM`. Both answer without
 //! Nagle's delay (Mosquitto's `set_tcp_nodelay true`, as ours always does).
+//! Before each run the page cache is written out ([`settle_disk`]), and the
+//! clock starts once every client is connected.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -216,6 +218,7 @@ impl Bench<'_> {
             (None, Some(topic)) => self.start_ours(topic, &dir).await?,
             (None, None) => unreachable!("ours always has a topic"),
         };
+        settle_disk().await;
         let spec = spec(server.mqtt);
         let total = spec.total;
         let cpu_before = process_cpu(server.pid).unwrap_or_default();
@@ -355,6 +358,18 @@ async fn start_mosquitto(program: &Path, dir: &Path) -> Result<Server, BenchErro
     command.arg("-c").arg(&conf);
     let child = spawn(command, &dir.join("mosquitto.log"), "mosquitto")?;
     listening(child, mqtt, None).await
+}
+
+/// Writes out what earlier runs left in the page cache before a run starts,
+/// for either server. The brokers share this machine's one disk, and each
+/// run leaves them hundreds of MB unwritten (a run as fast as it goes puts
+/// about 360 MB into their logs); the kernel writes it out in bursts up to
+/// 30 s later, in the middle of the next run, where a burst held one of
+/// our group commits' fsyncs for 87 and 169 ms (and a probe's fdatasync,
+/// beside Mosquitto's run, for 80 to 164 ms). A run is charged for its own
+/// writes, not its predecessor's.
+async fn settle_disk() {
+    let _ = tokio::task::spawn_blocking(nix::unistd::sync).await;
 }
 
 /// Waits (up to a minute) until the server accepts connections.

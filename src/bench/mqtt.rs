@@ -8,13 +8,14 @@
 //! shares the machine with the server it measures, and should cost little.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Barrier;
 use tokio::time::Instant;
 
 /// How long connecting, and waiting for any one answer, may take.
@@ -58,13 +59,23 @@ pub struct LoadOutcome {
 }
 
 /// Runs the load to its end; an error names the client and what failed.
+///
+/// Every client connects before the first publication: the clock (and a
+/// fixed rate's schedule) starts once all of them are in, so that what is
+/// timed is publication to PUBACK, not a hundred TCP and MQTT handshakes
+/// queued at a server that has just started.
 pub async fn run(spec: &LoadSpec) -> Result<LoadOutcome, String> {
-    let started = Instant::now();
+    let all_in = Arc::new(Barrier::new(spec.clients));
+    let start = Arc::new(OnceLock::new());
     let mut clients = tokio::task::JoinSet::new();
     for index in 0..spec.clients {
-        let spec = spec.clone();
+        let (spec, all_in, start) = (spec.clone(), Arc::clone(&all_in), Arc::clone(&start));
         clients.spawn(async move {
-            client(&spec, index, started)
+            // Waits for the others even when this one failed: none is left waiting.
+            let connected = connect(&spec, index).await;
+            all_in.wait().await;
+            let started = *start.get_or_init(Instant::now);
+            client(&spec, index, connected?, started)
                 .await
                 .map_err(|e| format!("MQTT client {index}: {e}"))
         });
@@ -76,6 +87,7 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadOutcome, String> {
         acked += count;
         latency_us.add(&seen).map_err(|e| e.to_string())?;
     }
+    let started = start.get().copied().unwrap_or_else(Instant::now);
     Ok(LoadOutcome {
         acked,
         elapsed: started.elapsed(),
@@ -87,10 +99,41 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
 }
 
-/// One client's share: connect, publish with its window, disconnect.
+/// One client's connection, its CONNACK read.
+async fn connect(spec: &LoadSpec, index: usize) -> Result<(TcpStream, BytesMut), String> {
+    let handshake = async {
+        let mut stream = TcpStream::connect(spec.addr).await?;
+        stream.set_nodelay(true)?;
+        let mut out = BytesMut::with_capacity(256);
+        write_connect(&mut out, &format!("metrocloud-bench-{index}"));
+        stream.write_all(&out).await?;
+        let mut inbox = BytesMut::with_capacity(64 * 1024);
+        // CONNACK: 0x20 0x02 flags code.
+        while inbox.len() < 4 {
+            read_more(&mut stream, &mut inbox).await?;
+        }
+        if inbox[0] != 0x20 || inbox[3] != 0 {
+            return Err(std::io::Error::other(format!(
+                "refused: CONNACK {:02x?}",
+                &inbox[..4]
+            )));
+        }
+        inbox.advance(4);
+        Ok((stream, inbox))
+    };
+    match tokio::time::timeout(ANSWER_WITHIN, handshake).await {
+        Ok(connected) => connected.map_err(|e| format!("MQTT client {index}: {e}")),
+        Err(_) => Err(format!(
+            "MQTT client {index}: not connected within {ANSWER_WITHIN:?}"
+        )),
+    }
+}
+
+/// One client's share, once connected: publish with its window, disconnect.
 async fn client(
     spec: &LoadSpec,
     index: usize,
+    (mut stream, mut inbox): (TcpStream, BytesMut),
     started: Instant,
 ) -> std::io::Result<(u64, Histogram<u64>)> {
     let share = spec.total / spec.clients as u64
@@ -98,25 +141,7 @@ async fn client(
     let interval = spec
         .rate
         .map(|rate| Duration::from_secs_f64(spec.clients as f64 / f64::from(rate.max(1))));
-    let mut stream = tokio::time::timeout(ANSWER_WITHIN, TcpStream::connect(spec.addr)).await??;
-    stream.set_nodelay(true)?;
     let mut out = BytesMut::with_capacity(64 * 1024);
-    write_connect(&mut out, &format!("metrocloud-bench-{index}"));
-    stream.write_all(&out).await?;
-    out.clear();
-    let mut inbox = BytesMut::with_capacity(64 * 1024);
-    // CONNACK: 0x20 0x02 flags code.
-    while inbox.len() < 4 {
-        read_more(&mut stream, &mut inbox).await?;
-    }
-    if inbox[0] != 0x20 || inbox[3] != 0 {
-        return Err(std::io::Error::other(format!(
-            "refused: CONNACK {:02x?}",
-            &inbox[..4]
-        )));
-    }
-    inbox.advance(4);
-
     let mut latency = histogram();
     // Send time (or scheduled time) of each packet id in flight.
     let mut sent_at: Vec<Option<Instant>> = vec![None; 65_536];
