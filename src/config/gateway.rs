@@ -38,7 +38,7 @@ impl Default for GatewaySettings {
             spool_dir: None,
             spool_max_bytes: 1024 * 1024 * 1024,
             fsync_interval: Duration::ZERO,
-            forward_spacing: Duration::from_millis(20),
+            forward_spacing: Duration::from_millis(200),
             in_run: false,
         }
     }

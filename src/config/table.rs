@@ -524,8 +524,8 @@ pub static SETTINGS: &[Setting] = &[
     setting!("METROCLOUD_GATEWAY_FSYNC_MS", Gateway, "0",
         "Group commit: appends that come during an fsync share the next one; this adds a wait before each fsync to gather more (for disks where an fsync is dear), at that much latency.",
         gateway.fsync_interval, |v| millis(v, 0), show_millis),
-    setting!("METROCLOUD_GATEWAY_FORWARD_SPACING_MS", Gateway, "20",
-        "Shortest time between two produce requests of the forwarder to one broker: devices are acknowledged once their readings are on disk, so forwarding a few ms later costs them nothing, and fewer, fuller requests cost the brokers far less CPU; 0: a request as soon as a broker's connection is free.",
+    setting!("METROCLOUD_GATEWAY_FORWARD_SPACING_MS", Gateway, "200",
+        "Shortest time between two produce requests of the forwarder to one broker, unless a full batch waits: devices are acknowledged once their readings are on disk, so forwarding later costs them nothing, and fewer, fuller requests cost the brokers far less CPU; 0: a request as soon as a broker's connection is free.",
         gateway.forward_spacing, |v| whole(v, 0u64, 10_000).map(std::time::Duration::from_millis), show_millis),
     setting!(
         "METROCLOUD_CLUSTER_DIR",

@@ -275,3 +275,50 @@ async fn with_a_request_spacing_records_arriving_meanwhile_share_the_next_reques
         "stored in the order sent"
     );
 }
+
+#[tokio::test]
+async fn a_full_batch_goes_at_once_whatever_the_request_spacing() {
+    let cluster = common::shared();
+    let topic = common::sensor_topic(cluster, "spacing-full").await;
+    // Far longer than the test: a batch that waited for it would show.
+    let spacing = Duration::from_secs(60);
+    let settings = ProducerSettings {
+        request_spacing: spacing,
+        batch_bytes: 2048,
+        ..ProducerSettings::default()
+    };
+    let acked: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let listener = {
+        let acked = Arc::clone(&acked);
+        move |id: u32, delivery: Delivery| {
+            if let Delivery::Acked { .. } = delivery {
+                acked.lock().unwrap().push(id);
+            }
+        }
+    };
+    let producer = common::numbered_producer(cluster, &topic, &settings, listener).await;
+
+    // One device, one partition: 400 records at once fill several batches.
+    for id in 0..400u32 {
+        producer
+            .send(common::numbered_record(id))
+            .await
+            .expect("send");
+    }
+    common::eventually(
+        Duration::from_secs(30),
+        "the full batches acknowledged without waiting for the spacing",
+        || {
+            let acked = Arc::clone(&acked);
+            async move { acked.lock().unwrap().len() >= 300 }
+        },
+    )
+    .await;
+
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(
+        acked,
+        (0..acked.len() as u32).collect::<Vec<_>>(),
+        "acknowledged in the order sent"
+    );
+}

@@ -46,10 +46,16 @@ impl Drop for Held {
 /// Records sent together, and the buffer bytes they hold.
 pub(super) struct Batch<M> {
     pub(super) records: Vec<Pending<M>>,
-    pub(super) _held: Held,
+    pub(super) held: Held,
 }
 
 impl<M> Batch<M> {
+    /// Whether it was cut because it reached `batch_bytes`, rather than
+    /// because its writer had no reason to wait for more.
+    pub(super) fn is_full(&self, batch_bytes: usize) -> bool {
+        self.held.bytes >= batch_bytes
+    }
+
     /// The earliest delivery deadline of its records: the first one's, as
     /// records are batched in the order they were sent.
     pub(super) fn deadline(&self, delivery_timeout: Duration) -> Instant {
@@ -180,7 +186,7 @@ impl<M> Gathered<M> {
         };
         Some(Batch {
             records,
-            _held: Held {
+            held: Held {
                 budget: Arc::clone(budget),
                 bytes,
             },

@@ -306,6 +306,7 @@ impl<M: Send + 'static> State<M> {
             self.connection = Some((leader.clone(), self.writer.senders.busy(&leader)));
         }
         let compression = self.writer.settings.compression;
+        let batch_bytes = self.writer.settings.batch_bytes;
         let now = Instant::now();
         let confirmed = self.confirmed();
         for (position, sent) in self.in_flight.range_mut(from..).enumerate() {
@@ -359,7 +360,12 @@ impl<M: Send + 'static> State<M> {
                 }
             }
             let encoded = sent.encoded.clone().expect("encoded above");
-            sent.answer = Some(self.writer.senders.submit(&leader, partition, encoded));
+            let full = sent.batch.is_full(batch_bytes);
+            sent.answer = Some(
+                self.writer
+                    .senders
+                    .submit(&leader, partition, encoded, full),
+            );
             sent.sent_at = now;
         }
     }
@@ -512,7 +518,10 @@ impl<M: Send + 'static> State<M> {
             self.encoder.recycle(encoded);
         }
         let partition = self.writer.partition;
-        let Batch { mut records, _held } = sent.batch;
+        let Batch {
+            mut records,
+            held: _held,
+        } = sent.batch;
         for (index, pending) in records.drain(..).enumerate() {
             let offset = if base_offset < 0 {
                 -1
@@ -539,7 +548,10 @@ impl<M: Send + 'static> State<M> {
         if let Some(encoded) = sent.encoded {
             self.encoder.recycle(encoded);
         }
-        let Batch { mut records, _held } = sent.batch;
+        let Batch {
+            mut records,
+            held: _held,
+        } = sent.batch;
         for pending in records.drain(..) {
             let delivery = Delivery::Failed {
                 partition,
