@@ -21,10 +21,14 @@
 //!   into the sensor topic.
 //! - [`console`]: the monitoring console.
 //! - [`chaos`]: fault scenarios on a cluster of their own, judged by the delivery audit.
-//! - [`bench`]: our clients beside Kafka's perf tools, same cluster, same run.
+//! - [`bench`](mod@bench): our clients beside Kafka's perf tools, same cluster, same run.
 //! - [`cli`]: the `metrocloud` command line.
 //!
 //! [`logging`], [`shutdown`], [`lock`] and [`exposition`] are plumbing every layer may use.
+
+// Module docs explain a layer's parts and link to its private modules:
+// `cargo doc --document-private-items` resolves those links.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod exposition;
 pub mod idle;

@@ -1,10 +1,10 @@
 //! Every environment variable MetroCloud reads, declared once.
 //!
 //! A declaration holds the variable's name, its default, its help line and
-//! how its text becomes a field of [`Config`] and back. Parsing,
+//! how its text becomes a field of [`Config`](super::Config) and back. Parsing,
 //! `metrocloud config`, `.env.example`, the README's table and the tests'
 //! list of variables are all made from [`SETTINGS`], so a new setting is one
-//! entry here and one field in [`Config`].
+//! entry here and one field in [`Config`](super::Config).
 
 pub use super::group::Group;
 pub use super::setting::Setting;

@@ -2,7 +2,7 @@
 //!
 //! Every page is a GET that reads; there is no route that writes. Each page
 //! `/x` has its JSON twin `/api/v1/x`, built from the same value. Requests are
-//! bounded ([`MAX_CONCURRENT_REQUESTS`], 503 beyond) and so are live tails
+//! bounded ([`MAX_CONCURRENT_REQUESTS`](super::MAX_CONCURRENT_REQUESTS), 503 beyond) and so are live tails
 //! ([`MAX_STREAMS`], 429 beyond); pages refresh from the cluster snapshot,
 //! which is taken at most every two seconds however many pages are open.
 
