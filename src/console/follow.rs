@@ -94,17 +94,27 @@ impl PartitionReader {
     ) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut next: Option<i64> = None;
+        // Kept from one fetch to the next: each partition client holds a
+        // connection of its own to the leader, and a new one costs a TCP, TLS
+        // and SASL handshake. It is dropped, and made afresh, after an error.
+        let mut connected: Option<(u64, PartitionClient)> = None;
         loop {
             let step = async {
-                let (generation, client) = self.client.current();
-                let partition = self
-                    .bounded(client.partition_client(
-                        self.topic.clone(),
-                        self.partition,
-                        UnknownTopicHandling::Error,
-                    ))
-                    .await
-                    .map_err(|e| (generation, e))?;
+                let (generation, partition) = match connected.take() {
+                    Some(kept) => kept,
+                    None => {
+                        let (generation, client) = self.client.current();
+                        let partition = self
+                            .bounded(client.partition_client(
+                                self.topic.clone(),
+                                self.partition,
+                                UnknownTopicHandling::Error,
+                            ))
+                            .await
+                            .map_err(|e| (generation, e))?;
+                        (generation, partition)
+                    }
+                };
                 let offset = match next {
                     Some(offset) => offset,
                     None => self
@@ -119,14 +129,15 @@ impl PartitionReader {
                 .await
                 .map_err(|_| (generation, KafkaError::Timeout))?
                 .map_err(|e| (generation, e))?;
-                Ok::<_, (u64, KafkaError)>((offset, records))
+                Ok::<_, (u64, KafkaError)>((offset, records, (generation, partition)))
             };
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 outcome = step => outcome,
             };
             match outcome {
-                Ok((offset, records)) => {
+                Ok((offset, records, kept)) => {
+                    connected = Some(kept);
                     backoff.reset();
                     next = Some(records.last().map(|r| r.offset + 1).unwrap_or(offset));
                     if !records.is_empty() {

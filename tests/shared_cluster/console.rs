@@ -431,3 +431,79 @@ async fn live_tails_are_bounded_and_a_closed_one_frees_its_place() {
         .unwrap();
     drop(open);
 }
+
+/// The sockets process `pid` holds now (their inode numbers).
+fn sockets_of(pid: u32) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+                .map(|target| target.display().to_string())
+                .filter(|target| target.starts_with("socket:"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_console_follows_its_topics_over_connections_it_keeps() {
+    let cluster = common::shared();
+    // The console follows the sensor, alert and dead-letter topics: eighteen
+    // partitions, each fetched about twice a second while nothing is written.
+    let sensor = common::sensor_topic(cluster, "console-sockets").await;
+    for topic in [format!("{sensor}-alerts"), format!("{sensor}-dlq")] {
+        let spec = metrocloud::kafka::topics::TopicSpec {
+            name: topic,
+            partitions: 6,
+            replication_factor: 3,
+            min_insync_replicas: 2,
+        };
+        metrocloud::kafka::topics::ensure_topic(&cluster.admin(), &spec)
+            .await
+            .expect("topic created");
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_metrocloud"))
+        .args(["console", "--console-addr", "127.0.0.1:0"])
+        .env("KAFKA_BOOTSTRAP_SERVERS", cluster.bootstrap_list())
+        .env("KAFKA_TOPIC_NAME", &sensor)
+        .env("KAFKA_ALERTS_TOPIC", format!("{sensor}-alerts"))
+        .env("KAFKA_DLQ_TOPIC", format!("{sensor}-dlq"))
+        .env_remove("METROCLOUD_CONSOLE_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("metrocloud console starts");
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("console: "), "{first:?}");
+    let pid = child.id();
+    // Connected to every partition's leader: more sockets than partitions.
+    common::eventually(
+        Duration::from_secs(60),
+        "the console connects to its partitions",
+        || async { sockets_of(pid).len() > 18 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut most_at_once = 0;
+    for _ in 0..20 {
+        let now = sockets_of(pid);
+        most_at_once = most_at_once.max(now.len());
+        seen.extend(now);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Five seconds of following: about two hundred fetches, over the same
+    // connections (a new one per fetch would show as hundreds of sockets).
+    assert!(
+        seen.len() <= most_at_once + 3,
+        "{} different sockets in 5 s, at most {most_at_once} at once",
+        seen.len()
+    );
+}
