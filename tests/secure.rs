@@ -224,18 +224,18 @@ fn metrocloud_run_as_the_pipeline_user_loses_nothing() {
     pipeline.insert("IOT_DATA_INTERVAL_SEC", "0.2".into());
     pipeline.insert("METROCLOUD_CONSOLE_ADDR", "127.0.0.1:0".into());
     pipeline.insert("METROCLOUD_DATA_DIR", data.path().display().to_string());
-    let (lines, ok, _) = run_until(metrocloud(&pipeline, &["run"]), |l| {
+    let (lines, ok, log) = run_until(metrocloud(&pipeline, &["run"]), |l| {
         l.contains("readings/s |")
     });
     let summary = lines
         .iter()
         .find(|l| l.starts_with("pipeline summary:"))
-        .unwrap_or_else(|| panic!("no pipeline summary in {lines:#?}"));
-    assert!(ok, "{lines:#?}");
+        .unwrap_or_else(|| panic!("no pipeline summary in {lines:#?}\n{log}"));
+    assert!(ok, "{lines:#?}\n{log}");
     let acked = count(summary, "acked");
-    assert!(acked > 0, "{summary}");
-    assert_eq!(count(summary, "processed"), acked, "{summary}");
-    assert_eq!(count(summary, "lost"), 0, "{summary}");
+    assert!(acked > 0, "{summary}\n{log}");
+    assert_eq!(count(summary, "processed"), acked, "{summary}\n{log}");
+    assert_eq!(count(summary, "lost"), 0, "{summary}\n{log}");
 }
 
 #[tokio::test]
@@ -518,9 +518,10 @@ fn the_console_serves_https_to_curl_and_nothing_in_the_clear() {
     vars.insert("METROCLOUD_CONSOLE_TLS_CERT", cert.display().to_string());
     vars.insert("METROCLOUD_CONSOLE_TLS_KEY", key.display().to_string());
     vars.insert("METROCLOUD_CONSOLE_ADDR", "127.0.0.1:0".into());
+    let log_path = dir.path().join("console.log");
     let mut child = metrocloud(&vars, &["console"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .expect("console");
     let mut first = String::new();
@@ -557,9 +558,11 @@ fn the_console_serves_https_to_curl_and_nothing_in_the_clear() {
     )]);
     let _ = child.kill();
     let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert_no_password("the console's log", &log);
     assert!(
         brokers.status.success(),
-        "curl over TLS: {}",
+        "curl over TLS: {}\nthe console's log:\n{log}",
         String::from_utf8_lossy(&brokers.stderr)
     );
     let brokers: serde_json::Value = serde_json::from_str(&body).expect("JSON");
