@@ -174,8 +174,16 @@ impl RecordProcessor for AggregateProcessor {
 
     async fn partitions_assigned(&mut self, starts: &[(i32, i64)]) {
         let count = self.producer.partitions();
-        for &(partition, start) in starts {
-            match self.tail.last_of(partition, partition % count).await {
+        // The partitions at once: each read opens a connection of its own.
+        let tail = &self.tail;
+        let lasts = futures_util::future::join_all(
+            starts
+                .iter()
+                .map(|&(partition, _)| tail.last_of(partition, partition % count)),
+        )
+        .await;
+        for (&(partition, start), last) in starts.iter().zip(lasts) {
+            match last {
                 Ok(last) => {
                     let aggregator = match last {
                         Some(source) => {

@@ -23,7 +23,7 @@ use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 
 use crate::kafka::client::{SharedClient, bounded, records_between};
 use crate::pipeline::sink::ProcessedThrough;
-use crate::sensor::rules::Alert;
+use crate::sensor::rules::{Alert, SourceRecord};
 
 /// Reads the tail of the alert topic; see the module documentation.
 pub struct AlertHistory {
@@ -78,30 +78,45 @@ impl AlertHistory {
             .find(|t| t.name == self.alerts_topic)
             .map(|t| t.partitions.len() as i32)
             .unwrap_or(0);
+        // The partitions at once: each read opens a connection of its own,
+        // and over TLS and SASL one after another they would add up.
+        let tails = (0..partitions).map(|partition| self.sources_in(&client, partition));
         let mut found = ProcessedThrough::new(source_topic, starts);
-        for partition in 0..partitions {
-            let partition = bounded(
-                self.timeout,
-                client.partition_client(
-                    self.alerts_topic.clone(),
-                    partition,
-                    UnknownTopicHandling::Retry,
-                ),
-            )
-            .await?;
-            let end = bounded(self.timeout, partition.get_offset(OffsetAt::Latest)).await?;
-            let earliest = bounded(self.timeout, partition.get_offset(OffsetAt::Earliest)).await?;
-            let from = earliest.max(end - self.lookback);
-            for record in records_between(&partition, from, end, self.timeout).await? {
-                let alert = record
-                    .record
-                    .value
-                    .and_then(|value| serde_json::from_slice::<Alert>(&value).ok());
-                if let Some(source) = alert.as_ref().and_then(|a| a.source.as_ref()) {
-                    found.note(source);
-                }
-            }
+        for source in futures_util::future::try_join_all(tails)
+            .await?
+            .iter()
+            .flatten()
+        {
+            found.note(source);
         }
         Ok(found.into_map())
+    }
+
+    /// The sources named by the recent alerts of one partition of the alert topic.
+    async fn sources_in(
+        &self,
+        client: &rskafka::client::Client,
+        partition: i32,
+    ) -> Result<Vec<SourceRecord>, KafkaError> {
+        let partition = bounded(
+            self.timeout,
+            client.partition_client(
+                self.alerts_topic.clone(),
+                partition,
+                UnknownTopicHandling::Retry,
+            ),
+        )
+        .await?;
+        let end = bounded(self.timeout, partition.get_offset(OffsetAt::Latest)).await?;
+        let earliest = bounded(self.timeout, partition.get_offset(OffsetAt::Earliest)).await?;
+        let from = earliest.max(end - self.lookback);
+        Ok(records_between(&partition, from, end, self.timeout)
+            .await?
+            .into_iter()
+            .filter_map(|record| {
+                let alert = serde_json::from_slice::<Alert>(&record.record.value?).ok()?;
+                alert.source
+            })
+            .collect())
     }
 }
