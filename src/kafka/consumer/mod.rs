@@ -384,7 +384,8 @@ impl<P: RecordProcessor> GroupConsumer<P> {
             self.pending = Some(target);
         } else {
             tracing::info!(
-                "partitions of {} now {:?} (revoked {revoked:?}, added {added:?})",
+                "group {}: partitions of {} now {:?} (revoked {revoked:?}, added {added:?})",
+                self.spec.group_id,
                 self.topic,
                 self.owned.keys().collect::<Vec<_>>()
             );
