@@ -249,6 +249,32 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
     }
     assert!(detect["clean_readings"].as_u64().unwrap() > 0, "{detect}");
 
+    // The gateway: every publication acknowledged, ours and Mosquitto's, and
+    // the p99 of each second beside the whole run's, which lies among them.
+    let runs = report["gateway"]["runs"].as_array().expect("gateway runs");
+    let servers: std::collections::BTreeSet<&str> =
+        runs.iter().map(|r| r["server"].as_str().unwrap()).collect();
+    assert_eq!(servers.len(), 2, "ours and Mosquitto: {servers:?}");
+    for run in runs {
+        let expected = if run["offered_rate"].is_null() {
+            2_000
+        } else {
+            1_000
+        };
+        assert_eq!(run["acked"], expected, "{run}");
+        let seconds: Vec<f64> = run["p99_by_second_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
+        assert!(!seconds.is_empty(), "{run}");
+        let p99 = run["p99_ms"].as_f64().unwrap();
+        let lowest = seconds.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = seconds.iter().copied().fold(0.0, f64::max);
+        assert!(lowest > 0.0 && lowest <= p99 && p99 <= highest, "{run}");
+    }
+
     let markdown = std::fs::read_to_string(only_file_with_extension(out.path(), "md")).unwrap();
     // The latency chart is written beside the report and shown in it.
     let chart = only_file_with_extension(out.path(), "svg");
@@ -269,6 +295,7 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
         "### Console: end to end at 500 readings/s",
         "### Storage: a pre-filled topic of 4000 distinct readings",
         "### Fault detection: 50 devices, 1 day at one reading a minute",
+        "### Gateway: MQTT QoS 1 readings",
     ] {
         assert!(
             markdown.contains(heading),

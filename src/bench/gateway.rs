@@ -45,6 +45,10 @@ pub struct GatewayRun {
     pub p99_ms: f64,
     /// 99.9th percentile.
     pub p999_ms: f64,
+    /// The 99th percentile of each second of the load, in order (reports
+    /// written before it was measured have none).
+    #[serde(default)]
+    pub p99_by_second_ms: Vec<f64>,
     /// The server's CPU seconds per million readings.
     pub cpu_per_million: f64,
     /// The server's peak resident memory.
@@ -129,7 +133,7 @@ impl Bench<'_> {
                     };
                     let run = self.gateway_run(binary, spec, offered, repeat).await?;
                     (self.say)(&format!(
-                        "gateway: {} {}: {} acked/s{}, PUBACK p50 {:.2} ms p99 {:.2} ms, {:.2} CPU s per million",
+                        "gateway: {} {}: {} acked/s{}, PUBACK p50 {:.2} ms p99 {:.2} ms ({}), {:.2} CPU s per million",
                         run.server,
                         offered.map_or("as fast as it goes".to_string(), |r| format!("at {r}/s")),
                         thousands(run.acked_per_sec),
@@ -139,6 +143,7 @@ impl Bench<'_> {
                         )),
                         run.p50_ms,
                         run.p99_ms,
+                        by_second(&run.p99_by_second_ms),
                         run.cpu_per_million
                     ));
                     runs.push(run);
@@ -299,9 +304,29 @@ fn summarize(
         p50_ms: ms(0.5),
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
+        p99_by_second_ms: load
+            .by_second_us
+            .iter()
+            .filter(|second| !second.is_empty())
+            .map(|second| second.value_at_quantile(0.99) as f64 / 1000.0)
+            .collect(),
         cpu_per_million: cpu_secs / (load.acked.max(1) as f64 / 1e6),
         peak_rss_mib: peak_rss_bytes as f64 / MIB,
     }
+}
+
+/// The lowest, median and highest of the per-second p99s.
+fn spread(p99s: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut sorted = p99s.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    Some((*sorted.first()?, sorted[sorted.len() / 2], *sorted.last()?))
+}
+
+/// `p99 by second 8.1 to 35.0 ms, median 12.3`.
+fn by_second(p99s: &[f64]) -> String {
+    spread(p99s).map_or("no second measured".to_string(), |(low, median, high)| {
+        format!("p99 by second {low:.1} to {high:.1} ms, median {median:.1}")
+    })
 }
 
 fn dead_letter_topic(topic: &str) -> String {
@@ -452,11 +477,11 @@ pub fn gateway_table(g: &GatewaySection) -> String {
     if let Some(note) = &g.note {
         out.push_str(&format!("{note}.\n\n"));
     }
-    out.push_str("| server | offered rec/s | acked rec/s | into Kafka rec/s | PUBACK p50 ms | p99 ms | p99.9 ms | server CPU s/M rec | peak RSS MiB |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| server | offered rec/s | acked rec/s | into Kafka rec/s | PUBACK p50 ms | p99 ms | p99.9 ms | p99 of each second, ms: lowest / median / highest | server CPU s/M rec | peak RSS MiB |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for run in &g.runs {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.1} |\n",
             run.server,
             run.offered_rate.map_or(
                 format!("as fast as {} in flight per client allows", g.window),
@@ -467,6 +492,9 @@ pub fn gateway_table(g: &GatewaySection) -> String {
             run.p50_ms,
             run.p99_ms,
             run.p999_ms,
+            spread(&run.p99_by_second_ms).map_or("—".to_string(), |(low, median, high)| {
+                format!("{low:.1} / {median:.1} / {high:.1}")
+            }),
             run.cpu_per_million,
             run.peak_rss_mib
         ));

@@ -56,6 +56,10 @@ pub struct LoadOutcome {
     pub elapsed: Duration,
     /// Publication (its scheduled time, at a fixed rate) to PUBACK, microseconds.
     pub latency_us: Histogram<u64>,
+    /// The same, one histogram per second of the load (by when each
+    /// publication was sent or scheduled): a high p99 from one bad second
+    /// and one from every second look alike in the whole run's.
+    pub by_second_us: Vec<Histogram<u64>>,
 }
 
 /// Runs the load to its end; an error names the client and what failed.
@@ -81,18 +85,35 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadOutcome, String> {
         });
     }
     let mut latency_us = histogram();
+    let mut by_second_us: Vec<Histogram<u64>> = Vec::new();
     let mut acked = 0;
     while let Some(result) = clients.join_next().await {
-        let (count, seen) = result.map_err(|e| e.to_string())??;
-        acked += count;
-        latency_us.add(&seen).map_err(|e| e.to_string())?;
+        let seen = result.map_err(|e| e.to_string())??;
+        acked += seen.acked;
+        latency_us.add(&seen.latency).map_err(|e| e.to_string())?;
+        for (second, latency) in seen.by_second.iter().enumerate() {
+            if by_second_us.len() <= second {
+                by_second_us.resize_with(second + 1, histogram);
+            }
+            by_second_us[second]
+                .add(latency)
+                .map_err(|e| e.to_string())?;
+        }
     }
     let started = start.get().copied().unwrap_or_else(Instant::now);
     Ok(LoadOutcome {
         acked,
         elapsed: started.elapsed(),
         latency_us,
+        by_second_us,
     })
+}
+
+/// What one client saw.
+struct ClientOutcome {
+    acked: u64,
+    latency: Histogram<u64>,
+    by_second: Vec<Histogram<u64>>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -135,7 +156,7 @@ async fn client(
     index: usize,
     (mut stream, mut inbox): (TcpStream, BytesMut),
     started: Instant,
-) -> std::io::Result<(u64, Histogram<u64>)> {
+) -> std::io::Result<ClientOutcome> {
     let share = spec.total / spec.clients as u64
         + u64::from((index as u64) < spec.total % spec.clients as u64);
     let interval = spec
@@ -143,6 +164,7 @@ async fn client(
         .map(|rate| Duration::from_secs_f64(spec.clients as f64 / f64::from(rate.max(1))));
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut latency = histogram();
+    let mut by_second: Vec<Histogram<u64>> = Vec::new();
     // Send time (or scheduled time) of each packet id in flight.
     let mut sent_at: Vec<Option<Instant>> = vec![None; 65_536];
     let (mut sent, mut acked, mut in_flight) = (0u64, 0u64, 0usize);
@@ -188,7 +210,13 @@ async fn client(
         let now = Instant::now();
         while let Some(id) = take_puback(&mut inbox)? {
             if let Some(at) = sent_at[usize::from(id)].take() {
-                let _ = latency.record((now - at).as_micros().max(1) as u64);
+                let micros = (now - at).as_micros().max(1) as u64;
+                let _ = latency.record(micros);
+                let second = (at - started).as_secs() as usize;
+                if by_second.len() <= second {
+                    by_second.resize_with(second + 1, histogram);
+                }
+                let _ = by_second[second].record(micros);
                 acked += 1;
                 in_flight -= 1;
             }
@@ -196,7 +224,11 @@ async fn client(
     }
     // DISCONNECT.
     let _ = stream.write_all(&[0xe0, 0x00]).await;
-    Ok((acked, latency))
+    Ok(ClientOutcome {
+        acked,
+        latency,
+        by_second,
+    })
 }
 
 /// Reads what the server sent into `inbox`; its closing the connection is an error.
