@@ -227,8 +227,14 @@ pub async fn read_all(
 /// replication factor 3, `min.insync.replicas=2`).
 pub async fn sensor_topic(cluster: &TestCluster, purpose: &str) -> String {
     let name = unique_topic(purpose);
+    sensor_shaped_topic(cluster, &name).await;
+    name
+}
+
+/// Creates topic `name` shaped like the sensor topic.
+pub async fn sensor_shaped_topic(cluster: &TestCluster, name: &str) {
     let spec = metrocloud::kafka::topics::TopicSpec {
-        name: name.clone(),
+        name: name.to_string(),
         partitions: 6,
         replication_factor: 3,
         min_insync_replicas: 2,
@@ -236,7 +242,6 @@ pub async fn sensor_topic(cluster: &TestCluster, purpose: &str) -> String {
     metrocloud::kafka::topics::ensure_topic(&cluster.admin(), &spec)
         .await
         .expect("topic created");
-    name
 }
 
 /// A producer of simulated readings to `topic`, with default settings, whose

@@ -452,15 +452,7 @@ async fn the_console_follows_its_topics_over_connections_it_keeps() {
     // partitions, each fetched about twice a second while nothing is written.
     let sensor = common::sensor_topic(cluster, "console-sockets").await;
     for topic in [format!("{sensor}-alerts"), format!("{sensor}-dlq")] {
-        let spec = metrocloud::kafka::topics::TopicSpec {
-            name: topic,
-            partitions: 6,
-            replication_factor: 3,
-            min_insync_replicas: 2,
-        };
-        metrocloud::kafka::topics::ensure_topic(&cluster.admin(), &spec)
-            .await
-            .expect("topic created");
+        common::sensor_shaped_topic(cluster, &topic).await;
     }
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_metrocloud"))
         .args(["console", "--console-addr", "127.0.0.1:0"])
