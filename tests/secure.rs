@@ -524,17 +524,7 @@ fn the_console_serves_https_to_curl_and_nothing_in_the_clear() {
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .expect("console");
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("console: ")
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_string();
+    let url = common::console_url(&mut child);
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     // The console asks the cluster for its brokers before it answers: with
     // every other test of this file running beside it on a busy machine,

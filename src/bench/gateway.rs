@@ -45,8 +45,9 @@ pub struct GatewayRun {
     pub p99_ms: f64,
     /// 99.9th percentile.
     pub p999_ms: f64,
-    /// The 99th percentile of each second of the load, in order (reports
-    /// written before it was measured have none).
+    /// The 99th percentile of each second of the load, in order, seconds
+    /// without a publication left out (reports written before it was
+    /// measured have none).
     #[serde(default)]
     pub p99_by_second_ms: Vec<f64>,
     /// The server's CPU seconds per million readings.

@@ -90,8 +90,8 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadOutcome, String> {
     while let Some(result) = clients.join_next().await {
         let seen = result.map_err(|e| e.to_string())??;
         acked += seen.acked;
-        latency_us.add(&seen.latency).map_err(|e| e.to_string())?;
         for (second, latency) in seen.by_second.iter().enumerate() {
+            latency_us.add(latency).map_err(|e| e.to_string())?;
             if by_second_us.len() <= second {
                 by_second_us.resize_with(second + 1, histogram);
             }
@@ -109,10 +109,9 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadOutcome, String> {
     })
 }
 
-/// What one client saw.
+/// What one client saw: its PUBACKs, and their latencies by second of the load.
 struct ClientOutcome {
     acked: u64,
-    latency: Histogram<u64>,
     by_second: Vec<Histogram<u64>>,
 }
 
@@ -163,7 +162,6 @@ async fn client(
         .rate
         .map(|rate| Duration::from_secs_f64(spec.clients as f64 / f64::from(rate.max(1))));
     let mut out = BytesMut::with_capacity(64 * 1024);
-    let mut latency = histogram();
     let mut by_second: Vec<Histogram<u64>> = Vec::new();
     // Send time (or scheduled time) of each packet id in flight.
     let mut sent_at: Vec<Option<Instant>> = vec![None; 65_536];
@@ -211,7 +209,6 @@ async fn client(
         while let Some(id) = take_puback(&mut inbox)? {
             if let Some(at) = sent_at[usize::from(id)].take() {
                 let micros = (now - at).as_micros().max(1) as u64;
-                let _ = latency.record(micros);
                 let second = (at - started).as_secs() as usize;
                 if by_second.len() <= second {
                     by_second.resize_with(second + 1, histogram);
@@ -224,11 +221,7 @@ async fn client(
     }
     // DISCONNECT.
     let _ = stream.write_all(&[0xe0, 0x00]).await;
-    Ok(ClientOutcome {
-        acked,
-        latency,
-        by_second,
-    })
+    Ok(ClientOutcome { acked, by_second })
 }
 
 /// Reads what the server sent into `inbox`; its closing the connection is an error.

@@ -297,6 +297,22 @@ pub fn numbered_record(id: u32) -> metrocloud::kafka::producer::OutgoingRecord<u
     }
 }
 
+/// The address a started `metrocloud console` prints on its first line
+/// (`console: <url>`), read from its standard output, which must be piped.
+pub fn console_url(child: &mut std::process::Child) -> String {
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout piped")),
+        &mut first,
+    )
+    .expect("the console's first line");
+    first
+        .trim()
+        .strip_prefix("console: ")
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string()
+}
+
 /// A topic name no other test uses.
 pub fn unique_topic(purpose: &str) -> String {
     let suffix: u64 = rand::random();

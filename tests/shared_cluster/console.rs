@@ -465,13 +465,8 @@ async fn the_console_follows_its_topics_over_connections_it_keeps() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("metrocloud console starts");
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    assert!(first.starts_with("console: "), "{first:?}");
+    let url = common::console_url(&mut child);
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let pid = child.id();
     // Connected to every partition's leader: more sockets than partitions.
     common::eventually(
