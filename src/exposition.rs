@@ -35,6 +35,29 @@ impl Exposition {
         self.metric(name, "gauge", help, &[("", value)]);
     }
 
+    /// A histogram without labels: each bucket's upper bound with the
+    /// observations at or under it (cumulative), then their count and sum.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        buckets: &[(f64, u64)],
+        count: u64,
+        sum: f64,
+    ) {
+        let _ = writeln!(self.0, "# HELP metrocloud_{name} {help}");
+        let _ = writeln!(self.0, "# TYPE metrocloud_{name} histogram");
+        for (bound, cumulative) in buckets {
+            let _ = writeln!(
+                self.0,
+                "metrocloud_{name}_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(self.0, "metrocloud_{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(self.0, "metrocloud_{name}_sum {sum}");
+        let _ = writeln!(self.0, "metrocloud_{name}_count {count}");
+    }
+
     /// The text.
     pub fn into_text(self) -> String {
         self.0

@@ -353,6 +353,11 @@ async fn readings_from_mosquitto_pub_and_curl_reach_the_sensor_topic_keyed_and_i
             "{line} not in {metrics}"
         );
     }
+    // Each group commit made at least one of the 601 readings durable.
+    let commits = metrocloud::gateway::commit_times::CommitHistogram::parse(&metrics)
+        .unwrap_or_else(|| panic!("no group commit histogram in {metrics}"));
+    assert!((1..=601).contains(&commits.count), "{commits:?}");
+    assert!(commits.sum_seconds > 0.0, "{commits:?}");
     let rest = gateway.stop();
     let by_device = sequences_by_device(&topic).await;
     assert_eq!(by_device[temperature], (0..200).collect::<Vec<_>>());

@@ -12,12 +12,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::commit_times::CommitTimes;
 use crate::spool::{Spool, SpoolError, SpoolSettings};
 
 /// How a message came in.
@@ -179,6 +180,7 @@ pub struct Buffer {
     appended: Mutex<bool>,
     wake: Condvar,
     released: Notify,
+    commit_times: CommitTimes,
 }
 
 impl Buffer {
@@ -200,6 +202,7 @@ impl Buffer {
             appended: Mutex::new(false),
             wake: Condvar::new(),
             released: Notify::new(),
+            commit_times: CommitTimes::default(),
         }))
     }
 
@@ -239,6 +242,11 @@ impl Buffer {
     /// Waits until Kafka acknowledged something and the buffer gave its space back.
     pub async fn space_freed(&self) {
         self.released.notified().await
+    }
+
+    /// How long the group commits took.
+    pub fn commit_times(&self) -> &CommitTimes {
+        &self.commit_times
     }
 
     /// Every record below this number is on disk.
@@ -343,10 +351,12 @@ impl Buffer {
     }
 
     fn sync_once(&self) -> Result<(), SpoolError> {
+        let started = Instant::now();
         let Some(pending) = self.spool().begin_sync()? else {
             return Ok(());
         };
         let upto = pending.fsync()?;
+        self.commit_times.record(started.elapsed());
         self.spool().finish_sync(upto);
         self.durable.send_modify(|d| d.upto = d.upto.max(upto));
         Ok(())

@@ -15,6 +15,7 @@
 //! listeners, and [`forward`] (buffer to Kafka).
 
 pub mod buffer;
+pub mod commit_times;
 pub mod credentials;
 pub mod forward;
 pub mod http;

@@ -144,6 +144,14 @@ impl GatewayView {
             "How long the oldest record in flight to Kafka has waited.",
             s.oldest_age_seconds,
         );
+        let commits = self.buffer.commit_times().snapshot();
+        out.histogram(
+            super::commit_times::METRIC,
+            "How long each group commit took to write out and fsync the buffer's appends.",
+            &commits.buckets,
+            commits.count,
+            commits.sum_seconds,
+        );
     }
 
     /// The status line: counts, forwarded and refused per second since the
