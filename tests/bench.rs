@@ -249,8 +249,9 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
     }
     assert!(detect["clean_readings"].as_u64().unwrap() > 0, "{detect}");
 
-    // The gateway: every publication acknowledged, ours and Mosquitto's, and
-    // the p99 of each second beside the whole run's, which lies among them.
+    // The gateway: every publication acknowledged, ours and Mosquitto's, the
+    // p99 of each second beside the whole run's, which lies among them, and
+    // for ours its group commits (Mosquitto keeps nothing on disk).
     let runs = report["gateway"]["runs"].as_array().expect("gateway runs");
     let servers: std::collections::BTreeSet<&str> =
         runs.iter().map(|r| r["server"].as_str().unwrap()).collect();
@@ -273,6 +274,18 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
         let lowest = seconds.iter().copied().fold(f64::INFINITY, f64::min);
         let highest = seconds.iter().copied().fold(0.0, f64::max);
         assert!(lowest > 0.0 && lowest <= p99 && p99 <= highest, "{run}");
+        let commits = &run["group_commits"];
+        if run["server"].as_str().unwrap().starts_with("ours") {
+            // At least one commit, at most one per reading.
+            let per_sec = commits["per_sec"].as_f64().unwrap();
+            let acked_per_sec = run["acked_per_sec"].as_f64().unwrap();
+            assert!(per_sec > 0.0 && per_sec <= acked_per_sec, "{run}");
+            let p50 = commits["p50_at_most_ms"].as_f64().unwrap();
+            let p99 = commits["p99_at_most_ms"].as_f64().unwrap();
+            assert!(0.0 < p50 && p50 <= p99, "{run}");
+        } else {
+            assert!(commits.is_null(), "{run}");
+        }
     }
 
     let markdown = std::fs::read_to_string(only_file_with_extension(out.path(), "md")).unwrap();

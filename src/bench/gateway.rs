@@ -23,6 +23,7 @@ use super::mqtt::{LoadOutcome, LoadSpec, Message};
 use super::numbers::thousands;
 use super::usage::{WARM_UP_ROUNDS, peak_rss, process_cpu};
 use super::*;
+use crate::gateway::commit_times::CommitHistogram;
 use crate::sensor::reading::ReadingView;
 
 /// One load on one server.
@@ -50,10 +51,31 @@ pub struct GatewayRun {
     /// measured have none).
     #[serde(default)]
     pub p99_by_second_ms: Vec<f64>,
+    /// Ours: its group commits (write and fsync) during the run, by its
+    /// `/metrics` (reports written before they were measured have none).
+    #[serde(default)]
+    pub group_commits: Option<GroupCommits>,
     /// The server's CPU seconds per million readings.
     pub cpu_per_million: f64,
     /// The server's peak resident memory.
     pub peak_rss_mib: f64,
+}
+
+/// How often ours made its buffer durable, and how long that took: the
+/// disk's share of each PUBACK's wait (a reading waits for the commit under
+/// way when it came in, then for its own).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct GroupCommits {
+    /// Commits per second of the load.
+    pub per_sec: f64,
+    /// The histogram bucket's bound that half the commits stayed within, ms.
+    pub p50_at_most_ms: Option<f64>,
+    /// The bound 99 % stayed within; `None`: past every bucket (2.5 s).
+    pub p99_at_most_ms: Option<f64>,
+    /// The bound the longest commit stayed within (none in reports written
+    /// before it was measured, or past every bucket).
+    #[serde(default)]
+    pub longest_at_most_ms: Option<f64>,
 }
 
 /// The benchmark's results.
@@ -134,7 +156,7 @@ impl Bench<'_> {
                     };
                     let run = self.gateway_run(binary, spec, offered, repeat).await?;
                     (self.say)(&format!(
-                        "gateway: {} {}: {} acked/s{}, PUBACK p50 {:.2} ms p99 {:.2} ms ({}), {:.2} CPU s per million",
+                        "gateway: {} {}: {} acked/s{}, PUBACK p50 {:.2} ms p99 {:.2} ms ({}){}, {:.2} CPU s per million",
                         run.server,
                         offered.map_or("as fast as it goes".to_string(), |r| format!("at {r}/s")),
                         thousands(run.acked_per_sec),
@@ -145,6 +167,11 @@ impl Bench<'_> {
                         run.p50_ms,
                         run.p99_ms,
                         by_second(&run.p99_by_second_ms),
+                        run.group_commits.map_or(String::new(), |c| format!(
+                            ", group commits {}/s, p50 / p99 / longest at most {} ms",
+                            thousands(c.per_sec),
+                            c.quantiles()
+                        )),
                         run.cpu_per_million
                     ));
                     runs.push(run);
@@ -237,14 +264,25 @@ impl Bench<'_> {
                 return Err(BenchError::Gateway(format!("the MQTT load failed: {e}")));
             }
         };
-        let kafka_secs = match server.http {
-            Some(http) => Some(
-                forwarded(http, total)
-                    .await?
-                    .duration_since(started)
-                    .as_secs_f64(),
-            ),
-            None => None,
+        let (kafka_secs, commits) = match server.http {
+            Some(http) => {
+                let (at, metrics) = forwarded(http, total).await?;
+                let commits = CommitHistogram::parse(&metrics).map(|h| {
+                    let ms = |q| {
+                        h.quantile_bound(q)
+                            .filter(|b| b.is_finite())
+                            .map(|b| b * 1e3)
+                    };
+                    GroupCommits {
+                        per_sec: h.count as f64 / load.elapsed.as_secs_f64().max(1e-9),
+                        p50_at_most_ms: ms(0.5),
+                        p99_at_most_ms: ms(0.99),
+                        longest_at_most_ms: ms(1.0),
+                    }
+                });
+                (Some(at.duration_since(started).as_secs_f64()), commits)
+            }
+            None => (None, None),
         };
         let cpu = process_cpu(server.pid)
             .unwrap_or_default()
@@ -256,14 +294,16 @@ impl Bench<'_> {
             self.drop_topic(&dead_letter_topic(topic)).await;
         }
         let _ = std::fs::remove_dir_all(&dir);
-        Ok(summarize(
+        let mut run = summarize(
             if mosquitto.is_some() { MOSQUITTO } else { OURS },
             offered,
             &load,
             kafka_secs.map(|secs| total as f64 / secs.max(1e-9)),
             cpu.as_secs_f64(),
             peak,
-        ))
+        );
+        run.group_commits = commits;
+        Ok(run)
     }
 
     async fn start_ours(&self, topic: &str, dir: &Path) -> Result<Server, BenchError> {
@@ -311,6 +351,7 @@ fn summarize(
             .filter(|second| !second.is_empty())
             .map(|second| second.value_at_quantile(0.99) as f64 / 1000.0)
             .collect(),
+        group_commits: None,
         cpu_per_million: cpu_secs / (load.acked.max(1) as f64 / 1e6),
         peak_rss_mib: peak_rss_bytes as f64 / MIB,
     }
@@ -328,6 +369,25 @@ fn by_second(p99s: &[f64]) -> String {
     spread(p99s).map_or("no second measured".to_string(), |(low, median, high)| {
         format!("p99 by second {low:.1} to {high:.1} ms, median {median:.1}")
     })
+}
+
+impl GroupCommits {
+    /// `324, 3 / 10 / 50`: per second, then [`GroupCommits::quantiles`].
+    fn describe(&self) -> String {
+        format!("{}, {}", thousands(self.per_sec), self.quantiles())
+    }
+
+    /// `3 / 10 / 50`: the p50, p99 and longest bounds in ms (`>2500` past
+    /// the last bucket).
+    fn quantiles(&self) -> String {
+        let bound = |b: Option<f64>| b.map_or(">2500".to_string(), |ms| format!("{ms}"));
+        format!(
+            "{} / {} / {}",
+            bound(self.p50_at_most_ms),
+            bound(self.p99_at_most_ms),
+            bound(self.longest_at_most_ms)
+        )
+    }
 }
 
 fn dead_letter_topic(topic: &str) -> String {
@@ -430,8 +490,9 @@ async fn listening(
     }
 }
 
-/// When the gateway's `/metrics` first says Kafka acknowledged `total` readings (within 5 minutes).
-async fn forwarded(http: SocketAddr, total: u64) -> Result<Instant, BenchError> {
+/// When the gateway's `/metrics` first says Kafka acknowledged `total`
+/// readings (within 5 minutes), and that page.
+async fn forwarded(http: SocketAddr, total: u64) -> Result<(Instant, String), BenchError> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let (_, body) = super::http::request(http, "GET", "/metrics", None)
@@ -444,7 +505,7 @@ async fn forwarded(http: SocketAddr, total: u64) -> Result<Instant, BenchError> 
             .and_then(|n| n.trim().parse::<f64>().ok())
             .unwrap_or(0.0) as u64;
         if count >= total {
-            return Ok(Instant::now());
+            return Ok((Instant::now(), text.into_owned()));
         }
         if Instant::now() > deadline {
             return Err(BenchError::Gateway(format!(
@@ -478,11 +539,11 @@ pub fn gateway_table(g: &GatewaySection) -> String {
     if let Some(note) = &g.note {
         out.push_str(&format!("{note}.\n\n"));
     }
-    out.push_str("| server | offered rec/s | acked rec/s | into Kafka rec/s | PUBACK p50 ms | p99 ms | p99.9 ms | p99 of each second, ms: lowest / median / highest | server CPU s/M rec | peak RSS MiB |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| server | offered rec/s | acked rec/s | into Kafka rec/s | PUBACK p50 ms | p99 ms | p99.9 ms | p99 of each second, ms: lowest / median / highest | group commits/s, p50 / p99 / longest ms at most | server CPU s/M rec | peak RSS MiB |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for run in &g.runs {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.1} |\n",
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.2} | {:.1} |\n",
             run.server,
             run.offered_rate.map_or(
                 format!("as fast as {} in flight per client allows", g.window),
@@ -496,6 +557,7 @@ pub fn gateway_table(g: &GatewaySection) -> String {
             spread(&run.p99_by_second_ms).map_or("—".to_string(), |(low, median, high)| {
                 format!("{low:.1} / {median:.1} / {high:.1}")
             }),
+            run.group_commits.map_or("—".to_string(), |c| c.describe()),
             run.cpu_per_million,
             run.peak_rss_mib
         ));
