@@ -3,6 +3,13 @@
 //! every publication to its PUBACK. The same generator and the same payloads
 //! drive our gateway and Mosquitto, so that the two differ only in the server.
 //!
+//! At a fixed rate each client publishes at its own phase: client `i` of `n`
+//! sends its readings `i/n` of its interval after client 0 does, so the
+//! offered rate arrives spread over time, as a fleet's readings do, and not
+//! as every client's publication at the same instant (100 at once every
+//! 10 ms for 10,000/s from 100 clients, which times how long a server takes
+//! to work through a burst of 100).
+//!
 //! It speaks just what it needs (CONNECT, PUBLISH at QoS 1, PUBACK,
 //! DISCONNECT), written by hand into one buffer per batch: the generator
 //! shares the machine with the server it measures, and should cost little.
@@ -161,6 +168,11 @@ async fn client(
     let interval = spec
         .rate
         .map(|rate| Duration::from_secs_f64(spec.clients as f64 / f64::from(rate.max(1))));
+    // When publication `n` of this client is due, at a fixed rate.
+    let phase = interval.map_or(Duration::ZERO, |every| {
+        every.mul_f64(index as f64 / spec.clients as f64)
+    });
+    let due_at = |every: Duration, n: u64| started + phase + every.mul_f64(n as f64);
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut by_second: Vec<Histogram<u64>> = Vec::new();
     // Send time (or scheduled time) of each packet id in flight.
@@ -171,7 +183,7 @@ async fn client(
     while acked < share {
         let now = Instant::now();
         while sent < share && in_flight < spec.window {
-            let due = interval.map(|every| started + every.mul_f64(sent as f64));
+            let due = interval.map(|every| due_at(every, sent));
             if due.is_some_and(|due| due > now) {
                 break;
             }
@@ -189,14 +201,12 @@ async fn client(
         }
         if in_flight == 0 {
             // At a fixed rate, nothing is due yet.
-            let due = started + interval.unwrap_or_default().mul_f64(sent as f64);
-            tokio::time::sleep_until(due).await;
+            tokio::time::sleep_until(due_at(interval.unwrap_or_default(), sent)).await;
             continue;
         }
         let wait = match interval {
             Some(every) if sent < share && in_flight < spec.window => {
-                let due = started + every.mul_f64(sent as f64);
-                due.saturating_duration_since(Instant::now())
+                due_at(every, sent).saturating_duration_since(Instant::now())
             }
             _ => ANSWER_WITHIN,
         };
