@@ -176,8 +176,8 @@ pub struct Buffer {
     dir: PathBuf,
     spool: Mutex<Spool>,
     durable: watch::Sender<Durable>,
-    /// Set by an append, taken by the group commit.
-    appended: Mutex<bool>,
+    /// What the group commit has to do, and whether it sleeps.
+    pending: Mutex<Pending>,
     wake: Condvar,
     released: Notify,
     commit_times: CommitTimes,
@@ -199,7 +199,7 @@ impl Buffer {
                 upto,
                 failed: false,
             }),
-            appended: Mutex::new(false),
+            pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
             released: Notify::new(),
             commit_times: CommitTimes::default(),
@@ -220,9 +220,21 @@ impl Buffer {
     pub fn append(&self, record: &Spooled) -> Result<u64, SpoolError> {
         let bytes = record.encode();
         let number = self.spool().append(&bytes)?;
-        *self.appended.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.wake.notify_one();
+        let asleep = {
+            let mut pending = self.pending();
+            pending.appended = true;
+            pending.asleep
+        };
+        // A commit under way looks for more appends when it ends: only a
+        // sleeping one needs waking (a system call, at every append otherwise).
+        if asleep {
+            self.wake.notify_one();
+        }
         Ok(number)
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits until record `number` is on disk.
@@ -326,15 +338,17 @@ impl Buffer {
     fn commit_loop(&self, interval: Duration, stop: &AtomicBool) -> Result<(), SpoolError> {
         loop {
             {
-                let mut appended = self.appended.lock().unwrap_or_else(|e| e.into_inner());
-                while !*appended && !stop.load(Ordering::Acquire) {
-                    appended = self
+                let mut pending = self.pending();
+                while !pending.appended && !stop.load(Ordering::Acquire) {
+                    pending.asleep = true;
+                    pending = self
                         .wake
-                        .wait_timeout(appended, Duration::from_millis(100))
+                        .wait_timeout(pending, Duration::from_millis(100))
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
+                    pending.asleep = false;
                 }
-                *appended = false;
+                pending.appended = false;
             }
             let stopping = stop.load(Ordering::Acquire);
             if !stopping && !interval.is_zero() {
@@ -361,6 +375,15 @@ impl Buffer {
         self.durable.send_modify(|d| d.upto = d.upto.max(upto));
         Ok(())
     }
+}
+
+/// Between the appends and the group commit.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Something was appended since the commit last looked.
+    appended: bool,
+    /// The commit waits for an append, and must be woken.
+    asleep: bool,
 }
 
 #[cfg(test)]
