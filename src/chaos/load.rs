@@ -408,22 +408,23 @@ impl Load {
 
     /// Acknowledged readings that are not in the topic where their acknowledgement put them.
     pub(super) async fn acked_missing_from_topic(&self) -> Result<u64, ChaosError> {
-        let client = tokio::time::timeout(
-            self.config.consumer.request_timeout,
+        let timeout = self.config.consumer.request_timeout;
+        let kafka = |e: rskafka::client::error::Error| ChaosError::Kafka(e.to_string());
+        let client = within(
+            timeout,
             crate::kafka::client::builder(&self.config.brokers()).build(),
         )
-        .await
-        .map_err(|_| ChaosError::Kafka("connecting timed out".to_string()))?
-        .map_err(|e| ChaosError::Kafka(e.to_string()))?;
+        .await?
+        .map_err(kafka)?;
         let acked: HashMap<(i32, i64), (String, u64)> = lock(&self.observed).acked_at.clone();
         let mut found = 0u64;
-        let timeout = self.config.consumer.request_timeout;
         for partition in 0..self.config.partitions {
-            let kafka = |e: rskafka::client::error::Error| ChaosError::Kafka(e.to_string());
-            let client = client
-                .partition_client(&self.config.topic, partition, UnknownTopicHandling::Error)
-                .await
-                .map_err(kafka)?;
+            let client = within(
+                timeout,
+                client.partition_client(&self.config.topic, partition, UnknownTopicHandling::Error),
+            )
+            .await?
+            .map_err(kafka)?;
             let end = within(timeout, client.get_offset(OffsetAt::Latest))
                 .await?
                 .map_err(kafka)?;
