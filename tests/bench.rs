@@ -286,6 +286,14 @@ fn a_smoke_run_measures_ours_and_kafkas_tools_side_by_side_and_writes_both_repor
         } else {
             assert!(commits.is_null(), "{run}");
         }
+        // The brokers' CPU during the run, beside the server's: ours makes
+        // them work (Mosquitto's runs may be too short to see them tick).
+        let brokers = &run["brokers"];
+        let cores = brokers["cores"].as_f64().unwrap();
+        let jit = brokers["jit_percent"].as_f64().unwrap();
+        let ours = run["server"].as_str().unwrap().starts_with("ours");
+        assert!(cores > 0.0 || !ours, "{run}");
+        assert!((0.0..=100.0).contains(&jit), "{run}");
     }
 
     let markdown = std::fs::read_to_string(only_file_with_extension(out.path(), "md")).unwrap();

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mqtt::{LoadOutcome, LoadSpec, Message};
 use super::numbers::thousands;
+use super::servers::{Server, free_address, listening, spawn, start_mosquitto, stop};
 use super::usage::{WARM_UP_ROUNDS, peak_rss, process_cpu};
 use super::*;
 use crate::gateway::commit_times::CommitHistogram;
@@ -55,6 +56,12 @@ pub struct GatewayRun {
     /// `/metrics` (reports written before they were measured have none).
     #[serde(default)]
     pub group_commits: Option<GroupCommits>,
+    /// The brokers' CPU during the run (for ours: until Kafka had every
+    /// reading), in cores, and the share of it their JIT compilers took: the
+    /// rest of the machine the server and the load share (none in reports
+    /// written before it was measured, or without brokers started here).
+    #[serde(default)]
+    pub brokers: Option<BrokersDuring>,
     /// The server's CPU seconds per million readings.
     pub cpu_per_million: f64,
     /// The server's peak resident memory.
@@ -78,6 +85,15 @@ pub struct GroupCommits {
     pub longest_at_most_ms: Option<f64>,
 }
 
+/// See [`GatewayRun::brokers`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct BrokersDuring {
+    /// CPU seconds per second, the three brokers together.
+    pub cores: f64,
+    /// Of which their JIT compilers, percent.
+    pub jit_percent: f64,
+}
+
 /// The benchmark's results.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewaySection {
@@ -95,15 +111,6 @@ pub struct GatewaySection {
 
 const OURS: &str = "ours: metrocloud gateway (fsync, then Kafka)";
 const MOSQUITTO: &str = "Mosquitto 2 (no persistence, no subscriber)";
-
-/// A server under load: its process and where it listens.
-struct Server {
-    child: tokio::process::Child,
-    pid: i32,
-    mqtt: SocketAddr,
-    /// Ours: its HTTP listener, where `/metrics` says what Kafka acknowledged.
-    http: Option<SocketAddr>,
-}
 
 impl Bench<'_> {
     pub(super) async fn gateway(
@@ -156,7 +163,7 @@ impl Bench<'_> {
                     };
                     let run = self.gateway_run(binary, spec, offered, repeat).await?;
                     (self.say)(&format!(
-                        "gateway: {} {}: {} acked/s{}, PUBACK p50 {:.2} ms p99 {:.2} ms ({}){}, {:.2} CPU s per million",
+                        "gateway: {} {}: {} acked/s{}, PUBACK p50 {:.2} ms p99 {:.2} ms ({}){}, {:.2} CPU s per million{}",
                         run.server,
                         offered.map_or("as fast as it goes".to_string(), |r| format!("at {r}/s")),
                         thousands(run.acked_per_sec),
@@ -172,7 +179,11 @@ impl Bench<'_> {
                             thousands(c.per_sec),
                             c.quantiles()
                         )),
-                        run.cpu_per_million
+                        run.cpu_per_million,
+                        run.brokers.map_or(String::new(), |b| format!(
+                            "; brokers {:.2} cores, {:.0} % of it compiling",
+                            b.cores, b.jit_percent
+                        ))
                     ));
                     runs.push(run);
                 }
@@ -252,6 +263,8 @@ impl Bench<'_> {
             (None, None) => unreachable!("ours always has a topic"),
         };
         settle_disk().await;
+        let brokers = self.target().brokers.clone();
+        let brokers_mark = brokers.mark();
         let spec = spec(server.mqtt);
         let total = spec.total;
         let cpu_before = process_cpu(server.pid).unwrap_or_default();
@@ -287,6 +300,11 @@ impl Bench<'_> {
         let cpu = process_cpu(server.pid)
             .unwrap_or_default()
             .saturating_sub(cpu_before);
+        let wall = started.elapsed().as_secs_f64().max(1e-9);
+        let brokers = brokers.since(brokers_mark).map(|c| BrokersDuring {
+            cores: c.cpu_secs / wall,
+            jit_percent: 100.0 * c.jit_secs / c.cpu_secs.max(1e-9),
+        });
         let peak = peak_rss(server.pid as u32).unwrap_or(0);
         stop(&mut server).await;
         if let Some(topic) = &topic {
@@ -303,6 +321,7 @@ impl Bench<'_> {
             peak,
         );
         run.group_commits = commits;
+        run.brokers = brokers;
         Ok(run)
     }
 
@@ -352,6 +371,7 @@ fn summarize(
             .map(|second| second.value_at_quantile(0.99) as f64 / 1000.0)
             .collect(),
         group_commits: None,
+        brokers: None,
         cpu_per_million: cpu_secs / (load.acked.max(1) as f64 / 1e6),
         peak_rss_mib: peak_rss_bytes as f64 / MIB,
     }
@@ -369,6 +389,13 @@ fn by_second(p99s: &[f64]) -> String {
     spread(p99s).map_or("no second measured".to_string(), |(low, median, high)| {
         format!("p99 by second {low:.1} to {high:.1} ms, median {median:.1}")
     })
+}
+
+impl BrokersDuring {
+    /// `0.42 (31 %)`.
+    fn describe(&self) -> String {
+        format!("{:.2} ({:.0} %)", self.cores, self.jit_percent)
+    }
 }
 
 impl GroupCommits {
@@ -409,43 +436,6 @@ fn messages(path: &Path) -> Result<Vec<Message>, BenchError> {
         .collect()
 }
 
-fn free_address() -> Result<SocketAddr, BenchError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| BenchError::Gateway(format!("no free port: {e}")))
-}
-
-fn spawn(
-    mut command: Command,
-    log: &Path,
-    what: &str,
-) -> Result<tokio::process::Child, BenchError> {
-    let file = std::fs::File::create(log).map_err(|e| BenchError::io(log, e))?;
-    command
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(file)
-        .kill_on_drop(true);
-    command.spawn().map_err(|e| BenchError::Spawn {
-        what: what.to_string(),
-        source: e,
-    })
-}
-
-async fn start_mosquitto(program: &Path, dir: &Path) -> Result<Server, BenchError> {
-    let mqtt = free_address()?;
-    let conf = dir.join("mosquitto.conf");
-    let text = format!(
-        "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
-        mqtt.port()
-    );
-    std::fs::write(&conf, text).map_err(|e| BenchError::io(&conf, e))?;
-    let mut command = Command::new(program);
-    command.arg("-c").arg(&conf);
-    let child = spawn(command, &dir.join("mosquitto.log"), "mosquitto")?;
-    listening(child, mqtt, None).await
-}
-
 /// Writes out what earlier runs left in the page cache before a run starts,
 /// for either server. The brokers share this machine's one disk, and each
 /// run leaves them hundreds of MB unwritten (a run as fast as it goes puts
@@ -456,38 +446,6 @@ async fn start_mosquitto(program: &Path, dir: &Path) -> Result<Server, BenchErro
 /// writes, not its predecessor's.
 async fn settle_disk() {
     let _ = tokio::task::spawn_blocking(nix::unistd::sync).await;
-}
-
-/// Waits (up to a minute) until the server accepts connections.
-async fn listening(
-    mut child: tokio::process::Child,
-    mqtt: SocketAddr,
-    http: Option<SocketAddr>,
-) -> Result<Server, BenchError> {
-    let pid = child.id().map_or(0, |p| p as i32);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if tokio::net::TcpStream::connect(mqtt).await.is_ok() {
-            return Ok(Server {
-                child,
-                pid,
-                mqtt,
-                http,
-            });
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(BenchError::Gateway(format!(
-                "the MQTT server exited before listening: {status}"
-            )));
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill().await;
-            return Err(BenchError::Gateway(format!(
-                "nothing listens on {mqtt} after a minute"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// When the gateway's `/metrics` first says Kafka acknowledged `total`
@@ -516,20 +474,6 @@ async fn forwarded(http: SocketAddr, total: u64) -> Result<(Instant, String), Be
     }
 }
 
-/// Ctrl-C (ours finishes what it holds), then a kill after 30 s.
-async fn stop(server: &mut Server) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.pid),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    if tokio::time::timeout(Duration::from_secs(30), server.child.wait())
-        .await
-        .is_err()
-    {
-        let _ = server.child.kill().await;
-    }
-}
-
 /// The markdown table.
 pub fn gateway_table(g: &GatewaySection) -> String {
     let mut out = format!(
@@ -539,11 +483,11 @@ pub fn gateway_table(g: &GatewaySection) -> String {
     if let Some(note) = &g.note {
         out.push_str(&format!("{note}.\n\n"));
     }
-    out.push_str("| server | offered rec/s | acked rec/s | into Kafka rec/s | PUBACK p50 ms | p99 ms | p99.9 ms | p99 of each second, ms: lowest / median / highest | group commits/s, p50 / p99 / longest ms at most | server CPU s/M rec | peak RSS MiB |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| server | offered rec/s | acked rec/s | into Kafka rec/s | PUBACK p50 ms | p99 ms | p99.9 ms | p99 of each second, ms: lowest / median / highest | group commits/s, p50 / p99 / longest ms at most | brokers' cores (JIT %) | server CPU s/M rec | peak RSS MiB |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for run in &g.runs {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.2} | {:.1} |\n",
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {:.2} | {:.1} |\n",
             run.server,
             run.offered_rate.map_or(
                 format!("as fast as {} in flight per client allows", g.window),
@@ -558,6 +502,7 @@ pub fn gateway_table(g: &GatewaySection) -> String {
                 format!("{low:.1} / {median:.1} / {high:.1}")
             }),
             run.group_commits.map_or("—".to_string(), |c| c.describe()),
+            run.brokers.map_or("—".to_string(), |b| b.describe()),
             run.cpu_per_million,
             run.peak_rss_mib
         ));

@@ -43,6 +43,7 @@ pub mod postgres;
 mod producer;
 pub mod report;
 mod secure;
+mod servers;
 mod simulator;
 pub mod storage;
 mod topics;
