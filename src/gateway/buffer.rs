@@ -176,8 +176,8 @@ pub struct Buffer {
     dir: PathBuf,
     spool: Mutex<Spool>,
     durable: watch::Sender<Durable>,
-    /// What the group commit has to do, and whether it sleeps.
-    pending: Mutex<Pending>,
+    /// Whether there are appends to commit, and whether the commit sleeps.
+    appends: Mutex<Appends>,
     wake: Condvar,
     released: Notify,
     commit_times: CommitTimes,
@@ -199,7 +199,7 @@ impl Buffer {
                 upto,
                 failed: false,
             }),
-            pending: Mutex::new(Pending::default()),
+            appends: Mutex::new(Appends::default()),
             wake: Condvar::new(),
             released: Notify::new(),
             commit_times: CommitTimes::default(),
@@ -221,9 +221,9 @@ impl Buffer {
         let bytes = record.encode();
         let number = self.spool().append(&bytes)?;
         let asleep = {
-            let mut pending = self.pending();
-            pending.appended = true;
-            pending.asleep
+            let mut appends = self.appends();
+            appends.since_commit = true;
+            appends.commit_asleep
         };
         // A commit under way looks for more appends when it ends: only a
         // sleeping one needs waking (a system call, at every append otherwise).
@@ -233,8 +233,8 @@ impl Buffer {
         Ok(number)
     }
 
-    fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn appends(&self) -> MutexGuard<'_, Appends> {
+        self.appends.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits until record `number` is on disk.
@@ -338,17 +338,17 @@ impl Buffer {
     fn commit_loop(&self, interval: Duration, stop: &AtomicBool) -> Result<(), SpoolError> {
         loop {
             {
-                let mut pending = self.pending();
-                while !pending.appended && !stop.load(Ordering::Acquire) {
-                    pending.asleep = true;
-                    pending = self
+                let mut appends = self.appends();
+                while !appends.since_commit && !stop.load(Ordering::Acquire) {
+                    appends.commit_asleep = true;
+                    appends = self
                         .wake
-                        .wait_timeout(pending, Duration::from_millis(100))
+                        .wait_timeout(appends, Duration::from_millis(100))
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
-                    pending.asleep = false;
+                    appends.commit_asleep = false;
                 }
-                pending.appended = false;
+                appends.since_commit = false;
             }
             let stopping = stop.load(Ordering::Acquire);
             if !stopping && !interval.is_zero() {
@@ -379,11 +379,11 @@ impl Buffer {
 
 /// Between the appends and the group commit.
 #[derive(Debug, Default)]
-struct Pending {
+struct Appends {
     /// Something was appended since the commit last looked.
-    appended: bool,
+    since_commit: bool,
     /// The commit waits for an append, and must be woken.
-    asleep: bool,
+    commit_asleep: bool,
 }
 
 #[cfg(test)]
