@@ -5,8 +5,10 @@
 //! then for its own, so a PUBACK's latency is one to two commits plus the
 //! network. When acknowledgements are slow, this histogram tells whether the
 //! disk is why (an edge box's flash card, or brokers writing to the same
-//! disk) or the CPU is. Recording one is a few atomic additions, once per
-//! commit, not per reading.
+//! disk) or the CPU is. A commit is timed from asking for the buffer's lock
+//! to the end of its fsync, so a segment switch holding that lock (it fsyncs
+//! the full segment) counts too. Recording one is a few atomic additions,
+//! once per commit, not per reading.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
