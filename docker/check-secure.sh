@@ -8,8 +8,10 @@
 # Checked: the secrets are made once and the SCRAM users, topics and ACLs set
 # up; the producer (as producer) and the consumer (as consumer) move readings
 # until Kafka's own kafka-consumer-groups, as admin, shows the group's lag at
-# 0; refused, each with exit status 1 and its reason: the consumer's user
-# writing readings, a wrong password, a client with no SASL; Kafka's Java
+# 0; the gateway (as gateway) forwarding devices' readings and a refused
+# one's dead letter; refused, each with exit status 1 and its reason: the
+# consumer's user writing readings, the gateway's user reading them, a wrong
+# password, a client with no SASL; Kafka's Java
 # tools from the host over SASL_SSL, with the CA from the volume and SCRAM as
 # producer; no password in any container's log; then `down -v`.
 set -euo pipefail
@@ -20,6 +22,7 @@ source docker/engine.sh
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-metrocloud-secure}
 # The console is not started here, but Compose reads its settings all the same.
 export METROCLOUD_CONSOLE_TOKEN=${METROCLOUD_CONSOLE_TOKEN:-check-$$}
+gateway_credentials
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 for image in "metrocloud:$version" "$KAFKA_IMAGE"; do
   docker image inspect "$image" >/dev/null 2>&1 || fail "no image $image: run docker/build-images.sh (or docker/check.sh) first"
@@ -27,8 +30,8 @@ done
 compose() { "${compose_cmd[@]}" -f docker/compose.yaml -f docker/compose.secure.yaml "$@"; }
 work=$(mktemp -d)
 cleanup() {
-  compose down -v --remove-orphans >/dev/null 2>&1 || true
-  rm -rf "$work"
+  compose --profile gateway down -v --remove-orphans >/dev/null 2>&1 || true
+  rm -rf "$work" "$credentials_dir"
 }
 trap cleanup EXIT
 secret() { compose run --rm --no-deps -T --entrypoint cat secure-init "/etc/kafka/secrets/$1"; }
@@ -58,6 +61,21 @@ until read -r lag _ <<<"$(group_sum 6)" && read -r ends _ <<<"$(group_sum 5)" &&
 done
 echo "acknowledged $acked, in the topic $ends, lag 0: every reading committed by iot-data-consumer"
 
+step "the gateway as its own user: devices' readings and a refused one's dead letter into Kafka"
+compose --profile gateway up -d --no-deps metrocloud-gateway
+by=$(( $(date +%s) + 60 ))
+until curl -s -o /dev/null http://127.0.0.1:8088/metrics; do
+  [ "$(date +%s)" -lt "$by" ] || { compose logs --tail 20 metrocloud-gateway; fail "the gateway did not answer within 60 s"; }
+  sleep 1
+done
+answer=$( (device_readings 20; echo '{"device_id": "temperature-900001"}') |
+  curl -s -H "Authorization: Bearer $gateway_secret" -H 'Content-Type: application/x-ndjson' \
+    --data-binary @- http://127.0.0.1:8088/api/v1/readings)
+grep -q '"accepted":20,"refused":1' <<<"$answer" || fail "the gateway answered 20 readings and a bad line with: $answer"
+gateway_metric 'metrocloud_gateway_readings_forwarded_total 20'
+gateway_metric 'metrocloud_gateway_dead_letters_total 1'
+echo "20 readings and 1 dead letter posted (HTTP NDJSON): Kafka acknowledged them all, written as gateway"
+
 step "refusals: each ends at once with status 1 and its reason"
 refused() {
   local what=$1 told=$2
@@ -72,6 +90,9 @@ refused() {
 }
 refused "the consumer's user writing readings" "TopicAuthorizationFailed" \
   -e KAFKA_SASL_USERNAME=consumer -e KAFKA_SASL_PASSWORD_FILE=/secrets/consumer.password kafka-producer produce
+refused "the gateway's user reading readings" "GroupAuthorizationFailed" \
+  -e KAFKA_SASL_USERNAME=gateway -e KAFKA_SASL_PASSWORD_FILE=/secrets/gateway.password \
+  -e KAFKA_ALERTS_TOPIC=iot-sensor-data -e KAFKA_DLQ_TOPIC=iot-sensor-data kafka-consumer consume
 refused "a wrong password" "refused authentication" \
   -e KAFKA_SASL_PASSWORD=wrong -e KAFKA_SASL_PASSWORD_FILE= kafka-producer produce
 refused "a client with no SASL" "the listener requires SASL" \
@@ -96,12 +117,12 @@ echo "kafka-topics over SASL_SSL as producer: iot-sensor-data, 6 partitions"
 
 step "no password in any container's log"
 logs=$(compose logs --no-color 2>&1)
-for user in admin producer consumer console pipeline; do
+for user in admin producer consumer console gateway pipeline; do
   password=$(secret "$user.password")
   if grep -qF "$password" <<<"$logs"; then fail "$user's password is in the logs"; fi
 done
 echo "no password in $(wc -l <<<"$logs") lines of logs"
 
 step "down"
-compose down -v --remove-orphans >/dev/null 2>&1
+compose --profile gateway down -v --remove-orphans >/dev/null 2>&1
 echo "docker/check-secure.sh: all checks passed in $(( $(date +%s) - started )) s"

@@ -37,13 +37,7 @@ done
 source docker/engine.sh
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-metrocloud}
 export METROCLOUD_CONSOLE_TOKEN=${METROCLOUD_CONSOLE_TOKEN:-check-$$}
-# The gateway's devices: one fleet credential, in a file the gateway's container reads.
-gateway_secret=gateway-check-$$-$RANDOM
-credentials_dir=$(mktemp -d)
-printf 'fleet compose-check %s\n' "$gateway_secret" >"$credentials_dir/devices"
-chmod 755 "$credentials_dir"
-chmod 644 "$credentials_dir/devices"
-export METROCLOUD_GATEWAY_CREDENTIALS_FILE=$credentials_dir/devices
+gateway_credentials
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 image=metrocloud:$version
 compose() { "${compose_cmd[@]}" -f docker/compose.yaml --profile console --profile scale --profile gateway "$@"; }
@@ -152,17 +146,7 @@ after=$(end_offsets)
 echo "end offsets of iot-sensor-data: $before, 10 s later $after"
 
 step "the gateway: mosquitto_pub and curl from the host, into the topic"
-readings=$(python3 - <<'PY'
-import json, datetime
-now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-for sequence in range(50):
-    print(json.dumps({"schema_version": 1, "device_id": "temperature-900001", "device_type": "temperature",
-        "run_id": "compose-check", "sequence": sequence, "timestamp": now, "value": 21.5, "unit": "°C",
-        "location": {"site": "site-01", "zone": "zone-01", "latitude": 52.5, "longitude": 13.4},
-        "battery_level": 90.0, "signal_strength": -60, "firmware_version": "1.0.0", "status": "ok",
-        "is_anomaly": False, "anomaly_kind": None}))
-PY
-)
+readings=$(device_readings 50)
 topic=sensors/temperature/temperature-900001
 if mosquitto_pub -h 127.0.0.1 -p 1883 -u compose-check -P wrong -q 1 -t "$topic" -m '{}' 2>"$credentials_dir/refused"; then
   fail "the gateway took a wrong password"
@@ -174,12 +158,7 @@ head -n 49 <<<"$readings" | mosquitto_pub -h 127.0.0.1 -p 1883 -u compose-check 
 status=$(tail -n 1 <<<"$readings" | curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $gateway_secret" \
   --data-binary @- http://127.0.0.1:8088/api/v1/readings)
 [ "$status" = 202 ] || fail "the gateway answered a reading over HTTP with $status, not 202"
-forwarded_by=$(( $(date +%s) + 60 ))
-until curl -s -H "Authorization: Bearer $gateway_secret" http://127.0.0.1:8088/metrics |
-    grep -qx 'metrocloud_gateway_readings_forwarded_total 50'; do
-  [ "$(date +%s)" -lt "$forwarded_by" ] || fail "the gateway did not forward the 50 readings to Kafka within 60 s"
-  sleep 2
-done
+gateway_metric 'metrocloud_gateway_readings_forwarded_total 50'
 echo "49 readings over MQTT (QoS 1) and 1 over HTTP (202): Kafka acknowledged all 50 (the gateway's /metrics)"
 
 step "health from a container of its own, on the stack's network"

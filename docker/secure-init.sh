@@ -5,15 +5,21 @@
 set -eu
 dir=/etc/kafka/secrets
 cd "$dir"
-if [ -f broker.p12 ]; then
-  echo "secrets already made"
-  exit 0
-fi
 password() { tr -dc 'A-Za-z0-9' </dev/urandom | head -c 24; }
 umask 077
-for user in admin producer consumer console pipeline; do
+added=""
+for user in admin producer consumer console gateway pipeline; do
+  [ -f "$user.password" ] && continue
   password >"$user.password"
+  added="$added $user"
 done
+if [ -f broker.p12 ]; then
+  # A volume made before a user existed gets that user's password alone.
+  chown 1000:1000 ./*.password
+  chmod 644 ./*.password
+  echo "secrets already made${added:+; a password made for:$added}"
+  exit 0
+fi
 keystore=$(password)
 store() { echo -keystore "$1" -storetype PKCS12 -storepass "$keystore"; }
 keytool -genkeypair -alias ca -keyalg EC -groupname secp256r1 -validity 3650 \
@@ -43,4 +49,4 @@ chown -R 1000:1000 "$dir"
 chmod 755 "$dir"
 chmod 644 ./*
 chmod 600 ca.p12
-echo "secrets made: users admin, producer, consumer, console, pipeline; CA in ca.pem"
+echo "secrets made: users admin, producer, consumer, console, gateway, pipeline; CA in ca.pem"

@@ -5,7 +5,7 @@
 # its output is shown with the password masked.
 set -eu
 secrets=/etc/kafka/secrets
-for user in producer consumer console pipeline admin; do
+for user in producer consumer console gateway pipeline admin; do
   password=$(cat "$secrets/$user.password")
   for mechanism in SCRAM-SHA-512 SCRAM-SHA-256; do
     if ! output=$(/opt/kafka/bin/kafka-configs.sh --bootstrap-server kafka1:9092 \

@@ -12,42 +12,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use common::reading;
 use metrocloud::config::SETTINGS;
 use metrocloud::sensor::device::DeviceType;
-use metrocloud::sensor::reading::{DeviceStatus, Location, SensorReading};
-
-/// A reading of `device_id` with sequence number `sequence`, as one line of JSON.
-fn reading(device_type: DeviceType, device_id: &str, sequence: u64) -> String {
-    let reading = SensorReading {
-        schema_version: 1,
-        device_id: device_id.to_string(),
-        device_type,
-        run_id: "field".to_string(),
-        sequence,
-        timestamp: Utc::now(),
-        value: match device_type {
-            DeviceType::Motion => 1.0,
-            DeviceType::Pressure => 1013.0,
-            _ => 21.5,
-        },
-        unit: device_type.unit().to_string(),
-        location: Location {
-            site: "site-01".to_string(),
-            zone: "zone-01".to_string(),
-            latitude: 52.5,
-            longitude: 13.4,
-        },
-        battery_level: 90.0,
-        signal_strength: -60,
-        firmware_version: "1.0.0".to_string(),
-        status: DeviceStatus::Ok,
-        is_anomaly: false,
-        anomaly_kind: None,
-        fault: None,
-    };
-    String::from_utf8(reading.to_json()).unwrap()
-}
+use metrocloud::sensor::reading::SensorReading;
 
 /// `metrocloud gateway`, running.
 struct Gateway {

@@ -20,6 +20,7 @@ use metrocloud::cluster::{ClusterSpec, LocalCluster, Principal, secure};
 use metrocloud::config::{Config, SETTINGS};
 use metrocloud::console::{self, ConsoleState, PipelineHandles};
 use metrocloud::kafka::security::TLS_BUILT_IN;
+use metrocloud::sensor::device::DeviceType;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -238,6 +239,93 @@ fn metrocloud_run_as_the_pipeline_user_loses_nothing() {
     assert_eq!(count(summary, "lost"), 0, "{summary}\n{log}");
 }
 
+/// `curl` posting `body` as NDJSON to `url`: the status code and the answer.
+fn post_ndjson(url: &str, body: &str) -> (u16, String) {
+    let mut curl = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "60", "-w", "\n%{http_code}"])
+        .args([
+            "-H",
+            "Content-Type: application/x-ndjson",
+            "--data-binary",
+            "@-",
+            url,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    std::io::Write::write_all(&mut curl.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let output = curl.wait_with_output().unwrap();
+    assert!(output.status.success(), "curl: {output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (answer, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), answer.to_string())
+}
+
+#[test]
+fn the_gateway_user_forwards_devices_readings_and_a_refused_ones_dead_letter() {
+    let _group = pipeline_group();
+    let data = tempfile::tempdir().unwrap();
+    let mut gateway = access(Principal::Gateway);
+    gateway.insert("METROCLOUD_DATA_DIR", data.path().display().to_string());
+    gateway.insert("METROCLOUD_GATEWAY_MQTT_ADDR", "127.0.0.1:0".into());
+    gateway.insert("METROCLOUD_GATEWAY_HTTP_ADDR", "127.0.0.1:0".into());
+    let mut body: String = (0..20)
+        .map(|n| common::reading(DeviceType::Temperature, "temperature-700001", n) + "\n")
+        .collect();
+    body.push_str("{\"device_id\": \"temperature-700001\"}\n");
+    let answer = std::sync::Mutex::new(None);
+    let (lines, ok, log) = run_until(metrocloud(&gateway, &["gateway"]), |line| {
+        // "gateway: MQTT on 127.0.0.1:P, HTTP on 127.0.0.1:Q/api/v1/readings, ..."
+        if let Some(http) = line
+            .strip_prefix("gateway: MQTT on ")
+            .and_then(|rest| rest.split("HTTP on ").nth(1))
+        {
+            let url = format!("http://{}", http.split(',').next().unwrap());
+            *answer.lock().unwrap() = Some(post_ndjson(&url, &body));
+            return false;
+        }
+        line.starts_with("gateway: accepted")
+            && line.contains("forwarded 20 (")
+            && line.contains("buffered 0 records")
+    });
+    let (status, answer) = answer
+        .into_inner()
+        .unwrap()
+        .unwrap_or_else(|| panic!("no address line in {lines:#?}\n{log}"));
+    assert_eq!(status, 202, "{answer}");
+    assert!(
+        answer.starts_with(r#"{"accepted":20,"refused":1,"#),
+        "{answer}"
+    );
+    assert!(ok, "{lines:#?}\n{log}");
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("gateway summary:"))
+        .unwrap_or_else(|| panic!("no gateway summary in {lines:#?}\n{log}"));
+    // Kafka acknowledged the readings and the dead letter, written as gateway.
+    assert!(
+        summary.contains("forwarded 20, dead letters 1, 0 records left"),
+        "{summary}\n{log}"
+    );
+
+    // The consumer's user processes them in its group (which the other tests
+    // leave with nothing to read).
+    let consumer = access(Principal::Consumer);
+    let (lines, ok, _) = run_until(metrocloud(&consumer, &["consume"]), |l| {
+        l.starts_with("consumer:") && l.contains("readings 20,") && l.contains("lag 0")
+    });
+    assert!(ok, "{lines:#?}");
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("consumer summary:"))
+        .unwrap_or_else(|| panic!("no consumer summary in {lines:#?}"));
+    assert!(
+        summary.starts_with("consumer summary: 20 readings"),
+        "{summary}"
+    );
+}
+
 #[tokio::test]
 async fn the_console_user_sees_brokers_topics_and_messages_and_no_password() {
     let config = Config::from_vars(access(Principal::Console)).expect("console settings");
@@ -325,6 +413,16 @@ fn each_refusal_ends_the_program_at_once_with_its_reason_and_no_password() {
         Refusal {
             what: "the producer reading the readings",
             user: Principal::Producer,
+            change: &[
+                ("KAFKA_ALERTS_TOPIC", "iot-sensor-data"),
+                ("KAFKA_DLQ_TOPIC", "iot-sensor-data"),
+            ],
+            command: "consume",
+            told: "GroupAuthorizationFailed",
+        },
+        Refusal {
+            what: "the gateway reading the readings",
+            user: Principal::Gateway,
             change: &[
                 ("KAFKA_ALERTS_TOPIC", "iot-sensor-data"),
                 ("KAFKA_DLQ_TOPIC", "iot-sensor-data"),

@@ -70,7 +70,7 @@ pub(super) async fn execute(
     }
     std::fs::create_dir_all(dir).map_err(|e| ChaosError::io(dir, e))?;
     let access = cluster.access(
-        crate::cluster::Principal::Pipeline,
+        crate::cluster::Principal::Gateway,
         crate::kafka::security::TLS_BUILT_IN,
     );
     let (mqtt, http) = (free_address(dir)?, free_address(dir)?);

@@ -168,7 +168,8 @@ pub struct ChaosSettings {
     /// Keep each scenario's directory even when it passed.
     pub keep: bool,
     /// Run on a secure cluster ([`crate::cluster::secure`]), every client as
-    /// its `pipeline` user: over SASL_SSL when this build has TLS, else SASL_PLAINTEXT.
+    /// its `pipeline` user (the gateway as `gateway`): over SASL_SSL when this
+    /// build has TLS, else SASL_PLAINTEXT.
     pub secure: bool,
 }
 

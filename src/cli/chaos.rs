@@ -40,7 +40,8 @@ pub(crate) struct ChaosArgs {
     #[arg(long)]
     keep: bool,
     /// Each scenario on a secure cluster (`cluster up --secure`), every client
-    /// as its `pipeline` user (SASL_SSL with the tls feature, else SASL_PLAINTEXT).
+    /// as its `pipeline` user, the gateway as `gateway` (SASL_SSL with the tls
+    /// feature, else SASL_PLAINTEXT).
     #[arg(long)]
     secure: bool,
 }

@@ -38,7 +38,7 @@ pub(crate) enum ClusterCommand {
         secure: bool,
     },
     /// Print the variables with which USER (admin, producer, consumer,
-    /// console, pipeline) reaches the cluster: `eval "$(metrocloud cluster env consumer)"`.
+    /// console, gateway, pipeline) reaches the cluster: `eval "$(metrocloud cluster env consumer)"`.
     Env {
         /// The user.
         user: String,

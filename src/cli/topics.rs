@@ -13,8 +13,8 @@ pub(crate) enum TopicsCommand {
     /// Create the topic from KAFKA_* settings if missing; check an existing one is as strong.
     Ensure,
     /// On a cluster that authorizes: create every pipeline topic, and the
-    /// least-privilege ACLs of the users producer, consumer, console and
-    /// pipeline (see the README's table). Needs a super user (admin).
+    /// least-privilege ACLs of the users producer, consumer, console,
+    /// gateway and pipeline (see the README's table). Needs a super user (admin).
     Grant,
     /// Print partitions, leaders, replicas, ISR and durability configs.
     Describe {
@@ -68,7 +68,7 @@ pub(crate) async fn run(command: TopicsCommand, config: &Config) -> Result<(), C
             println!(
                 "{} ACL entries for {}",
                 plan.len(),
-                ["producer", "consumer", "console", "pipeline"].join(", ")
+                ["producer", "consumer", "console", "gateway", "pipeline"].join(", ")
             );
             Ok(())
         }

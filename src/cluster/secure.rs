@@ -41,6 +41,10 @@ pub enum Principal {
     Consumer,
     /// Looks (`metrocloud console`): describes and reads, writes nothing.
     Console,
+    /// Takes devices' readings (`metrocloud gateway`): writes readings and
+    /// dead letters, reads nothing (a device on the edge is the likeliest
+    /// place for a credential to leak from).
+    Gateway,
     /// All of `metrocloud run` in one process: producer, consumer, console,
     /// aggregation and storage together, and nothing more.
     Pipeline,
@@ -48,11 +52,12 @@ pub enum Principal {
 
 impl Principal {
     /// Every user, in the order they are listed.
-    pub const ALL: [Principal; 5] = [
+    pub const ALL: [Principal; 6] = [
         Principal::Admin,
         Principal::Producer,
         Principal::Consumer,
         Principal::Console,
+        Principal::Gateway,
         Principal::Pipeline,
     ];
 
@@ -63,6 +68,7 @@ impl Principal {
             Principal::Producer => "producer",
             Principal::Consumer => "consumer",
             Principal::Console => "console",
+            Principal::Gateway => "gateway",
             Principal::Pipeline => "pipeline",
         }
     }
@@ -139,6 +145,17 @@ pub fn acl_plan(names: &PipelineNames) -> Vec<AclEntry> {
         for operation in [Write, Read, Describe, DescribeConfigs] {
             plan.push(entry(
                 Principal::Consumer,
+                AclResource::Topic,
+                topic,
+                operation,
+            ));
+        }
+    }
+    // Forwarding devices' readings, and the dead letters of refused ones.
+    for topic in [&names.readings, &names.dead_letters] {
+        for operation in [Write, Describe, DescribeConfigs] {
+            plan.push(entry(
+                Principal::Gateway,
                 AclResource::Topic,
                 topic,
                 operation,

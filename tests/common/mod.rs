@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use metrocloud::cluster::{ClusterSpec, KafkaDistribution, LocalCluster, tools};
 use metrocloud::kafka::admin::{AdminClient, Timeouts};
+use metrocloud::sensor::device::DeviceType;
+use metrocloud::sensor::reading::{DeviceStatus, Location, SensorReading};
 
 /// A cluster for tests: its bootstrap servers, and the local cluster when we started it.
 pub struct TestCluster {
@@ -335,6 +337,38 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// A reading of `device_id` with sequence number `sequence`, as one line of JSON.
+pub fn reading(device_type: DeviceType, device_id: &str, sequence: u64) -> String {
+    let reading = SensorReading {
+        schema_version: 1,
+        device_id: device_id.to_string(),
+        device_type,
+        run_id: "field".to_string(),
+        sequence,
+        timestamp: chrono::Utc::now(),
+        value: match device_type {
+            DeviceType::Motion => 1.0,
+            DeviceType::Pressure => 1013.0,
+            _ => 21.5,
+        },
+        unit: device_type.unit().to_string(),
+        location: Location {
+            site: "site-01".to_string(),
+            zone: "zone-01".to_string(),
+            latitude: 52.5,
+            longitude: 13.4,
+        },
+        battery_level: 90.0,
+        signal_strength: -60,
+        firmware_version: "1.0.0".to_string(),
+        status: DeviceStatus::Ok,
+        is_anomaly: false,
+        anomaly_kind: None,
+        fault: None,
+    };
+    String::from_utf8(reading.to_json()).unwrap()
 }
 
 #[cfg(feature = "testcontainers")]

@@ -100,6 +100,30 @@ fn the_console_writes_nothing_and_joins_no_group() {
 }
 
 #[test]
+fn the_gateway_writes_readings_and_dead_letters_and_reads_nothing() {
+    let plan = acl_plan(&names());
+    let gateway: Vec<&AclEntry> = plan.iter().filter(|e| e.user == "gateway").collect();
+    let topics: std::collections::BTreeSet<&str> =
+        gateway.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        topics,
+        ["iot-sensor-data", "iot-sensor-data-dlq"]
+            .into_iter()
+            .collect()
+    );
+    assert!(gateway.iter().all(|e| e.resource == AclResource::Topic));
+    assert!(gateway.iter().all(|e| e.operation != AclOperation::Read));
+    for topic in topics {
+        assert!(allowed(
+            Principal::Gateway,
+            AclResource::Topic,
+            topic,
+            AclOperation::Write
+        ));
+    }
+}
+
+#[test]
 fn admin_has_no_entries_since_it_is_the_super_user() {
     assert!(acl_plan(&names()).iter().all(|e| e.user != "admin"));
 }
