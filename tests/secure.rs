@@ -160,6 +160,28 @@ fn count(line: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} in {line}"))
 }
 
+/// `metrocloud consume`, as the consumer's user, processes exactly `readings`
+/// readings in the pipeline's group and leaves it at lag 0 (the tests that
+/// write to the sensor topic hold [`pipeline_group`] and end this way, so
+/// each finds the group with nothing else to read).
+fn the_consumer_processes(readings: u64) {
+    let consumer = access(Principal::Consumer);
+    let (lines, ok, _) = run_until(metrocloud(&consumer, &["consume"]), |l| {
+        l.starts_with("consumer:")
+            && l.contains(&format!("readings {readings},"))
+            && l.contains("lag 0")
+    });
+    assert!(ok, "{lines:#?}");
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("consumer summary:"))
+        .unwrap_or_else(|| panic!("no consumer summary in {lines:#?}"));
+    assert!(
+        summary.starts_with(&format!("consumer summary: {readings} readings")),
+        "{summary}"
+    );
+}
+
 #[test]
 fn the_producer_writes_readings_and_the_consumer_processes_each_of_them_in_its_group() {
     let _group = pipeline_group();
@@ -186,21 +208,7 @@ fn the_producer_writes_readings_and_the_consumer_processes_each_of_them_in_its_g
     assert!(acked >= 500, "{summary}");
     assert_eq!(count(summary, "failed"), 0, "{summary}");
 
-    let consumer = access(Principal::Consumer);
-    let (lines, ok, _) = run_until(metrocloud(&consumer, &["consume"]), |l| {
-        l.starts_with("consumer:")
-            && l.contains(&format!("readings {acked},"))
-            && l.contains("lag 0")
-    });
-    assert!(ok, "{lines:#?}");
-    let summary = lines
-        .iter()
-        .find(|l| l.starts_with("consumer summary:"))
-        .unwrap_or_else(|| panic!("no consumer summary in {lines:#?}"));
-    assert!(
-        summary.starts_with(&format!("consumer summary: {acked} readings")),
-        "{summary}"
-    );
+    the_consumer_processes(acked);
 
     // Its group committed every reading: Kafka's own tool, as admin, says lag 0.
     let text = kafka_tool(
@@ -309,21 +317,8 @@ fn the_gateway_user_forwards_devices_readings_and_a_refused_ones_dead_letter() {
         "{summary}\n{log}"
     );
 
-    // The consumer's user processes them in its group (which the other tests
-    // leave with nothing to read).
-    let consumer = access(Principal::Consumer);
-    let (lines, ok, _) = run_until(metrocloud(&consumer, &["consume"]), |l| {
-        l.starts_with("consumer:") && l.contains("readings 20,") && l.contains("lag 0")
-    });
-    assert!(ok, "{lines:#?}");
-    let summary = lines
-        .iter()
-        .find(|l| l.starts_with("consumer summary:"))
-        .unwrap_or_else(|| panic!("no consumer summary in {lines:#?}"));
-    assert!(
-        summary.starts_with("consumer summary: 20 readings"),
-        "{summary}"
-    );
+    // The consumer's user processes them in its group.
+    the_consumer_processes(20);
 }
 
 #[tokio::test]
