@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 use super::CliError;
+use crate::cluster::Principal;
 use crate::cluster::secure::acl_plan;
 use crate::config::Config;
 use crate::kafka::admin::{AdminClient, Timeouts};
@@ -65,11 +66,12 @@ pub(crate) async fn run(command: TopicsCommand, config: &Config) -> Result<(), C
                 .create_acls(&plan)
                 .await
                 .map_err(|e| CliError::Failed(format!("cannot create the ACLs: {e}")))?;
-            println!(
-                "{} ACL entries for {}",
-                plan.len(),
-                ["producer", "consumer", "console", "gateway", "pipeline"].join(", ")
-            );
+            let users: Vec<&str> = Principal::ALL
+                .iter()
+                .map(|p| p.name())
+                .filter(|name| plan.iter().any(|entry| entry.user == *name))
+                .collect();
+            println!("{} ACL entries for {}", plan.len(), users.join(", "));
             Ok(())
         }
         TopicsCommand::Describe { topic } => {

@@ -46,7 +46,8 @@ pub enum Principal {
     /// place for a credential to leak from).
     Gateway,
     /// All of `metrocloud run` in one process: producer, consumer, console,
-    /// aggregation and storage together, and nothing more.
+    /// aggregation and storage together (the gateway too, when on), and
+    /// nothing more.
     Pipeline,
 }
 
