@@ -1,11 +1,12 @@
 //! The gateway's disk buffer: the spool, shared by every connection, with a
 //! group commit that makes appends durable a few milliseconds at a time.
 //!
-//! Connections append under a short lock (a copy into the spool's write
-//! buffer) and then wait for the durable number to pass theirs. One thread of
-//! its own (not a task: it must not wait for a busy runtime) writes out and
-//! fsyncs everything appended so far, outside the lock, so appends go on
-//! during the fsync and share the next one: group commit with no added delay.
+//! Connections append under a short lock (a copy into memory, no file
+//! touched) and then wait for the durable number to pass theirs. One thread
+//! of its own (not a task: it must not wait for a busy runtime) writes out
+//! and fsyncs everything appended so far, outside the lock, so appends go on
+//! during the write and the fsync and share the next one: group commit with
+//! no added delay.
 //! A gathering interval can be added for disks where an fsync is dear. What each record holds is a
 //! [`Spooled`]: a reading to forward, or a refused message's dead letter.
 
@@ -20,6 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::commit_times::CommitTimes;
 use crate::spool::{Spool, SpoolError, SpoolSettings};
+
+/// Bytes appended and not yet written that the buffer holds in memory, at
+/// most: a second of appends at full speed many times over. Past it the
+/// disk is behind, and devices are pushed back as when the buffer is full.
+const MAX_UNSYNCED: u64 = 32 * 1024 * 1024;
 
 /// How a message came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +195,7 @@ impl Buffer {
         let settings = SpoolSettings {
             segment_bytes: (64 * 1024 * 1024).min(max_bytes / 4).max(64 * 1024),
             max_bytes,
+            max_unsynced: MAX_UNSYNCED,
         };
         let spool = Spool::open(dir, settings)?;
         let upto = spool.durable();

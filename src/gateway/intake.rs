@@ -184,7 +184,7 @@ impl Intake {
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 Ok(number)
             }
-            Err(e @ SpoolError::Full { .. }) => {
+            Err(e @ (SpoolError::Full { .. } | SpoolError::Behind(_))) => {
                 self.stats.pushed_back.fetch_add(1, Ordering::Relaxed);
                 Err(Refusal::Full(e.to_string()))
             }

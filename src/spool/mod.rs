@@ -4,10 +4,13 @@
 //! Records are numbered in the order they are appended and written into
 //! segment files (`<first number>.seg`), each record framed as its length,
 //! a CRC-32C of its number and bytes, its number, and its bytes. Appending
-//! only buffers; [`Spool::sync`] writes and fsyncs everything appended since
-//! the last sync (group commit: one fsync for every record of an interval),
-//! and only then may the records up to [`Spool::durable`] be acknowledged to
-//! their devices. Kafka's acknowledgements come back through
+//! only copies the frame into memory; [`Spool::sync`] writes and fsyncs
+//! everything appended since the last sync (group commit: one fsync for
+//! every record of an interval), and only then may the records up to
+//! [`Spool::durable`] be acknowledged to their devices. A caller sharing the
+//! queue between threads syncs in two halves, [`Spool::begin_sync`] under
+//! its lock and [`PendingSync::fsync`] outside it, so that no append ever
+//! waits for the disk (see `unsynced.rs`). Kafka's acknowledgements come back through
 //! [`Spool::release`]: the first number not yet acknowledged is written to
 //! `released` (atomically: a temporary file, fsynced, renamed), and segments
 //! wholly below it are deleted.
@@ -24,8 +27,9 @@
 //! it does at the older records of a reused segment file, see `room.rs`.)
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -33,8 +37,11 @@ mod cursor;
 mod room;
 #[cfg(test)]
 mod tests;
+mod unsynced;
 
 pub use cursor::Cursor;
+pub use unsynced::PendingSync;
+use unsynced::{Current, Files, Unsynced, lock};
 
 /// Bytes of a record's frame besides its payload: length, CRC, number.
 const FRAME: u64 = 4 + 4 + 8;
@@ -43,6 +50,7 @@ const FRAME: u64 = 4 + 4 + 8;
 /// beyond this read from a file is damage, not a record.
 pub const MAX_RECORD: usize = 1024 * 1024;
 
+
 /// How big segments get, and how much the queue may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpoolSettings {
@@ -50,6 +58,10 @@ pub struct SpoolSettings {
     pub segment_bytes: u64,
     /// Appends are refused while the records not yet released take this many bytes.
     pub max_bytes: u64,
+    /// Appends are refused while this many bytes appended wait in memory for
+    /// a sync to write them: the disk is behind ([`SpoolError::Behind`]),
+    /// and what waits is bounded rather than held without limit.
+    pub max_unsynced: u64,
 }
 
 /// Why the queue cannot do what was asked.
@@ -77,6 +89,10 @@ pub enum SpoolError {
         /// Where the record starts.
         offset: u64,
     },
+    /// The disk is behind: `max_unsynced` bytes wait to be written. Push
+    /// back, drop nothing.
+    #[error("the disk is behind: {0} bytes appended are not written yet")]
+    Behind(u64),
     /// The queue holds `max_bytes` already: push back, drop nothing.
     #[error("the spool is full ({held} of {max} bytes held until Kafka acknowledges them)")]
     Full {
@@ -91,23 +107,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-/// What a sync started by [`Spool::begin_sync`] still has to do.
-#[derive(Debug)]
-pub struct PendingSync {
-    file: File,
-    path: PathBuf,
-    upto: u64,
-}
-
-impl PendingSync {
-    /// Fsyncs the segment; every record below the returned number is then
-    /// durable (older segments were synced when the next one started).
-    pub fn fsync(self) -> Result<u64, SpoolError> {
-        self.file.sync_data().map_err(io(&self.path))?;
-        Ok(self.upto)
     }
 }
 
@@ -126,15 +125,18 @@ pub struct Spool {
     settings: SpoolSettings,
     /// Oldest first; the last is the one appended to.
     segments: Vec<Segment>,
-    writer: BufWriter<File>,
+    /// Frames appended since the last sync began, in memory.
+    unsynced: Unsynced,
+    /// A sync began and has not finished.
+    syncing: bool,
+    /// What syncs write to, the spare among them.
+    files: Files,
     /// The number the next append gets.
     next: u64,
     /// Every record below this number is synced.
     durable: u64,
     /// Every record below this number is acknowledged by Kafka.
     released: u64,
-    /// The next segment, made ahead (see `room.rs`).
-    spare: room::Spare,
     /// Held while the queue is open: two writers would interleave records.
     _lock: nix::fcntl::Flock<File>,
 }
@@ -200,21 +202,21 @@ impl Spool {
             });
         }
         let last = segments.last().expect("one segment at least");
-        let mut file = OpenOptions::new()
-            .write(true)
-            .open(&last.path)
-            .map_err(io(&last.path))?;
-        file.seek(SeekFrom::Start(last.bytes))
-            .map_err(io(&last.path))?;
+        let files = Files {
+            dir: dir.to_path_buf(),
+            current: Arc::new(Mutex::new(Current::open(last.first, &last.path)?)),
+            spare: Arc::new(Mutex::new(spare)),
+        };
         let mut spool = Spool {
             dir: dir.to_path_buf(),
             settings,
             segments,
-            writer: BufWriter::with_capacity(256 * 1024, file),
+            unsynced: Unsynced::default(),
+            syncing: false,
+            files,
             next,
             durable: next,
             released: released.min(next),
-            spare,
             _lock: lock,
         };
         for path in spool.mark_released(released) {
@@ -236,12 +238,15 @@ impl Spool {
                 max: self.settings.max_bytes,
             });
         }
+        if self.unsynced.bytes() + size > self.settings.max_unsynced {
+            return Err(SpoolError::Behind(self.unsynced.bytes()));
+        }
         if self
             .segments
             .last()
             .is_some_and(|s| s.bytes >= self.settings.segment_bytes)
         {
-            self.roll()?;
+            self.roll();
         }
         let number = self.next;
         let mut head = [0u8; FRAME as usize];
@@ -250,12 +255,13 @@ impl Spool {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&head[8..]), payload);
         head[4..8].copy_from_slice(&crc.to_le_bytes());
         let segment = self.segments.last_mut().expect("one segment at least");
-        let path = segment.path.clone();
-        self.writer.write_all(&head).map_err(io(&path))?;
-        self.writer.write_all(payload).map_err(io(&path))?;
+        self.unsynced
+            .add(segment.first, &segment.path, segment.bytes, [&head, payload]);
+        let half = self.settings.segment_bytes / 2;
+        let crossed_half = segment.bytes < half && segment.bytes + size >= half;
         segment.bytes += size;
-        if segment.bytes >= self.settings.segment_bytes / 2 {
-            self.spare.prepare();
+        if crossed_half {
+            lock(&self.files.spare).prepare();
         }
         self.next += 1;
         Ok(number)
@@ -272,25 +278,21 @@ impl Spool {
     }
 
     /// The first half of [`Spool::sync`], for callers that share the queue:
-    /// writes what was appended to the segment file and hands back what the
-    /// fsync needs, so that appends can go on while it runs. `None` when
-    /// everything is durable already.
+    /// takes what was appended (no file touched), for [`PendingSync::fsync`]
+    /// to write and fsync while appends go on. `None` when everything is
+    /// durable already, or while an earlier sync has not finished (syncs
+    /// write in the order they began, one at a time).
     pub fn begin_sync(&mut self) -> Result<Option<PendingSync>, SpoolError> {
-        if self.durable == self.next {
+        if self.durable == self.next || self.syncing {
             return Ok(None);
         }
-        let path = self.segments.last().expect("one segment").path.clone();
-        self.writer.flush().map_err(io(&path))?;
-        let file = self.writer.get_ref().try_clone().map_err(io(&path))?;
-        Ok(Some(PendingSync {
-            file,
-            path,
-            upto: self.next,
-        }))
+        self.syncing = true;
+        Ok(Some(self.files.pending(&mut self.unsynced, self.next)))
     }
 
     /// The second half: [`PendingSync::fsync`] made every record below `upto` durable.
     pub fn finish_sync(&mut self, upto: u64) {
+        self.syncing = false;
         self.durable = self.durable.max(upto.min(self.next));
     }
 
@@ -366,34 +368,21 @@ impl Spool {
         let mut gone = Vec::new();
         while self.segments.len() > 1 && self.segments[1].first <= self.released {
             let segment = self.segments.remove(0);
-            if !self.spare.reuse(&segment.path) {
+            if !lock(&self.files.spare).reuse(&segment.path) {
                 gone.push(segment.path);
             }
         }
         gone
     }
 
-    /// Starts a new segment for the next appends.
-    fn roll(&mut self) -> Result<(), SpoolError> {
-        self.sync()?;
-        let path = segment_path(&self.dir, self.next);
-        let file = match self.spare.take(&path) {
-            Some(file) => file,
-            None => OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .open(&path)
-                .map_err(io(&path))?,
-        };
-        sync_dir(&self.dir)?;
-        self.writer = BufWriter::with_capacity(256 * 1024, file);
+    /// Starts a new segment for the next appends; its file is made by the
+    /// sync that first writes to it (see [`PendingSync::fsync`]).
+    fn roll(&mut self) {
         self.segments.push(Segment {
             first: self.next,
-            path,
+            path: segment_path(&self.dir, self.next),
             bytes: 0,
         });
-        Ok(())
     }
 }
 

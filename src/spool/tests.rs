@@ -4,6 +4,7 @@ fn settings() -> SpoolSettings {
     SpoolSettings {
         segment_bytes: 1024,
         max_bytes: 1024 * 1024,
+        max_unsynced: 1024 * 1024,
     }
 }
 
@@ -150,8 +151,14 @@ fn with_nothing_released_the_next_spare_is_made_once_the_current_segment_is_half
     }
     assert_eq!(
         spare_size(dir.path()),
+        Some(settings().segment_bytes),
+        "an append does not touch files"
+    );
+    spool.sync().unwrap();
+    assert_eq!(
+        spare_size(dir.path()),
         None,
-        "the spare became the second segment"
+        "the spare became the second segment when a sync first wrote to it"
     );
     while spool.segments[1].bytes < settings().segment_bytes / 2 {
         append_all(&mut spool, next..next + 1);
@@ -273,6 +280,7 @@ fn a_full_spool_refuses_appends_until_kafka_acknowledges_enough() {
     let small = SpoolSettings {
         segment_bytes: 200,
         max_bytes: 1_000,
+        max_unsynced: 1_000,
     };
     let mut spool = Spool::open(dir.path(), small).unwrap();
     let mut accepted = 0;
@@ -341,7 +349,7 @@ fn a_cursor_reads_each_durable_record_once_in_order_across_segments_while_append
     for _ in 0..20 {
         append_all(&mut spool, next..next + 50);
         let durable = spool.sync().unwrap();
-        // One more appended after the sync: written out in part, never durable yet.
+        // One more appended after the sync: in memory, never durable yet.
         append_all(&mut spool, next + 50..next + 51);
         next += 51;
         for (number, payload) in cursor.read(durable, 7).unwrap() {
@@ -413,4 +421,34 @@ fn a_queue_open_in_one_place_is_refused_in_another() {
     }
     drop(spool);
     Spool::open(dir.path(), settings()).expect("free again once closed");
+}
+
+#[test]
+fn appends_wait_in_memory_only_up_to_a_bound_and_are_taken_again_once_a_sync_wrote_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let bounded = SpoolSettings {
+        max_unsynced: 500,
+        ..settings()
+    };
+    let mut spool = Spool::open(dir.path(), bounded).unwrap();
+    let mut accepted = 0;
+    let refusal = loop {
+        match spool.append(format!("reading-{accepted}").as_bytes()) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(refusal, SpoolError::Behind(_)), "{refusal}");
+    assert!(accepted >= 10, "{accepted}");
+    let pending = spool.begin_sync().unwrap().expect("something to sync");
+    assert_eq!(
+        spool.append(b"while the sync writes").unwrap(),
+        accepted,
+        "what a sync took no longer counts against the bound"
+    );
+    spool.finish_sync(pending.fsync().unwrap());
+    assert_eq!(spool.sync().unwrap(), accepted + 1);
+    let mut expected = numbered(0..accepted);
+    expected.push((accepted, "while the sync writes".to_string()));
+    assert_eq!(payloads(&spool, 0), expected, "nothing dropped");
 }
