@@ -322,10 +322,18 @@ async fn readings_from_mosquitto_pub_and_curl_reach_the_sensor_topic_keyed_and_i
         );
     }
     // Each group commit made at least one of the 601 readings durable.
-    let commits = metrocloud::gateway::commit_times::CommitHistogram::parse(&metrics)
-        .unwrap_or_else(|| panic!("no group commit histogram in {metrics}"));
+    let histogram = |metric| {
+        metrocloud::gateway::timings::Histogram::parse(&metrics, metric)
+            .unwrap_or_else(|| panic!("no {metric} histogram in {metrics}"))
+    };
+    let commits = histogram(metrocloud::gateway::timings::COMMIT_METRIC);
     assert!((1..=601).contains(&commits.count), "{commits:?}");
     assert!(commits.sum_seconds > 0.0, "{commits:?}");
+    // Each of the 400 MQTT QoS 1 readings had its wait inside the gateway,
+    // PUBLISH read to PUBACK written, counted once.
+    let acks = histogram(metrocloud::gateway::timings::ACK_METRIC);
+    assert_eq!(acks.count, 400, "{acks:?}");
+    assert!(acks.sum_seconds > 0.0, "{acks:?}");
     let rest = gateway.stop();
     let by_device = sequences_by_device(&topic).await;
     assert_eq!(by_device[temperature], (0..200).collect::<Vec<_>>());

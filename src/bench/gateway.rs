@@ -24,7 +24,7 @@ use super::numbers::thousands;
 use super::servers::{Server, free_address, listening, spawn, start_mosquitto, stop};
 use super::usage::{WARM_UP_ROUNDS, peak_rss, process_cpu};
 use super::*;
-use crate::gateway::commit_times::CommitHistogram;
+use crate::gateway::timings::{ACK_METRIC, COMMIT_METRIC, Histogram};
 use crate::sensor::reading::ReadingView;
 
 /// One load on one server.
@@ -56,6 +56,13 @@ pub struct GatewayRun {
     /// `/metrics` (reports written before they were measured have none).
     #[serde(default)]
     pub group_commits: Option<GroupCommits>,
+    /// Ours: the bound 99 % of its PUBACKs stayed within from the PUBLISH
+    /// read to the PUBACK written, by its `/metrics`: the gateway's share of
+    /// `p99_ms`, the rest being the network, the load generator and the
+    /// machine (none in reports written before it was measured; `None`
+    /// also past every bucket).
+    #[serde(default)]
+    pub inside_p99_at_most_ms: Option<f64>,
     /// The brokers' CPU during the run (for ours: until Kafka had every
     /// reading), in cores, and the share of it their JIT compilers took: the
     /// rest of the machine the server and the load share (none in reports
@@ -163,7 +170,7 @@ impl Bench<'_> {
                     };
                     let run = self.gateway_run(binary, spec, offered, repeat).await?;
                     (self.say)(&format!(
-                        "gateway: {} {}: {} acked/s{}, PUBACK p50 {:.2} ms p99 {:.2} ms ({}){}, {:.2} CPU s per million{}",
+                        "gateway: {} {}: {} acked/s{}, PUBACK p50 {:.2} ms p99 {:.2} ms ({}){}{}, {:.2} CPU s per million{}",
                         run.server,
                         offered.map_or("as fast as it goes".to_string(), |r| format!("at {r}/s")),
                         thousands(run.acked_per_sec),
@@ -179,6 +186,10 @@ impl Bench<'_> {
                             thousands(c.per_sec),
                             c.quantiles()
                         )),
+                        run.inside_p99_at_most_ms
+                            .map_or(String::new(), |ms| format!(
+                                ", inside the gateway p99 at most {ms} ms"
+                            )),
                         run.cpu_per_million,
                         run.brokers.map_or(String::new(), |b| format!(
                             "; brokers {:.2} cores, {:.0} % of it compiling",
@@ -277,10 +288,14 @@ impl Bench<'_> {
                 return Err(BenchError::Gateway(format!("the MQTT load failed: {e}")));
             }
         };
-        let (kafka_secs, commits) = match server.http {
+        let (kafka_secs, commits, inside) = match server.http {
             Some(http) => {
                 let (at, metrics) = forwarded(http, total).await?;
-                let commits = CommitHistogram::parse(&metrics).map(|h| {
+                let inside = Histogram::parse(&metrics, ACK_METRIC)
+                    .and_then(|h| h.quantile_bound(0.99))
+                    .filter(|b| b.is_finite())
+                    .map(|b| b * 1e3);
+                let commits = Histogram::parse(&metrics, COMMIT_METRIC).map(|h| {
                     let ms = |q| {
                         h.quantile_bound(q)
                             .filter(|b| b.is_finite())
@@ -293,9 +308,13 @@ impl Bench<'_> {
                         longest_at_most_ms: ms(1.0),
                     }
                 });
-                (Some(at.duration_since(started).as_secs_f64()), commits)
+                (
+                    Some(at.duration_since(started).as_secs_f64()),
+                    commits,
+                    inside,
+                )
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let cpu = process_cpu(server.pid)
             .unwrap_or_default()
@@ -321,6 +340,7 @@ impl Bench<'_> {
             peak,
         );
         run.group_commits = commits;
+        run.inside_p99_at_most_ms = inside;
         run.brokers = brokers;
         Ok(run)
     }
@@ -371,6 +391,7 @@ fn summarize(
             .map(|second| second.value_at_quantile(0.99) as f64 / 1000.0)
             .collect(),
         group_commits: None,
+        inside_p99_at_most_ms: None,
         brokers: None,
         cpu_per_million: cpu_secs / (load.acked.max(1) as f64 / 1e6),
         peak_rss_mib: peak_rss_bytes as f64 / MIB,
@@ -483,11 +504,11 @@ pub fn gateway_table(g: &GatewaySection) -> String {
     if let Some(note) = &g.note {
         out.push_str(&format!("{note}.\n\n"));
     }
-    out.push_str("| server | offered rec/s | acked rec/s | into Kafka rec/s | PUBACK p50 ms | p99 ms | p99.9 ms | p99 of each second, ms: lowest / median / highest | group commits/s, p50 / p99 / longest ms at most | brokers' cores (JIT %) | server CPU s/M rec | peak RSS MiB |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| server | offered rec/s | acked rec/s | into Kafka rec/s | PUBACK p50 ms | p99 ms | p99.9 ms | p99 of each second, ms: lowest / median / highest | group commits/s, p50 / p99 / longest ms at most | PUBLISH read to PUBACK written inside ours, p99 ms at most | brokers' cores (JIT %) | server CPU s/M rec | peak RSS MiB |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for run in &g.runs {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {:.2} | {:.1} |\n",
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} | {:.1} |\n",
             run.server,
             run.offered_rate.map_or(
                 format!("as fast as {} in flight per client allows", g.window),
@@ -502,6 +523,8 @@ pub fn gateway_table(g: &GatewaySection) -> String {
                 format!("{low:.1} / {median:.1} / {high:.1}")
             }),
             run.group_commits.map_or("—".to_string(), |c| c.describe()),
+            run.inside_p99_at_most_ms
+                .map_or("—".to_string(), |ms| format!("{ms}")),
             run.brokers.map_or("—".to_string(), |b| b.describe()),
             run.cpu_per_million,
             run.peak_rss_mib

@@ -19,7 +19,7 @@ use bytes::{Buf, BufMut, Bytes};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::commit_times::CommitTimes;
+use super::timings::Timings;
 use crate::spool::{Spool, SpoolError, SpoolSettings};
 
 /// Bytes appended and not yet written that the buffer holds in memory, at
@@ -186,7 +186,7 @@ pub struct Buffer {
     appends: Mutex<Appends>,
     wake: Condvar,
     released: Notify,
-    commit_times: CommitTimes,
+    commit_times: Timings,
 }
 
 impl Buffer {
@@ -209,7 +209,7 @@ impl Buffer {
             appends: Mutex::new(Appends::default()),
             wake: Condvar::new(),
             released: Notify::new(),
-            commit_times: CommitTimes::default(),
+            commit_times: Timings::default(),
         }))
     }
 
@@ -264,7 +264,7 @@ impl Buffer {
     }
 
     /// How long the group commits took.
-    pub fn commit_times(&self) -> &CommitTimes {
+    pub fn commit_times(&self) -> &Timings {
         &self.commit_times
     }
 

@@ -15,6 +15,7 @@ use chrono::Utc;
 
 use super::buffer::{Buffer, NotDurable, Spooled};
 use super::credentials::{Credentials, Identity};
+use super::timings::Timings;
 use crate::sensor::validate::{RejectReason, validate_value};
 use crate::spool::SpoolError;
 
@@ -40,6 +41,9 @@ pub struct GatewayStats {
     /// When the oldest record Kafka has not acknowledged was accepted, in
     /// milliseconds since the epoch; 0 when none waits.
     pub oldest_waiting_ms: AtomicU64,
+    /// How long MQTT readings waited inside the gateway for their PUBACK:
+    /// from the PUBLISH read to the PUBACK written.
+    pub ack_times: Timings,
 }
 
 /// Why a message was not taken.

@@ -15,12 +15,12 @@
 //! listeners, and [`forward`] (buffer to Kafka).
 
 pub mod buffer;
-pub mod commit_times;
 pub mod credentials;
 pub mod forward;
 pub mod http;
 pub mod intake;
 pub mod mqtt;
+pub mod timings;
 mod view;
 
 pub use view::{GatewaySnapshot, GatewayView};

@@ -146,11 +146,19 @@ impl GatewayView {
         );
         let commits = self.buffer.commit_times().snapshot();
         out.histogram(
-            super::commit_times::METRIC,
+            super::timings::COMMIT_METRIC,
             "How long each group commit took to write out and fsync the buffer's appends.",
             &commits.buckets,
             commits.count,
             commits.sum_seconds,
+        );
+        let acks = self.stats.ack_times.snapshot();
+        out.histogram(
+            super::timings::ACK_METRIC,
+            "How long MQTT readings waited inside the gateway, from the PUBLISH read to its PUBACK written.",
+            &acks.buckets,
+            acks.count,
+            acks.sum_seconds,
         );
     }
 

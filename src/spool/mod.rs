@@ -50,7 +50,6 @@ const FRAME: u64 = 4 + 4 + 8;
 /// beyond this read from a file is damage, not a record.
 pub const MAX_RECORD: usize = 1024 * 1024;
 
-
 /// How big segments get, and how much the queue may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpoolSettings {
@@ -255,8 +254,12 @@ impl Spool {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&head[8..]), payload);
         head[4..8].copy_from_slice(&crc.to_le_bytes());
         let segment = self.segments.last_mut().expect("one segment at least");
-        self.unsynced
-            .add(segment.first, &segment.path, segment.bytes, [&head, payload]);
+        self.unsynced.add(
+            segment.first,
+            &segment.path,
+            segment.bytes,
+            [&head, payload],
+        );
         let half = self.settings.segment_bytes / 2;
         let crossed_half = segment.bytes < half && segment.bytes + size >= half;
         segment.bytes += size;

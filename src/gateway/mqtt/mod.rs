@@ -18,7 +18,7 @@ mod packets;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -150,10 +150,11 @@ async fn connection(
     read.and(write)
 }
 
-/// An answer waiting to be written: a PUBACK waits for its reading to be durable.
+/// An answer waiting to be written: a PUBACK waits for its reading to be
+/// durable (`durable`, with when its PUBLISH was read).
 struct Answer {
     packet: Outgoing,
-    durable: Option<u64>,
+    durable: Option<(u64, Instant)>,
 }
 
 struct Session {
@@ -181,6 +182,7 @@ impl Session {
             let Some(frame) = frame else {
                 return Ok(());
             };
+            let read_at = Instant::now();
             let answer = match packets::read(self.version, frame)? {
                 Incoming::Publish {
                     qos,
@@ -201,7 +203,7 @@ impl Session {
                                 pkid,
                                 refusal: None,
                             },
-                            durable: Some(number),
+                            durable: Some((number, read_at)),
                         },
                         (_, Err(refusal)) => Answer {
                             packet: Outgoing::PubAck {
@@ -287,7 +289,8 @@ impl Session {
 }
 
 /// Writes answers in order, each PUBACK once its reading is durable; a
-/// batch of answers ready together goes out in one write.
+/// batch of answers ready together goes out in one write, after which each
+/// PUBACK's wait since its PUBLISH was read is counted.
 async fn write_answers(
     mut writer: OwnedWriteHalf,
     mut queued: mpsc::Receiver<Answer>,
@@ -295,14 +298,16 @@ async fn write_answers(
     intake: Arc<Intake>,
 ) -> Result<(), MqttError> {
     let mut out = BytesMut::with_capacity(4096);
+    let mut read_at = Vec::new();
     while let Some(answer) = queued.recv().await {
         let mut next = Some(answer);
         while let Some(answer) = next {
-            if let Some(number) = answer.durable {
+            if let Some((number, at)) = answer.durable {
                 intake
                     .durable(number)
                     .await
                     .map_err(|r| MqttError::Buffer(r.detail().to_string()))?;
+                read_at.push(at);
             }
             packets::write(version, answer.packet, &mut out);
             next = queued.try_recv().ok();
@@ -311,6 +316,10 @@ async fn write_answers(
             .await
             .map_err(|_| MqttError::Silent(WRITE_WITHIN))??;
         out.clear();
+        let ack_times = &intake.stats().ack_times;
+        for at in read_at.drain(..) {
+            ack_times.record(at.elapsed());
+        }
     }
     let _ = writer.shutdown().await;
     Ok(())

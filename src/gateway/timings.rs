@@ -1,20 +1,27 @@
-//! How long each group commit takes to write out and fsync the buffer's
-//! appends: the disk's share of every acknowledgement's wait.
+//! Histograms of the gateway's waits, as `/metrics` shows them: how long
+//! each group commit takes, and how long a device waits for its PUBACK
+//! inside the gateway.
 //!
 //! A device waits for the group commit running when its reading came in and
 //! then for its own, so a PUBACK's latency is one to two commits plus the
-//! network. When acknowledgements are slow, this histogram tells whether the
+//! gateway's own work plus the network. When acknowledgements are slow, the
+//! two histograms tell where the time went: the commits' says whether the
 //! disk is why (an edge box's flash card, or brokers writing to the same
-//! disk) or the CPU is. A commit is timed from asking for the buffer's lock
-//! to the end of its fsync, so a segment switch holding that lock (it fsyncs
-//! the full segment) counts too. Recording one is a few atomic additions,
-//! once per commit, not per reading.
+//! disk); the acknowledgements' (from a PUBLISH read off the socket to its
+//! PUBACK written back) holds everything the gateway does, so what a device
+//! measures beyond it was spent before the gateway read the packet or after
+//! it wrote the answer (the network, the device, a busy machine). A commit
+//! is timed from asking for the buffer's lock to the end of its fsync, a
+//! segment switch included. Recording is a few atomic additions.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The metric's name on `/metrics` (after `metrocloud_`).
-pub const METRIC: &str = "gateway_group_commit_seconds";
+/// The group commits' metric on `/metrics` (after `metrocloud_`).
+pub const COMMIT_METRIC: &str = "gateway_group_commit_seconds";
+
+/// The acknowledgements' metric on `/metrics` (after `metrocloud_`).
+pub const ACK_METRIC: &str = "gateway_ack_seconds";
 
 /// The buckets' upper bounds, seconds: from an idle SSD's fsync (well under
 /// a millisecond) to a stalled disk's.
@@ -23,27 +30,27 @@ pub const BOUNDS_SECONDS: [f64; 17] = [
     0.5, 1.0, 2.5,
 ];
 
-/// Commit durations counted per bucket.
+/// Durations counted per bucket.
 #[derive(Debug, Default)]
-pub struct CommitTimes {
-    /// One count per bound, and a last one for longer commits.
+pub struct Timings {
+    /// One count per bound, and a last one for longer ones.
     counts: [AtomicU64; BOUNDS_SECONDS.len() + 1],
     sum_micros: AtomicU64,
 }
 
 /// The histogram at one moment, as Prometheus has it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CommitHistogram {
-    /// Each bound with the commits that took at most that long (cumulative).
+pub struct Histogram {
+    /// Each bound with the waits that took at most that long (cumulative).
     pub buckets: Vec<(f64, u64)>,
-    /// Every commit.
+    /// Every wait counted.
     pub count: u64,
     /// Their durations added up, seconds.
     pub sum_seconds: f64,
 }
 
-impl CommitTimes {
-    /// Counts one commit that took `took`.
+impl Timings {
+    /// Counts one wait that took `took`.
     pub fn record(&self, took: Duration) {
         let seconds = took.as_secs_f64();
         let bucket = BOUNDS_SECONDS
@@ -56,7 +63,7 @@ impl CommitTimes {
     }
 
     /// The counts so far.
-    pub fn snapshot(&self) -> CommitHistogram {
+    pub fn snapshot(&self) -> Histogram {
         let mut cumulative = 0;
         let buckets = BOUNDS_SECONDS
             .iter()
@@ -67,7 +74,7 @@ impl CommitTimes {
             })
             .collect();
         let longer = self.counts[BOUNDS_SECONDS.len()].load(Ordering::Relaxed);
-        CommitHistogram {
+        Histogram {
             buckets,
             count: cumulative + longer,
             sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
@@ -75,10 +82,11 @@ impl CommitTimes {
     }
 }
 
-impl CommitHistogram {
-    /// The histogram on a gateway's `/metrics` page, if it has one.
-    pub fn parse(metrics: &str) -> Option<CommitHistogram> {
-        let name = format!("metrocloud_{METRIC}");
+impl Histogram {
+    /// The histogram `metric` ([`COMMIT_METRIC`], [`ACK_METRIC`]) on a
+    /// gateway's `/metrics` page, if it has it.
+    pub fn parse(metrics: &str, metric: &str) -> Option<Histogram> {
+        let name = format!("metrocloud_{metric}");
         let value = |line: &str| line.rsplit(' ').next()?.parse::<f64>().ok();
         let mut buckets = Vec::new();
         let (mut count, mut sum_seconds) = (None, None);
@@ -97,15 +105,15 @@ impl CommitHistogram {
                 sum_seconds = Some(value(rest)?);
             }
         }
-        Some(CommitHistogram {
+        Some(Histogram {
             buckets,
             count: count?,
             sum_seconds: sum_seconds?,
         })
     }
 
-    /// The bound under which at least `quantile` of the commits fell
-    /// (`None` without commits; infinity when they lie past every bound).
+    /// The bound under which at least `quantile` of the waits fell
+    /// (`None` without any; infinity when they lie past every bound).
     pub fn quantile_bound(&self, quantile: f64) -> Option<f64> {
         if self.count == 0 {
             return None;
@@ -126,7 +134,7 @@ mod tests {
 
     #[test]
     fn each_commit_falls_in_the_first_bucket_whose_bound_it_does_not_pass() {
-        let times = CommitTimes::default();
+        let times = Timings::default();
         for micros in [300, 500, 501, 2_500, 9_000] {
             times.record(Duration::from_micros(micros));
         }
@@ -148,7 +156,7 @@ mod tests {
 
     #[test]
     fn the_histogram_reads_back_from_the_metrics_page_it_is_written_into() {
-        let times = CommitTimes::default();
+        let times = Timings::default();
         for micros in [700, 2_000, 40_000, 3_000_000] {
             times.record(Duration::from_micros(micros));
         }
@@ -156,7 +164,7 @@ mod tests {
         let mut page = crate::exposition::Exposition::new();
         page.counter("gateway_readings_accepted_total", "Readings.", 4);
         page.histogram(
-            METRIC,
+            COMMIT_METRIC,
             "Commits.",
             &written.buckets,
             written.count,
@@ -167,13 +175,17 @@ mod tests {
             text.contains("metrocloud_gateway_group_commit_seconds_bucket{le=\"+Inf\"} 4\n"),
             "{text}"
         );
-        assert_eq!(CommitHistogram::parse(&text), Some(written));
-        assert_eq!(CommitHistogram::parse("metrocloud_other_total 1\n"), None);
+        assert_eq!(Histogram::parse(&text, COMMIT_METRIC), Some(written));
+        assert_eq!(Histogram::parse(&text, ACK_METRIC), None);
+        assert_eq!(
+            Histogram::parse("metrocloud_other_total 1\n", COMMIT_METRIC),
+            None
+        );
     }
 
     #[test]
     fn quantiles_are_the_bound_of_the_bucket_that_reaches_them() {
-        let times = CommitTimes::default();
+        let times = Timings::default();
         assert_eq!(times.snapshot().quantile_bound(0.99), None);
         for _ in 0..98 {
             times.record(Duration::from_micros(400));
