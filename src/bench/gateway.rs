@@ -291,22 +291,13 @@ impl Bench<'_> {
         let (kafka_secs, commits, inside) = match server.http {
             Some(http) => {
                 let (at, metrics) = forwarded(http, total).await?;
-                let inside = Histogram::parse(&metrics, ACK_METRIC)
-                    .and_then(|h| h.quantile_bound(0.99))
-                    .filter(|b| b.is_finite())
-                    .map(|b| b * 1e3);
-                let commits = Histogram::parse(&metrics, COMMIT_METRIC).map(|h| {
-                    let ms = |q| {
-                        h.quantile_bound(q)
-                            .filter(|b| b.is_finite())
-                            .map(|b| b * 1e3)
-                    };
-                    GroupCommits {
-                        per_sec: h.count as f64 / load.elapsed.as_secs_f64().max(1e-9),
-                        p50_at_most_ms: ms(0.5),
-                        p99_at_most_ms: ms(0.99),
-                        longest_at_most_ms: ms(1.0),
-                    }
+                let inside =
+                    Histogram::parse(&metrics, ACK_METRIC).and_then(|h| h.quantile_ms(0.99));
+                let commits = Histogram::parse(&metrics, COMMIT_METRIC).map(|h| GroupCommits {
+                    per_sec: h.count as f64 / load.elapsed.as_secs_f64().max(1e-9),
+                    p50_at_most_ms: h.quantile_ms(0.5),
+                    p99_at_most_ms: h.quantile_ms(0.99),
+                    longest_at_most_ms: h.quantile_ms(1.0),
                 });
                 (
                     Some(at.duration_since(started).as_secs_f64()),

@@ -126,6 +126,14 @@ impl Histogram {
                 .map_or(f64::INFINITY, |(bound, _)| *bound),
         )
     }
+
+    /// [`Histogram::quantile_bound`] in milliseconds, `None` also when the
+    /// waits lie past every bound.
+    pub fn quantile_ms(&self, quantile: f64) -> Option<f64> {
+        self.quantile_bound(quantile)
+            .filter(|bound| bound.is_finite())
+            .map(|bound| bound * 1e3)
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +204,8 @@ mod tests {
         assert_eq!(histogram.quantile_bound(0.5), Some(0.0005));
         assert_eq!(histogram.quantile_bound(0.99), Some(0.015));
         assert_eq!(histogram.quantile_bound(1.0), Some(f64::INFINITY));
+        assert_eq!(histogram.quantile_ms(0.99), Some(15.0));
+        assert_eq!(histogram.quantile_ms(1.0), None, "past every bound");
         assert_eq!(histogram.count, 100);
     }
 }

@@ -39,9 +39,10 @@ mod room;
 mod tests;
 mod unsynced;
 
+use crate::lock::lock;
 pub use cursor::Cursor;
 pub use unsynced::PendingSync;
-use unsynced::{Current, Files, Unsynced, lock};
+use unsynced::{Current, Files, Unsynced};
 
 /// Bytes of a record's frame besides its payload: length, CRC, number.
 const FRAME: u64 = 4 + 4 + 8;
@@ -129,7 +130,7 @@ pub struct Spool {
     /// A sync began and has not finished.
     syncing: bool,
     /// What syncs write to, the spare among them.
-    files: Files,
+    files: Arc<Files>,
     /// The number the next append gets.
     next: u64,
     /// Every record below this number is synced.
@@ -201,11 +202,11 @@ impl Spool {
             });
         }
         let last = segments.last().expect("one segment at least");
-        let files = Files {
+        let files = Arc::new(Files {
             dir: dir.to_path_buf(),
-            current: Arc::new(Mutex::new(Current::open(last.first, &last.path)?)),
-            spare: Arc::new(Mutex::new(spare)),
-        };
+            current: Mutex::new(Current::open(last.first, &last.path)?),
+            spare: Mutex::new(spare),
+        });
         let mut spool = Spool {
             dir: dir.to_path_buf(),
             settings,
@@ -254,12 +255,8 @@ impl Spool {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&head[8..]), payload);
         head[4..8].copy_from_slice(&crc.to_le_bytes());
         let segment = self.segments.last_mut().expect("one segment at least");
-        self.unsynced.add(
-            segment.first,
-            &segment.path,
-            segment.bytes,
-            [&head, payload],
-        );
+        self.unsynced
+            .add(segment.first, segment.bytes, [&head, payload]);
         let half = self.settings.segment_bytes / 2;
         let crossed_half = segment.bytes < half && segment.bytes + size >= half;
         segment.bytes += size;

@@ -27,6 +27,17 @@ fn append_all(spool: &mut Spool, range: std::ops::Range<u64>) {
     }
 }
 
+/// Appends `reading-<n>` until an append is refused: how many were taken, and why not more.
+fn append_until_refused(spool: &mut Spool) -> (u64, SpoolError) {
+    let mut accepted = 0;
+    loop {
+        match spool.append(format!("reading-{accepted}").as_bytes()) {
+            Ok(_) => accepted += 1,
+            Err(e) => return (accepted, e),
+        }
+    }
+}
+
 #[test]
 fn records_are_read_in_order_once_synced_and_not_before() {
     let dir = tempfile::tempdir().unwrap();
@@ -283,13 +294,7 @@ fn a_full_spool_refuses_appends_until_kafka_acknowledges_enough() {
         max_unsynced: 1_000,
     };
     let mut spool = Spool::open(dir.path(), small).unwrap();
-    let mut accepted = 0;
-    let refusal = loop {
-        match spool.append(format!("reading-{accepted}").as_bytes()) {
-            Ok(_) => accepted += 1,
-            Err(e) => break e,
-        }
-    };
+    let (accepted, refusal) = append_until_refused(&mut spool);
     assert!(
         matches!(refusal, SpoolError::Full { max: 1_000, .. }),
         "{refusal}"
@@ -431,13 +436,7 @@ fn appends_wait_in_memory_only_up_to_a_bound_and_are_taken_again_once_a_sync_wro
         ..settings()
     };
     let mut spool = Spool::open(dir.path(), bounded).unwrap();
-    let mut accepted = 0;
-    let refusal = loop {
-        match spool.append(format!("reading-{accepted}").as_bytes()) {
-            Ok(_) => accepted += 1,
-            Err(e) => break e,
-        }
-    };
+    let (accepted, refusal) = append_until_refused(&mut spool);
     assert!(matches!(refusal, SpoolError::Behind(_)), "{refusal}");
     assert!(accepted >= 10, "{accepted}");
     let pending = spool.begin_sync().unwrap().expect("something to sync");

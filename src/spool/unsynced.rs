@@ -15,17 +15,21 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use super::room::Spare;
-use super::{SpoolError, io, sync_dir};
+use super::{SpoolError, io, segment_path, sync_dir};
+use crate::lock::lock;
+
+/// Room a new chunk starts with, at most: after a stall of the disk the
+/// last sync may have taken megabytes, which the next need not reserve.
+const ROOM_AHEAD: u64 = 1024 * 1024;
 
 /// Frames appended to one segment since the last sync, and where they go.
 #[derive(Debug)]
 pub(super) struct Chunk {
     /// The segment's first record number (its name).
     first: u64,
-    path: PathBuf,
     /// Where in the segment file the bytes start.
     offset: u64,
     bytes: Vec<u8>,
@@ -36,6 +40,10 @@ pub(super) struct Chunk {
 pub(super) struct Unsynced {
     chunks: Vec<Chunk>,
     bytes: u64,
+    /// Bytes the last sync took: a chunk starts with room for as many (up
+    /// to [`ROOM_AHEAD`]), so that one allocation per sync holds what
+    /// gathers, not a run of doublings.
+    last_taken: u64,
 }
 
 impl Unsynced {
@@ -45,7 +53,7 @@ impl Unsynced {
     }
 
     /// A frame for byte `offset` of the segment whose first record is `first`.
-    pub(super) fn add(&mut self, first: u64, path: &Path, offset: u64, parts: [&[u8]; 2]) {
+    pub(super) fn add(&mut self, first: u64, offset: u64, parts: [&[u8]; 2]) {
         let follows = self
             .chunks
             .last()
@@ -53,9 +61,8 @@ impl Unsynced {
         if !follows {
             self.chunks.push(Chunk {
                 first,
-                path: path.to_path_buf(),
                 offset,
-                bytes: Vec::new(),
+                bytes: Vec::with_capacity(self.last_taken.min(ROOM_AHEAD) as usize),
             });
         }
         let chunk = self.chunks.last_mut().expect("a chunk was just made");
@@ -66,7 +73,7 @@ impl Unsynced {
     }
 
     fn take(&mut self) -> Vec<Chunk> {
-        self.bytes = 0;
+        self.last_taken = std::mem::take(&mut self.bytes);
         std::mem::take(&mut self.chunks)
     }
 }
@@ -94,30 +101,25 @@ impl Current {
     }
 }
 
-/// What the sync needs besides the queue: the file it writes, the spare it
-/// turns into the next segment, and the folder.
-#[derive(Debug, Clone)]
+/// What the sync needs besides the queue, shared by the queue and each
+/// sync under way: the folder, the file it writes, and the spare it turns
+/// into the next segment.
+#[derive(Debug)]
 pub(super) struct Files {
     pub(super) dir: PathBuf,
-    pub(super) current: Arc<Mutex<Current>>,
-    pub(super) spare: Arc<Mutex<Spare>>,
+    pub(super) current: Mutex<Current>,
+    pub(super) spare: Mutex<Spare>,
 }
 
 impl Files {
     /// What was appended, to be written and fsynced by [`PendingSync::fsync`].
-    pub(super) fn pending(&self, unsynced: &mut Unsynced, upto: u64) -> PendingSync {
+    pub(super) fn pending(self: &Arc<Self>, unsynced: &mut Unsynced, upto: u64) -> PendingSync {
         PendingSync {
             chunks: unsynced.take(),
             upto,
-            files: self.clone(),
+            files: Arc::clone(self),
         }
     }
-}
-
-/// Locks a mutex whose holder may have panicked: the data stays usable
-/// (the queue's state is only ever changed whole).
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a sync started by [`super::Spool::begin_sync`] still has to do.
@@ -125,7 +127,7 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct PendingSync {
     chunks: Vec<Chunk>,
     upto: u64,
-    files: Files,
+    files: Arc<Files>,
 }
 
 impl PendingSync {
@@ -138,27 +140,28 @@ impl PendingSync {
         for chunk in &self.chunks {
             if chunk.first != current.first {
                 current.file.sync_data().map_err(io(&current.path))?;
-                let taken = lock(&self.files.spare).take(&chunk.path);
+                let path = segment_path(&self.files.dir, chunk.first);
+                let taken = lock(&self.files.spare).take(&path);
                 let file = match taken {
                     Some(file) => file,
                     None => OpenOptions::new()
                         .create(true)
                         .truncate(true)
                         .write(true)
-                        .open(&chunk.path)
-                        .map_err(io(&chunk.path))?,
+                        .open(&path)
+                        .map_err(io(&path))?,
                 };
                 sync_dir(&self.files.dir)?;
                 *current = Current {
                     first: chunk.first,
-                    path: chunk.path.clone(),
+                    path,
                     file,
                 };
             }
             current
                 .file
                 .write_all_at(&chunk.bytes, chunk.offset)
-                .map_err(io(&chunk.path))?;
+                .map_err(io(&current.path))?;
         }
         current.file.sync_data().map_err(io(&current.path))?;
         Ok(self.upto)
