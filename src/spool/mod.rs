@@ -11,9 +11,8 @@
 //! queue between threads syncs in two halves, [`Spool::begin_sync`] under
 //! its lock and [`PendingSync::fsync`] outside it, so that no append ever
 //! waits for the disk (see `unsynced.rs`). Kafka's acknowledgements come back through
-//! [`Spool::release`]: the first number not yet acknowledged is written to
-//! `released` (atomically: a temporary file, fsynced, renamed), and segments
-//! wholly below it are deleted.
+//! [`Spool::release`]: the first number not yet acknowledged is written over
+//! `released` in place and synced, and segments wholly below it are deleted.
 //!
 //! The queue is bounded in bytes; an append beyond the bound is refused with
 //! [`SpoolError::Full`], so the caller pushes back on its devices instead of
@@ -27,7 +26,7 @@
 //! it does at the older records of a reused segment file, see `room.rs`.)
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +42,9 @@ use crate::lock::lock;
 pub use cursor::Cursor;
 pub use unsynced::PendingSync;
 use unsynced::{Current, Files, Unsynced};
+
+/// The file holding the first record number Kafka has not acknowledged.
+const RELEASED: &str = "released";
 
 /// Bytes of a record's frame besides its payload: length, CRC, number.
 const FRAME: u64 = 4 + 4 + 8;
@@ -155,12 +157,9 @@ impl Spool {
             .map_err(io(&lock_file))?;
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|_| SpoolError::InUse(dir.to_path_buf()))?;
-        let released_file = dir.join("released");
-        let released = match std::fs::read_to_string(&released_file) {
-            Ok(text) => text.trim().parse().unwrap_or(0),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(io(&released_file)(e)),
-        };
+        let released = read_released(dir)?;
+        // Left by a version that wrote `released` through a renamed copy.
+        let _ = std::fs::remove_file(dir.join("released.tmp"));
         let mut firsts: Vec<u64> = std::fs::read_dir(dir)
             .map_err(io(dir))?
             .filter_map(|entry| {
@@ -201,6 +200,9 @@ impl Spool {
                 bytes: 0,
             });
         }
+        // Records below the first segment are gone: Kafka had them (a torn
+        // `released` reads as 0, and the cursor starts at a record still held).
+        let released = released.max(segments[0].first);
         let last = segments.last().expect("one segment at least");
         let files = Arc::new(Files {
             dir: dir.to_path_buf(),
@@ -386,21 +388,61 @@ impl Spool {
     }
 }
 
-/// Records in `dir` that every record below `upto` is released: a temporary
-/// file, fsynced, renamed over `released`, and the folder fsynced. It needs
-/// nothing of the open queue, so a caller sharing the queue runs it first,
-/// outside its lock, then [`Spool::mark_released`].
+/// Records in `dir` that every record below `upto` is released. The number
+/// is written over the file's one line in place (20 digits, zero-padded, and
+/// the CRC-32C of those digits: always the same length) and only its data
+/// is synced: no new file, no
+/// rename, no journal commit, which would hold up the group commit's fsyncs
+/// five times a second. Only the first write (the file is new) syncs the
+/// folder too. Written before the segments below `upto` go, so a crash never
+/// leaves a number older than the oldest segment: at worst an older number,
+/// and records Kafka had are sent again. It needs no [`Spool`]; a caller
+/// sharing one calls it outside its lock, then [`Spool::mark_released`].
 pub fn write_released(dir: &Path, upto: u64) -> Result<(), SpoolError> {
-    let file = dir.join("released");
-    let temporary = dir.join("released.tmp");
-    {
-        let mut out = File::create(&temporary).map_err(io(&temporary))?;
-        out.write_all(upto.to_string().as_bytes())
-            .map_err(io(&temporary))?;
-        out.sync_all().map_err(io(&temporary))?;
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(RELEASED);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    let new = file.metadata().map_err(io(&path))?.len() == 0;
+    let digits = format!("{upto:020}");
+    let line = format!("{digits} {:08x}\n", crc32c::crc32c(digits.as_bytes()));
+    file.write_all_at(line.as_bytes(), 0).map_err(io(&path))?;
+    file.sync_data().map_err(io(&path))?;
+    if new {
+        sync_dir(dir)?;
     }
-    std::fs::rename(&temporary, &file).map_err(io(&file))?;
-    sync_dir(dir)
+    Ok(())
+}
+
+/// The first record not yet released, as `released` says; 0 without one.
+/// A line whose checksum does not match (a torn write) reads as 0:
+/// everything still in a segment is sent again, nothing skipped. A line of
+/// digits alone is the older format, written atomically by renaming.
+fn read_released(dir: &Path) -> Result<u64, SpoolError> {
+    let path = dir.join(RELEASED);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let sound = match text.trim().split_once(' ') {
+        Some((digits, crc)) => u32::from_str_radix(crc, 16)
+            .is_ok_and(|crc| crc == crc32c::crc32c(digits.as_bytes()))
+            .then_some(digits),
+        None => Some(text.trim()),
+    };
+    let released = sound.and_then(|digits| digits.parse().ok());
+    if released.is_none() {
+        tracing::warn!(
+            "{}: not a whole record number ({text:?}); every record still held is sent again",
+            path.display()
+        );
+    }
+    Ok(released.unwrap_or(0))
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {

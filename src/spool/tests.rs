@@ -1,4 +1,5 @@
 use super::*;
+use std::io::Write;
 
 fn settings() -> SpoolSettings {
     SpoolSettings {
@@ -450,4 +451,57 @@ fn appends_wait_in_memory_only_up_to_a_bound_and_are_taken_again_once_a_sync_wro
     let mut expected = numbered(0..accepted);
     expected.push((accepted, "while the sync writes".to_string()));
     assert_eq!(payloads(&spool, 0), expected, "nothing dropped");
+}
+
+#[test]
+fn the_released_number_is_written_over_in_place_and_a_torn_one_sends_everything_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("released");
+    write_released(dir.path(), 7).unwrap();
+    let first = std::fs::read_to_string(&file).unwrap();
+    write_released(dir.path(), 123_456).unwrap();
+    let second = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(first.len(), second.len(), "{first:?} then {second:?}");
+    assert!(second.starts_with("00000000000000123456 "), "{second:?}");
+    assert_eq!(read_released(dir.path()).unwrap(), 123_456);
+
+    // A write torn between two numbers: its checksum no longer matches.
+    let torn = format!("{}{}", &second[..18], &first[18..]);
+    std::fs::write(&file, torn).unwrap();
+    assert_eq!(read_released(dir.path()).unwrap(), 0);
+
+    // The older format: the number alone, and a rename's leftover.
+    std::fs::write(&file, "4242").unwrap();
+    std::fs::write(dir.path().join("released.tmp"), "4243").unwrap();
+    assert_eq!(read_released(dir.path()).unwrap(), 4242);
+    let _spool = Spool::open(dir.path(), settings()).unwrap();
+    assert!(!dir.path().join("released.tmp").exists());
+}
+
+#[test]
+fn a_torn_released_number_starts_the_queue_again_at_its_oldest_record_still_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = {
+        let mut spool = Spool::open(dir.path(), settings()).unwrap();
+        append_all(&mut spool, 0..100);
+        spool.sync().unwrap();
+        spool.release(60).unwrap();
+        spool.segments[0].first
+    };
+    assert!(held > 0, "a segment was deleted");
+    std::fs::write(
+        dir.path().join("released"),
+        "00000000000000000060 0badcafe\n",
+    )
+    .unwrap();
+    let spool = Spool::open(dir.path(), settings()).unwrap();
+    assert_eq!(spool.released(), held);
+    let mut cursor = Cursor::at(dir.path(), spool.released());
+    let read: Vec<u64> = cursor
+        .read(spool.durable(), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(read, (held..100).collect::<Vec<_>>());
 }
