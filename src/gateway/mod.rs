@@ -168,9 +168,10 @@ impl Gateway {
 
     /// Serves devices and forwards to Kafka until `shutdown`. Stopping
     /// closes the listeners, lets each connection send the answers it owes,
-    /// makes the last appends durable, and gives Kafka the delivery timeout
-    /// to acknowledge what is in flight; what is not acknowledged stays in
-    /// the buffer for the next start.
+    /// makes the last appends durable, and gives Kafka one request timeout
+    /// (`KAFKA_PRODUCER_REQUEST_TIMEOUT_MS`) to acknowledge what is in
+    /// flight; what is not acknowledged stays in the buffer for the next
+    /// start.
     pub async fn run(
         self,
         config: &Config,
