@@ -390,14 +390,15 @@ impl Spool {
 
 /// Records in `dir` that every record below `upto` is released. The number
 /// is written over the file's one line in place (20 digits, zero-padded, and
-/// the CRC-32C of those digits: always the same length) and only its data
-/// is synced: no new file, no
-/// rename, no journal commit, which would hold up the group commit's fsyncs
-/// five times a second. Only the first write (the file is new) syncs the
-/// folder too. Written before the segments below `upto` go, so a crash never
-/// leaves a number older than the oldest segment: at worst an older number,
-/// and records Kafka had are sent again. It needs no [`Spool`]; a caller
-/// sharing one calls it outside its lock, then [`Spool::mark_released`].
+/// their CRC-32C: always the same length) and only its data is synced: no
+/// new file, no rename, so no journal commit to hold up the group commit's
+/// fsyncs five times a second. Only a file just made also syncs the folder.
+/// The caller deletes segments only after this returns, so after a crash
+/// the number on disk is never below the oldest segment left; at worst it
+/// is an older number than the last one written, and Kafka gets some
+/// records again. It needs no [`Spool`]:
+/// a caller sharing one calls it outside its lock, then
+/// [`Spool::mark_released`].
 pub fn write_released(dir: &Path, upto: u64) -> Result<(), SpoolError> {
     use std::os::unix::fs::FileExt;
     let path = dir.join(RELEASED);
