@@ -178,12 +178,13 @@ after=$(end_offsets)
 [ "$after" -gt "$before" ] || fail "nothing was written in 10 s with kafka2 down ($before, then $after)"
 echo "with kafka2 killed (SIGKILL): end offsets $before, 10 s later $after"
 docker start kafka2 >/dev/null
-deadline=$(( $(date +%s) + 120 ))
+restarted=$(date +%s)
+deadline=$(( restarted + 120 ))
 until [ "$(health kafka2)" = healthy ]; do
   [ "$(date +%s)" -lt "$deadline" ] || fail "kafka2 did not come back healthy in 2 minutes"
   sleep 3
 done
-echo "kafka2: healthy again"
+echo "kafka2: healthy again, $(( $(date +%s) - restarted )) s after its start"
 
 step "the producer stopped: everything it had acknowledged is consumed"
 # A clean stop delivers what the producer holds and prints its summary.
