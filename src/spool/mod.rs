@@ -148,13 +148,7 @@ impl Spool {
     /// and cutting a torn tail off the last segment.
     pub fn open(dir: &Path, settings: SpoolSettings) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let lock_file = dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_file)
-            .map_err(io(&lock_file))?;
+        let file = open_to_write(&dir.join("lock"))?;
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|_| SpoolError::InUse(dir.to_path_buf()))?;
         let released = read_released(dir)?;
@@ -396,18 +390,12 @@ impl Spool {
 /// The caller deletes segments only after this returns, so after a crash
 /// the number on disk is never below the oldest segment left; at worst it
 /// is an older number than the last one written, and Kafka gets some
-/// records again. It needs no [`Spool`]:
-/// a caller sharing one calls it outside its lock, then
-/// [`Spool::mark_released`].
+/// records again. It needs no [`Spool`]: a caller sharing one calls it
+/// outside its lock, then [`Spool::mark_released`].
 pub fn write_released(dir: &Path, upto: u64) -> Result<(), SpoolError> {
     use std::os::unix::fs::FileExt;
     let path = dir.join(RELEASED);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io(&path))?;
+    let file = open_to_write(&path)?;
     let new = file.metadata().map_err(io(&path))?.len() == 0;
     let digits = format!("{upto:020}");
     let line = format!("{digits} {:08x}\n", crc32c::crc32c(digits.as_bytes()));
@@ -444,6 +432,16 @@ fn read_released(dir: &Path) -> Result<u64, SpoolError> {
         );
     }
     Ok(released.unwrap_or(0))
+}
+
+/// `path` opened for writing in place, made when missing, its bytes kept.
+fn open_to_write(path: &Path) -> Result<File, SpoolError> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io(path))
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {

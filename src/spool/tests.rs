@@ -28,6 +28,14 @@ fn append_all(spool: &mut Spool, range: std::ops::Range<u64>) {
     }
 }
 
+/// A spool in `dir` holding `reading-<n>` for each of `range`, synced.
+fn synced(dir: &Path, range: std::ops::Range<u64>) -> Spool {
+    let mut spool = Spool::open(dir, settings()).unwrap();
+    append_all(&mut spool, range);
+    spool.sync().unwrap();
+    spool
+}
+
 /// Appends `reading-<n>` until an append is refused: how many were taken, and why not more.
 fn append_until_refused(spool: &mut Spool) -> (u64, SpoolError) {
     let mut accepted = 0;
@@ -56,11 +64,8 @@ fn records_are_read_in_order_once_synced_and_not_before() {
 #[test]
 fn what_was_synced_is_there_after_reopening_and_numbering_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let mut spool = Spool::open(dir.path(), settings()).unwrap();
-        append_all(&mut spool, 0..100);
-        spool.sync().unwrap();
-    }
+    // Closed again before it is reopened.
+    drop(synced(dir.path(), 0..100));
     let mut spool = Spool::open(dir.path(), settings()).unwrap();
     assert!(spool.segments.len() > 1, "100 records roll 1 KiB segments");
     assert_eq!(payloads(&spool, 0), numbered(0..100));
@@ -74,9 +79,7 @@ fn a_torn_or_corrupt_tail_is_passed_over_and_written_over() {
     for damage in [&b"\x20\x00\x00\x00\x01\x02"[..], &[0xff; 40][..]] {
         let dir = tempfile::tempdir().unwrap();
         let (path, whole) = {
-            let mut spool = Spool::open(dir.path(), settings()).unwrap();
-            append_all(&mut spool, 0..3);
-            spool.sync().unwrap();
+            let spool = synced(dir.path(), 0..3);
             let last = spool.segments.last().unwrap();
             (last.path.clone(), last.bytes)
         };
@@ -100,9 +103,7 @@ fn a_torn_or_corrupt_tail_is_passed_over_and_written_over() {
 fn a_segment_is_made_at_full_size_in_zeros_and_its_room_is_not_taken_for_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let path = {
-        let mut spool = Spool::open(dir.path(), settings()).unwrap();
-        append_all(&mut spool, 0..3);
-        spool.sync().unwrap();
+        let spool = synced(dir.path(), 0..3);
         spool.segments[0].path.clone()
     };
     let size = std::fs::metadata(&path).unwrap().len();
@@ -272,9 +273,7 @@ fn an_empty_record_numbered_zero_is_not_mistaken_for_room() {
 fn a_record_whose_checksum_fails_ends_the_log_there() {
     let dir = tempfile::tempdir().unwrap();
     let (path, end) = {
-        let mut spool = Spool::open(dir.path(), settings()).unwrap();
-        append_all(&mut spool, 0..3);
-        spool.sync().unwrap();
+        let spool = synced(dir.path(), 0..3);
         (spool.segments[0].path.clone(), spool.segments[0].bytes)
     };
     // Flip the last byte of the third record's payload.
@@ -316,9 +315,7 @@ fn a_full_spool_refuses_appends_until_kafka_acknowledges_enough() {
 fn released_records_stay_released_and_their_segments_go() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let mut spool = Spool::open(dir.path(), settings()).unwrap();
-        append_all(&mut spool, 0..100);
-        spool.sync().unwrap();
+        let mut spool = synced(dir.path(), 0..100);
         let before = spool.segments.len();
         spool.release(60).unwrap();
         assert!(spool.segments.len() < before);
@@ -482,9 +479,7 @@ fn the_released_number_is_written_over_in_place_and_a_torn_one_sends_everything_
 fn a_torn_released_number_starts_the_queue_again_at_its_oldest_record_still_held() {
     let dir = tempfile::tempdir().unwrap();
     let held = {
-        let mut spool = Spool::open(dir.path(), settings()).unwrap();
-        append_all(&mut spool, 0..100);
-        spool.sync().unwrap();
+        let mut spool = synced(dir.path(), 0..100);
         spool.release(60).unwrap();
         spool.segments[0].first
     };
